@@ -1,0 +1,106 @@
+#include "framework/autograd/engine.h"
+
+#include <unordered_map>
+#include <vector>
+
+#include "framework/autograd/grad_mode.h"
+#include "framework/autograd/node.h"
+
+namespace zt {
+
+namespace {
+
+// Sums gradients out of place: a node may hand the same buffer to several inputs (add
+// passes its output gradient through twice), so the engine never writes into a gradient it
+// did not allocate.
+void accumulate(Tensor& slot, const Tensor& g) {
+  if (!slot.defined()) {
+    slot = g;
+  } else {
+    Tensor sum = slot.clone();
+    sum.add_(g);
+    slot = sum;
+  }
+}
+
+void check_grad(const Node& node, size_t i, const Tensor& g) {
+  const Edge& e = node.edges()[i];
+  ZT_CHECK(g.shape() == e.shape, "backward of '", node.name(), "': gradient of input ", i, " has shape ",
+           shape_str(g.shape()), " but the input has shape ", shape_str(e.shape));
+}
+
+}  // namespace
+
+void run_backward(const Variable& root, const Tensor& grad, double seed, bool retain_graph) {
+  ZT_CHECK(root.defined(), "backward on an undefined Variable");
+  ZT_CHECK(root.requires_grad(), "backward on a Variable that does not require grad (shape ",
+           shape_str(root.shape()), "): no input of the computation requires grad");
+  if (grad.defined()) {
+    ZT_CHECK(grad.shape() == root.shape(), "backward: gradient of shape ", shape_str(grad.shape()),
+             " for an output of shape ", shape_str(root.shape()));
+  } else {
+    ZT_CHECK(root.numel() == 1, "backward on a non-scalar output of shape ", shape_str(root.shape()),
+             " needs an explicit gradient of that shape");
+  }
+  NoGradGuard no_grad;  // backward itself builds no graph
+
+  Node* root_node = root.grad_fn().get();
+  if (!root_node) {  // a leaf: its gradient is the seed
+    Tensor g = grad.defined() ? grad : Tensor::full(root.shape(), seed, root.dtype(), root.device());
+    accumulate(root.impl()->grad, g);
+    return;
+  }
+
+  // Count, for every node reachable from the root, how many edges point at it; a node runs
+  // once all of its consumers have passed their gradient down (Kahn's algorithm).
+  std::unordered_map<Node*, int> pending;
+  std::vector<Node*> stack{root_node};
+  pending[root_node] = 0;
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (const Edge& e : n->edges()) {
+      if (!e.node) continue;
+      auto [it, inserted] = pending.try_emplace(e.node.get(), 0);
+      ++it->second;
+      if (inserted) stack.push_back(e.node.get());
+    }
+  }
+
+  // Keep the nodes alive while we run them even if the caller drops the graph.
+  std::shared_ptr<Node> keep_root = root.grad_fn();
+  std::unordered_map<Node*, Tensor> grads;  // gradient of each pending node's output
+  std::vector<Node*> ready{root_node};
+  while (!ready.empty()) {
+    Node* n = ready.back();
+    ready.pop_back();
+    std::vector<Tensor> in_grads;
+    if (n == root_node && !grad.defined()) {
+      in_grads = n->backward_seeded(seed, root.tensor());
+    } else {
+      Tensor g = n == root_node ? grad : grads[n];
+      grads.erase(n);  // this output gradient is no longer needed
+      // No gradient reached this node (all its consumers returned none): it passes none on,
+      // but still releases the nodes below it.
+      in_grads = g.defined() ? n->backward(g) : std::vector<Tensor>(n->edges().size());
+    }
+    ZT_CHECK(in_grads.size() == n->edges().size(), "backward of '", n->name(), "' returned ", in_grads.size(),
+             " gradients for ", n->edges().size(), " inputs");
+    for (size_t i = 0; i < in_grads.size(); ++i) {
+      const Edge& e = n->edges()[i];
+      if (e.node) {
+        if (in_grads[i].defined()) {
+          check_grad(*n, i, in_grads[i]);
+          accumulate(grads[e.node.get()], in_grads[i]);
+        }
+        if (--pending[e.node.get()] == 0) ready.push_back(e.node.get());
+      } else if (e.leaf && in_grads[i].defined()) {
+        check_grad(*n, i, in_grads[i]);
+        accumulate(e.leaf->grad, in_grads[i]);
+      }
+    }
+    if (!retain_graph) n->release_saved();
+  }
+}
+
+}  // namespace zt

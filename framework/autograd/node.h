@@ -1,0 +1,63 @@
+#pragma once
+// Node: one op's backward in the graph. An op's forward creates a Node subclass holding
+// what its backward needs (saved tensors), wired to the op's inputs by edges.
+//
+//   Variable gelu(const Variable& x) {
+//     Tensor y = gelu_forward(x.tensor());
+//     if (!needs_grad({x})) return Variable(y);
+//     auto node = std::make_shared<GeluNode>(std::vector<Variable>{x});  // saves what it needs
+//     return Variable::from_op(y, node);
+//   }
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framework/autograd/variable.h"
+
+namespace zt {
+
+class Node;
+
+// Where an input's gradient goes: the node that produced the input, or the leaf's own
+// record (to accumulate into .grad), or nowhere (input needs no gradient).
+struct Edge {
+  std::shared_ptr<Node> node;
+  std::shared_ptr<VariableImpl> leaf;
+  Shape shape;  // the input's shape and dtype, to check the gradient a node returns
+  DType dtype = DType::f32;
+  bool needs_grad() const { return node || leaf; }
+};
+
+class Node {
+ public:
+  Node(std::string name, const std::vector<Variable>& inputs);
+  virtual ~Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // Gradients of the inputs, one per input, given the gradient of the output. An undefined
+  // Tensor means no gradient for that input; skip work for inputs where !needs_input_grad(i).
+  virtual std::vector<Tensor> backward(const Tensor& grad_output) = 0;
+
+  // Called instead of backward() when this node's output is the root of backward() and the
+  // seed is a host-known scalar (loss.backward() or loss.backward(scale)). The default
+  // materialises the seed as a tensor; an op whose gradient was fused into its forward pass
+  // (cross-entropy) overrides it to hand back that gradient without another pass.
+  virtual std::vector<Tensor> backward_seeded(double seed, const Tensor& output_like);
+
+  // Drops saved tensors after backward ran, so memory goes as early as possible.
+  virtual void release_saved() {}
+
+  const std::string& name() const { return name_; }
+  const std::vector<Edge>& edges() const { return edges_; }
+  bool needs_input_grad(size_t i) const { return i < edges_.size() && edges_[i].needs_grad(); }
+
+ private:
+  std::string name_;
+  std::vector<Edge> edges_;
+};
+
+// True when grad mode is on and any of the inputs requires a gradient.
+bool needs_grad(const std::vector<Variable>& inputs);
+
+}  // namespace zt

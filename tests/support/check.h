@@ -1,0 +1,36 @@
+#pragma once
+// Test helpers shared by every suite: comparison against a float64 reference, poisoning,
+// and the finite-difference gradient check.
+#include <functional>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/autograd/variable.h"
+#include "framework/tensor.h"
+
+namespace zt::test {
+
+// ||actual - expected|| / max(||expected||, tiny) <= rel_tol, both converted to f64 on the host;
+// shapes must match and no element of `actual` may be NaN (a poisoned, unwritten element
+// shows up as NaN).
+::testing::AssertionResult close_rel(const Tensor& actual, const Tensor& expected, double rel_tol);
+// Elementwise |a - e| <= atol + rtol |e|; reports the worst element.
+::testing::AssertionResult close_elementwise(const Tensor& actual, const Tensor& expected, double rtol, double atol);
+
+// Fills a tensor with NaN (floating) or a sentinel (integers) so unwritten outputs are caught.
+void poison(Tensor& t);
+
+// Random inputs of shape on device: normal(0, scale), fresh per call (seeded from the clock-free
+// counter below so failures are reproducible by seed, printed on failure).
+Generator& test_generator();
+
+using VarFn = std::function<Variable(const std::vector<Variable>&)>;
+
+// Finite-difference check in f64: for random weights w, compares d<w, f(x)>/dx from backward
+// against central differences. inputs must be f64; those in `differentiable` get gradients.
+::testing::AssertionResult gradcheck(const VarFn& f, const std::vector<Tensor>& inputs,
+                                     const std::vector<bool>& differentiable = {}, double eps = 1e-6,
+                                     double tol = 1e-5);
+
+}  // namespace zt::test
