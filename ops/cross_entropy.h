@@ -1,0 +1,51 @@
+#pragma once
+// The op ztrain exists for: fused, vocab-parallel cross-entropy with z-loss and label
+// smoothing. Math and conventions: see docs/cross_entropy.md.
+//
+// Per non-ignored row with logits x (global vocab V), target y, smoothing e, weight z:
+//   lse = log sum_j exp(x_j)
+//   row = lse - (1-e) x_y - (e/V) sum_j x_j + z lse^2
+//   d row / d x_j = p_j (1 + 2 z lse) - (1-e)[j==y] - e/V
+#include <cstdint>
+#include <memory>
+
+#include "framework/autograd/variable.h"
+
+namespace zt {
+class ProcessGroup;
+}
+
+namespace zt::ops {
+
+enum class Reduction { mean, sum, none };
+Reduction parse_reduction(const std::string& s);  // "mean" | "sum" | "none"
+
+struct CrossEntropyOptions {
+  double label_smoothing = 0.0;  // e in [0, 1)
+  double z_loss_weight = 0.0;    // z >= 0, finite; a runtime value, may change every call
+  int64_t ignore_index = -100;   // rows whose target equals it: loss 0, gradient 0, not counted
+  Reduction reduction = Reduction::mean;  // mean divides by the number of non-ignored rows
+  // Vocab-parallel group: rank r holds logit columns [r V_local, (r+1) V_local). Null or a
+  // single rank: plain cross-entropy.
+  std::shared_ptr<ProcessGroup> group;
+  // Write the gradient into the logits buffer (no extra N x V memory). The logits tensor
+  // holds the gradient afterwards; don't read it as logits again.
+  bool inplace_grad = true;
+};
+
+// Everything but `loss` is for logging and carries no gradient. All are tensors on the
+// logits' device, so nothing here forces a host synchronisation; read them when logging.
+struct CrossEntropyResult {
+  Variable loss;  // scalar (mean/sum) or [N] (none); differentiable w.r.t. logits
+  Tensor lse;     // [N] f32 (f64 for f64 logits): per-row log-sum-exp over the global vocab; 0 on ignored rows
+  Tensor z_loss;  // [N] like lse: per-row z * lse^2; 0 on ignored rows
+  Tensor ce_sum;  // [] like lse: sum over non-ignored rows of the cross-entropy part (no z-loss)
+  Tensor z_sum;   // [] like lse: sum over non-ignored rows of z * lse^2
+  Tensor count;   // [] i64: number of non-ignored rows
+};
+
+// logits [N, V_local] f32/bf16/f64 on CPU or CUDA; targets [N] i32/i64 (global ids).
+CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets,
+                                 const CrossEntropyOptions& options = {});
+
+}  // namespace zt::ops

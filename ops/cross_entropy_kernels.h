@@ -1,0 +1,60 @@
+#pragma once
+// Backend kernels behind ops::cross_entropy (internal to ops/). cross_entropy.cpp validates,
+// picks the backend (CPU: cross_entropy_cpu.cpp, CUDA: cross_entropy_cuda.cu) and the path:
+//
+//   one rank:  fused()                      one read of the logits, one gradient write
+//   P ranks:   local_stats() -> all_gather of [N, 4] stats -> finish()
+//
+// Stats per row and rank (f32 for f32/bf16 logits, f64 for f64): {m_r = max of local x,
+// d_r = sum of exp(x - m_r), x_y if the target is in this shard else 0, s_r = sum of local x}.
+// finish() combines the P gathered rows: m = max m_r, d = sum d_r exp(m_r - m), lse = m + log d,
+// x_y = sum of the x_y column (one owner), S = sum s_r; then writes loss rows and the gradient.
+#include <cstdint>
+
+#include "framework/tensor.h"
+
+namespace zt::ops::xent {
+
+struct Params {
+  int64_t rows = 0;
+  int64_t vocab_local = 0;   // columns in this shard
+  int64_t vocab_global = 0;  // V: every smoothing term uses the global vocabulary
+  int64_t vocab_offset = 0;  // global id of this shard's first column
+  double label_smoothing = 0;
+  double z_loss_weight = 0;
+  int64_t ignore_index = -100;
+};
+
+// Outputs, preallocated by the caller on the logits' device:
+//   row_loss [N]  ce + z lse^2 per row (0 on ignored rows)
+//   lse [N]       (0 on ignored rows)
+//   z_row [N]     z lse^2 per row (0 on ignored rows)
+//   grad          [N, V_local] like logits, may alias logits (in place), or undefined for
+//                 forward only. The gradient is of sum_rows(row_loss) * grad_scale where
+//                 grad_scale is the scalar tensor below (device-resident: 1/count for mean,
+//                 computed on the device without a host sync; 1 for sum and none).
+//   bad_target    [] i32 flag set to 1 when a non-ignored target lies outside [0, V)
+//                 (the loss rows of such targets are NaN; the caller checks the flag
+//                 when the loss is read).
+struct Outputs {
+  Tensor row_loss, lse, z_row, grad, bad_target;
+  Tensor grad_scale;  // [] f32 (f64 for f64), read by the kernels
+};
+
+// count [] i64 := number of rows whose target != ignore_index; grad_scale := 1/count (0 when
+// count == 0) if mean else 1.
+void count_rows_cpu(const Tensor& targets, int64_t ignore_index, bool mean, Tensor& count, Tensor& grad_scale);
+void fused_cpu(const Tensor& logits, const Tensor& targets, const Params& p, Outputs& out);
+void local_stats_cpu(const Tensor& logits, const Tensor& targets, const Params& p, Tensor& stats);
+void finish_cpu(const Tensor& logits, const Tensor& targets, const Tensor& gathered_stats /*[P, N, 4]*/,
+                const Params& p, Outputs& out);
+
+#ifdef ZTRAIN_WITH_CUDA
+void count_rows_cuda(const Tensor& targets, int64_t ignore_index, bool mean, Tensor& count, Tensor& grad_scale);
+void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Outputs& out);
+void local_stats_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Tensor& stats);
+void finish_cuda(const Tensor& logits, const Tensor& targets, const Tensor& gathered_stats, const Params& p,
+                 Outputs& out);
+#endif
+
+}  // namespace zt::ops::xent

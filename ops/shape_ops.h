@@ -1,0 +1,13 @@
+#pragma once
+// Differentiable reshapes and layout changes.
+#include "framework/autograd/variable.h"
+
+namespace zt::ops {
+
+Variable reshape(const Variable& x, const Shape& shape);
+// Swaps two dimensions and returns a contiguous result (attention's head split/merge).
+Variable transpose(const Variable& x, int64_t d0, int64_t d1);
+// Splits the last dimension into `parts` equal pieces (the fused qkv projection).
+std::vector<Variable> split_last(const Variable& x, int64_t parts);
+
+}  // namespace zt::ops
