@@ -1,0 +1,112 @@
+#include "trainers/data/token_shard.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <functional>
+
+#include "framework/error.h"
+#include "framework/random.h"
+#include "tests/support/check.h"
+#include "tests/trainers/data/data_test_util.h"
+
+namespace zt::data {
+namespace {
+
+using test::TempDir;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const zt::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::vector<int32_t> random_ids(size_t n) {
+  Generator& gen = zt::test::test_generator();
+  std::vector<int32_t> ids(n);
+  for (int32_t& id : ids) id = static_cast<int32_t>(gen.below(65536));
+  if (n >= 2) {
+    ids[0] = 0;
+    ids[1] = 65535;
+  }
+  return ids;
+}
+
+TEST(TokenShard, WriteReadRoundTripInLlmcFormat) {
+  TempDir dir;
+  for (size_t n : {size_t{0}, size_t{1}, size_t{1000}, size_t{(1 << 20) + 17}}) {  // the last spans buffer flushes
+    const auto ids = random_ids(n);
+    const std::string path = dir / ("s" + std::to_string(n) + ".bin");
+    write_token_shard(path, ids);
+    const std::string bytes = test::read_file(path);
+    ASSERT_EQ(bytes.size(), 1024 + 2 * n);
+    int32_t header[256];
+    std::memcpy(header, bytes.data(), sizeof(header));
+    EXPECT_EQ(header[0], 20240520);
+    EXPECT_EQ(header[1], 1);
+    EXPECT_EQ(header[2], static_cast<int32_t>(n));
+    for (int i = 3; i < 256; ++i) ASSERT_EQ(header[i], 0) << "header int " << i;
+    const auto back = read_token_shard(path);
+    ASSERT_EQ(back.size(), n);
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(back[i], static_cast<uint16_t>(ids[i])) << i;
+    const TokenShard shard = TokenShard::open(path);
+    EXPECT_EQ(shard.size(), static_cast<int64_t>(n));
+    if (n > 1) {
+      EXPECT_EQ(shard.max_token(), 65535);
+    }
+    EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  }
+}
+
+TEST(TokenShard, WriterRejectsIdsThatDoNotFitAndLeavesNoPartialFile) {
+  TempDir dir;
+  const std::string path = dir / "bad.bin";
+  const std::string msg = error_of([&] { write_token_shard(path, {1, 2, 70000}); });
+  EXPECT_NE(msg.find("70000"), std::string::npos) << msg;
+  EXPECT_THROW(write_token_shard(path, {-1}), zt::Error);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  {
+    TokenShardWriter w(path);
+    w.append({1, 2, 3});
+  }  // never finished
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+}
+
+TEST(TokenShard, CorruptTruncatedAndForeignFilesAreClearErrors) {
+  TempDir dir;
+  const std::string good = dir / "good.bin";
+  write_token_shard(good, random_ids(100));
+  const std::string bytes = test::read_file(good);
+  const auto expect_error = [&](const std::string& name, const std::string& content,
+                                const std::vector<std::string>& words) {
+    const std::string path = dir / name;
+    test::write_file(path, content);
+    const std::string msg = error_of([&] { TokenShard::open(path); });
+    EXPECT_NE(msg.find(path), std::string::npos) << "message must name the file: " << msg;
+    for (const auto& w : words) EXPECT_NE(msg.find(w), std::string::npos) << "missing '" << w << "' in: " << msg;
+  };
+  expect_error("cut_body.bin", bytes.substr(0, bytes.size() - 3), {"truncated", "100 tokens"});
+  expect_error("cut_header.bin", bytes.substr(0, 500), {"truncated", "500 bytes"});
+  expect_error("empty.bin", "", {"truncated"});
+  expect_error("trailing.bin", bytes + "xx", {"2 bytes after"});
+  expect_error("text.bin", std::string(2000, 'x'), {"not a token shard", "magic"});
+  std::string v2 = bytes;
+  v2[4] = 2;
+  expect_error("v2.bin", v2, {"version 2"});
+  std::string negative = bytes;
+  const int32_t minus_one = -1;
+  std::memcpy(negative.data() + 8, &minus_one, 4);
+  expect_error("negative.bin", negative, {"negative token count"});
+
+  const std::string missing = error_of([&] { TokenShard::open(dir / "nope.bin"); });
+  EXPECT_NE(missing.find("nope.bin"), std::string::npos) << missing;
+}
+
+}  // namespace
+}  // namespace zt::data

@@ -1,0 +1,64 @@
+// tokenize: GPT-2 BPE from the command line.
+//   tokenize --text "Hello world"        -> 15496 995
+//   tokenize --decode 15496 995          -> Hello world
+//   tokenize --file notes.txt            -> the ids of a file's bytes
+// "<|endoftext|>" in the text becomes the special id 50256 unless --no-special is given
+// (then it is encoded as ordinary text, like the reference JavaScript encoder does).
+#include <CLI/CLI.hpp>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "framework/error.h"
+#include "trainers/data/gpt2_tokenizer.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"GPT-2 BPE tokenizer: text -> ids (--text/--file) or ids -> text (--decode)"};
+  std::string text, file, vocab_dir = "data/gpt2";
+  std::vector<int64_t> decode_ids;
+  bool no_special = false, show_pieces = false;
+  auto* text_opt = app.add_option("--text", text, "text to encode");
+  auto* file_opt = app.add_option("--file", file, "file whose bytes to encode");
+  auto* decode_opt = app.add_option("--decode", decode_ids, "token ids to decode");
+  text_opt->excludes(file_opt)->excludes(decode_opt);
+  file_opt->excludes(decode_opt);
+  app.add_option("--vocab-dir", vocab_dir, "directory holding encoder.json and vocab.bpe")->capture_default_str();
+  app.add_flag("--no-special", no_special, "encode \"<|endoftext|>\" as plain text instead of id 50256");
+  app.add_flag("--pieces", show_pieces, "with --text/--file: print each id with the bytes it stands for");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    ZT_CHECK(*text_opt || *file_opt || *decode_opt, "give one of --text, --file or --decode (see --help)");
+    const auto tok = zt::data::Gpt2Tokenizer::from_dir(vocab_dir);
+    if (*decode_opt) {
+      std::vector<int32_t> ids;
+      for (int64_t id : decode_ids) {
+        ZT_CHECK(id >= 0 && id < tok.vocab_size(), "--decode: id ", id, " is outside the vocabulary [0, ",
+                 tok.vocab_size(), ")");
+        ids.push_back(static_cast<int32_t>(id));
+      }
+      std::cout << tok.decode(ids) << "\n";
+      return 0;
+    }
+    if (*file_opt) {
+      std::ifstream in(file, std::ios::binary);
+      ZT_CHECK(in, "--file: cannot open '", file, "'");
+      std::ostringstream s;
+      s << in.rdbuf();
+      text = s.str();
+    }
+    const auto special = no_special ? zt::data::SpecialTokens::as_text : zt::data::SpecialTokens::allowed;
+    const std::vector<int32_t> ids = tok.encode(text, special);
+    if (show_pieces) {
+      for (int32_t id : ids) std::cout << id << "\t" << tok.token_bytes(id) << "\n";
+      return 0;
+    }
+    for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
+    std::cout << "\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "tokenize: error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,77 @@
+#pragma once
+// Token shards: llm.c's file format, so shards made by llm.c's scripts load here and back.
+//
+//   header  256 x int32 little-endian: [0] magic 20240520, [1] version 1, [2] token count n,
+//           the rest 0
+//   body    n x uint16 little-endian token ids
+//
+// The file size is exactly 1024 + 2n bytes; anything else is rejected when opened.
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace zt::data {
+
+constexpr int32_t kShardMagic = 20240520;
+constexpr int32_t kShardVersion = 1;
+constexpr int64_t kShardHeaderInts = 256;
+constexpr int64_t kShardHeaderBytes = kShardHeaderInts * 4;
+
+// Streams tokens into a shard. The file appears under its final name only when finish()
+// succeeds (written as path + ".tmp", then renamed), so a crash never leaves a shard that
+// looks complete. Destroying an unfinished writer removes the temporary file.
+class TokenShardWriter {
+ public:
+  explicit TokenShardWriter(std::string path);
+  ~TokenShardWriter();
+  TokenShardWriter(const TokenShardWriter&) = delete;
+  TokenShardWriter& operator=(const TokenShardWriter&) = delete;
+
+  // Ids must fit in uint16 (GPT-2's 50257 do); a larger id is a zt::Error naming it.
+  void append(const int32_t* ids, size_t n);
+  void append(const std::vector<int32_t>& ids) { append(ids.data(), ids.size()); }
+  int64_t size() const { return count_; }
+  void finish();
+
+ private:
+  std::string path_, tmp_path_;
+  std::FILE* file_ = nullptr;
+  int64_t count_ = 0;
+  std::vector<uint16_t> buffer_;
+  void flush_buffer();
+};
+
+// Writes a whole shard at once.
+void write_token_shard(const std::string& path, const std::vector<int32_t>& ids);
+
+// A shard opened read-only (memory-mapped). Opening validates magic, version and that the
+// file length matches the header; errors are zt::Error naming the file and the problem.
+class TokenShard {
+ public:
+  static TokenShard open(const std::string& path);
+  TokenShard() = default;
+  ~TokenShard();
+  TokenShard(TokenShard&& other) noexcept;
+  TokenShard& operator=(TokenShard&& other) noexcept;
+  TokenShard(const TokenShard&) = delete;
+  TokenShard& operator=(const TokenShard&) = delete;
+
+  const std::string& path() const { return path_; }
+  int64_t size() const { return count_; }
+  const uint16_t* tokens() const { return tokens_; }
+  uint16_t operator[](int64_t i) const { return tokens_[i]; }
+  uint16_t max_token() const;  // scans the shard
+
+ private:
+  std::string path_;
+  void* map_ = nullptr;
+  size_t map_bytes_ = 0;
+  const uint16_t* tokens_ = nullptr;
+  int64_t count_ = 0;
+};
+
+// Reads all tokens of a shard (tests, small tools).
+std::vector<uint16_t> read_token_shard(const std::string& path);
+
+}  // namespace zt::data
