@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs missing packages, configures (once) and builds ztrain into ${BUILD_DIR:-build}.
+# CUDA is on when nvcc is found; ZTRAIN_CUDA=OFF forces a CPU-only build.
+# Incremental: a second run only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/install_deps.sh
+build=${BUILD_DIR:-build}
+[ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
+args=(-G Ninja -DCMAKE_BUILD_TYPE=Release)
+[ -n "${ZTRAIN_CUDA:-}" ] && args+=(-DZTRAIN_CUDA="$ZTRAIN_CUDA")
+if [ ! -f "$build/build.ninja" ] || [ -n "${ZTRAIN_CUDA:-}" ]; then
+  cmake -S . -B "$build" "${args[@]}" >"${build}.configure.log" 2>&1 || { cat "${build}.configure.log"; exit 1; }
+  grep "ztrain:" "${build}.configure.log" || true
+fi
+cmake --build "$build" -j "$(nproc)"
