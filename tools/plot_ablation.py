@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""Plots an ablation made by `ablate` (docs/ablations.md).
+
+    /usr/bin/python3 tools/plot_ablation.py runs/ablate-gpt_tiny [--ema W] [--out DIR]
+
+Reads <dir>/ablation.json (the runs in grid order, written by ablate; without it every
+sub-directory holding a metrics.jsonl is a run) and each run's metrics.jsonl, and writes into
+<dir>/plots (or --out):
+
+    <metric>_vs_step.png, <metric>_vs_tokens.png   for loss, ce_loss, z_loss, lse_mean, lse_max
+    combined_vs_step.png, combined_vs_tokens.png   all five plus val_loss in one figure
+
+Every run of the ablation is drawn on the same axes: the raw series thin and faint, an
+exponential moving average (debiased, weight W on the previous value) on top, val_loss as
+points. By default W = 1 - 50/n for the longest run's n logged steps (a time constant of 2%
+of the run; no smoothing below 50 records), so short and long runs both read well. Runs of one setting share a colour; seeds differ by line style. The y-axis of
+loss and ce_loss is zoomed to the range of the smoothed curves after the first 10% of each
+run (the first steps start near log(vocab) and would flatten the curves that matter); raw
+spikes above it are clipped (summary.md counts them). The z-loss part is on a log scale (it
+scales with the weight; z = 0 runs have none and do not show there).
+
+Exit status: 0 plots written, 2 bad input (no runs, unreadable metrics), 3 matplotlib
+missing (on Debian: apt-get install python3-matplotlib).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+METRICS = [
+    ("loss", "training loss"),
+    ("ce_loss", "cross-entropy part"),
+    ("z_loss", "z-loss part"),
+    ("lse_mean", "mean log-sum-exp"),
+    ("lse_max", "max log-sum-exp"),
+]
+X_AXES = [("step", "step"), ("tokens", "tokens")]
+ZOOMED = {"loss", "ce_loss", "val_loss"}
+LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def as_float(value):
+    """JSON number -> float; null (how the trainer writes NaN/inf) or a missing key -> nan."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def append_in_step_order(series, record):
+    """A resumed run logs some steps again: a repeated or earlier step replaces the tail."""
+    while series and series[-1]["step"] >= record["step"]:
+        series.pop()
+    series.append(record)
+
+
+def read_metrics(path):
+    """(step records, eval records) of one metrics.jsonl, by the same rules as ablate."""
+    steps, evals = [], []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    # The text after the last newline is a line cut short by a kill mid-write (or empty).
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        where = f"{path}:{index + 1}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if index == len(lines) - 1:
+                break
+            raise ValueError(f"{where}: not a JSON object")
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: not a JSON object")
+        if "loss" not in record and "val_loss" not in record:
+            continue  # other records (run info) are not series
+        step = record.get("step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ValueError(f"{where}: a record with loss or val_loss needs an integer step")
+        if "loss" in record:
+            r = {"step": record["step"], "tokens": as_float(record.get("tokens"))}
+            for name, _ in METRICS:
+                r[name] = as_float(record.get(name))
+            append_in_step_order(steps, r)
+        if "val_loss" in record:
+            append_in_step_order(evals, {"step": record["step"], "tokens": as_float(record.get("tokens")),
+                                         "val_loss": as_float(record.get("val_loss"))})
+    # Evaluation records without tokens: take them from the step record of the same step.
+    tokens_at = {r["step"]: r["tokens"] for r in steps}
+    for e in evals:
+        if math.isnan(e["tokens"]):
+            e["tokens"] = tokens_at.get(e["step"], math.nan)
+    return steps, evals
+
+
+def load_runs(ablation_dir):
+    """[(name, label, setting, seed, steps, evals)] in grid order."""
+    manifest_path = os.path.join(ablation_dir, "ablation.json")
+    entries = []
+    if os.path.exists(manifest_path):
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        for run in manifest.get("runs", []):
+            setting = " ".join(f"{k}={v}" for k, v in run.get("values", {}).items())
+            entries.append((run["name"], run.get("label", run["name"]), setting, int(run.get("seed", 0))))
+    else:
+        for name in sorted(os.listdir(ablation_dir)):
+            if os.path.exists(os.path.join(ablation_dir, name, "metrics.jsonl")):
+                entries.append((name, name, name, 0))
+    runs = []
+    for name, label, setting, seed in entries:
+        path = os.path.join(ablation_dir, name, "metrics.jsonl")
+        if not os.path.exists(path):
+            continue  # not run yet
+        steps, evals = read_metrics(path)
+        if steps or evals:
+            runs.append((name, label, setting, seed, steps, evals))
+    return runs
+
+
+def ema(values, weight):
+    """Debiased exponential moving average; non-finite inputs give gaps and are skipped."""
+    out, mean, norm = [], 0.0, 0.0
+    for v in values:
+        if math.isfinite(v):
+            mean = weight * mean + (1 - weight) * v
+            norm = weight * norm + (1 - weight)
+            out.append(mean / norm)
+        else:
+            out.append(math.nan)
+    return out
+
+
+def zoom_limits(runs, metric, smooth):
+    """y-limits covering each run after its first 10% of records: the top follows the
+    smoothed curves (one raw spike must not flatten them all), the bottom the raw values."""
+    low, high = math.inf, -math.inf
+    for _, _, _, _, steps, evals in runs:
+        if metric == "val_loss":
+            raw = [e["val_loss"] for e in evals]
+            top = raw
+        else:
+            raw = [r[metric] for r in steps]
+            top = smooth(raw)
+        start = len(raw) // 10
+        low = min([low] + [v for v in raw[start:] if math.isfinite(v)])
+        high = max([high] + [v for v in top[start:] if math.isfinite(v)])
+    if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return None
+    margin = 0.05 * (high - low)
+    return low - margin, high + margin
+
+
+class Style:
+    """Colour per setting (the swept values without the seed), line style per seed."""
+
+    def __init__(self, runs, plt):
+        settings = []
+        for run in runs:
+            if run[2] not in settings:
+                settings.append(run[2])
+        cmap = plt.get_cmap("tab10" if len(settings) <= 10 else "viridis")
+        n = max(len(settings) - 1, 1)
+        self.colour = {s: cmap(i if len(settings) <= 10 else i / n) for i, s in enumerate(settings)}
+
+    def __call__(self, run):
+        return self.colour[run[2]], LINE_STYLES[run[3] % len(LINE_STYLES)]
+
+
+def draw(ax, runs, metric, x, weight, style, show_val):
+    def smooth(values):
+        return ema(values, weight)
+
+    for run in runs:
+        _, label, _, _, steps, evals = run
+        colour, line = style(run)
+        if metric == "val_loss":
+            xs = [e[x] for e in evals]
+            ys = [e["val_loss"] for e in evals]
+            ax.plot(xs, ys, color=colour, linestyle=line, linewidth=0.8, marker="o", markersize=4, label=label)
+            continue
+        xs = [r[x] for r in steps]
+        ys = [r[metric] for r in steps]
+        ax.plot(xs, ys, color=colour, linestyle=line, linewidth=0.6, alpha=0.3)
+        ax.plot(xs, smooth(ys), color=colour, linestyle=line, linewidth=1.6, label=label)
+        if show_val and evals:
+            ax.scatter([e[x] for e in evals], [e["val_loss"] for e in evals], color=colour, s=22,
+                       edgecolors="black", linewidths=0.5, zorder=3)
+    if metric in ZOOMED:
+        limits = zoom_limits(runs, metric, smooth)
+        if limits:
+            ax.set_ylim(*limits)
+    if metric == "z_loss" and any(r["z_loss"] > 0 for run in runs for r in run[4]):
+        ax.set_yscale("log")  # the z-loss part scales with the weight: decades apart
+    ax.set_xlabel(x)
+    ax.grid(True, alpha=0.3)
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("ablation_dir")
+    parser.add_argument("--out", help="output folder (default: ABLATION_DIR/plots)")
+    parser.add_argument("--ema", type=float, default=None,
+                        help="EMA weight of the previous value, in [0, 1) (default: 1 - 50/records)")
+    args = parser.parse_args(argv)
+    if args.ema is not None and not 0 <= args.ema < 1:
+        print(f"plot_ablation: --ema must be in [0, 1), got {args.ema}", file=sys.stderr)
+        return 2
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        print(f"plot_ablation: matplotlib is missing ({e}); on Debian: apt-get install python3-matplotlib",
+              file=sys.stderr)
+        return 3
+
+    try:
+        runs = load_runs(args.ablation_dir)
+    except (OSError, ValueError) as e:
+        print(f"plot_ablation: {e}", file=sys.stderr)
+        return 2
+    if not runs:
+        print(f"plot_ablation: no run with a metrics.jsonl under {args.ablation_dir}", file=sys.stderr)
+        return 2
+    if args.ema is None:
+        longest = max(len(run[4]) for run in runs)
+        args.ema = max(0.0, 1.0 - 50.0 / longest) if longest else 0.0
+    out = args.out or os.path.join(args.ablation_dir, "plots")
+    os.makedirs(out, exist_ok=True)
+    style = Style(runs, plt)
+    title_of = dict(METRICS + [("val_loss", "validation loss")])
+    name = os.path.basename(os.path.normpath(args.ablation_dir))
+    written = []
+
+    for x, _ in X_AXES:
+        for metric, title in METRICS:
+            fig, ax = plt.subplots(figsize=(8, 5))
+            draw(ax, runs, metric, x, args.ema, style, show_val=metric == "loss")
+            ax.set_title(f"{name}: {title}" + (" (points: val_loss)" if metric == "loss" else ""))
+            ax.set_ylabel(metric)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            path = os.path.join(out, f"{metric}_vs_{x}.png")
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+
+        fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+        for ax, metric in zip(axes.flat, [m for m, _ in METRICS] + ["val_loss"]):
+            draw(ax, runs, metric, x, args.ema, style, show_val=metric == "loss")
+            ax.set_title(title_of[metric])
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=9)
+        fig.suptitle(f"{name} (thin: raw, thick: EMA {args.ema:.3g}, points: val_loss)")
+        fig.tight_layout(rect=(0, 0.04 + 0.03 * ((len(labels) - 1) // 4), 1, 0.97))
+        path = os.path.join(out, f"combined_vs_{x}.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    print(f"plot_ablation: {len(written)} figures in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
