@@ -8,6 +8,7 @@
 //   d row / d x_j = p_j (1 + 2 z lse) - (1-e)[j==y] - e/V
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "framework/autograd/variable.h"
 
@@ -42,6 +43,18 @@ struct CrossEntropyResult {
   Tensor ce_sum;  // [] like lse: sum over non-ignored rows of the cross-entropy part (no z-loss)
   Tensor z_sum;   // [] like lse: sum over non-ignored rows of z * lse^2
   Tensor count;   // [] i64: number of non-ignored rows
+
+  // Out-of-range targets. On CPU cross_entropy() checks them before any work and throws
+  // zt::Error naming the row and the value; check() then never throws. On CUDA the kernels
+  // raise a device flag instead of forcing a host sync, and check() reads it (a sync) and
+  // throws the same message: call it whenever the loss is read on the host.
+  void check() const;
+  struct TargetCheck {
+    Tensor flag;     // [] i32 on the logits' device, 1 when a target was out of range
+    Tensor targets;  // kept to name the first bad row
+    int64_t vocab = 0;
+    int64_t ignore_index = -100;
+  } target_check;
 };
 
 // logits [N, V_local] f32/bf16/f64 on CPU or CUDA; targets [N] i32/i64 (global ids).

@@ -49,12 +49,23 @@ void local_stats_cpu(const Tensor& logits, const Tensor& targets, const Params& 
 void finish_cpu(const Tensor& logits, const Tensor& targets, const Tensor& gathered_stats /*[P, N, 4]*/,
                 const Params& p, Outputs& out);
 
+// Extension (added with the CPU kernels; the functions above are unchanged): the scalars of
+// the result, on the logits' device without a host sync. All like lse's dtype, shape [].
+//   loss   := grad_scale * sum of row_loss   (the mean/sum loss; undefined: skipped)
+//   ce_sum := sum of (row_loss - z_row)      (the cross-entropy part)
+//   z_sum  := sum of z_row
+// Ignored rows hold 0 in row_loss and z_row, so plain sums over all N rows are right.
+void reduce_rows_cpu(const Tensor& row_loss, const Tensor& z_row, const Tensor& grad_scale, Tensor& loss,
+                     Tensor& ce_sum, Tensor& z_sum);
+
 #ifdef ZTRAIN_WITH_CUDA
 void count_rows_cuda(const Tensor& targets, int64_t ignore_index, bool mean, Tensor& count, Tensor& grad_scale);
 void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Outputs& out);
 void local_stats_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Tensor& stats);
 void finish_cuda(const Tensor& logits, const Tensor& targets, const Tensor& gathered_stats, const Params& p,
                  Outputs& out);
+void reduce_rows_cuda(const Tensor& row_loss, const Tensor& z_row, const Tensor& grad_scale, Tensor& loss,
+                      Tensor& ce_sum, Tensor& z_sum);
 #endif
 
 }  // namespace zt::ops::xent

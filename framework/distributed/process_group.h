@@ -28,8 +28,8 @@ class ProcessGroup {
 };
 
 // Where this process sits in the job: RANK, WORLD_SIZE, LOCAL_RANK from the environment
-// (defaults 0, 1, 0), and the rendezvous store: ZTRAIN_STORE_DIR (a shared directory for a
-// FileStore) or MASTER_ADDR/MASTER_PORT (TCP store).
+// (defaults 0, 1, 0), as build/bin/launch and torchrun set them. The rendezvous store comes
+// from make_store_from_env() (store.h): a FileStore in $ZTRAIN_STORE_DIR.
 struct RankInfo {
   int rank = 0;
   int world_size = 1;
@@ -38,7 +38,10 @@ struct RankInfo {
 RankInfo rank_info_from_env();
 
 // backend: "gloo" (CPU), "nccl" (CUDA), or "auto" (nccl for a CUDA device, else gloo).
-// A world of one rank needs no store and no backend library.
+// A world of one rank needs no store and no backend library. Each group sees the store under
+// its own key prefix ("group0/", "group1/", ... in creation order per Store object, the same
+// order on every rank), so several groups can share one store. A backend that was not built
+// in is a clear error.
 std::shared_ptr<ProcessGroup> make_process_group(const std::string& backend, const RankInfo& info,
                                                  std::shared_ptr<Store> store, Device device);
 

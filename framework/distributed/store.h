@@ -17,8 +17,14 @@ class Store {
   virtual std::chrono::milliseconds timeout() const = 0;
 };
 
-// One file per key in `dir`, written atomically (temp file + rename).
+// One file per key in `dir`, written atomically (temp file + rename). The directory is
+// created when missing. Use a fresh directory per job: keys of an earlier job would be read
+// as this job's.
 std::shared_ptr<Store> make_file_store(const std::string& dir,
                                        std::chrono::milliseconds timeout = std::chrono::seconds(120));
+
+// The store this process's launcher arranged: a FileStore in $ZTRAIN_STORE_DIR. (A TCP store
+// for MASTER_ADDR/MASTER_PORT is not implemented yet; that setting alone is a clear error.)
+std::shared_ptr<Store> make_store_from_env();
 
 }  // namespace zt

@@ -1,0 +1,196 @@
+#include "framework/distributed/local_launcher.h"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "framework/error.h"
+
+extern char** environ;
+
+namespace zt {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
+                                  strsignal(WTERMSIG(status)) + ")";
+  return "ended with wait status " + std::to_string(status);
+}
+
+// The parent's environment with the rank variables replaced.
+std::vector<std::string> rank_environment(int rank, int nproc, const std::string& store_dir) {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    const char* eq = std::strchr(*e, '=');
+    if (eq) env[std::string(*e, static_cast<size_t>(eq - *e))] = eq + 1;
+  }
+  env["RANK"] = std::to_string(rank);
+  env["LOCAL_RANK"] = std::to_string(rank);
+  env["WORLD_SIZE"] = std::to_string(nproc);
+  env["LOCAL_WORLD_SIZE"] = std::to_string(nproc);
+  env["ZTRAIN_STORE_DIR"] = store_dir;
+  if (!env.count("OMP_NUM_THREADS")) {
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    env["OMP_NUM_THREADS"] = std::to_string(std::max(1u, cores / static_cast<unsigned>(nproc)));
+  }
+  std::vector<std::string> out;
+  for (auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& v) {
+  std::vector<char*> out;
+  for (auto& s : v) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// Removes the temporary store directory on every way out.
+struct TempDir {
+  std::string path;
+  ~TempDir() {
+    if (path.empty()) return;
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// Each rank runs in its own process group so that stopping it also stops what it started
+// (a shell's children, say); -pid addresses the whole group.
+void stop_all(std::map<pid_t, int>& running) {
+  for (auto& [pid, rank] : running) ::kill(-pid, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!running.empty() && std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid > 0) running.erase(pid);
+    else std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (auto& [pid, rank] : running) {
+    ::kill(-pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+  }
+  running.clear();
+}
+
+// SIGINT/SIGTERM/SIGHUP to the launcher (which the ranks, in their own process groups, do not
+// see from a terminal) are recorded here and passed on to the ranks by the wait loop.
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void record_signal(int sig) { g_signal = sig; }
+
+class ForwardSignals {
+ public:
+  ForwardSignals() {
+    struct sigaction sa = {};
+    sa.sa_handler = record_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    for (size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &sa, &old_[i]);
+    g_signal = 0;
+  }
+  ~ForwardSignals() {
+    for (size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+  }
+
+ private:
+  static constexpr std::array<int, 3> kSignals = {SIGINT, SIGTERM, SIGHUP};
+  std::array<struct sigaction, 3> old_;
+};
+
+}  // namespace
+
+std::string current_executable() {
+  std::error_code ec;
+  const fs::path p = fs::read_symlink("/proc/self/exe", ec);
+  ZT_CHECK(!ec, "cannot find the running executable (/proc/self/exe): ", ec.message());
+  return p.string();
+}
+
+void run_local_ranks(const LaunchOptions& options) {
+  ZT_CHECK(options.nproc >= 1 && options.nproc <= 1024, "number of ranks ", options.nproc,
+           " must be between 1 and 1024");
+  ZT_CHECK(!options.command.empty(), "no program to run (put it after --)");
+
+  TempDir temp;
+  std::string store_dir = options.store_dir;
+  if (store_dir.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/ztrain-store-XXXXXX";
+    ZT_CHECK(::mkdtemp(templ.data()), "cannot create a temporary store directory from '", templ,
+             "': ", std::strerror(errno));
+    store_dir = temp.path = templ;
+  } else {
+    std::error_code ec;
+    fs::create_directories(store_dir, ec);
+    ZT_CHECK(!ec, "cannot create store directory '", store_dir, "': ", ec.message());
+  }
+
+  std::vector<std::string> args = options.command;
+  std::vector<char*> argv = c_strings(args);
+  ForwardSignals forward;
+  posix_spawnattr_t attr;
+  ::posix_spawnattr_init(&attr);
+  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  ::posix_spawnattr_setpgroup(&attr, 0);  // a new process group led by the rank
+  std::map<pid_t, int> running;  // pid -> rank
+  for (int rank = 0; rank < options.nproc; ++rank) {
+    std::vector<std::string> env = rank_environment(rank, options.nproc, store_dir);
+    std::vector<char*> envp = c_strings(env);
+    pid_t pid = 0;
+    const int rc = ::posix_spawnp(&pid, argv[0], nullptr, &attr, argv.data(), envp.data());
+    if (rc != 0) {
+      ::posix_spawnattr_destroy(&attr);
+      stop_all(running);
+      ZT_FAIL("cannot start '", options.command[0], "' for rank ", rank, ": ", std::strerror(rc));
+    }
+    running[pid] = rank;
+  }
+  ::posix_spawnattr_destroy(&attr);
+
+  while (!running.empty()) {
+    int status = 0;
+    // Polling (not a blocking wait) so a signal that lands between checks is never missed.
+    const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (g_signal) {
+      const int sig = g_signal;
+      stop_all(running);
+      ZT_FAIL("interrupted by signal ", sig, " (", strsignal(sig), "); stopped the ranks");
+    }
+    if (pid == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      stop_all(running);
+      ZT_FAIL("waitpid failed: ", std::strerror(errno));
+    }
+    auto it = running.find(pid);
+    if (it == running.end()) continue;  // not one of ours
+    const int rank = it->second;
+    running.erase(it);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+    const size_t others = running.size();
+    stop_all(running);
+    ZT_FAIL("rank ", rank, " of ", options.nproc, " ", describe_status(status),
+            others ? "; stopped the other ranks" : "");
+  }
+}
+
+}  // namespace zt

@@ -1,0 +1,262 @@
+// ops::cross_entropy: validation, the path (fused on one rank; stats -> all_gather -> finish
+// under a vocab-parallel group), the backend (CPU kernels, or CUDA when the logits live
+// there), and the autograd node that hands back the gradient the forward pass already wrote.
+#include "ops/cross_entropy.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "framework/autograd/node.h"
+#include "framework/distributed/process_group.h"
+#include "ops/cross_entropy_kernels.h"
+
+namespace zt::ops {
+
+Reduction parse_reduction(const std::string& s) {
+  if (s == "mean") return Reduction::mean;
+  if (s == "sum") return Reduction::sum;
+  if (s == "none") return Reduction::none;
+  ZT_FAIL("reduction: expected mean, sum or none, got '", s, "'");
+}
+
+namespace {
+
+DType acc_dtype(DType logits) { return logits == DType::f64 ? DType::f64 : DType::f32; }
+
+// The message for the first target outside [0, vocab) that is not ignore_index, or "".
+std::string bad_target_message(const std::vector<int64_t>& targets, int64_t vocab, int64_t ignore_index) {
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const int64_t y = targets[i];
+    if (y != ignore_index && (y < 0 || y >= vocab))
+      return detail::cat("cross_entropy: target ", y, " at row ", i, " is outside [0, ", vocab,
+                         ") (ignore_index is ", ignore_index, ")");
+  }
+  return {};
+}
+
+void validate(const Variable& logits, const Tensor& targets, const CrossEntropyOptions& o) {
+  ZT_CHECK(logits.defined() && targets.defined(), "cross_entropy: undefined logits or targets");
+  const Tensor& x = logits.tensor();
+  ZT_CHECK(x.dim() == 2, "cross_entropy: logits must be [N, V], got shape ", shape_str(x.shape()));
+  ZT_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::bf16 || x.dtype() == DType::f64,
+           "cross_entropy: logits must be f32, bf16 or f64, got ", dtype_name(x.dtype()));
+  ZT_CHECK(x.size(1) >= 1, "cross_entropy: logits of shape ", shape_str(x.shape()), " have no vocabulary columns");
+  ZT_CHECK(targets.dtype() == DType::i32 || targets.dtype() == DType::i64,
+           "cross_entropy: targets must be i32 or i64, got ", dtype_name(targets.dtype()));
+  ZT_CHECK(targets.dim() == 1 && targets.size(0) == x.size(0), "cross_entropy: targets of shape ",
+           shape_str(targets.shape()), " do not match logits of shape ", shape_str(x.shape()), " (expected [",
+           x.size(0), "])");
+  ZT_CHECK(targets.device() == x.device(), "cross_entropy: targets on ", targets.device().str(), " but logits on ",
+           x.device().str());
+  ZT_CHECK(std::isfinite(o.z_loss_weight) && o.z_loss_weight >= 0,
+           "cross_entropy: z_loss_weight must be finite and >= 0, got ", o.z_loss_weight);
+  ZT_CHECK(std::isfinite(o.label_smoothing) && o.label_smoothing >= 0 && o.label_smoothing < 1,
+           "cross_entropy: label_smoothing must be in [0, 1), got ", o.label_smoothing);
+  ZT_CHECK(o.reduction == Reduction::mean || o.reduction == Reduction::sum || o.reduction == Reduction::none,
+           "cross_entropy: unknown reduction ", static_cast<int>(o.reduction));
+}
+
+// ---- backend choice: the same kernel interface on CPU and CUDA ----
+
+bool on_cuda(const Tensor& t) { return t.device().is_cuda(); }
+
+#ifndef ZTRAIN_WITH_CUDA
+[[noreturn]] void no_cuda() { ZT_FAIL("cross_entropy: logits on CUDA but ztrain was built without CUDA"); }
+#endif
+
+void count_rows(const Tensor& targets, int64_t ignore_index, bool mean, Tensor& count, Tensor& grad_scale) {
+  if (!on_cuda(targets)) return xent::count_rows_cpu(targets, ignore_index, mean, count, grad_scale);
+#ifdef ZTRAIN_WITH_CUDA
+  xent::count_rows_cuda(targets, ignore_index, mean, count, grad_scale);
+#else
+  no_cuda();
+#endif
+}
+
+void fused(const Tensor& logits, const Tensor& targets, const xent::Params& p, xent::Outputs& out) {
+  if (!on_cuda(logits)) return xent::fused_cpu(logits, targets, p, out);
+#ifdef ZTRAIN_WITH_CUDA
+  xent::fused_cuda(logits, targets, p, out);
+#else
+  no_cuda();
+#endif
+}
+
+void local_stats(const Tensor& logits, const Tensor& targets, const xent::Params& p, Tensor& stats) {
+  if (!on_cuda(logits)) return xent::local_stats_cpu(logits, targets, p, stats);
+#ifdef ZTRAIN_WITH_CUDA
+  xent::local_stats_cuda(logits, targets, p, stats);
+#else
+  no_cuda();
+#endif
+}
+
+void finish(const Tensor& logits, const Tensor& targets, const Tensor& gathered, const xent::Params& p,
+            xent::Outputs& out) {
+  if (!on_cuda(logits)) return xent::finish_cpu(logits, targets, gathered, p, out);
+#ifdef ZTRAIN_WITH_CUDA
+  xent::finish_cuda(logits, targets, gathered, p, out);
+#else
+  no_cuda();
+#endif
+}
+
+void reduce_rows(const Tensor& row_loss, const Tensor& z_row, const Tensor& grad_scale, Tensor& loss, Tensor& ce_sum,
+                 Tensor& z_sum) {
+  if (!on_cuda(row_loss)) return xent::reduce_rows_cpu(row_loss, z_row, grad_scale, loss, ce_sum, z_sum);
+#ifdef ZTRAIN_WITH_CUDA
+  xent::reduce_rows_cuda(row_loss, z_row, grad_scale, loss, ce_sum, z_sum);
+#else
+  no_cuda();
+#endif
+}
+
+// ---- scaling the fused gradient by an upstream gradient (the uncommon paths) ----
+
+// g *= factor on CPU with threads; on CUDA through Tensor::scale_.
+void scale_grad(Tensor& g, double factor) {
+  if (factor == 1.0) return;
+  if (on_cuda(g)) return g.scale_(factor);
+  dispatch_float(g.dtype(), "cross_entropy backward", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = g.data<T>();
+    const int64_t n = g.numel();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] = T(static_cast<double>(p[i]) * factor);
+  });
+}
+
+// Row i of g [N, V] *= w[i] (reduction none with an upstream gradient vector).
+void scale_rows(Tensor& g, const Tensor& w) {
+  const std::vector<double> wv = w.to_vector<double>();
+  if (std::all_of(wv.begin(), wv.end(), [](double x) { return x == 1.0; })) return;  // sum of rows: as is
+  if (on_cuda(g)) {  // staged through the host: only reached when per-row losses are weighted
+    Tensor h = g.to(Device::cpu());
+    scale_rows(h, w);
+    g.copy_(h);
+    return;
+  }
+  const int64_t n = g.size(0), v = g.size(1);
+  dispatch_float(g.dtype(), "cross_entropy backward", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = g.data<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < v; ++j) p[i * v + j] = T(static_cast<double>(p[i * v + j]) * wv[i]);
+  });
+}
+
+// The gradient was written by the forward kernel (of sum(row_loss) * grad_scale); backward
+// only hands it back, scaled by the upstream gradient when that is not 1.
+class CrossEntropyNode : public Node {
+ public:
+  CrossEntropyNode(const Variable& logits, Tensor grad, Reduction reduction)
+      : Node("cross_entropy", {logits}), grad_(std::move(grad)), reduction_(reduction) {}
+
+  std::vector<Tensor> backward_seeded(double seed, const Tensor&) override {
+    Tensor g = take_grad();
+    scale_grad(g, seed);
+    return {g};
+  }
+
+  std::vector<Tensor> backward(const Tensor& upstream) override {
+    Tensor g = take_grad();
+    if (reduction_ == Reduction::none) scale_rows(g, upstream);
+    else scale_grad(g, upstream.item());
+    return {g};
+  }
+
+  void release_saved() override { grad_ = Tensor(); }
+
+ private:
+  Tensor take_grad() {
+    ZT_CHECK(!handed_back_ && grad_.defined(),
+             "cross_entropy: backward reached this loss a second time; its gradient is computed in the forward "
+             "pass and handed back once (call cross_entropy again for another backward)");
+    handed_back_ = true;
+    return grad_;
+  }
+
+  Tensor grad_;
+  Reduction reduction_;
+  bool handed_back_ = false;
+};
+
+}  // namespace
+
+void CrossEntropyResult::check() const {
+  const TargetCheck& c = target_check;
+  if (!c.flag.defined() || c.flag.item() == 0) return;
+  const std::string msg = bad_target_message(c.targets.to_vector<int64_t>(), c.vocab, c.ignore_index);
+  ZT_FAIL(msg.empty() ? "cross_entropy: a target was outside the vocabulary" : msg);
+}
+
+CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_in, const CrossEntropyOptions& o) {
+  validate(logits, targets_in, o);
+  const Tensor x = logits.tensor().contiguous();  // kernels take rows; a strided input is copied
+  const Tensor targets = targets_in.contiguous();
+  const Device device = x.device();
+  const DType acc = acc_dtype(x.dtype());
+  const int ranks = o.group ? o.group->size() : 1;
+  const int rank = o.group ? o.group->rank() : 0;
+
+  xent::Params p;
+  p.rows = x.size(0);
+  p.vocab_local = x.size(1);
+  p.vocab_global = p.vocab_local * ranks;
+  p.vocab_offset = p.vocab_local * rank;
+  p.label_smoothing = o.label_smoothing;
+  p.z_loss_weight = o.z_loss_weight;
+  p.ignore_index = o.ignore_index;
+
+  // On the host the check is cheap and happens before anything is written (the logits may
+  // be the gradient buffer); on CUDA the kernels raise a flag that check() reads later.
+  if (device.is_cpu()) {
+    const std::string msg = bad_target_message(targets.to_vector<int64_t>(), p.vocab_global, p.ignore_index);
+    ZT_CHECK(msg.empty(), msg);
+  }
+
+  const bool with_grad = needs_grad({logits});
+  xent::Outputs out;
+  out.row_loss = Tensor::empty({p.rows}, acc, device);
+  out.lse = Tensor::empty({p.rows}, acc, device);
+  out.z_row = Tensor::empty({p.rows}, acc, device);
+  out.bad_target = Tensor::zeros({}, DType::i32, device);
+  out.grad_scale = Tensor::empty({}, acc, device);
+  if (with_grad) out.grad = o.inplace_grad ? x : Tensor::empty(x.shape(), x.dtype(), device);
+
+  CrossEntropyResult result;
+  result.count = Tensor::empty({}, DType::i64, device);
+  count_rows(targets, p.ignore_index, o.reduction == Reduction::mean, result.count, out.grad_scale);
+
+  if (ranks == 1) {
+    fused(x, targets, p, out);
+  } else {
+    // Vocab-parallel: 4 numbers per row and rank, one all_gather, then the global row terms
+    // and this shard's gradient.
+    Tensor stats = Tensor::empty({p.rows, 4}, acc, device);
+    local_stats(x, targets, p, stats);
+    Tensor gathered = Tensor::empty({ranks, p.rows, 4}, acc, device);
+    o.group->all_gather(stats, gathered);
+    finish(x, targets, gathered, p, out);
+  }
+
+  Tensor loss = o.reduction == Reduction::none ? out.row_loss : Tensor::empty({}, acc, device);
+  Tensor no_loss;
+  result.ce_sum = Tensor::empty({}, acc, device);
+  result.z_sum = Tensor::empty({}, acc, device);
+  reduce_rows(out.row_loss, out.z_row, out.grad_scale, o.reduction == Reduction::none ? no_loss : loss,
+              result.ce_sum, result.z_sum);
+
+  result.lse = out.lse;
+  result.z_loss = out.z_row;
+  result.target_check = {out.bad_target, targets, p.vocab_global, p.ignore_index};
+  if (with_grad) {
+    result.loss = Variable::from_op(loss, std::make_shared<CrossEntropyNode>(logits, out.grad, o.reduction));
+  } else {
+    result.loss = Variable(loss);
+  }
+  return result;
+}
+
+}  // namespace zt::ops

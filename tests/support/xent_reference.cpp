@@ -1,0 +1,49 @@
+#include "tests/support/xent_reference.h"
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace zt::test {
+
+XentReference xent_reference(const Tensor& x_t, const std::vector<int64_t>& y, double e, double z,
+                             int64_t ignore_index, const std::string& reduction, double seed,
+                             const std::vector<double>& row_weights) {
+  const int64_t n = x_t.size(0), v = x_t.size(1);
+  const std::vector<double> x = x_t.to_vector<double>();
+  XentReference r;
+  r.row_loss.assign(n, 0);
+  r.lse.assign(n, 0);
+  r.z_row.assign(n, 0);
+  r.grad.assign(n * v, 0);
+  for (int64_t i = 0; i < n; ++i) r.count += y[i] != ignore_index;
+  for (int64_t i = 0; i < n; ++i) {
+    if (y[i] == ignore_index) continue;
+    const double* row = x.data() + i * v;
+    double m = -std::numeric_limits<double>::infinity(), s = 0;
+    for (int64_t j = 0; j < v; ++j) m = std::max(m, row[j]), s += row[j];
+    double d = 0;
+    for (int64_t j = 0; j < v; ++j) d += std::exp(row[j] - m);
+    const double lse = m + std::log(d);
+    double ce = lse - (1 - e) * row[y[i]];
+    if (e != 0) ce -= e / static_cast<double>(v) * s;  // absent without smoothing (s may be -inf)
+    r.lse[i] = lse;
+    r.z_row[i] = z * lse * lse;
+    r.row_loss[i] = ce + r.z_row[i];
+    r.ce_sum += ce;
+    r.z_sum += r.z_row[i];
+    double w = 1;
+    if (reduction == "mean") w = seed / static_cast<double>(r.count);
+    else if (reduction == "sum") w = seed;
+    else if (!row_weights.empty()) w = row_weights[i];
+    for (int64_t j = 0; j < v; ++j) {
+      const double p = std::exp(row[j] - lse);
+      r.grad[i * v + j] = w * (p * (1 + 2 * z * lse) - (j == y[i] ? 1 - e : 0) - e / static_cast<double>(v));
+    }
+  }
+  const double total = r.ce_sum + r.z_sum;
+  r.loss = reduction == "mean" ? (r.count ? total / static_cast<double>(r.count) : 0.0) : total;
+  return r;
+}
+
+}  // namespace zt::test

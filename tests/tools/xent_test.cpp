@@ -1,0 +1,152 @@
+// The xent tool end to end: .npy files written here, build/bin/xent run as a process, its
+// outputs compared with the float64 reference; --tp through real ranks; bad inputs.
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "framework/io/npy.h"
+#include "tests/support/check.h"
+#include "tests/support/multi_rank.h"
+#include "tests/support/xent_reference.h"
+
+namespace zt {
+namespace {
+
+struct ToolRun {
+  int status;
+  std::string output;  // stdout and stderr
+};
+
+ToolRun xent(const std::string& args) {
+  const std::string cmd = "(" + std::string(ZTRAIN_BIN_DIR) + "/xent " + args + ") 2>&1";
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  while (size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+class XentTool : public ::testing::Test {
+ protected:
+  // Random logits [n, v] (f32 or f64 file) and targets with one ignored row.
+  void make_inputs(int64_t n, int64_t v, DType logits_dtype = DType::f32, DType target_dtype = DType::i64) {
+    logits_ = Tensor::randn({n, v}, DType::f64, test::test_generator(), 0, 3).to(logits_dtype);
+    y_.assign(n, 0);
+    for (int64_t i = 0; i < n; ++i) y_[i] = static_cast<int64_t>(test::test_generator().uniform() * v) % v;
+    y_[1] = -100;
+    io::write_npy(path("L.npy"), logits_);
+    io::write_npy(path("T.npy"), Tensor::from_vector(y_, {n}).to(target_dtype));
+  }
+  std::string path(const std::string& name) const { return dir_.path() + "/" + name; }
+  std::string inputs() const { return "--logits " + path("L.npy") + " --targets " + path("T.npy"); }
+  Tensor out(const std::string& run, const std::string& name) const { return io::read_npy(path(run) + "/" + name); }
+
+  test::TempDir dir_;
+  Tensor logits_;
+  std::vector<int64_t> y_;
+};
+
+TEST_F(XentTool, MatchesTheReferenceForEveryReduction) {
+  make_inputs(6, 40);
+  for (const std::string red : {"mean", "sum", "none"}) {
+    SCOPED_TRACE(red);
+    const ToolRun r = xent(inputs() + " --label-smoothing 0.1 --z-loss-weight 0.01 --reduction " + red + " --out " +
+                       path("out_" + red));
+    ASSERT_EQ(r.status, 0) << r.output;
+    const auto ref = test::xent_reference(logits_, y_, 0.1, 0.01, -100, red);
+    const Tensor loss = out("out_" + red, "loss.npy");
+    EXPECT_EQ(loss.dtype(), DType::f32);
+    if (red == "none") EXPECT_TRUE(test::close_rel(loss, Tensor::from_vector(ref.row_loss, {6}), 1e-5));
+    else EXPECT_TRUE(test::close_rel(loss, Tensor::scalar(ref.loss, DType::f64), 1e-5));
+    EXPECT_TRUE(test::close_rel(out("out_" + red, "grad.npy"), Tensor::from_vector(ref.grad, {6, 40}), 1e-5));
+    EXPECT_TRUE(test::close_rel(out("out_" + red, "lse.npy"), Tensor::from_vector(ref.lse, {6}), 1e-6));
+    EXPECT_TRUE(test::close_rel(out("out_" + red, "z_loss.npy"), Tensor::from_vector(ref.z_row, {6}), 1e-5));
+  }
+}
+
+TEST_F(XentTool, IgnoreIndexOption) {
+  make_inputs(5, 24);
+  y_[1] = 7;  // ignore_index 7 instead of -100
+  y_[3] = 7;
+  io::write_npy(path("T.npy"), Tensor::from_vector(y_, {5}).to(DType::i32));
+  const ToolRun r = xent(inputs() + " --ignore-index 7 --reduction sum --out " + path("ign"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto ref = test::xent_reference(logits_, y_, 0, 0, 7, "sum");
+  EXPECT_TRUE(test::close_rel(out("ign", "loss.npy"), Tensor::scalar(ref.loss, DType::f64), 1e-5));
+  EXPECT_TRUE(test::close_rel(out("ign", "grad.npy"), Tensor::from_vector(ref.grad, {5, 24}), 1e-5));
+}
+
+TEST_F(XentTool, F64OutputsAndBf16Compute) {
+  make_inputs(5, 24, DType::f64, DType::i32);
+  ASSERT_EQ(xent(inputs() + " --dtype f64 --z-loss-weight 1e-3 --out " + path("f64")).status, 0);
+  const auto ref = test::xent_reference(logits_, y_, 0, 1e-3, -100, "mean");
+  EXPECT_EQ(out("f64", "grad.npy").dtype(), DType::f64);
+  EXPECT_TRUE(test::close_rel(out("f64", "loss.npy"), Tensor::scalar(ref.loss, DType::f64), 1e-12));
+  EXPECT_TRUE(test::close_rel(out("f64", "grad.npy"), Tensor::from_vector(ref.grad, {5, 24}), 1e-12));
+
+  ASSERT_EQ(xent(inputs() + " --dtype bf16 --z-loss-weight 1e-3 --out " + path("bf16")).status, 0);
+  const auto ref16 = test::xent_reference(logits_.to(DType::bf16), y_, 0, 1e-3, -100, "mean");
+  EXPECT_EQ(out("bf16", "grad.npy").dtype(), DType::f32);
+  EXPECT_TRUE(test::close_rel(out("bf16", "loss.npy"), Tensor::scalar(ref16.loss, DType::f64), 1e-5));
+  EXPECT_TRUE(test::close_rel(out("bf16", "grad.npy"), Tensor::from_vector(ref16.grad, {5, 24}), 1e-2));
+}
+
+TEST_F(XentTool, TensorParallelEqualsOneRank) {
+  make_inputs(8, 48);
+  for (const std::string red : {"mean", "none"}) {
+    SCOPED_TRACE(red);
+    const std::string common = inputs() + " --label-smoothing 0.1 --z-loss-weight 1e-4 --reduction " + red;
+    ToolRun one = xent(common + " --out " + path("tp1"));
+    ASSERT_EQ(one.status, 0) << one.output;
+    for (int tp : {2, 4}) {
+      ToolRun r = xent(common + " --tp " + std::to_string(tp) + " --out " + path("tp" + std::to_string(tp)));
+      ASSERT_EQ(r.status, 0) << r.output;
+      for (const char* f : {"loss.npy", "grad.npy", "lse.npy", "z_loss.npy"})
+        EXPECT_TRUE(test::close_rel(out("tp" + std::to_string(tp), f), out("tp1", f), 1e-6)) << f << " tp " << tp;
+    }
+  }
+}
+
+TEST_F(XentTool, ErrorsAreOneClearLine) {
+  make_inputs(4, 30);
+  auto expect_error = [&](const std::string& args, const std::string& part) {
+    const ToolRun r = xent(args);
+    EXPECT_EQ(r.status, 1) << args << "\n" << r.output;
+    EXPECT_EQ(r.output.rfind("xent: ", 0), 0u) << r.output;
+    EXPECT_NE(r.output.find(part), std::string::npos) << "expected '" << part << "' in: " << r.output;
+  };
+  const std::string o = " --out " + path("err");
+  expect_error(inputs() + " --tp 4" + o, "vocabulary of 30 columns is not divisible by --tp 4");
+  std::ofstream(path("text.npy")) << "not numpy\n";
+  expect_error("--logits " + path("text.npy") + " --targets " + path("T.npy") + o, "not a .npy file");
+  io::write_npy(path("Tf.npy"), Tensor::zeros({4}, DType::f32));
+  expect_error("--logits " + path("L.npy") + " --targets " + path("Tf.npy") + o, "targets must be i32 or i64, got f32");
+  io::write_npy(path("Li.npy"), Tensor::zeros({4, 30}, DType::i32));
+  expect_error("--logits " + path("Li.npy") + " --targets " + path("T.npy") + o, "logits must be f32 or f64, got i32");
+  io::write_npy(path("T5.npy"), Tensor::zeros({5}, DType::i64));
+  expect_error("--logits " + path("L.npy") + " --targets " + path("T5.npy") + o,
+               "targets of shape [5] do not match logits of shape [4, 30]");
+  io::write_npy(path("Tbad.npy"), Tensor::from_vector(std::vector<int64_t>{0, 1, 30, 2}, {4}));
+  expect_error("--logits " + path("L.npy") + " --targets " + path("Tbad.npy") + o,
+               "target 30 at row 2 is outside [0, 30) (ignore_index is -100)");
+  expect_error(inputs() + " --label-smoothing 1" + o, "label_smoothing must be in [0, 1), got 1");
+  expect_error(inputs() + " --z-loss-weight -1" + o, "z_loss_weight must be finite and >= 0, got -1");
+  expect_error(inputs() + " --reduction avg" + o, "--reduction");
+  expect_error(inputs(), "--out is required");
+  expect_error("--logits " + path("nope.npy") + " --targets " + path("T.npy") + o, "cannot open");
+  // Under --tp the rank reports the cause and the parent names the rank.
+  io::write_npy(path("Tbad32.npy"), Tensor::from_vector(std::vector<int64_t>{0, 1, 31, 2}, {4}));
+  const ToolRun tp = xent("--logits " + path("L.npy") + " --targets " + path("Tbad32.npy") + " --tp 2" + o);
+  EXPECT_EQ(tp.status, 1);
+  EXPECT_NE(tp.output.find("target 31 at row 2 is outside [0, 30)"), std::string::npos) << tp.output;
+  EXPECT_NE(tp.output.find("xent: rank "), std::string::npos) << tp.output;
+}
+
+}  // namespace
+}  // namespace zt
