@@ -1,5 +1,6 @@
 #pragma once
 // Where a tensor's storage lives.
+#include <cstdint>
 #include <string>
 
 namespace zt {
