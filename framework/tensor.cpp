@@ -7,6 +7,11 @@
 #include <iomanip>
 #include <sstream>
 
+#ifdef ZTRAIN_WITH_CUDA
+#include "framework/cuda/strided_copy.h"
+#include "framework/cuda/tensor_kernels.h"
+#endif
+
 namespace zt {
 
 std::string shape_str(const Shape& s) {
@@ -237,6 +242,16 @@ void Tensor::copy_(const Tensor& src) {
     copy_bytes(raw_data(), device(), src.raw_data(), src.device(), nbytes());
     return;
   }
+#ifdef ZTRAIN_WITH_CUDA
+  if (device().is_cuda() && device() == src.device() && is_contiguous() && src.is_contiguous()) {
+    cuda::convert(device().index, raw_data(), dtype_, src.raw_data(), src.dtype_, numel());
+    return;
+  }
+  if (device().is_cuda() && device() == src.device()) {  // strided views: one gather kernel
+    cuda::strided_copy(device().index, raw_data(), dtype_, strides_, src.raw_data(), src.dtype_, src.strides_, shape_);
+    return;
+  }
+#endif
   // General path on the host: stage device tensors through host memory.
   // (Strided or converting copies on the GPU are rare here: setup, I/O and tests.)
   if (!device().is_cpu() || !src.device().is_cpu()) {
@@ -271,6 +286,12 @@ void Tensor::copy_(const Tensor& src) {
 // ---- in place ----
 
 void Tensor::fill_(double value) {
+#ifdef ZTRAIN_WITH_CUDA
+  if (device().is_cuda() && is_contiguous()) {
+    cuda::fill(device().index, raw_data(), dtype_, numel(), value);
+    return;
+  }
+#endif
   if (!device().is_cpu()) {
     Tensor h = full(shape_, value, dtype_);
     copy_(h);
@@ -288,8 +309,14 @@ void Tensor::fill_(double value) {
 void Tensor::add_(const Tensor& other, double alpha) {
   check_same_shape(*this, other, "add_");
   ZT_CHECK(device() == other.device(), "add_: tensors on ", device().str(), " and ", other.device().str());
+#ifdef ZTRAIN_WITH_CUDA
+  if (device().is_cuda() && is_contiguous() && other.is_contiguous()) {
+    cuda::add_scaled(device().index, raw_data(), dtype_, other.raw_data(), other.dtype(), numel(), alpha);
+    return;
+  }
+#endif
   if (!device().is_cpu()) {
-    // Staged through the host until the CUDA backend adds an elementwise kernel.
+    // Strided device tensors: staged through the host.
     Tensor h = to(Device::cpu()).contiguous();
     h.add_(other.to(Device::cpu()), alpha);
     copy_(h);
@@ -313,6 +340,12 @@ void Tensor::add_(const Tensor& other, double alpha) {
 }
 
 void Tensor::scale_(double factor) {
+#ifdef ZTRAIN_WITH_CUDA
+  if (device().is_cuda() && is_contiguous()) {
+    cuda::scale(device().index, raw_data(), dtype_, numel(), factor);
+    return;
+  }
+#endif
   if (!device().is_cpu()) {
     Tensor h = to(Device::cpu()).contiguous();
     h.scale_(factor);

@@ -1,0 +1,101 @@
+#include "framework/cuda/strided_copy.h"
+
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "framework/cuda/cuda_check.h"
+#include "framework/cuda/stream.h"
+
+namespace zt::cuda {
+
+namespace {
+
+constexpr int kMaxDims = 8;
+constexpr int kThreads = 256;
+
+// Shape and both stride sets, innermost dimension last, passed by value to the kernel.
+struct Layout {
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t dst_stride[kMaxDims] = {};
+  int64_t src_stride[kMaxDims] = {};
+};
+
+template <class T> struct device_type { using type = T; };
+template <> struct device_type<bf16> { using type = __nv_bfloat16; };
+
+template <class To, class From>
+__device__ __forceinline__ To convert_value(From v) {
+  if constexpr (std::is_same_v<To, From>) return v;
+  else if constexpr (std::is_same_v<From, __nv_bfloat16>) return convert_value<To>(__bfloat162float(v));
+  else if constexpr (std::is_same_v<To, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(v));
+  else return static_cast<To>(v);
+}
+
+template <class D, class S>
+__global__ void strided_copy_kernel(D* dst, const S* src, int64_t n, Layout l) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    int64_t rest = i, so = 0, d_off = 0;
+    for (int d = l.ndim - 1; d >= 0; --d) {
+      const int64_t idx = rest % l.shape[d];
+      rest /= l.shape[d];
+      so += idx * l.src_stride[d];
+      d_off += idx * l.dst_stride[d];
+    }
+    dst[d_off] = convert_value<D>(src[so]);
+  }
+}
+
+template <class F>
+void dispatch_device(DType t, F&& f) {
+  dispatch(t, [&](auto tag) { f(typename device_type<decltype(tag)>::type{}); });
+}
+
+}  // namespace
+
+void strided_copy(int device, void* dst, DType dst_dtype, const std::vector<int64_t>& dst_strides, const void* src,
+                  DType src_dtype, const std::vector<int64_t>& src_strides, const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  if (n == 0) return;
+  // Drop size-1 dimensions and merge neighbours that are contiguous in both views: fewer
+  // divisions per element, and most copies here reduce to 2-4 dimensions.
+  Layout l;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 1) continue;
+    if (l.ndim > 0) {
+      const int k = l.ndim - 1;
+      if (l.src_stride[k] == src_strides[d] * shape[d] && l.dst_stride[k] == dst_strides[d] * shape[d]) {
+        l.shape[k] *= shape[d];
+        l.src_stride[k] = src_strides[d];
+        l.dst_stride[k] = dst_strides[d];
+        continue;
+      }
+    }
+    ZT_CHECK(l.ndim < kMaxDims, "CUDA strided copy: more than ", kMaxDims, " non-mergeable dimensions");
+    l.shape[l.ndim] = shape[d];
+    l.src_stride[l.ndim] = src_strides[d];
+    l.dst_stride[l.ndim] = dst_strides[d];
+    ++l.ndim;
+  }
+  if (l.ndim == 0) {  // a single element
+    l.ndim = 1;
+    l.shape[0] = 1;
+  }
+  set_device(device);
+  const int64_t cap = int64_t{multiprocessor_count(device)} * 16;
+  const unsigned blocks = static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, cap)));
+  dispatch_device(dst_dtype, [&](auto dtag) {
+    using D = decltype(dtag);
+    dispatch_device(src_dtype, [&](auto stag) {
+      using S = decltype(stag);
+      strided_copy_kernel<D, S><<<blocks, kThreads, 0, current_stream()>>>(static_cast<D*>(dst),
+                                                                            static_cast<const S*>(src), n, l);
+    });
+  });
+  ZT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace zt::cuda

@@ -1,0 +1,249 @@
+// CUDA side of ops/attention.h, the simplest correct version: per (batch, head) the scores
+// S = Q K^T / sqrt(D) come from one strided-batched cuBLASLt product into an f32 buffer
+// [B H, T, T] (f64 for f64), a masked-softmax kernel turns them into probabilities P (in the
+// operands' dtype, as the second product reads them) and the row log-sum-exp, and
+// O = P V is a second product. Backward recomputes P from the saved log-sum-exp:
+//   dV = P^T dO,  dP = dO V^T,  dS = P (dP - rowsum(dO o O)) / sqrt(D),  dQ = dS K,  dK = dS^T Q.
+// The products compute the masked upper triangle too (half their FLOPs are wasted) and the
+// T x T buffers go through memory: a fused flash-attention kernel is the next step.
+#include <cmath>
+#include <cstdlib>
+
+#include "framework/cuda/blas.h"
+#include "ops/attention_kernels.h"
+#include "ops/cuda_compute.cuh"
+
+namespace zt::ops {
+
+namespace {
+
+using namespace gpu;
+
+constexpr int kRowsPerBlock = 8;  // one warp per row
+
+template <class A>
+__device__ __forceinline__ A exp_of(A v) {
+  if constexpr (std::is_same_v<A, double>) return exp(v);
+  else return expf(v);
+}
+template <class A>
+__device__ __forceinline__ A log_of(A v) {
+  if constexpr (std::is_same_v<A, double>) return log(v);
+  else return logf(v);
+}
+
+// Row r of the [BH T, T] scores is query position i = r % T, which sees keys 0..i.
+template <class T>
+__global__ void causal_softmax_kernel(const acc_t<T>* S, T* P, acc_t<T>* lse, int64_t rows, int64_t T_len) {
+  using A = acc_t<T>;
+  const int64_t r = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const int64_t visible = r % T_len + 1;
+  const A* s = S + r * T_len;
+  T* p = P + r * T_len;
+  A m = -INFINITY;
+  for (int64_t j = lane; j < visible; j += 32) m = max(m, s[j]);
+  m = warp_max(m);
+  A d = 0;
+  for (int64_t j = lane; j < visible; j += 32) d += exp_of(s[j] - m);
+  const A l = m + log_of(warp_sum(d));
+  for (int64_t j = lane; j < T_len; j += 32) store(p, j, j < visible ? exp_of(s[j] - l) : A(0));
+  if (lane == 0) lse[r] = l;
+}
+
+template <class T>
+__global__ void recompute_probs_kernel(const acc_t<T>* S, const acc_t<T>* lse, T* P, int64_t rows, int64_t T_len) {
+  using A = acc_t<T>;
+  const int64_t r = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const int64_t visible = r % T_len + 1;
+  const A l = lse[r];
+  const A* s = S + r * T_len;
+  T* p = P + r * T_len;
+  for (int64_t j = lane; j < T_len; j += 32) store(p, j, j < visible ? exp_of(s[j] - l) : A(0));
+}
+
+// delta[r] = sum_d dO[r, d] O[r, d]
+template <class T>
+__global__ void row_dot_kernel(const T* g, const T* o, acc_t<T>* delta, int64_t rows, int64_t D) {
+  using A = acc_t<T>;
+  const int64_t r = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  A acc = 0;
+  for (int64_t j = lane; j < D; j += 32) acc += load<A>(g, r * D + j) * load<A>(o, r * D + j);
+  acc = warp_sum(acc);
+  if (lane == 0) delta[r] = acc;
+}
+
+// dS = P (dP - delta) scale, written over P (zero where P is: the masked part).
+template <class T>
+__global__ void score_grad_kernel(const acc_t<T>* dP, const acc_t<T>* delta, T* P, int64_t rows, int64_t T_len,
+                                  acc_t<T> scale) {
+  using A = acc_t<T>;
+  const int64_t r = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const A dl = delta[r];
+  const A* dp = dP + r * T_len;
+  T* p = P + r * T_len;
+  for (int64_t j = lane; j < T_len; j += 32) store(p, j, load<A>(p, j) * (dp[j] - dl) * scale);
+}
+
+struct Dims {
+  int64_t heads, T, D;
+  explicit Dims(const Tensor& q) : heads(q.shape()[0] * q.shape()[1]), T(q.shape()[2]), D(q.shape()[3]) {}
+};
+
+// One strided-batched product over the heads: C[h] = alpha op(A[h]) op(B[h]).
+void batched(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, int64_t heads, int64_t M, int64_t N,
+             int64_t K, double alpha, int64_t stride_a, int64_t stride_b) {
+  cuda::GemmArgs g;
+  g.batch = heads;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.trans_a = ta;
+  g.trans_b = tb;
+  g.A = a.raw_data();
+  g.lda = ta ? M : K;
+  g.stride_a = stride_a;
+  g.B = b.raw_data();
+  g.ldb = tb ? K : N;
+  g.stride_b = stride_b;
+  g.C = c.raw_data();
+  g.ldc = N;
+  g.stride_c = M * N;
+  g.ab_dtype = a.dtype();
+  g.c_dtype = c.dtype();
+  g.alpha = alpha;
+  cuda::gemm(c.device().index, g);
+}
+
+unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
+
+}  // namespace
+
+Tensor attention_forward_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, Tensor& lse) {
+  const Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+  const Dims d(q);
+  const DType acc = acc_dtype(q.dtype());
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  lse = Tensor::empty({q.shape()[0], q.shape()[1], d.T}, acc, q.device());
+  if (d.heads * d.T == 0) return out;
+  if (d.D == 0) {
+    out.fill_(0.0);
+    lse.fill_(0.0);  // not used: no gradient flows through an empty head dimension
+    return out;
+  }
+  cudaStream_t s = stream_for(q);
+  const int64_t TT = d.T * d.T, TD = d.T * d.D, rows = d.heads * d.T;
+  Tensor scores = Tensor::empty({d.heads, d.T, d.T}, acc, q.device());
+  Tensor probs = Tensor::empty({d.heads, d.T, d.T}, q.dtype(), q.device());
+  {
+    OpRange range("attention.qk");
+    batched(q, false, k, true, scores, d.heads, d.T, d.T, d.D, 1.0 / std::sqrt(static_cast<double>(d.D)), TD, TD);
+  }
+  dispatch_device_float(q.dtype(), "causal_attention", [&](auto tag) {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    OpRange range("attention.softmax");
+    causal_softmax_kernel<T><<<row_blocks(rows), kRowsPerBlock * 32, 0, s>>>(
+        static_cast<const A*>(scores.raw_data()), static_cast<T*>(probs.raw_data()), static_cast<A*>(lse.raw_data()),
+        rows, d.T);
+  });
+  ZT_CUDA_CHECK_LAUNCH();
+  {
+    OpRange range("attention.pv");
+    batched(probs, false, v, false, out, d.heads, d.T, d.D, d.T, 1.0, TT, TD);
+  }
+  return out;
+}
+
+void attention_backward_cuda(const Tensor& grad, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                             const Tensor& out_in, const Tensor& lse, Tensor* dq, Tensor* dk, Tensor* dv) {
+  const Tensor g = grad.contiguous(), q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous(),
+               o = out_in.contiguous();
+  const Dims d(q);
+  const DType acc = acc_dtype(q.dtype());
+  Tensor dq_c = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor dk_c = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor dv_c = Tensor::empty(q.shape(), q.dtype(), q.device());
+  auto finish = [&] {
+    if (dq) *dq = dq_c;
+    if (dk) *dk = dk_c;
+    if (dv) *dv = dv_c;
+  };
+  if (d.heads * d.T * d.D == 0) {
+    for (Tensor* t : {&dq_c, &dk_c, &dv_c}) t->fill_(0.0);
+    finish();
+    return;
+  }
+  cudaStream_t s = stream_for(q);
+  const int64_t TT = d.T * d.T, TD = d.T * d.D, rows = d.heads * d.T;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d.D));
+  Tensor scores = Tensor::empty({d.heads, d.T, d.T}, acc, q.device());  // S, then dP
+  Tensor probs = Tensor::empty({d.heads, d.T, d.T}, q.dtype(), q.device());  // P, then dS
+  Tensor delta = Tensor::empty({rows}, acc, q.device());
+  {
+    OpRange range("attention.qk");
+    batched(q, false, k, true, scores, d.heads, d.T, d.T, d.D, scale, TD, TD);
+  }
+  dispatch_device_float(q.dtype(), "causal_attention", [&](auto tag) {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    OpRange range("attention.probs_delta");
+    recompute_probs_kernel<T><<<row_blocks(rows), kRowsPerBlock * 32, 0, s>>>(
+        static_cast<const A*>(scores.raw_data()), static_cast<const A*>(lse.raw_data()),
+        static_cast<T*>(probs.raw_data()), rows, d.T);
+    ZT_CUDA_CHECK_LAUNCH();
+    row_dot_kernel<T><<<row_blocks(rows), kRowsPerBlock * 32, 0, s>>>(
+        static_cast<const T*>(g.raw_data()), static_cast<const T*>(o.raw_data()), static_cast<A*>(delta.raw_data()),
+        rows, d.D);
+    ZT_CUDA_CHECK_LAUNCH();
+  });
+  // ZT_ATTN_BWD_TRANSPOSE=1 (an experiment): P^T and dS^T as explicit copies and plain
+  // products, instead of cuBLASLt reading P and dS transposed.
+  static const bool transpose_copy = [] {
+    const char* e = std::getenv("ZT_ATTN_BWD_TRANSPOSE");
+    return e && e[0] == '1';
+  }();
+  auto transposed_product = [&](const Tensor& a, const Tensor& b, Tensor& c, const char* name) {
+    if (!transpose_copy) {
+      OpRange range(name);
+      batched(a, true, b, false, c, d.heads, d.T, d.D, d.T, 1.0, TT, TD);
+      return;
+    }
+    Tensor at;
+    {
+      OpRange range("attention.transpose_copy");
+      at = a.transpose(1, 2).contiguous();
+    }
+    OpRange range(name);
+    batched(at, false, b, false, c, d.heads, d.T, d.D, d.T, 1.0, TT, TD);
+  };
+  transposed_product(probs, g, dv_c, "attention.dv");  // dV = P^T dO
+  {
+    OpRange range("attention.dp");
+    batched(g, false, v, true, scores, d.heads, d.T, d.T, d.D, 1.0, TD, TD);  // dP = dO V^T
+  }
+  dispatch_device_float(q.dtype(), "causal_attention", [&](auto tag) {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    OpRange range("attention.ds");
+    score_grad_kernel<T><<<row_blocks(rows), kRowsPerBlock * 32, 0, s>>>(
+        static_cast<const A*>(scores.raw_data()), static_cast<const A*>(delta.raw_data()),
+        static_cast<T*>(probs.raw_data()), rows, d.T, static_cast<A>(scale));
+    ZT_CUDA_CHECK_LAUNCH();
+  });
+  {
+    OpRange range("attention.dq");
+    batched(probs, false, k, false, dq_c, d.heads, d.T, d.D, d.T, 1.0, TT, TD);  // dQ = dS K
+  }
+  transposed_product(probs, q, dk_c, "attention.dk");  // dK = dS^T Q
+  finish();
+}
+
+}  // namespace zt::ops

@@ -1,0 +1,161 @@
+#pragma once
+// Helpers shared by the CUDA kernels of ops/ (internal; included by ops/*_cuda.cu only):
+// device element types, the types kernels compute in, launch sizing, warp/block sums, and
+// the deterministic column reduction that bias, LayerNorm and broadcast gradients use.
+//
+// Kernels compute in f32 for f32 and bf16 (loads widen, stores round once to nearest even)
+// and in f64 for f64, like the CPU kernels (cpu_compute.h).
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "framework/cuda/cuda_check.h"
+#include "framework/cuda/op_profiler.h"
+#include "framework/cuda/stream.h"
+#include "framework/tensor.h"
+
+namespace zt::ops::gpu {
+
+using cuda::OpRange;
+
+template <class T> struct device_type { using type = T; };
+template <> struct device_type<bf16> { using type = __nv_bfloat16; };
+
+// Accumulation type of an element type: double for double, float otherwise.
+template <class T> struct acc_type { using type = float; };
+template <> struct acc_type<double> { using type = double; };
+template <class T> using acc_t = typename acc_type<T>::type;
+
+template <class A, class T>
+__device__ __forceinline__ A load(const T* p, int64_t i) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return static_cast<A>(__bfloat162float(p[i]));
+  else return static_cast<A>(p[i]);
+}
+
+template <class T, class A>
+__device__ __forceinline__ void store(T* p, int64_t i, A v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) p[i] = __float2bfloat16_rn(static_cast<float>(v));
+  else p[i] = static_cast<T>(v);
+}
+
+// Calls f(T{}) with T the device type of a floating dtype (float, __nv_bfloat16, double).
+template <class F>
+void dispatch_device_float(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::f32: return f(float{});
+    case DType::bf16: return f(__nv_bfloat16{});
+    case DType::f64: return f(double{});
+    default: ZT_FAIL(op, ": no CUDA kernel for dtype ", dtype_name(t));
+  }
+}
+
+// The dtype results accumulate in: f32 for f32/bf16, f64 for f64.
+inline DType acc_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
+
+constexpr int kThreads = 256;
+
+// Blocks for a grid-stride loop over n elements: enough to fill the device, no more.
+inline unsigned grid_for(int64_t n, int device) {
+  const int64_t cap = int64_t{cuda::multiprocessor_count(device)} * 8;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, cap)));
+}
+
+inline cudaStream_t stream_for(const Tensor& t) {
+  cuda::set_device(t.device().index);
+  return cuda::current_stream();
+}
+
+#define ZT_GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < (n); i += int64_t{gridDim.x} * blockDim.x)
+
+template <class A>
+__device__ __forceinline__ A warp_sum(A v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <class A>
+__device__ __forceinline__ A warp_max(A v) {
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the
+// result. `scratch` holds 32 values; the call ends with the block synchronised.
+template <class A>
+__device__ A block_sum(A v, A* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  A t = lane < warps ? scratch[lane] : A(0);
+  return warp_sum(t);
+}
+
+template <class A>
+__device__ A block_max(A v, A* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  A t = lane < warps ? scratch[lane] : A(-INFINITY);
+  return warp_max(t);
+}
+
+// ---- column reduction: out[j] = sum over r < rows of f(r, j), for j < cols ----
+// Stage 1: a grid of (column tiles of 32) x (row slabs); each 32 x 8 block sums its slab for
+// 32 columns and writes one partial per column and slab. Stage 2 sums the slabs in order.
+// No atomics: the result is the same on every run.
+constexpr int kColTile = 32, kRowThreads = 8;
+
+template <class A, class F>
+__global__ void column_partials_kernel(int64_t rows, int64_t cols, int64_t rows_per_slab, A* partial, F f) {
+  __shared__ A tile[kRowThreads][kColTile + 1];
+  const int64_t j = blockIdx.x * int64_t{kColTile} + threadIdx.x;
+  const int64_t r0 = blockIdx.y * rows_per_slab, r1 = min(rows, r0 + rows_per_slab);
+  A acc = 0;
+  if (j < cols)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kRowThreads) acc += f(r, j);
+  tile[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < cols) {
+    A s = 0;
+    for (int k = 0; k < kRowThreads; ++k) s += tile[k][threadIdx.x];
+    partial[blockIdx.y * cols + j] = s;
+  }
+}
+
+template <class T, class A>
+__global__ void column_finish_kernel(const A* partial, int64_t slabs, int64_t cols, T* out, int64_t out_stride) {
+  ZT_GRID_STRIDE(j, cols) {
+    A s = 0;
+    for (int64_t k = 0; k < slabs; ++k) s += partial[k * cols + j];
+    store(out, j * out_stride, s);
+  }
+}
+
+// Writes out[j * out_stride] (type T) = sum_r f(r, j). `device` is the tensors' device.
+template <class T, class A, class F>
+void column_sum(int device, int64_t rows, int64_t cols, T* out, int64_t out_stride, F f) {
+  if (cols == 0) return;
+  cudaStream_t s = cuda::current_stream();
+  const int64_t col_tiles = (cols + kColTile - 1) / kColTile;
+  // Enough slabs to give every multiprocessor a few blocks; each slab at least 64 rows.
+  const int64_t want = std::max<int64_t>(1, int64_t{cuda::multiprocessor_count(device)} * 4 / col_tiles);
+  const int64_t slabs = std::max<int64_t>(1, std::min<int64_t>(want, (rows + 63) / 64));
+  const int64_t rows_per_slab = std::max<int64_t>(1, (rows + slabs - 1) / slabs);
+  Tensor partial = Tensor::empty({slabs, cols}, std::is_same_v<A, double> ? DType::f64 : DType::f32,
+                                 Device::cuda(device));
+  A* pp = static_cast<A*>(partial.raw_data());
+  column_partials_kernel<A><<<dim3(static_cast<unsigned>(col_tiles), static_cast<unsigned>(slabs)),
+                              dim3(kColTile, kRowThreads), 0, s>>>(rows, cols, rows_per_slab, pp, f);
+  ZT_CUDA_CHECK_LAUNCH();
+  column_finish_kernel<T, A><<<grid_for(cols, device), kThreads, 0, s>>>(pp, slabs, cols, out, out_stride);
+  ZT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace zt::ops::gpu

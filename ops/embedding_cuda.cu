@@ -1,0 +1,129 @@
+// CUDA kernels behind ops/embedding.h: a row gather forward, an atomic scatter-add backward
+// (f32 accumulation for bf16 tables; the order of the additions varies between runs).
+#include "ops/cuda_compute.cuh"
+#include "ops/embedding_kernels.h"
+
+namespace zt::ops {
+
+namespace {
+
+using namespace gpu;
+
+template <class I>
+__global__ void first_bad_id_kernel(const I* ids, int64_t n, int64_t vocab, unsigned long long* first) {
+  ZT_GRID_STRIDE(i, n) {
+    const int64_t id = static_cast<int64_t>(ids[i]);
+    if (id < 0 || id >= vocab) atomicMin(first, static_cast<unsigned long long>(i));
+  }
+}
+
+// Copies rows of `words` machine words (W = 2, 4, 8 or 16 bytes): one block per id.
+template <class W, class I>
+__global__ void gather_rows_kernel(const W* weight, const I* ids, W* out, int64_t words) {
+  const int64_t id = static_cast<int64_t>(ids[blockIdx.x]);
+  const W* src = weight + id * words;
+  W* dst = out + blockIdx.x * words;
+  for (int64_t j = threadIdx.x; j < words; j += blockDim.x) dst[j] = src[j];
+}
+
+template <class T, class A, class I>
+__global__ void scatter_add_kernel(const T* grad, const I* ids, A* dw, int64_t C) {
+  const int64_t id = static_cast<int64_t>(ids[blockIdx.x]);
+  const T* g = grad + blockIdx.x * C;
+  A* row = dw + id * C;
+  for (int64_t j = threadIdx.x; j < C; j += blockDim.x) atomicAdd(row + j, load<A>(g, j));
+}
+
+template <class F>
+void with_ids(const Tensor& ids, F&& f) {
+  if (ids.dtype() == DType::i32) f(static_cast<const int32_t*>(ids.raw_data()));
+  else f(static_cast<const int64_t*>(ids.raw_data()));
+}
+
+std::string index_str(int64_t flat, const Shape& shape) {
+  Shape idx(shape.size());
+  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
+    idx[d] = flat % shape[d];
+    flat /= shape[d];
+  }
+  return shape_str(idx);
+}
+
+}  // namespace
+
+void check_ids_cuda(const Tensor& ids_in, int64_t vocab) {
+  const Tensor ids = ids_in.contiguous();
+  const int64_t n = ids.numel();
+  if (n == 0) return;
+  OpRange range("embedding");
+  cudaStream_t s = stream_for(ids);
+  Tensor first = Tensor::full({}, -1.0, DType::i64, ids.device());  // all bits set: "none"
+  with_ids(ids, [&](const auto* p) {
+    first_bad_id_kernel<<<grid_for(n, ids.device().index), kThreads, 0, s>>>(
+        p, n, vocab, static_cast<unsigned long long*>(first.raw_data()));
+  });
+  ZT_CUDA_CHECK_LAUNCH();
+  // One 8-byte read per call (a host sync): a bad id must fail here, naming its position,
+  // not later as garbage rows.
+  const auto pos = static_cast<int64_t>(first.item());
+  if (pos < 0) return;
+  const int64_t id = static_cast<int64_t>(ids.view({n}).slice(0, pos, pos + 1).item());
+  ZT_FAIL("embedding: id ", id, " at position ", index_str(pos, ids.shape()), " of ids ", shape_str(ids.shape()),
+          " is outside [0, ", vocab, ")");
+}
+
+Tensor embedding_forward_cuda(const Tensor& weight_in, const Tensor& ids_in) {
+  const Tensor weight = weight_in.contiguous(), ids = ids_in.contiguous();
+  OpRange range("embedding");
+  const int64_t C = weight.shape()[1], n = ids.numel();
+  Shape out_shape = ids.shape();
+  out_shape.push_back(C);
+  Tensor out = Tensor::empty(out_shape, weight.dtype(), weight.device());
+  if (n == 0 || C == 0) return out;
+  ZT_CHECK(n < (int64_t{1} << 31), "embedding: too many ids for the CUDA kernel: ", n);
+  cudaStream_t s = stream_for(weight);
+  const int64_t row_bytes = C * static_cast<int64_t>(dtype_size(weight.dtype()));
+  auto aligned = [&](int64_t w) {
+    return row_bytes % w == 0 && reinterpret_cast<uintptr_t>(weight.raw_data()) % w == 0 &&
+           reinterpret_cast<uintptr_t>(out.raw_data()) % w == 0;
+  };
+  auto launch = [&](auto word) {
+    using W = decltype(word);
+    const int64_t words = row_bytes / static_cast<int64_t>(sizeof(W));
+    const int threads = static_cast<int>(std::min<int64_t>(256, (words + 31) / 32 * 32));
+    with_ids(ids, [&](const auto* p) {
+      gather_rows_kernel<W><<<static_cast<unsigned>(n), threads, 0, s>>>(
+          static_cast<const W*>(weight.raw_data()), p, static_cast<W*>(out.raw_data()), words);
+    });
+  };
+  if (aligned(16)) launch(uint4{});
+  else if (aligned(8)) launch(uint64_t{});
+  else if (aligned(4)) launch(uint32_t{});
+  else launch(uint16_t{});
+  ZT_CUDA_CHECK_LAUNCH();
+  return out;
+}
+
+Tensor embedding_backward_cuda(const Tensor& grad_in, const Tensor& ids_in, int64_t vocab, DType dtype) {
+  const Tensor grad = grad_in.contiguous(), ids = ids_in.contiguous();
+  OpRange range("embedding");
+  const int64_t C = grad.shape().back(), n = ids.numel();
+  const DType acc = acc_dtype(grad.dtype());
+  Tensor dw = Tensor::zeros({vocab, C}, acc, grad.device());
+  if (n > 0 && C > 0) {
+    cudaStream_t s = stream_for(grad);
+    const int threads = static_cast<int>(std::min<int64_t>(256, (C + 31) / 32 * 32));
+    dispatch_device_float(grad.dtype(), "embedding", [&](auto tag) {
+      using T = decltype(tag);
+      using A = acc_t<T>;
+      with_ids(ids, [&](const auto* p) {
+        scatter_add_kernel<T, A><<<static_cast<unsigned>(n), threads, 0, s>>>(
+            static_cast<const T*>(grad.raw_data()), p, static_cast<A*>(dw.raw_data()), C);
+      });
+    });
+    ZT_CUDA_CHECK_LAUNCH();
+  }
+  return dw.to(dtype);
+}
+
+}  // namespace zt::ops

@@ -1,0 +1,88 @@
+// CUDA side of ops/matmul.h: every product goes through cuBLASLt (framework/cuda/blas.h),
+// bf16 and f32 accumulating in f32 (f64 in f64). The linear layer's bias rides on the
+// product as cuBLASLt's bias epilogue.
+#include "framework/cuda/blas.h"
+#include "ops/cuda_compute.cuh"
+#include "ops/matmul_kernels.h"
+
+namespace zt::ops {
+
+namespace {
+
+using namespace gpu;
+
+template <class T>
+__global__ void broadcast_rows_kernel(const T* bias, T* out, int64_t rows, int64_t cols) {
+  ZT_GRID_STRIDE(i, rows * cols) out[i] = bias[i % cols];
+}
+
+cuda::GemmArgs args_for(const Tensor& a, const Tensor& b, Tensor& out, const GemmDims& d) {
+  cuda::GemmArgs g;
+  g.batch = d.batch;
+  g.M = d.M;
+  g.N = d.N;
+  g.K = d.K;
+  g.trans_a = d.trans_a;
+  g.trans_b = d.trans_b;
+  g.A = a.raw_data();
+  g.lda = d.trans_a ? d.M : d.K;
+  g.stride_a = d.M * d.K;
+  g.B = b.raw_data();
+  g.ldb = d.trans_b ? d.K : d.N;
+  g.stride_b = d.K * d.N;
+  g.C = out.raw_data();
+  g.ldc = d.N;
+  g.stride_c = d.M * d.N;
+  g.ab_dtype = a.dtype();
+  g.c_dtype = out.dtype();
+  return g;
+}
+
+}  // namespace
+
+void gemm_cuda(const Tensor& a_in, const Tensor& b_in, Tensor& out, const GemmDims& d, bool accumulate) {
+  ZT_CHECK(out.is_contiguous(), "gemm_cuda: output must be contiguous");
+  ZT_CHECK(a_in.dtype() == b_in.dtype(), "gemm_cuda: operands are ", dtype_name(a_in.dtype()), " and ",
+           dtype_name(b_in.dtype()));
+  OpRange range("matmul");
+  if (d.batch * d.M * d.N == 0) return;
+  if (d.K == 0) {  // an empty sum
+    if (!accumulate) out.fill_(0.0);
+    return;
+  }
+  const Tensor a = a_in.contiguous(), b = b_in.contiguous();
+  stream_for(out);
+  cuda::GemmArgs g = args_for(a, b, out, d);
+  g.beta = accumulate ? 1.0 : 0.0;
+  cuda::gemm(out.device().index, g);
+}
+
+void linear_forward_cuda(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Tensor& out) {
+  OpRange range("matmul");
+  const int64_t rows = out.shape()[0], out_features = out.shape()[1];
+  const GemmDims dims{1, rows, out_features, w_in.shape()[1], false, true};
+  const Tensor x = x_in.contiguous(), w = w_in.contiguous();
+  if (!bias_in.defined()) {
+    gemm_cuda(x, w, out, dims);
+    return;
+  }
+  const Tensor bias = bias_in.contiguous();
+  cudaStream_t s = stream_for(out);
+  if (dims.K > 0 && out.dtype() != DType::f64 && rows * out_features > 0) {
+    cuda::GemmArgs g = args_for(x, w, out, dims);
+    g.bias = bias.raw_data();
+    if (cuda::gemm(out.device().index, g)) return;
+  }
+  // No epilogue (f64, or none offered): bias rows first, the product accumulated onto them.
+  if (rows * out_features > 0) {
+    dispatch_device_float(out.dtype(), "linear", [&](auto tag) {
+      using T = decltype(tag);
+      broadcast_rows_kernel<T><<<grid_for(rows * out_features, out.device().index), kThreads, 0, s>>>(
+          static_cast<const T*>(bias.raw_data()), static_cast<T*>(out.raw_data()), rows, out_features);
+    });
+    ZT_CUDA_CHECK_LAUNCH();
+  }
+  gemm_cuda(x, w, out, dims, /*accumulate=*/true);
+}
+
+}  // namespace zt::ops

@@ -1,0 +1,28 @@
+#pragma once
+// CPU kernels behind ops/matmul.h (internal to ops/).
+#include "framework/tensor.h"
+
+namespace zt::ops {
+
+// One (batched) product: out[i] = op(a[i]) op(b[i]) for i < batch, op(a[i]) [M, K] and
+// op(b[i]) [K, N]; a is stored [K, M] per batch when trans_a, b [N, K] when trans_b.
+struct GemmDims {
+  int64_t batch = 1, M = 0, N = 0, K = 0;
+  bool trans_a = false, trans_b = false;
+};
+
+// out := op(a) op(b), or out += op(a) op(b) when accumulate. a, b, out: host tensors of one
+// floating dtype holding batch * (their matrix) elements; out contiguous.
+void gemm_cpu(const Tensor& a, const Tensor& b, Tensor& out, const GemmDims& dims, bool accumulate = false);
+
+// out [R, out_features] := x [R, in] w^T + bias (bias [out_features] or undefined): the
+// bias rows are written first and the product accumulated onto them.
+void linear_forward_cpu(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out);
+
+// CUDA kernels (ops/matmul_cuda.cu), same contracts on device tensors; outputs on the inputs' device.
+#ifdef ZTRAIN_WITH_CUDA
+void gemm_cuda(const Tensor& a, const Tensor& b, Tensor& out, const GemmDims& dims, bool accumulate = false);
+void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out);
+#endif
+
+}  // namespace zt::ops

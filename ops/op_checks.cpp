@@ -1,0 +1,38 @@
+#include "ops/op_checks.h"
+
+#include "ops/shape_ops_kernels.h"
+
+namespace zt::ops {
+
+void fail_not_implemented_on_cuda(const char* op) { ZT_FAIL(op, ": not implemented on CUDA yet"); }
+
+void require_cpu(const char* op, std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors)
+    if (t && t->defined() && t->device().is_cuda()) fail_not_implemented_on_cuda(op);
+}
+
+void check_defined(const char* op, const char* name, const Variable& v) {
+  ZT_CHECK(v.defined(), op, ": ", name, " is an undefined Variable");
+}
+
+void check_floating(const char* op, const char* name, const Tensor& t) {
+  ZT_CHECK(is_floating(t.dtype()), op, ": ", name, " must be floating (f32, bf16, f64), got ", dtype_name(t.dtype()));
+}
+
+void check_same_dtype(const char* op, const char* name_a, const Tensor& a, const char* name_b, const Tensor& b) {
+  ZT_CHECK(a.dtype() == b.dtype(), op, ": dtype mismatch: ", name_a, " is ", dtype_name(a.dtype()), ", ", name_b,
+           " is ", dtype_name(b.dtype()));
+}
+
+void check_same_device(const char* op, const char* name_a, const Tensor& a, const char* name_b, const Tensor& b) {
+  ZT_CHECK(a.device() == b.device(), op, ": device mismatch: ", name_a, " is on ", a.device().str(), ", ", name_b,
+           " is on ", b.device().str());
+}
+
+Tensor grad_as(const Tensor& grad, DType dtype) {
+  Tensor g = grad.to(dtype);
+  if (g.is_contiguous()) return g;
+  return g.device().is_cpu() ? contiguous_cpu(g) : g.contiguous();
+}
+
+}  // namespace zt::ops

@@ -1,0 +1,29 @@
+#pragma once
+// Argument checks shared by the ops, so every op words the same mistake the same way, and
+// the one error an op raises on a device whose kernels don't exist yet.
+#include "framework/autograd/variable.h"
+
+namespace zt::ops {
+
+// Throws zt::Error "<op>: not implemented on CUDA yet". The CUDA backend replaces these
+// calls op by op as it adds kernels.
+[[noreturn]] void fail_not_implemented_on_cuda(const char* op);
+
+// The dispatch guard every op calls before its CPU kernels: throws the error above when
+// any defined tensor lives on a CUDA device.
+void require_cpu(const char* op, std::initializer_list<const Tensor*> tensors);
+
+// "<op>: <name> is an undefined Variable".
+void check_defined(const char* op, const char* name, const Variable& v);
+// "<op>: <name> must be floating (f32, bf16, f64), got i64".
+void check_floating(const char* op, const char* name, const Tensor& t);
+// "<op>: dtype mismatch: <name_a> is f32, <name_b> is f64".
+void check_same_dtype(const char* op, const char* name_a, const Tensor& a, const char* name_b, const Tensor& b);
+// "<op>: device mismatch: <name_a> is on cpu, <name_b> is on cuda:0".
+void check_same_device(const char* op, const char* name_a, const Tensor& a, const char* name_b, const Tensor& b);
+
+// The gradient a node receives, in the dtype of the output it belongs to and contiguous
+// (a caller of backward(grad) may pass any dtype or a strided view).
+Tensor grad_as(const Tensor& grad, DType dtype);
+
+}  // namespace zt::ops

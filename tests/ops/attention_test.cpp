@@ -1,0 +1,108 @@
+// causal_attention against softmax(q k^T / sqrt(D) + causal mask) v computed in float64,
+// causality, finite differences on q, k and v, and errors.
+#include "ops/attention.h"
+
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "tests/ops/op_test_util.h"
+
+namespace zt {
+namespace {
+
+using test::close_rel;
+using test::random;
+
+Tensor reference(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const int64_t heads = q.size(0) * q.size(1), T = q.size(2), D = q.size(3);
+  std::vector<double> Q = q.to_vector<double>(), K = k.to_vector<double>(), V = v.to_vector<double>(),
+                      O(Q.size(), 0.0), S(T);
+  for (int64_t h = 0; h < heads; ++h) {
+    const int64_t base = h * T * D;
+    for (int64_t t = 0; t < T; ++t) {
+      double m = -INFINITY;
+      for (int64_t j = 0; j < T; ++j) {
+        double s = 0;
+        for (int64_t d = 0; d < D; ++d) s += Q[base + t * D + d] * K[base + j * D + d];
+        S[j] = j <= t ? s / std::sqrt(double(D)) : -INFINITY;  // the causal mask
+        m = std::max(m, S[j]);
+      }
+      double z = 0;
+      for (int64_t j = 0; j < T; ++j) z += std::exp(S[j] - m);
+      for (int64_t j = 0; j < T; ++j)
+        for (int64_t d = 0; d < D; ++d) O[base + t * D + d] += std::exp(S[j] - m) / z * V[base + j * D + d];
+    }
+  }
+  return Tensor::from_vector(O, q.shape());
+}
+
+// Odd sizes, T past one and two 64-row blocks, D = 64 as in GPT-2.
+const std::vector<Shape> kShapes = {{1, 1, 1, 1}, {2, 3, 5, 4}, {1, 2, 130, 7}, {2, 1, 67, 16}, {1, 2, 64, 64}};
+
+void check_reference(DType dtype, double tol) {
+  for (const Shape& s : kShapes) {
+    Tensor q = random(s, dtype), k = random(s, dtype), v = random(s, dtype);
+    Variable out = ops::causal_attention(Variable(q), Variable(k), Variable(v));
+    EXPECT_EQ(out.dtype(), dtype);
+    EXPECT_TRUE(close_rel(out.tensor(), reference(q, k, v), tol)) << shape_str(s);
+  }
+}
+
+TEST(CausalAttention, ReferenceF64) { check_reference(DType::f64, 1e-13); }
+TEST(CausalAttention, ReferenceF32) { check_reference(DType::f32, 1e-5); }
+TEST(CausalAttention, ReferenceBf16) { check_reference(DType::bf16, 2e-2); }
+
+TEST(CausalAttention, FuturePositionsDoNotChangeEarlierOutputs) {
+  for (DType dtype : {DType::f64, DType::f32}) {
+    const Shape s{2, 2, 100, 8};
+    Tensor q = random(s, dtype), k = random(s, dtype), v = random(s, dtype);
+    Tensor before = ops::causal_attention(Variable(q), Variable(k), Variable(v)).tensor();
+    const int64_t t = 70;  // change q, k and v at every position >= t
+    for (Tensor* x : {&q, &k, &v}) {
+      Tensor tail = x->slice(2, t, 100);
+      tail.copy_(random(tail.shape(), dtype, 5.0));
+    }
+    Tensor after = ops::causal_attention(Variable(q), Variable(k), Variable(v)).tensor();
+    EXPECT_TRUE(test::close_elementwise(after.slice(2, 0, t), before.slice(2, 0, t), 0, 0)) << dtype_name(dtype);
+    EXPECT_FALSE(test::close_elementwise(after.slice(2, t, t + 1), before.slice(2, t, t + 1), 1e-3, 0))
+        << "the changed position itself must change";
+  }
+}
+
+TEST(CausalAttention, GradCheck) {
+  auto f = [](const std::vector<Variable>& in) { return ops::causal_attention(in[0], in[1], in[2]); };
+  for (const Shape& s : {Shape{1, 2, 5, 3}, Shape{2, 1, 4, 2}, Shape{1, 1, 67, 2}}) {
+    std::vector<Tensor> in{random(s, DType::f64), random(s, DType::f64), random(s, DType::f64)};
+    EXPECT_TRUE(test::gradcheck(f, in)) << shape_str(s);
+  }
+  const Shape s{1, 1, 6, 3};
+  std::vector<Tensor> in{random(s, DType::f64), random(s, DType::f64), random(s, DType::f64)};
+  EXPECT_TRUE(test::gradcheck(f, in, {true, false, false}));
+  EXPECT_TRUE(test::gradcheck(f, in, {false, true, true}));
+}
+
+TEST(CausalAttention, F32GradientsMatchF64) {
+  auto f = [](const std::vector<Variable>& in) { return ops::causal_attention(in[0], in[1], in[2]); };
+  const Shape s{2, 3, 131, 16};
+  test::expect_dtype_matches_f64(f, {random(s, DType::f64), random(s, DType::f64), random(s, DType::f64)},
+                                 DType::f32, 1e-5);
+}
+
+TEST(CausalAttention, ShapeAndDtypeErrors) {
+  auto err = [](const Shape& q, const Shape& k, const Shape& v, DType dv = DType::f32) {
+    return test::error_of([&] {
+      ops::causal_attention(Variable(Tensor::zeros(q, DType::f32)), Variable(Tensor::zeros(k, DType::f32)),
+                            Variable(Tensor::zeros(v, dv)));
+    });
+  };
+  EXPECT_EQ(err({1, 2, 3, 4}, {1, 2, 3, 4}, {1, 2, 5, 4}),
+            "causal_attention: q [1, 2, 3, 4], k [1, 2, 3, 4], v [1, 2, 5, 4]: expected three equal [B, H, T, D] "
+            "shapes");
+  EXPECT_TRUE(test::contains(err({2, 3, 4}, {2, 3, 4}, {2, 3, 4}), "q [2, 3, 4], k [2, 3, 4], v [2, 3, 4]"));
+  EXPECT_EQ(err({1, 2, 3, 4}, {1, 2, 3, 4}, {1, 2, 3, 4}, DType::f64),
+            "causal_attention: dtype mismatch: q is f32, v is f64");
+}
+
+}  // namespace
+}  // namespace zt

@@ -1,0 +1,78 @@
+// layernorm against a float64 loop, finite differences on x, gamma and beta, and errors.
+#include "ops/layernorm.h"
+
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "tests/ops/op_test_util.h"
+
+namespace zt {
+namespace {
+
+using test::close_rel;
+using test::random;
+
+Tensor reference(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
+  const int64_t C = x.shape().back(), rows = x.numel() / C;
+  std::vector<double> X = x.to_vector<double>(), G = gamma.to_vector<double>(), B = beta.to_vector<double>(),
+                      Y(X.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    double mean = 0, var = 0;
+    for (int64_t j = 0; j < C; ++j) mean += X[r * C + j] / C;
+    for (int64_t j = 0; j < C; ++j) var += (X[r * C + j] - mean) * (X[r * C + j] - mean) / C;
+    for (int64_t j = 0; j < C; ++j) Y[r * C + j] = (X[r * C + j] - mean) / std::sqrt(var + eps) * G[j] + B[j];
+  }
+  return Tensor::from_vector(Y, x.shape());
+}
+
+void check_reference(DType dtype, double tol) {
+  for (const Shape& s : {Shape{1}, Shape{7}, Shape{3, 5}, Shape{2, 3, 33}, Shape{67, 768}})
+    for (double eps : {1e-5, 0.1}) {
+      // A large common offset tests the two-pass variance (x - mean first).
+      Tensor x = random(s, DType::f64, 2.0);
+      x.add_(Tensor::full(s, 3.0, DType::f64));
+      x = x.to(dtype);
+      Tensor gamma = random({s.back()}, dtype), beta = random({s.back()}, dtype);
+      Variable y = ops::layernorm(Variable(x), Variable(gamma), Variable(beta), eps);
+      EXPECT_EQ(y.dtype(), dtype);
+      EXPECT_TRUE(close_rel(y.tensor(), reference(x, gamma, beta, eps), tol)) << shape_str(s) << " eps " << eps;
+    }
+}
+
+TEST(Layernorm, ReferenceF64) { check_reference(DType::f64, 1e-13); }
+TEST(Layernorm, ReferenceF32) { check_reference(DType::f32, 1e-5); }
+TEST(Layernorm, ReferenceBf16) { check_reference(DType::bf16, 1e-2); }
+
+TEST(Layernorm, GradCheck) {
+  auto f = [](const std::vector<Variable>& in) { return ops::layernorm(in[0], in[1], in[2], 1e-5); };
+  for (const Shape& s : {Shape{3, 5}, Shape{2, 2, 4}, Shape{1}}) {
+    std::vector<Tensor> in{random(s, DType::f64), random({s.back()}, DType::f64), random({s.back()}, DType::f64)};
+    EXPECT_TRUE(test::gradcheck(f, in)) << shape_str(s);
+    EXPECT_TRUE(test::gradcheck(f, in, {true, false, false})) << shape_str(s);
+    EXPECT_TRUE(test::gradcheck(f, in, {false, true, true})) << shape_str(s);
+  }
+}
+
+TEST(Layernorm, F32GradientsMatchF64) {
+  auto f = [](const std::vector<Variable>& in) { return ops::layernorm(in[0], in[1], in[2], 1e-5); };
+  test::expect_dtype_matches_f64(
+      f, {random({97, 130}, DType::f64), random({130}, DType::f64), random({130}, DType::f64)}, DType::f32, 1e-5);
+}
+
+TEST(Layernorm, ShapeAndDtypeErrors) {
+  auto err = [](const Shape& x, const Shape& g, const Shape& b, DType dg = DType::f32, double eps = 1e-5) {
+    return test::error_of([&] {
+      ops::layernorm(Variable(Tensor::zeros(x, DType::f32)), Variable(Tensor::zeros(g, dg)),
+                     Variable(Tensor::zeros(b, DType::f32)), eps);
+    });
+  };
+  EXPECT_EQ(err({2, 4}, {3}, {4}), "layernorm: x [2, 4], gamma [3], beta [4]: gamma and beta must be [4]");
+  EXPECT_EQ(err({2, 4}, {4}, {2, 4}), "layernorm: x [2, 4], gamma [4], beta [2, 4]: gamma and beta must be [4]");
+  EXPECT_EQ(err({2, 4}, {4}, {4}, DType::f64), "layernorm: dtype mismatch: x is f32, gamma is f64");
+  EXPECT_EQ(err({2, 4}, {4}, {4}, DType::f32, -1), "layernorm: eps must be finite and >= 0, got -1");
+  EXPECT_EQ(err({}, {1}, {1}), "layernorm: x must have at least one dimension, got []");
+}
+
+}  // namespace
+}  // namespace zt
