@@ -21,6 +21,12 @@ struct Dims {
   explicit Dims(const Tensor& q) : heads(q.shape()[0] * q.shape()[1]), T(q.shape()[2]), D(q.shape()[3]) {}
 };
 
+// Scratch rows are reduced with Eigen, whose vectorised sums split the work by the pointer's
+// alignment: malloc's varying alignment would make identical inputs give different last bits
+// (and break bit-exact resume). Aligning the buffer makes every row's split fixed.
+template <class T>
+using Scratch = std::vector<T, Eigen::aligned_allocator<T>>;
+
 template <class T>
 void forward(const T* q, const T* k, const T* v, T* out, T* lse, const Dims& d) {
   const T scale = T(1) / std::sqrt(T(d.D));
@@ -29,7 +35,7 @@ void forward(const T* q, const T* k, const T* v, T* out, T* lse, const Dims& d) 
   // GEMMs are threaded by Eigen instead. Tiny problems stay on one thread.
 #pragma omp parallel if (d.heads > 1 && d.heads * d.T * d.T * d.D >= cpu::kParallelMin)
   {
-    std::vector<T> scores(static_cast<size_t>(std::min(kBlock, n) * n));
+    Scratch<T> scores(static_cast<size_t>(std::min(kBlock, n) * n));
 #pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < d.heads; ++h) {
       const T* Q = q + h * n * D;
@@ -65,7 +71,7 @@ void backward(const T* g, const T* q, const T* k, const T* v, const T* out, cons
 #pragma omp parallel if (d.heads > 1 && d.heads * d.T * d.T * d.D >= cpu::kParallelMin)
   {
     const size_t block = static_cast<size_t>(std::min(kBlock, n) * n);
-    std::vector<T> p_buf(block), dp_buf(block);
+    Scratch<T> p_buf(block), dp_buf(block);
 #pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < d.heads; ++h) {
       const int64_t off = h * n * D;

@@ -1,0 +1,140 @@
+#include "models/gpt.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "models/cast.h"
+#include "models/leading_rows.h"
+#include "ops/attention.h"
+#include "ops/dropout.h"
+#include "ops/elementwise.h"
+#include "ops/embedding.h"
+#include "ops/gelu.h"
+#include "ops/layernorm.h"
+#include "ops/matmul.h"
+#include "ops/shape_ops.h"
+
+namespace zt {
+
+namespace {
+constexpr double kInitStd = 0.02;
+}
+
+void GptConfig::validate() const {
+  ZT_CHECK(n_layer >= 1, "GPT: n_layer must be >= 1, got ", n_layer);
+  ZT_CHECK(n_head >= 1, "GPT: n_head must be >= 1, got ", n_head);
+  ZT_CHECK(d_model >= 1 && d_model % n_head == 0, "GPT: n_head ", n_head, " does not divide d_model ", d_model);
+  ZT_CHECK(seq_len >= 1, "GPT: seq_len must be >= 1, got ", seq_len);
+  ZT_CHECK(vocab_size >= 2, "GPT: vocab_size must be >= 2, got ", vocab_size);
+  ZT_CHECK(vocab_multiple >= 1, "GPT: vocab_multiple must be >= 1, got ", vocab_multiple);
+  ZT_CHECK(dropout >= 0 && dropout < 1, "GPT: dropout must be in [0, 1), got ", dropout);
+}
+
+int64_t GptConfig::num_parameters() const {
+  const int64_t C = d_model;
+  const int64_t per_block = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (4 * C * C + 4 * C) + (4 * C * C + C);
+  return padded_vocab() * C + seq_len * C + n_layer * per_block + 2 * C;
+}
+
+Gpt::Gpt(const GptConfig& config, Generator& init, Device device) : config_(config), device_(device) {
+  config_.validate();
+  const int64_t C = config_.d_model, V = config_.vocab_size, Vp = config_.padded_vocab();
+  const double proj_std = kInitStd / std::sqrt(2.0 * static_cast<double>(config_.n_layer));
+
+  auto normal = [&](const Shape& s, double std) { return Tensor::randn(s, DType::f32, init, 0.0, std, device_); };
+  auto zeros = [&](const Shape& s) { return Tensor::zeros(s, DType::f32, device_); };
+  auto ones = [&](const Shape& s) { return Tensor::full(s, 1.0, DType::f32, device_); };
+
+  // Padded rows stay zero: no token id selects them and the LM head never reads them.
+  Tensor wte = zeros({Vp, C});
+  wte.slice(0, 0, V).copy_(normal({V, C}, kInitStd));
+  wte_ = params_.add("wte.weight", wte, true);
+  wpe_ = params_.add("wpe.weight", normal({config_.seq_len, C}, kInitStd), true);
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    const std::string p = "h." + std::to_string(l) + ".";
+    Block b;
+    b.ln_1_w = params_.add(p + "ln_1.weight", ones({C}), false);
+    b.ln_1_b = params_.add(p + "ln_1.bias", zeros({C}), false);
+    b.attn_w = params_.add(p + "attn.c_attn.weight", normal({3 * C, C}, kInitStd), true);
+    b.attn_b = params_.add(p + "attn.c_attn.bias", zeros({3 * C}), false);
+    b.attn_proj_w = params_.add(p + "attn.c_proj.weight", normal({C, C}, proj_std), true);
+    b.attn_proj_b = params_.add(p + "attn.c_proj.bias", zeros({C}), false);
+    b.ln_2_w = params_.add(p + "ln_2.weight", ones({C}), false);
+    b.ln_2_b = params_.add(p + "ln_2.bias", zeros({C}), false);
+    b.fc_w = params_.add(p + "mlp.c_fc.weight", normal({4 * C, C}, kInitStd), true);
+    b.fc_b = params_.add(p + "mlp.c_fc.bias", zeros({4 * C}), false);
+    b.fc_proj_w = params_.add(p + "mlp.c_proj.weight", normal({C, 4 * C}, proj_std), true);
+    b.fc_proj_b = params_.add(p + "mlp.c_proj.bias", zeros({C}), false);
+    blocks_.push_back(std::move(b));
+  }
+  ln_f_w_ = params_.add("ln_f.weight", ones({C}), false);
+  ln_f_b_ = params_.add("ln_f.bias", zeros({C}), false);
+}
+
+Variable Gpt::block_forward(const Block& b, const Variable& x, int64_t B, int64_t T, DType compute, bool training,
+                            Generator& gen) const {
+  const int64_t C = config_.d_model, H = config_.n_head, D = C / H;
+  const double p = config_.dropout;
+  auto c = [&](const Variable& w) { return cast(w, compute); };
+  auto heads = [&](const Variable& v) { return ops::transpose(ops::reshape(v, {B, T, H, D}), 1, 2); };
+
+  Variable h = ops::layernorm(x, c(b.ln_1_w), c(b.ln_1_b));
+  std::vector<Variable> qkv = ops::split_last(ops::linear(h, c(b.attn_w), c(b.attn_b)), 3);
+  Variable y = ops::causal_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]));  // [B, H, T, D]
+  y = ops::reshape(ops::transpose(y, 1, 2), {B, T, C});
+  y = ops::dropout(ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b)), p, gen, training);
+  Variable r = ops::add(x, y);
+
+  h = ops::layernorm(r, c(b.ln_2_w), c(b.ln_2_b));
+  h = ops::gelu(ops::linear(h, c(b.fc_w), c(b.fc_b)));
+  h = ops::dropout(ops::linear(h, c(b.fc_proj_w), c(b.fc_proj_b)), p, gen, training);
+  return ops::add(r, h);
+}
+
+Variable Gpt::forward(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const {
+  ZT_CHECK(ids.dim() == 2, "GPT forward: token ids must be [batch, time], got shape ", shape_str(ids.shape()));
+  ZT_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::i64, "GPT forward: token ids must be i32 or i64, got ",
+           dtype_name(ids.dtype()));
+  ZT_CHECK(is_floating(compute), "GPT forward: compute dtype must be f32, bf16 or f64, got ",
+           dtype_name(compute));
+  ZT_CHECK(ids.device() == device_, "GPT forward: token ids on ", ids.device().str(), ", model on ", device_.str());
+  const int64_t B = ids.size(0), T = ids.size(1), C = config_.d_model;
+  ZT_CHECK(B >= 1 && T >= 1 && T <= config_.seq_len, "GPT forward: ", T, " tokens per sequence, the model's seq_len is ",
+           config_.seq_len);
+
+  std::vector<int64_t> pos(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) pos[static_cast<size_t>(t)] = t;
+  const Tensor positions = Tensor::from_vector(pos, {T}, device_);
+
+  // Both uses of the tied table see only its real-vocabulary rows: the embedding op then
+  // rejects an id in the padding like any other out-of-range id.
+  Variable wte = leading_rows(cast(wte_, compute), config_.vocab_size);
+  Variable x = ops::add(ops::embedding(wte, Variable(ids)), ops::embedding(cast(wpe_, compute), Variable(positions)));
+  x = ops::dropout(x, config_.dropout, dropout_gen, training);
+  for (const Block& b : blocks_) x = block_forward(b, x, B, T, compute, training, dropout_gen);
+  x = ops::layernorm(x, cast(ln_f_w_, compute), cast(ln_f_b_, compute));
+  return ops::linear(ops::reshape(x, {B * T, C}), wte);
+}
+
+double Gpt::flops_per_token() const {
+  // Every parameter but the position table multiplies an activation once per token
+  // (2 FLOPs forward, 4 backward); attention scores and values add 2 * 2 * T * C per layer
+  // forward at full context, times 3 with backward.
+  const double n = static_cast<double>(num_parameters() - wpe_.numel());
+  const double L = static_cast<double>(config_.n_layer), T = static_cast<double>(config_.seq_len),
+               C = static_cast<double>(config_.d_model);
+  return 6.0 * n + 12.0 * L * T * C;
+}
+
+std::string format_parameter_count(int64_t n) {
+  std::string digits = std::to_string(n), grouped;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) grouped += ',';
+    grouped += digits[i];
+  }
+  char m[32];
+  std::snprintf(m, sizeof m, "%.2fM", static_cast<double>(n) / 1e6);
+  return grouped + " (" + m + ")";
+}
+
+}  // namespace zt

@@ -1,0 +1,81 @@
+#pragma once
+// GPT-2 (Radford et al. 2019), as in llm.c / nanoGPT:
+//
+//   x = wte[ids] + wpe[0..T)                      token + learned position embeddings
+//   repeat n_layer times (pre-LayerNorm blocks):
+//     x = x + c_proj(attn(c_attn(ln_1(x))))        causal self-attention, fused qkv projection
+//     x = x + c_proj(gelu_tanh(c_fc(ln_2(x))))     MLP of 4x width
+//   logits = ln_f(x) @ wte[0..vocab_size)^T        LM head tied to the token embedding
+//
+// The embedding table has padded_vocab() rows (a multiple of vocab_multiple: 50257 ->
+// 50304). The LM head multiplies by the real-vocabulary rows only, so logits have exactly
+// vocab_size columns: padded entries can never enter the loss or be sampled; the padded
+// rows stay zero and get no gradient.
+//
+// Initialisation (GPT-2): every weight N(0, 0.02), the two residual projections of each
+// block N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm gains 1. Parameters are f32; a
+// bf16 forward casts them at use (the gradient flows back to the f32 master copy).
+#include <cstdint>
+#include <string>
+
+#include "framework/autograd/variable.h"
+#include "framework/random.h"
+#include "models/parameter_registry.h"
+
+namespace zt {
+
+struct GptConfig {
+  int64_t n_layer = 12;
+  int64_t n_head = 12;
+  int64_t d_model = 768;
+  int64_t seq_len = 1024;
+  int64_t vocab_size = 50257;
+  int64_t vocab_multiple = 128;
+  double dropout = 0.0;
+
+  int64_t padded_vocab() const { return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple; }
+  void validate() const;  // zt::Error naming the field
+  // Trainable elements, padded embedding rows included (llm.c counts the same way):
+  // 124,475,904 for GPT-2 small with vocab 50257 padded to 50304.
+  int64_t num_parameters() const;
+};
+
+class Gpt {
+ public:
+  // Initialises every parameter from `init` (seeded: same seed, same model) on `device`.
+  Gpt(const GptConfig& config, Generator& init, Device device = Device::cpu());
+
+  // ids [B, T] i32/i64, 1 <= T <= seq_len, on the model's device. Returns logits
+  // [B*T, vocab_size] in `compute` dtype (f32 or bf16; f64 for exact tests). Dropout is active when training and
+  // dropout > 0, drawing from `dropout_gen`.
+  Variable forward(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const;
+
+  const GptConfig& config() const { return config_; }
+  ParameterRegistry& parameters() { return params_; }
+  const ParameterRegistry& parameters() const { return params_; }
+  Device device() const { return device_; }
+
+  int64_t num_parameters() const { return params_.numel(); }
+  // Matmul FLOPs of one token's forward + backward (6 per weight that multiplies an
+  // activation, plus attention's 12 L T C at full context): the numerator of MFU.
+  double flops_per_token() const;
+
+ private:
+  struct Block {
+    Variable ln_1_w, ln_1_b, attn_w, attn_b, attn_proj_w, attn_proj_b;
+    Variable ln_2_w, ln_2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;
+  };
+  Variable block_forward(const Block& b, const Variable& x, int64_t B, int64_t T, DType compute, bool training,
+                         Generator& gen) const;
+
+  GptConfig config_;
+  Device device_;
+  ParameterRegistry params_;
+  Variable wte_, wpe_, ln_f_w_, ln_f_b_;
+  std::vector<Block> blocks_;
+};
+
+// "124,475,904 (124.48M)"
+std::string format_parameter_count(int64_t n);
+
+}  // namespace zt

@@ -1,0 +1,40 @@
+#include "models/sampling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "framework/error.h"
+
+namespace zt {
+
+int64_t sample_token(const std::vector<double>& logits, const SamplingOptions& o, Generator& gen) {
+  ZT_CHECK(!logits.empty(), "sample_token: empty logits");
+  ZT_CHECK(std::isfinite(o.temperature) && o.temperature >= 0, "temperature must be finite and >= 0, got ",
+           o.temperature);
+  ZT_CHECK(o.top_k >= 0, "top-k must be >= 0, got ", o.top_k);
+  for (size_t i = 0; i < logits.size(); ++i)
+    ZT_CHECK(std::isfinite(logits[i]), "sample_token: logit ", i, " is ", logits[i], " (the model produced non-finite values)");
+
+  const int64_t n = static_cast<int64_t>(logits.size());
+  std::vector<int64_t> ids(static_cast<size_t>(n));
+  std::iota(ids.begin(), ids.end(), 0);
+  auto better = [&](int64_t a, int64_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  if (o.temperature == 0) return *std::min_element(ids.begin(), ids.end(), better);
+
+  const int64_t k = o.top_k > 0 ? std::min(o.top_k, n) : n;
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), better);
+  ids.resize(static_cast<size_t>(k));
+  const double top = logits[ids[0]];
+  std::vector<double> w(ids.size());
+  double total = 0;
+  for (size_t i = 0; i < ids.size(); ++i) total += (w[i] = std::exp((logits[ids[i]] - top) / o.temperature));
+  double u = gen.uniform() * total;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (u < w[i]) return ids[i];
+    u -= w[i];
+  }
+  return ids.back();  // rounding left u just above the last weight
+}
+
+}  // namespace zt

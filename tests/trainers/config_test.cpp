@@ -1,0 +1,170 @@
+// Config loading: every key typed and range-checked, errors name the key and file:line.
+#include "trainers/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "framework/error.h"
+
+namespace zt {
+namespace {
+
+const char* kMinimal =
+    "model:\n"
+    "  n_layer: 2\n"
+    "  n_head: 2\n"
+    "  d_model: 8\n"
+    "data:\n"
+    "  train: data/train_*.bin\n"
+    "  val: data/val_000.bin\n";
+
+// The message of the zt::Error that parsing `text` (with overrides) throws, or "" if none.
+std::string error_of(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  try {
+    parse_config(text, "test.yaml", overrides);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, MinimalFileFillsDefaults) {
+  Config c = parse_config(kMinimal, "test.yaml");
+  EXPECT_EQ(c.model.n_layer, 2);
+  EXPECT_EQ(c.model.d_model, 8);
+  EXPECT_EQ(c.model.vocab_size, 50257);
+  EXPECT_EQ(c.model.padded_vocab(), 50304);
+  EXPECT_EQ(c.data.train, std::vector<std::string>{"data/train_*.bin"});
+  EXPECT_EQ(c.train.device, "auto");
+  EXPECT_EQ(c.loss.z_loss_schedule, "constant");
+  EXPECT_EQ(c.where.at("model.n_layer"), "test.yaml:2:12");
+}
+
+TEST(Config, DataListsAndOverrides) {
+  Config c = parse_config(std::string(kMinimal) + "loss:\n  z_loss_weight: 1e-4\n", "test.yaml",
+                          {"loss.z_loss_weight=1e-3", "data.train=[a.bin, b.bin]", "train.device=cuda:1",
+                           "log.out_dir=runs/x"});
+  EXPECT_DOUBLE_EQ(c.loss.z_loss_weight, 1e-3);
+  EXPECT_EQ(c.data.train, (std::vector<std::string>{"a.bin", "b.bin"}));
+  EXPECT_EQ(c.train.device, "cuda:1");
+  EXPECT_EQ(c.log.out_dir, "runs/x");
+  EXPECT_EQ(c.where.at("loss.z_loss_weight"), "--set loss.z_loss_weight=1e-3");
+}
+
+TEST(Config, ResolvedYamlRoundTrips) {
+  Config a = parse_config(std::string(kMinimal) + "optim:\n  lr: 0.0006\n  min_lr: 6e-5\n", "test.yaml",
+                          {"data.val=[x.bin, y.bin]", "loss.z_loss_weight=0.0001"});
+  const std::string text = config_to_yaml(a);
+  Config b = parse_config(text, "resolved.yaml");
+  auto body = [](const std::string& t) { return t.substr(t.find('\n')); };  // past the "# source" comment
+  EXPECT_EQ(body(config_to_yaml(b)), body(text));  // same text, so every key came back
+  EXPECT_EQ(b.optim.lr, a.optim.lr);   // exact doubles
+  EXPECT_EQ(b.optim.min_lr, a.optim.min_lr);
+  EXPECT_EQ(b.loss.z_loss_weight, 1e-4);
+  EXPECT_EQ(b.data.val, a.data.val);
+}
+
+// Each bad input and the pieces its message must contain: the location and the key.
+struct BadCase {
+  const char* name;
+  std::string yaml;                    // appended to kMinimal (which has 7 lines)
+  std::vector<std::string> overrides;  // or a command-line override
+  std::vector<std::string> expect;
+};
+
+class ConfigErrors : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(ConfigErrors, MessageNamesKeyAndLocation) {
+  const BadCase& c = GetParam();
+  const std::string msg = error_of(std::string(kMinimal) + c.yaml, c.overrides);
+  ASSERT_NE(msg, "") << "no error for " << c.name;
+  for (const auto& part : c.expect) EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, ConfigErrors,
+    ::testing::Values(
+        BadCase{"unknown_key", "optim:\n  learning_rate: 0.1\n", {}, {"test.yaml:9:3", "optim.learning_rate", "unknown key"}},
+        BadCase{"unknown_section", "optimizer:\n  lr: 0.1\n", {}, {"test.yaml:8:1", "unknown section 'optimizer'"}},
+        BadCase{"wrong_type_int", "train:\n  batch_size: sixteen\n", {}, {"test.yaml:9:15", "train.batch_size", "expected an integer", "sixteen"}},
+        BadCase{"wrong_type_float_int", "train:\n  max_steps: 2.5\n", {}, {"test.yaml:9:14", "train.max_steps", "expected an integer"}},
+        BadCase{"wrong_type_number", "optim:\n  lr: fast\n", {}, {"test.yaml:9:7", "optim.lr", "expected a number"}},
+        BadCase{"wrong_type_map", "optim:\n  lr: {a: 1}\n", {}, {"test.yaml:9:7", "optim.lr", "got a map"}},
+        BadCase{"wrong_type_section", "optim: 3\n", {}, {"test.yaml:8:8", "section 'optim' must be a map"}},
+        BadCase{"negative_z_loss", "loss:\n  z_loss_weight: -1e-4\n", {}, {"test.yaml:9:18", "loss.z_loss_weight", "must be >= 0", "-1e-04"}},
+        BadCase{"nan_z_loss", "loss:\n  z_loss_weight: .nan\n", {}, {"test.yaml:9:18", "loss.z_loss_weight", "must be finite", "nan"}},
+        BadCase{"nan_z_loss_plain", "loss:\n  z_loss_weight: nan\n", {}, {"test.yaml:9:18", "loss.z_loss_weight", "must be finite"}},
+        BadCase{"inf_z_loss", "loss:\n  z_loss_weight: .inf\n", {}, {"test.yaml:9:18", "loss.z_loss_weight", "must be finite"}},
+        BadCase{"label_smoothing_one", "loss:\n  label_smoothing: 1.0\n", {}, {"test.yaml:9:20", "loss.label_smoothing", "must be in [0, 1)"}},
+        BadCase{"label_smoothing_negative", "loss:\n  label_smoothing: -0.1\n", {}, {"test.yaml:9:20", "loss.label_smoothing"}},
+        BadCase{"n_head_not_dividing", "", {"model.n_head=3"}, {"--set model.n_head=3", "model.n_head", "does not divide", "d_model = 8"}},
+        BadCase{"n_head_not_dividing_file", "", {"model.d_model=9"}, {"test.yaml:3:11", "model.n_head", "does not divide"}},
+        BadCase{"zero_layers", "", {"model.n_layer=0"}, {"--set model.n_layer=0", "model.n_layer", "must be in [1, 1024], got 0"}},
+        BadCase{"bad_dtype", "train:\n  dtype: fp16\n", {}, {"test.yaml:9:10", "train.dtype", "f32|bf16", "'fp16'"}},
+        BadCase{"bad_device", "train:\n  device: tpu\n", {}, {"test.yaml:9:11", "train.device", "auto, cpu, cuda"}},
+        BadCase{"bad_on_nonfinite", "train:\n  on_nonfinite: ignore\n", {}, {"train.on_nonfinite", "stop|skip"}},
+        BadCase{"bad_schedule", "loss:\n  z_loss_schedule: cosine\n", {}, {"loss.z_loss_schedule", "constant|linear_warmup"}},
+        BadCase{"warmup_without_steps", "loss:\n  z_loss_schedule: linear_warmup\n", {}, {"loss.z_loss_warmup_steps", "must be >= 1"}},
+        BadCase{"tensor_parallel", "parallel:\n  tensor_parallel_size: 2\n", {}, {"test.yaml:9:25", "parallel.tensor_parallel_size", "not supported by the model yet"}},
+        BadCase{"min_lr_above_lr", "optim:\n  lr: 1e-4\n  min_lr: 1e-3\n", {}, {"test.yaml:10:11", "optim.min_lr", "larger than optim.lr"}},
+        BadCase{"beta_one", "optim:\n  beta2: 1\n", {}, {"optim.beta2", "must be in [0, 1)"}},
+        BadCase{"duplicate_key", "optim:\n  lr: 1e-4\n  lr: 2e-4\n", {}, {"test.yaml:10:3", "optim.lr", "twice"}},
+        BadCase{"duplicate_section", "model:\n  dropout: 0.1\n", {}, {"test.yaml:8:1", "section 'model' appears twice"}},
+        BadCase{"ignore_index_real_token", "loss:\n  ignore_index: 5\n", {}, {"loss.ignore_index", "real token id"}},
+        BadCase{"empty_value", "log:\n  out_dir:\n", {}, {"test.yaml:9:3", "log.out_dir", "got nothing"}},
+        BadCase{"empty_data_list", "", {"data.train=[]"}, {"--set data.train=[]", "data.train", "empty list"}},
+        BadCase{"override_unknown", "", {"model.layers=3"}, {"--set model.layers=3", "unknown key 'model.layers'"}},
+        BadCase{"override_no_section", "", {"lr=3"}, {"--set lr=3", "section.key=value"}},
+        BadCase{"override_no_equals", "", {"optim.lr"}, {"--set optim.lr", "section.key=value"}},
+        BadCase{"override_wrong_type", "", {"train.batch_size=big"}, {"--set train.batch_size=big", "expected an integer"}},
+        BadCase{"not_yaml", "model: [\n", {}, {"test.yaml:", "not valid YAML"}}),
+    [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
+
+TEST(Config, MissingRequiredDataKey) {
+  try {
+    parse_config("model:\n  n_layer: 1\n", "test.yaml");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("data.train: required key missing"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Config, LoadsFileAndNamesIt) {
+  const auto path = std::filesystem::temp_directory_path() / "ztrain_config_test.yaml";
+  std::ofstream(path) << kMinimal << "loss:\n  z_loss_weight: -1\n";
+  try {
+    load_config(path.string());
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(path.string() + ":9:18: loss.z_loss_weight"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
+  EXPECT_THROW(load_config("/nonexistent/ztrain.yaml"), Error);
+}
+
+TEST(Config, ShippedConfigsLoad) {
+  for (const char* name : {"gpt_small.yaml", "gpt_tiny.yaml"}) {
+    const Config c = load_config(std::string(ZTRAIN_SOURCE_DIR) + "/configs/" + name);
+    EXPECT_EQ(c.model.vocab_size, 50257) << name;
+    EXPECT_EQ(c.model.padded_vocab(), 50304) << name;
+  }
+  const Config small = load_config(std::string(ZTRAIN_SOURCE_DIR) + "/configs/gpt_small.yaml");
+  EXPECT_EQ(small.model.n_layer, 12);
+  EXPECT_EQ(small.model.n_head, 12);
+  EXPECT_EQ(small.model.d_model, 768);
+  EXPECT_EQ(small.model.seq_len, 1024);
+  EXPECT_EQ(small.loss.z_loss_weight, 1e-4);
+}
+
+TEST(Config, KeysTableListsEveryKey) {
+  const std::string md = config_keys_markdown();
+  for (const char* key : {"model.n_layer", "loss.z_loss_weight", "loss.z_loss_schedule", "parallel.tensor_parallel_size",
+                          "optim.grad_clip", "schedule.warmup_steps", "data.val", "train.on_nonfinite", "log.checkpoint_every"})
+    EXPECT_NE(md.find(std::string("`") + key + "`"), std::string::npos) << key;
+}
+
+}  // namespace
+}  // namespace zt

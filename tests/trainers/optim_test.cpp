@@ -1,0 +1,161 @@
+// AdamW, gradient clipping and the learning-rate / z-loss schedules against f64 references.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "tests/support/check.h"
+#include "trainers/adamw.h"
+#include "trainers/grad_clip.h"
+#include "trainers/lr_schedule.h"
+#include "trainers/z_loss_schedule.h"
+
+namespace zt {
+namespace {
+
+TEST(LrSchedule, WarmupThenCosineToMinLr) {
+  LrSchedule s{1e-3, 1e-4, 10, 110};
+  EXPECT_DOUBLE_EQ(s.at(0), 1e-4);  // (0 + 1) / 10 of the peak: the first step already moves
+  EXPECT_DOUBLE_EQ(s.at(4), 5e-4);
+  EXPECT_DOUBLE_EQ(s.at(9), 1e-3);
+  EXPECT_DOUBLE_EQ(s.at(10), 1e-3);  // cosine starts at the peak
+  EXPECT_NEAR(s.at(60), 0.5 * (1e-3 + 1e-4), 1e-15);  // halfway
+  EXPECT_NEAR(s.at(110), 1e-4, 1e-15);
+  EXPECT_NEAR(s.at(500), 1e-4, 1e-15);  // held after max_steps
+  for (int64_t t = 11; t < 110; ++t) EXPECT_LT(s.at(t), s.at(t - 1)) << t;
+  LrSchedule no_warmup{1e-3, 0, 0, 100};
+  EXPECT_DOUBLE_EQ(no_warmup.at(0), 1e-3);
+  EXPECT_NEAR(no_warmup.at(25), 0.5e-3 * (1 + std::cos(M_PI / 4)), 1e-15);
+}
+
+TEST(ZLossSchedule, ConstantAndLinearWarmup) {
+  ZLossSchedule c{"constant", 1e-4, 0, 0};
+  EXPECT_EQ(c.at(0), 1e-4);
+  EXPECT_EQ(c.at(1000), 1e-4);
+  ZLossSchedule w{"linear_warmup", 1e-3, 1e-5, 100};
+  EXPECT_DOUBLE_EQ(w.at(0), 1e-5);
+  EXPECT_DOUBLE_EQ(w.at(50), 1e-5 + 0.5 * (1e-3 - 1e-5));
+  EXPECT_DOUBLE_EQ(w.at(100), 1e-3);
+  EXPECT_DOUBLE_EQ(w.at(5000), 1e-3);
+}
+
+// Parameters with random values and gradients; p1 has no decay, p2 no gradient.
+std::vector<Parameter> make_params(Generator& g) {
+  std::vector<Parameter> ps;
+  ps.push_back({"w", Variable(Tensor::randn({7, 5}, DType::f32, g), true, "w"), true});
+  ps.push_back({"b", Variable(Tensor::randn({5}, DType::f32, g), true, "b"), false});
+  ps.push_back({"frozen", Variable(Tensor::randn({3}, DType::f32, g), true, "frozen"), true});
+  return ps;
+}
+
+TEST(AdamW, MatchesFloat64Reference) {
+  Generator g(11);
+  std::vector<Parameter> ps = make_params(g);
+  const AdamWOptions opt{0.1, 0.9, 0.95, 1e-8};
+  AdamW adam(ps, opt);
+
+  // Reference state in f64.
+  std::vector<std::vector<double>> p, m, v;
+  for (auto& q : ps) {
+    p.push_back(q.var.tensor().to_vector<double>());
+    m.emplace_back(p.back().size(), 0.0);
+    v.emplace_back(p.back().size(), 0.0);
+  }
+  const std::vector<double> frozen_before = p[2];
+  for (int t = 1; t <= 5; ++t) {
+    const double lr = 1e-2 * t;
+    for (size_t i = 0; i < 2; ++i) ps[i].var.set_grad(Tensor::randn(ps[i].var.shape(), DType::f32, g));
+    for (size_t i = 0; i < 2; ++i) {
+      const auto gr = ps[i].var.grad().to_vector<double>();
+      const double wd = ps[i].decay ? opt.weight_decay : 0.0;
+      for (size_t j = 0; j < gr.size(); ++j) {
+        p[i][j] *= 1 - lr * wd;
+        m[i][j] = opt.beta1 * m[i][j] + (1 - opt.beta1) * gr[j];
+        v[i][j] = opt.beta2 * v[i][j] + (1 - opt.beta2) * gr[j] * gr[j];
+        const double mh = m[i][j] / (1 - std::pow(opt.beta1, t)), vh = v[i][j] / (1 - std::pow(opt.beta2, t));
+        p[i][j] -= lr * mh / (std::sqrt(vh) + opt.eps);
+      }
+    }
+    adam.step(lr);
+  }
+  EXPECT_EQ(adam.steps_taken(), 5);
+  for (size_t i = 0; i < 2; ++i) {
+    Tensor ref = Tensor::from_vector(p[i], ps[i].var.shape());
+    EXPECT_TRUE(test::close_rel(ps[i].var.tensor(), ref, 1e-5)) << ps[i].name;
+    EXPECT_TRUE(test::close_rel(adam.first_moments().at(ps[i].name), Tensor::from_vector(m[i], ps[i].var.shape()), 1e-5));
+  }
+  EXPECT_EQ(ps[2].var.tensor().to_vector<double>(), frozen_before);  // no gradient: untouched, not even decayed
+}
+
+TEST(AdamW, StateRoundTripContinuesIdentically) {
+  Generator g(5);
+  std::vector<Parameter> a = make_params(g);
+  std::vector<Parameter> b;
+  for (auto& q : a) b.push_back({q.name, Variable(q.var.tensor().clone(), true, q.name), q.decay});
+  AdamW oa(a, {0.1, 0.9, 0.95, 1e-8});
+  Generator gg(9);
+  std::vector<Tensor> grads;
+  for (int i = 0; i < 6; ++i) grads.push_back(Tensor::randn({7, 5}, DType::f32, gg));
+  for (int t = 0; t < 3; ++t) {
+    a[0].var.set_grad(grads[t]);
+    oa.step(1e-2);
+  }
+  // b gets a's parameters and optimizer state after 3 steps, then both take 3 more.
+  for (size_t i = 0; i < a.size(); ++i) b[i].var.tensor().copy_(a[i].var.tensor());
+  AdamW ob(b, {0.1, 0.9, 0.95, 1e-8});
+  ob.load_state(oa.steps_taken(), oa.first_moments(), oa.second_moments());
+  for (int t = 3; t < 6; ++t) {
+    a[0].var.set_grad(grads[t]);
+    b[0].var.set_grad(grads[t]);
+    oa.step(1e-2);
+    ob.step(1e-2);
+  }
+  EXPECT_EQ(a[0].var.tensor().to_vector<float>(), b[0].var.tensor().to_vector<float>());
+
+  std::map<std::string, Tensor> wrong = oa.first_moments();
+  wrong["w"] = Tensor::zeros({5, 7}, DType::f32);
+  EXPECT_THROW(ob.load_state(1, wrong, oa.second_moments()), Error);
+}
+
+TEST(GradClip, GlobalNormAndClipping) {
+  Generator g(3);
+  std::vector<Parameter> ps = make_params(g);
+  double ref = 0;
+  for (size_t i = 0; i < 2; ++i) {
+    ps[i].var.set_grad(Tensor::randn(ps[i].var.shape(), DType::f32, g, 0, 2));
+    for (double x : ps[i].var.grad().to_vector<double>()) ref += x * x;
+  }
+  ref = std::sqrt(ref);
+  const double norm = global_grad_norm(ps);
+  EXPECT_NEAR(norm, ref, 1e-12 * ref);
+
+  EXPECT_EQ(clip_grad_norm(ps, 2 * norm, norm), 1.0);  // below the threshold: untouched
+  EXPECT_NEAR(global_grad_norm(ps), ref, 1e-12 * ref);
+  const double f = clip_grad_norm(ps, 1.0, norm);
+  EXPECT_NEAR(f, 1.0 / norm, 1e-5);
+  EXPECT_NEAR(global_grad_norm(ps), 1.0, 1e-5);
+
+  ps[1].var.set_grad(Tensor::full({5}, NAN, DType::f32));
+  EXPECT_TRUE(std::isnan(global_grad_norm(ps)));
+}
+
+TEST(GradClip, SharedGradientBufferScaledOnce) {
+  // The autograd engine may give two leaves the same gradient buffer; clipping must not
+  // scale it twice through the alias.
+  Generator g(4);
+  Tensor shared = Tensor::randn({4}, DType::f32, g);
+  const auto before = shared.to_vector<double>();
+  std::vector<Parameter> ps;
+  ps.push_back({"a", Variable(Tensor::zeros({4}, DType::f32), true), false});
+  ps.push_back({"b", Variable(Tensor::zeros({4}, DType::f32), true), false});
+  ps[0].var.set_grad(shared);
+  ps[1].var.set_grad(shared);
+  const double norm = global_grad_norm(ps);
+  clip_grad_norm(ps, norm / 2, norm);
+  for (auto& p : ps) {
+    const auto after = p.var.grad().to_vector<double>();
+    for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(after[i], before[i] / 2, 1e-6);
+  }
+}
+
+}  // namespace
+}  // namespace zt

@@ -1,0 +1,247 @@
+// bench_step: times full training steps of a config on one GPU, the trainer's step exactly
+// (forward, fused cross-entropy with z-loss, backward, global grad norm, clip, AdamW), on
+// synthetic tokens (uniform over the vocabulary; data loading is not what is measured).
+//
+//   bench_step                                    configs/gpt_small.yaml, B = 16, T = 1024
+//   bench_step --batch-size 32 --steps 20 --profile --out runs/bench_step_b32.json
+//
+// Prints tokens/s (median step), MFU against the bf16 dense peak (989 TFLOP/s on H100/H200;
+// FLOPs per token 6 N + 6 L d T), peak device memory, and with --profile the device time per
+// op family and phase (CUDA events around each op; framework/cuda/op_profiler.h), "other"
+// being the phase's time outside any op range (dtype casts, gradient accumulation, fills).
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+
+#include "framework/error.h"
+#ifdef ZTRAIN_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "framework/cuda/cuda_check.h"
+#include "framework/cuda/cuda_memory.h"
+#include "framework/cuda/op_profiler.h"
+#endif
+#include "models/gpt.h"
+#include "ops/cross_entropy.h"
+#include "trainers/adamw.h"
+#include "trainers/config.h"
+#include "trainers/grad_clip.h"
+#include "trainers/model_state.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+#ifdef ZTRAIN_WITH_CUDA
+struct Bench {
+  zt::Config cfg;
+  int64_t B = 16, T = 1024;
+  zt::DType compute = zt::DType::bf16;
+  zt::Device dev = zt::Device::cuda(0);
+  std::unique_ptr<zt::Gpt> model;
+  std::unique_ptr<zt::AdamW> adam;
+  zt::Generator data_gen{12345}, dropout_gen{7};
+  std::map<std::string, double> phase_ms;  // profiled runs: device time per phase
+
+  zt::Tensor random_tokens(int64_t n) {
+    std::vector<int32_t> v(static_cast<size_t>(n));
+    for (auto& x : v) x = static_cast<int32_t>(data_gen.uniform() * static_cast<double>(cfg.model.vocab_size)) %
+                          static_cast<int32_t>(cfg.model.vocab_size);
+    return zt::Tensor::from_vector(v, {n});
+  }
+
+  // One optimizer step as trainers/trainer.cpp takes it (one micro-batch). With `profile`,
+  // events mark the phases so the op ranges can be set against each phase's total.
+  double step(bool profile) {
+    cudaEvent_t marks[5];
+    if (profile)
+      for (auto& e : marks) ZT_CUDA_CHECK(cudaEventCreate(&e));
+    auto mark = [&](int i) {
+      if (profile) ZT_CUDA_CHECK(cudaEventRecord(marks[i], 0));
+    };
+    const zt::Tensor ids = random_tokens(B * T).view({B, T}).to(dev);
+    const zt::Tensor targets = random_tokens(B * T).to(dev);
+    model->parameters().zero_grad();
+    mark(0);
+    zt::cuda::profiler_set_phase("fwd");
+    zt::Variable logits = model->forward(ids, compute, true, dropout_gen);
+    mark(1);
+    zt::cuda::profiler_set_phase("loss");
+    zt::ops::CrossEntropyOptions xo;
+    xo.z_loss_weight = cfg.loss.z_loss_weight;
+    xo.label_smoothing = cfg.loss.label_smoothing;
+    xo.ignore_index = cfg.loss.ignore_index;
+    std::optional<zt::ops::CrossEntropyResult> r;
+    {
+      zt::cuda::OpRange range("cross_entropy");
+      r = zt::ops::cross_entropy(logits, targets, xo);
+    }
+    r->check();  // the trainer reads the loss statistics every step (host syncs)
+    const double loss = r->loss.tensor().item();
+    (void)r->lse.to_vector<float>();
+    mark(2);
+    zt::cuda::profiler_set_phase("bwd");
+    r->loss.backward();
+    r.reset();
+    logits = zt::Variable();
+    mark(3);
+    zt::cuda::profiler_set_phase("optim");
+    const double norm = zt::global_grad_norm(model->parameters().all());
+    zt::clip_grad_norm(model->parameters().all(), cfg.optim.grad_clip, norm);
+    adam->step(cfg.optim.lr);
+    model->parameters().zero_grad();
+    mark(4);
+    zt::cuda::profiler_set_phase("");
+    if (profile) {
+      ZT_CUDA_CHECK(cudaEventSynchronize(marks[4]));
+      const char* names[] = {"fwd", "loss", "bwd", "optim"};
+      for (int i = 0; i < 4; ++i) {
+        float ms = 0;
+        ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, marks[i], marks[i + 1]));
+        phase_ms[names[i]] += ms;
+      }
+      for (auto& e : marks) cudaEventDestroy(e);
+    }
+    return loss;
+  }
+};
+#endif
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Time full GPT training steps on one GPU (tokens/s, MFU, peak memory, per-op breakdown)"};
+  std::string config_path = "configs/gpt_small.yaml", out_path;
+  std::vector<std::string> overrides;
+  int64_t batch = 16, seq_len = 1024, steps = 10, warmup = 3, profile_steps = 3;
+  std::string dtype = "bf16";
+  bool profile = false;
+  double peak_tflops = 989.0;
+  app.add_option("--config", config_path, "YAML config (model, loss and optimizer settings)");
+  app.add_option("--set", overrides, "override a config key: --set section.key=value")->take_all();
+  app.add_option("--batch-size", batch, "sequences per step");
+  app.add_option("--seq-len", seq_len, "tokens per sequence");
+  app.add_option("--dtype", dtype, "compute dtype: bf16 | f32");
+  app.add_option("--steps", steps, "timed steps (median reported)");
+  app.add_option("--warmup", warmup, "untimed steps first");
+  app.add_flag("--profile", profile, "also run --profile-steps steps with per-op CUDA events");
+  app.add_option("--profile-steps", profile_steps, "steps in the profiled run");
+  app.add_option("--peak-tflops", peak_tflops, "device peak for MFU");
+  app.add_option("--out", out_path, "write the results as JSON here");
+  CLI11_PARSE(app, argc, argv);
+
+#ifndef ZTRAIN_WITH_CUDA
+  std::cerr << "bench_step: this ztrain was built without CUDA\n";
+  return 1;
+#else
+  try {
+    ZT_CHECK(zt::cuda_available(), "no CUDA GPU visible");
+    ZT_CHECK(batch >= 1 && seq_len >= 1 && steps >= 1 && warmup >= 0, "bad --batch-size/--seq-len/--steps");
+    Bench b;
+    b.cfg = zt::load_config(config_path, overrides);
+    b.B = batch;
+    b.T = seq_len;
+    b.compute = zt::parse_dtype(dtype);
+    b.cfg.model.seq_len = std::max(b.cfg.model.seq_len, seq_len);
+    zt::Generator init(static_cast<uint64_t>(b.cfg.train.seed));
+    b.model = std::make_unique<zt::Gpt>(zt::gpt_config_of(b.cfg.model), init, b.dev);
+    b.adam = std::make_unique<zt::AdamW>(
+        b.model->parameters().all(),
+        zt::AdamWOptions{b.cfg.optim.weight_decay, b.cfg.optim.beta1, b.cfg.optim.beta2, b.cfg.optim.eps});
+
+    const auto& m = b.cfg.model;
+    const double N = static_cast<double>(b.model->num_parameters());
+    const double flops_per_token = 6.0 * N + 6.0 * static_cast<double>(m.n_layer * m.d_model * seq_len);
+    std::printf("bench_step: %s, %lld layers, d_model %lld, %s params, B=%lld T=%lld, %s, z_loss %.1e\n",
+                config_path.c_str(), static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model),
+                zt::format_parameter_count(b.model->num_parameters()).c_str(), static_cast<long long>(batch),
+                static_cast<long long>(seq_len), dtype.c_str(), b.cfg.loss.z_loss_weight);
+
+    for (int64_t i = 0; i < warmup; ++i) b.step(false);
+    ZT_CUDA_CHECK(cudaDeviceSynchronize());
+    zt::cuda::reset_peak_allocated(0);
+    const zt::cuda::MemoryStats before = zt::cuda::memory_stats(0);
+    std::vector<double> times;
+    double loss = 0;
+    for (int64_t i = 0; i < steps; ++i) {
+      const auto t0 = Clock::now();
+      loss = b.step(false);
+      ZT_CUDA_CHECK(cudaDeviceSynchronize());
+      times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    const zt::cuda::MemoryStats after = zt::cuda::memory_stats(0);
+    std::vector<double> sorted = times;
+    std::sort(sorted.begin(), sorted.end());
+    const double median = sorted[sorted.size() / 2];
+    const double tokens = static_cast<double>(batch * seq_len);
+    const double tok_s = tokens / median;
+    const double mfu = flops_per_token * tok_s / (peak_tflops * 1e12);
+    size_t free_b = 0, total_b = 0;
+    ZT_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    std::printf("step: median %.2f ms (min %.2f, max %.2f over %lld), loss %.4f\n", median * 1e3, sorted.front() * 1e3,
+                sorted.back() * 1e3, static_cast<long long>(steps), loss);
+    std::printf("tokens/s: %.0f   MFU: %.1f%% (%.3g FLOP/token, peak %.0f TFLOP/s)\n", tok_s, 100 * mfu,
+                flops_per_token, peak_tflops);
+    std::printf("memory: peak allocated %.2f GiB, peak reserved %.2f GiB, device in use %.2f GiB; cudaMalloc calls "
+                "during timed steps: %lld\n",
+                after.peak_allocated / 1073741824.0, after.peak_reserved / 1073741824.0,
+                (total_b - free_b) / 1073741824.0, static_cast<long long>(after.cuda_mallocs - before.cuda_mallocs));
+
+    nlohmann::json out = {{"config", config_path}, {"batch_size", batch}, {"seq_len", seq_len}, {"dtype", dtype},
+                          {"step_ms_median", median * 1e3}, {"step_ms_min", sorted.front() * 1e3},
+                          {"tokens_per_s", tok_s}, {"mfu", mfu}, {"flops_per_token", flops_per_token},
+                          {"peak_allocated_bytes", after.peak_allocated}, {"peak_reserved_bytes", after.peak_reserved},
+                          {"steady_state_cuda_mallocs", after.cuda_mallocs - before.cuda_mallocs}, {"loss", loss}};
+
+    if (profile && profile_steps > 0) {
+      zt::cuda::profiler_enable(true);
+      zt::cuda::profiler_collect();  // start clean
+      for (int64_t i = 0; i < profile_steps; ++i) b.step(true);
+      const std::vector<zt::cuda::OpTime> ops = zt::cuda::profiler_collect();
+      zt::cuda::profiler_enable(false);
+      const double n = static_cast<double>(profile_steps);
+      double total = 0;
+      for (const auto& [phase, ms] : b.phase_ms) total += ms / n;
+      std::map<std::string, double> covered;
+      std::printf("\nper-op device time (mean of %lld profiled steps; device total %.2f ms/step vs %.2f ms wall)\n",
+                  static_cast<long long>(profile_steps), total, median * 1e3);
+      std::printf("| phase/op | ms/step | %% of device time | calls/step |\n|---|---|---|---|\n");
+      nlohmann::json rows = nlohmann::json::array();
+      for (const auto& o : ops) {
+        const std::string phase = o.name.substr(0, o.name.find('/'));
+        covered[phase] += o.ms / n;
+        std::printf("| %s | %.3f | %.1f | %.0f |\n", o.name.c_str(), o.ms / n, 100 * o.ms / n / total, o.count / n);
+        rows.push_back({{"name", o.name}, {"ms", o.ms / n}, {"calls", o.count / n}});
+      }
+      for (const auto& [phase, ms] : b.phase_ms) {
+        const double other = ms / n - covered[phase];
+        std::printf("| %s/other (casts, grad accumulation, fills, gaps) | %.3f | %.1f | |\n", phase.c_str(), other,
+                    100 * other / total);
+        rows.push_back({{"name", phase + "/other"}, {"ms", other}});
+      }
+      std::printf("| phases: ");
+      for (const auto& [phase, ms] : b.phase_ms) std::printf("%s %.2f ms; ", phase.c_str(), ms / n);
+      std::printf("|\n");
+      out["profile"] = rows;
+      out["profile_device_ms_per_step"] = total;
+    }
+    if (!out_path.empty()) {
+      std::ofstream f(out_path);
+      ZT_CHECK(f.good(), "cannot write '", out_path, "'");
+      f << out.dump(2) << "\n";
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::cerr << "bench_step: " << e.what() << "\n";
+    return 1;
+  }
+#endif
+}

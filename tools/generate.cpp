@@ -1,0 +1,88 @@
+// generate: samples text from a trained checkpoint.
+//   generate --checkpoint runs/gpt_tiny --prompt "The jury said" --max-tokens 50 --temperature 0.8 --top-k 40
+// --checkpoint takes a run directory (its newest checkpoint), its checkpoints/ folder, or a
+// checkpoint file. The model's architecture comes from the config stored in the checkpoint.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "framework/autograd/grad_mode.h"
+#include "framework/error.h"
+#include "models/gpt.h"
+#include "models/sampling.h"
+#include "trainers/checkpoint.h"
+#include "trainers/config.h"
+#include "trainers/data/gpt2_tokenizer.h"
+#include "trainers/model_state.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Sample text from a trained GPT checkpoint"};
+  std::string checkpoint, prompt, vocab_dir = "data/gpt2", device_name = "cpu";
+  int64_t max_tokens = 100, top_k = 40;
+  uint64_t seed = 0;
+  double temperature = 1.0;
+  bool stop_at_eot = true;
+  app.add_option("--checkpoint", checkpoint, "run directory, checkpoints folder or checkpoint file")->required();
+  app.add_option("--prompt", prompt, "text to continue (empty: start from <|endoftext|>)")->required();
+  app.add_option("--max-tokens", max_tokens, "tokens to generate")->capture_default_str();
+  app.add_option("--temperature", temperature, "softmax temperature; 0 = greedy")->capture_default_str();
+  app.add_option("--top-k", top_k, "sample among the k most likely tokens; 0 = all")->capture_default_str();
+  app.add_option("--seed", seed, "sampling seed")->capture_default_str();
+  app.add_option("--device", device_name, "cpu | cuda | cuda:N | auto")->capture_default_str();
+  app.add_option("--vocab-dir", vocab_dir, "directory with encoder.json and vocab.bpe")->capture_default_str();
+  app.add_flag("!--no-stop", stop_at_eot, "keep going after <|endoftext|>");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "generate: " << e.what() << " (see --help)\n";
+    return 1;
+  }
+
+  try {
+    ZT_CHECK(max_tokens >= 0, "--max-tokens must be >= 0, got ", max_tokens);
+    ZT_CHECK(temperature >= 0 && std::isfinite(temperature), "--temperature must be >= 0, got ", temperature);
+    ZT_CHECK(top_k >= 0, "--top-k must be >= 0, got ", top_k);
+    const auto path = zt::newest_checkpoint(checkpoint);
+    ZT_CHECK(path, "no checkpoint found at '", checkpoint, "' (give a run directory, its checkpoints/ folder or a .ckpt file)");
+    const zt::Checkpoint ck = zt::read_checkpoint(*path);
+    const zt::Config cfg = zt::parse_config(ck.config_yaml, *path + " (stored config)");
+    const zt::Device device = zt::resolve_device(device_name);
+    zt::Generator init(0);
+    zt::Gpt model(zt::gpt_config_of(cfg.model), init, device);
+    zt::load_model(model, ck, *path);
+    const auto tok = zt::data::Gpt2Tokenizer::from_dir(vocab_dir);
+    std::cerr << "generate: " << *path << " (step " << ck.meta.value("step", int64_t{0}) << ", "
+              << zt::format_parameter_count(model.num_parameters()) << " parameters)\n";
+
+    std::vector<int32_t> ids = tok.encode(prompt, zt::data::SpecialTokens::allowed);
+    if (ids.empty()) ids.push_back(tok.eot_id());
+    for (int32_t id : ids)
+      ZT_CHECK(id < cfg.model.vocab_size, "the prompt has token ", id, " but the model's vocabulary is ",
+               cfg.model.vocab_size);
+    std::cout << prompt << std::flush;
+
+    zt::NoGradGuard no_grad;
+    zt::Generator gen(seed), dropout_unused(0);
+    const zt::SamplingOptions so{temperature, top_k};
+    const int64_t T = cfg.model.seq_len;
+    for (int64_t i = 0; i < max_tokens; ++i) {
+      const int64_t n = static_cast<int64_t>(ids.size()), start = std::max<int64_t>(0, n - T);
+      std::vector<int64_t> ctx(ids.begin() + start, ids.end());
+      const zt::Tensor input = zt::Tensor::from_vector(ctx, {1, n - start}, device);
+      const zt::Variable logits = model.forward(input, zt::DType::f32, /*training=*/false, dropout_unused);
+      const std::vector<double> last = logits.tensor().select(0, n - start - 1).to_vector<double>();
+      const auto next = static_cast<int32_t>(zt::sample_token(last, so, gen));
+      if (stop_at_eot && next == tok.eot_id()) break;
+      ids.push_back(next);
+      std::cout << tok.token_bytes(next) << std::flush;
+    }
+    std::cout << "\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::cerr << "generate: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,106 @@
+#include "trainers/adamw.h"
+
+#include <cmath>
+
+#include "trainers/optim_cuda.h"
+
+namespace zt {
+
+namespace {
+
+struct Scalars {
+  float b1, b2, eps, decay_factor, step_size, inv_sqrt_bc2;
+};
+
+// The update on contiguous host f32 arrays. Elementwise, so threads never change results.
+void update_host(float* p, const float* g, float* m, float* v, int64_t n, const Scalars& s) {
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i];
+    const float mi = s.b1 * m[i] + (1.0f - s.b1) * gi;
+    const float vi = s.b2 * v[i] + (1.0f - s.b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * s.decay_factor - s.step_size * mi / (std::sqrt(vi) * s.inv_sqrt_bc2 + s.eps);
+  }
+}
+
+}  // namespace
+
+AdamW::AdamW(std::vector<Parameter>& params, AdamWOptions options) : params_(params), opt_(options) {
+  for (const auto& p : params_) {
+    const Tensor& w = p.var.tensor();
+    ZT_CHECK(w.dtype() == DType::f32, "AdamW: parameter '", p.name, "' is ", dtype_name(w.dtype()),
+             "; parameters are kept in f32");
+    m_[p.name] = Tensor::zeros(w.shape(), DType::f32, w.device());
+    v_[p.name] = Tensor::zeros(w.shape(), DType::f32, w.device());
+  }
+}
+
+void AdamW::step(double lr) {
+  ++t_;
+  const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(t_));
+  const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(t_));
+#ifdef ZTRAIN_WITH_CUDA
+  std::vector<optim_cuda::AdamWTensor> device_tensors;  // updated together after the loop
+  std::vector<Tensor> keep_alive;                       // f32 copies of non-f32 gradients
+  int cuda_device = -1;
+#endif
+  for (auto& p : params_) {
+    if (!p.var.has_grad()) continue;
+    Scalars s{static_cast<float>(opt_.beta1),
+              static_cast<float>(opt_.beta2),
+              static_cast<float>(opt_.eps),
+              static_cast<float>(p.decay ? 1.0 - lr * opt_.weight_decay : 1.0),
+              static_cast<float>(lr / bc1),
+              static_cast<float>(1.0 / std::sqrt(bc2))};
+    Tensor& w = p.var.tensor();
+    Tensor g = p.var.grad().to(DType::f32);
+    Tensor& m = m_.at(p.name);
+    Tensor& v = v_.at(p.name);
+    if (w.device().is_cpu()) {
+      ZT_CHECK(w.is_contiguous(), "AdamW: parameter '", p.name, "' is not contiguous");
+      g = g.contiguous();
+      update_host(w.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), w.numel(), s);
+    } else {
+#ifdef ZTRAIN_WITH_CUDA
+      ZT_CHECK(w.is_contiguous(), "AdamW: parameter '", p.name, "' is not contiguous");
+      ZT_CHECK(cuda_device < 0 || cuda_device == w.device().index, "AdamW: parameters on several GPUs");
+      cuda_device = w.device().index;
+      g = g.contiguous();
+      keep_alive.push_back(g);
+      device_tensors.push_back({w.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), w.numel(),
+                                s.decay_factor});
+#else
+      ZT_FAIL("AdamW: parameter '", p.name, "' on ", w.device().str(), " in a build without CUDA");
+#endif
+    }
+  }
+#ifdef ZTRAIN_WITH_CUDA
+  if (!device_tensors.empty()) {  // one multi-tensor kernel (a few launches), no host sync
+    optim_cuda::adamw_update(cuda_device, device_tensors, static_cast<float>(opt_.beta1), static_cast<float>(opt_.beta2),
+                             static_cast<float>(opt_.eps), static_cast<float>(lr / bc1),
+                             static_cast<float>(1.0 / std::sqrt(bc2)));
+  }
+#endif
+}
+
+void AdamW::load_state(int64_t t, const std::map<std::string, Tensor>& m, const std::map<std::string, Tensor>& v) {
+  ZT_CHECK(t >= 0, "AdamW state: negative step count ", t);
+  for (const auto& p : params_) {
+    for (auto* pair : {&m, &v}) {
+      const char* what = pair == &m ? "first moment" : "second moment";
+      auto it = pair->find(p.name);
+      ZT_CHECK(it != pair->end(), "AdamW state: no ", what, " for parameter '", p.name, "'");
+      ZT_CHECK(it->second.shape() == p.var.shape(), "AdamW state: ", what, " of '", p.name, "' has shape ",
+               shape_str(it->second.shape()), ", the parameter has ", shape_str(p.var.shape()));
+    }
+  }
+  for (const auto& p : params_) {
+    m_.at(p.name).copy_(m.at(p.name));
+    v_.at(p.name).copy_(v.at(p.name));
+  }
+  t_ = t;
+}
+
+}  // namespace zt

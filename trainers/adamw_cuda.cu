@@ -1,0 +1,69 @@
+// Multi-tensor AdamW on the device: one launch updates up to kTensorsPerLaunch parameters,
+// each block a chunk of one parameter (the block finds its parameter in a prefix table).
+#include <algorithm>
+
+#include "framework/cuda/cuda_check.h"
+#include "framework/cuda/op_profiler.h"
+#include "framework/cuda/stream.h"
+#include "trainers/optim_cuda.h"
+
+namespace zt::optim_cuda {
+
+namespace {
+
+constexpr int kTensorsPerLaunch = 48;  // the table below stays under the 4 KB kernel-parameter limit
+constexpr int kThreads = 256;
+constexpr int64_t kChunk = kThreads * 8;  // elements per block
+
+struct Table {
+  AdamWTensor t[kTensorsPerLaunch];
+  int64_t first_block[kTensorsPerLaunch + 1];  // block ranges per tensor
+  int count = 0;
+};
+
+__global__ void adamw_kernel(Table table, float b1, float b2, float eps, float step_size, float inv_sqrt_bc2) {
+  int lo = 0, hi = table.count - 1;  // last tensor whose first block <= blockIdx.x
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (table.first_block[mid] <= blockIdx.x) lo = mid;
+    else hi = mid - 1;
+  }
+  const AdamWTensor& t = table.t[lo];
+  const int64_t begin = (blockIdx.x - table.first_block[lo]) * kChunk;
+  const int64_t end = min(t.n, begin + kChunk);
+  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+    const float g = t.g[i];
+    const float m = b1 * t.m[i] + (1.0f - b1) * g;
+    const float v = b2 * t.v[i] + (1.0f - b2) * g * g;
+    t.m[i] = m;
+    t.v[i] = v;
+    t.p[i] = t.p[i] * t.decay_factor - step_size * m / (sqrtf(v) * inv_sqrt_bc2 + eps);
+  }
+}
+
+}  // namespace
+
+void adamw_update(int device, const std::vector<AdamWTensor>& tensors, float b1, float b2, float eps,
+                  float step_size, float inv_sqrt_bc2) {
+  cuda::OpRange range("adamw");
+  cuda::set_device(device);
+  for (size_t start = 0; start < tensors.size(); start += kTensorsPerLaunch) {
+    Table table;
+    int64_t blocks = 0;
+    for (size_t i = start; i < std::min(tensors.size(), start + kTensorsPerLaunch); ++i) {
+      if (tensors[i].n == 0) continue;
+      table.t[table.count] = tensors[i];
+      table.first_block[table.count] = blocks;
+      blocks += (tensors[i].n + kChunk - 1) / kChunk;
+      ++table.count;
+    }
+    table.first_block[table.count] = blocks;
+    if (blocks == 0) continue;
+    ZT_CHECK(blocks < (int64_t{1} << 31), "AdamW: too many elements for one launch");
+    adamw_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, cuda::current_stream()>>>(table, b1, b2, eps, step_size,
+                                                                                         inv_sqrt_bc2);
+    ZT_CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace zt::optim_cuda

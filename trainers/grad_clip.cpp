@@ -1,0 +1,77 @@
+#include "trainers/grad_clip.h"
+
+#include <cmath>
+
+#include "trainers/optim_cuda.h"
+
+namespace zt {
+
+namespace {
+
+// Sum of squares of one gradient in f64. Blocks of fixed size summed in order keep the
+// result independent of the thread count.
+double sum_squares(const Tensor& grad) {
+  Tensor g = grad.to(Device::cpu()).to(DType::f32).contiguous();
+  const float* p = g.data<float>();
+  const int64_t n = g.numel();
+  constexpr int64_t kBlock = 1 << 14;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+#pragma omp parallel for schedule(static) if (blocks > 4)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double s = 0;
+    const int64_t end = std::min(n, (b + 1) * kBlock);
+    for (int64_t i = b * kBlock; i < end; ++i) s += static_cast<double>(p[i]) * p[i];
+    partial[static_cast<size_t>(b)] = s;
+  }
+  double total = 0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+}  // namespace
+
+double global_grad_norm(const std::vector<Parameter>& params) {
+  double total = 0;
+#ifdef ZTRAIN_WITH_CUDA
+  // Device gradients: one multi-tensor reduction and one read back, not a copy per tensor.
+  std::vector<Tensor> device_grads;
+  std::vector<const float*> data;
+  std::vector<int64_t> sizes;
+  int device = -1;
+#endif
+  for (const auto& p : params) {
+    if (!p.var.has_grad()) continue;
+#ifdef ZTRAIN_WITH_CUDA
+    const Tensor& g = p.var.grad();
+    if (g.device().is_cuda() && (device < 0 || device == g.device().index)) {
+      device = g.device().index;
+      device_grads.push_back(g.to(DType::f32).contiguous());
+      data.push_back(device_grads.back().data<float>());
+      sizes.push_back(g.numel());
+      continue;
+    }
+#endif
+    total += sum_squares(p.var.grad());
+  }
+#ifdef ZTRAIN_WITH_CUDA
+  if (!data.empty()) total += optim_cuda::sum_squares(device, data, sizes);
+#endif
+  return std::sqrt(total);
+}
+
+double clip_grad_norm(std::vector<Parameter>& params, double max_norm, double norm) {
+  if (!(max_norm > 0) || !(norm > max_norm)) return 1.0;
+  const double factor = max_norm / (norm + 1e-6);
+  for (auto& p : params) {
+    if (!p.var.has_grad()) continue;
+    // The engine may hand a leaf a gradient buffer that another tensor still shares; scale a
+    // private copy rather than writing through a shared one.
+    Tensor g = p.var.grad().clone();
+    g.scale_(factor);
+    p.var.set_grad(g);
+  }
+  return factor;
+}
+
+}  // namespace zt

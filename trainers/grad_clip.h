@@ -1,0 +1,18 @@
+#pragma once
+// Global-norm gradient clipping: the L2 norm over every parameter's gradient together,
+// and a uniform rescale when it exceeds the threshold (GPT-2/llm.c style).
+#include <vector>
+
+#include "models/parameter_registry.h"
+
+namespace zt {
+
+// sqrt(sum of squares of all gradients), accumulated in f64 in a fixed order (deterministic).
+// NaN or inf when any gradient element is.
+double global_grad_norm(const std::vector<Parameter>& params);
+
+// Scales every gradient by max_norm / norm when norm > max_norm (max_norm > 0). Returns the
+// factor applied (1 when nothing changed).
+double clip_grad_norm(std::vector<Parameter>& params, double max_norm, double norm);
+
+}  // namespace zt

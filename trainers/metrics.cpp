@@ -1,0 +1,89 @@
+#include "trainers/metrics.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "framework/error.h"
+#include "trainers/checkpoint.h"
+
+namespace zt {
+
+namespace {
+
+nlohmann::json number(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+}  // namespace
+
+nlohmann::json StepMetrics::to_json() const {
+  nlohmann::json j = nlohmann::json::object();
+  j["step"] = step;
+  j["tokens"] = tokens;
+  j["lr"] = number(lr);
+  j["loss"] = number(loss);
+  j["ce_loss"] = number(ce_loss);
+  j["z_loss"] = number(z_loss);
+  j["lse_mean"] = number(lse_mean);
+  j["lse_max"] = number(lse_max);
+  j["grad_norm"] = number(grad_norm);
+  j["z_loss_weight"] = number(z_loss_weight);
+  j["tokens_per_s"] = number(tokens_per_s);
+  j["elapsed_s"] = number(elapsed_s);
+  if (mfu) j["mfu"] = number(*mfu);
+  if (skipped) j["skipped"] = true;
+  return j;
+}
+
+nlohmann::json EvalMetrics::to_json() const {
+  nlohmann::json j = nlohmann::json::object();
+  j["step"] = step;
+  j["tokens"] = tokens;
+  j["val_loss"] = number(val_loss);
+  j["elapsed_s"] = number(elapsed_s);
+  return j;
+}
+
+bool is_timing_field(const std::string& key) { return key == "tokens_per_s" || key == "elapsed_s" || key == "mfu"; }
+
+MetricsWriter::MetricsWriter(std::string path, const char* mode) : path_(std::move(path)) {
+  f_ = std::fopen(path_.c_str(), mode);
+  ZT_CHECK(f_, "cannot open '", path_, "' for writing: ", std::strerror(errno));
+}
+
+MetricsWriter::MetricsWriter(MetricsWriter&& o) noexcept : path_(std::move(o.path_)), f_(o.f_) { o.f_ = nullptr; }
+
+MetricsWriter::~MetricsWriter() {
+  if (f_) std::fclose(f_);
+}
+
+MetricsWriter MetricsWriter::fresh(const std::string& path) { return MetricsWriter(path, "w"); }
+
+MetricsWriter MetricsWriter::resume(const std::string& path, int64_t step) {
+  // Keep every complete record up to the checkpoint's step; drop what the interrupted run
+  // wrote after it (those steps run again) and a last line cut short by the crash.
+  std::string kept;
+  std::ifstream in(path);
+  std::string line;
+  while (in && std::getline(in, line)) {
+    if (in.eof()) break;  // no newline: an unfinished write
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      continue;
+    }
+    if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step) kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+  return MetricsWriter(path, "a");
+}
+
+void MetricsWriter::write(const nlohmann::json& record) {
+  const std::string line = record.dump() + "\n";
+  ZT_CHECK(std::fwrite(line.data(), 1, line.size(), f_) == line.size() && std::fflush(f_) == 0,
+           "writing '", path_, "' failed: ", std::strerror(errno));
+}
+
+}  // namespace zt

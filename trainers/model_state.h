@@ -1,0 +1,22 @@
+#pragma once
+// Between the config, the model and checkpoints: building a GPT from a Config, putting its
+// parameters into a Checkpoint ("model/<name>") and loading them back with shape checks.
+#include <string>
+
+#include "framework/device.h"
+#include "models/gpt.h"
+#include "trainers/checkpoint.h"
+#include "trainers/config.h"
+
+namespace zt {
+
+GptConfig gpt_config_of(const ModelConfig& m);
+
+// auto: cuda:0 when a GPU is visible, else cpu. cuda without a GPU is an error naming the key.
+Device resolve_device(const std::string& name);
+
+void save_model(const Gpt& model, Checkpoint& ckpt);
+// Every parameter must be present with its shape; `source` names the file in errors.
+void load_model(Gpt& model, const Checkpoint& ckpt, const std::string& source);
+
+}  // namespace zt
