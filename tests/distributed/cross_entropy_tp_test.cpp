@@ -85,6 +85,7 @@ void check_tp(const TpCase& c, Tensor logits = Tensor()) {
 class CrossEntropyTp : public ::testing::TestWithParam<int> {};
 
 TEST_P(CrossEntropyTp, EqualsOneRank) {
+  ZT_REQUIRE_GLOO();
   for (DType dt : {DType::f32, DType::f64})
     for (int64_t v : {32, 50304})
       for (double e : {0.0, 0.1})
@@ -93,12 +94,14 @@ TEST_P(CrossEntropyTp, EqualsOneRank) {
 }
 
 TEST_P(CrossEntropyTp, Bf16EqualsOneRank) {
+  ZT_REQUIRE_GLOO();
   for (double e : {0.0, 0.1}) check_tp({GetParam(), DType::bf16, 32 * GetParam(), e, 1e-4, Reduction::mean});
 }
 
 // A shard whose columns are all -inf for a row (masked vocabulary on one rank) adds nothing
 // to the row's sum of exponentials instead of NaN.
 TEST_P(CrossEntropyTp, MaskedShard) {
+  ZT_REQUIRE_GLOO();
   const int ranks = GetParam();
   const int64_t n = 8, v = 16 * ranks;
   for (DType dt : {DType::f32, DType::f64}) {
@@ -116,6 +119,7 @@ INSTANTIATE_TEST_SUITE_P(Ranks, CrossEntropyTp, ::testing::Values(2, 4),
 // The smoothing term is e/V times the GLOBAL sum of logits over the GLOBAL V; compare the TP
 // loss to the formula directly (the bug of TransformerEngine and Megatron: the local shard).
 TEST(CrossEntropyTp, SmoothingUsesGlobalSumAndGlobalV) {
+  ZT_REQUIRE_GLOO();
   const int64_t n = 4, v = 16;
   const Tensor logits = Tensor::randn({n, v}, DType::f64, test::test_generator(), 0, 3);
   const std::vector<int64_t> y = {0, 7, 8, 15};
