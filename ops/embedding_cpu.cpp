@@ -2,6 +2,7 @@
 
 #include "ops/cpu_compute.h"
 #include "ops/embedding_kernels.h"
+#include "ops/op_checks.h"
 
 namespace zt::ops {
 
@@ -12,15 +13,6 @@ template <class F>
 void with_ids(const Tensor& ids, F&& f) {
   if (ids.dtype() == DType::i32) f(ids.data<int32_t>());
   else f(ids.data<int64_t>());
-}
-
-std::string index_str(int64_t flat, const Shape& shape) {
-  Shape idx(shape.size());
-  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
-    idx[d] = flat % shape[d];
-    flat /= shape[d];
-  }
-  return shape_str(idx);
 }
 
 }  // namespace

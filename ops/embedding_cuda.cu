@@ -2,6 +2,7 @@
 // (f32 accumulation for bf16 tables; the order of the additions varies between runs).
 #include "ops/cuda_compute.cuh"
 #include "ops/embedding_kernels.h"
+#include "ops/op_checks.h"
 
 namespace zt::ops {
 
@@ -38,15 +39,6 @@ template <class F>
 void with_ids(const Tensor& ids, F&& f) {
   if (ids.dtype() == DType::i32) f(static_cast<const int32_t*>(ids.raw_data()));
   else f(static_cast<const int64_t*>(ids.raw_data()));
-}
-
-std::string index_str(int64_t flat, const Shape& shape) {
-  Shape idx(shape.size());
-  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
-    idx[d] = flat % shape[d];
-    flat /= shape[d];
-  }
-  return shape_str(idx);
 }
 
 }  // namespace

@@ -35,4 +35,13 @@ Tensor grad_as(const Tensor& grad, DType dtype) {
   return g.device().is_cpu() ? contiguous_cpu(g) : g.contiguous();
 }
 
+std::string index_str(int64_t flat, const Shape& shape) {
+  Shape idx(shape.size());
+  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
+    idx[d] = flat % shape[d];
+    flat /= shape[d];
+  }
+  return shape_str(idx);
+}
+
 }  // namespace zt::ops

@@ -22,6 +22,10 @@ void check_same_dtype(const char* op, const char* name_a, const Tensor& a, const
 // "<op>: device mismatch: <name_a> is on cpu, <name_b> is on cuda:0".
 void check_same_device(const char* op, const char* name_a, const Tensor& a, const char* name_b, const Tensor& b);
 
+// The multi-index of element `flat` of a row-major tensor of `shape`, as "[1, 2]": errors
+// name the position of a bad value (embedding ids).
+std::string index_str(int64_t flat, const Shape& shape);
+
 // The gradient a node receives, in the dtype of the output it belongs to and contiguous
 // (a caller of backward(grad) may pass any dtype or a strided view).
 Tensor grad_as(const Tensor& grad, DType dtype);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs missing packages, configures (once) and builds ztrain into ${BUILD_DIR:-build}.
 # CUDA is on when nvcc is found; ZTRAIN_CUDA=OFF forces a CPU-only build.
-# Incremental: a second run only rebuilds what changed.
+# Incremental: a second run only rebuilds what changed. Arguments name targets to build
+# (default: everything), e.g. `tools/build.sh train prepare_data`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install_deps.sh
@@ -10,7 +11,10 @@ build=${BUILD_DIR:-build}
 args=(-G Ninja -DCMAKE_BUILD_TYPE=Release)
 [ -n "${ZTRAIN_CUDA:-}" ] && args+=(-DZTRAIN_CUDA="$ZTRAIN_CUDA")
 if [ ! -f "$build/build.ninja" ] || [ -n "${ZTRAIN_CUDA:-}" ]; then
-  cmake -S . -B "$build" "${args[@]}" >"${build}.configure.log" 2>&1 || { cat "${build}.configure.log"; exit 1; }
-  grep "ztrain:" "${build}.configure.log" || true
+  mkdir -p "$build"
+  cmake -S . -B "$build" "${args[@]}" >"$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
+  grep "ztrain:" "$build/configure.log" || true
 fi
-cmake --build "$build" -j "$(nproc)"
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
+cmake --build "$build" -j "$(nproc)" "${targets[@]}"

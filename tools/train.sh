@@ -5,6 +5,6 @@
 #   bash tools/train.sh --config configs/gpt_tiny.yaml [--set train.max_steps=100] [--resume]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/build.sh
+bash tools/build.sh train prepare_data  # only what training needs; tools/test.sh builds the rest
 bash tools/fetch_data.sh --prepare "${BUILD_DIR:-build}/bin"
 exec "${BUILD_DIR:-build}/bin/train" "$@"

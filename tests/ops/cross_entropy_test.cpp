@@ -502,15 +502,7 @@ TEST(CrossEntropyKernels, BadTargetRaisesTheFlag) {
 
 // ---- errors --------------------------------------------------------------------------------
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ::zt::test::error_of;
 
 TEST(CrossEntropyErrors, InvalidOptions) {
   Variable x(random_logits(2, 8, DType::f32), true);

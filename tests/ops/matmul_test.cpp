@@ -173,7 +173,7 @@ TEST(Matmul, ShapeAndDtypeErrorsNameBoth) {
   EXPECT_EQ(m({2, 3}, {5, 4}, false, true), "matmul: [2, 3] x [5, 4]^T: inner dimensions 3 and 4 differ");
   EXPECT_EQ(m({2, 3, 4}, {5, 4, 6}), "matmul: [2, 3, 4] x [5, 4, 6]: batch sizes 2 and 5 differ");
   EXPECT_EQ(m({2, 3, 4}, {2, 5, 6}), "matmul: [2, 3, 4] x [2, 5, 6]: inner dimensions 4 and 5 differ");
-  EXPECT_EQ(m({7, 2, 3}, {3, 4}), "<no error>");
+  EXPECT_EQ(m({7, 2, 3}, {3, 4}), "(no error)");
   EXPECT_TRUE(test::contains(m({2, 3}, {3, 4, 5}), "matmul: unsupported operands [2, 3] x [3, 4, 5]"));
   EXPECT_TRUE(test::contains(m({2, 3, 4}, {3, 4}, true), "unsupported operands [2, 3, 4]^T x [3, 4]"));
   EXPECT_EQ(m({2, 3}, {3, 4}, false, false, DType::f32, DType::f64), "matmul: dtype mismatch: a is f32, b is f64");
@@ -255,7 +255,7 @@ TEST(Linear, ShapeAndDtypeErrorsNameBoth) {
   EXPECT_EQ(lin({4, 3}, {5, 3, 1}, {}), "linear: w must be [out, in], got [5, 3, 1]");
   EXPECT_EQ(lin({4, 3}, {5, 3}, {4}), "linear: bias [4] for w [5, 3]: expected [5]");
   EXPECT_EQ(lin({4, 3}, {5, 3}, {5}, DType::f64), "linear: dtype mismatch: x is f32, bias is f64");
-  EXPECT_EQ(lin({4, 3}, {5, 3}, {5}), "<no error>");
+  EXPECT_EQ(lin({4, 3}, {5, 3}, {5}), "(no error)");
 }
 
 }  // namespace

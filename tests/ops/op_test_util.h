@@ -17,17 +17,6 @@ inline Tensor random(const Shape& shape, DType dtype, double scale = 1.0) {
   return Tensor::randn(shape, dtype, test_generator(), 0.0, scale);
 }
 
-// The message of the zt::Error that f throws, or "<no error>".
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
 inline ::testing::AssertionResult contains(const std::string& text, const std::string& part) {
   if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "\"" << text << "\" does not contain \"" << part << "\"";

@@ -2,6 +2,7 @@
 // Test helpers shared by every suite: comparison against a float64 reference, poisoning,
 // and the finite-difference gradient check.
 #include <functional>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -17,6 +18,17 @@ namespace zt::test {
 ::testing::AssertionResult close_rel(const Tensor& actual, const Tensor& expected, double rel_tol);
 // Elementwise |a - e| <= atol + rtol |e|; reports the worst element.
 ::testing::AssertionResult close_elementwise(const Tensor& actual, const Tensor& expected, double rtol, double atol);
+
+// The message of the zt::Error that f() throws, or "(no error)": error tests compare text.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 // Fills a tensor with NaN (floating) or a sentinel (integers) so unwritten outputs are caught.
 void poison(Tensor& t);

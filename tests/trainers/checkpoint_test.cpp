@@ -9,6 +9,7 @@
 
 #include "framework/error.h"
 #include "trainers/metrics.h"
+#include "tests/support/check.h"
 
 namespace zt {
 namespace {
@@ -22,14 +23,7 @@ fs::path fresh_dir(const std::string& name) {
   return d;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using ::zt::test::error_of;
 
 Checkpoint sample() {
   Generator g(1);

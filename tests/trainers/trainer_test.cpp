@@ -16,6 +16,7 @@
 #include "trainers/checkpoint.h"
 #include "trainers/data/token_shard.h"
 #include "trainers/metrics.h"
+#include "tests/support/check.h"
 
 namespace zt {
 namespace {
@@ -83,14 +84,7 @@ std::vector<nlohmann::json> without_timing(std::vector<nlohmann::json> records) 
   return records;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using ::zt::test::error_of;
 
 TEST(Trainer, LossFallsOnARepeatingStream) {
   TestRun r = make_run("falls");

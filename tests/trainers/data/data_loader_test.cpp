@@ -9,6 +9,7 @@
 
 #include "framework/error.h"
 #include "tests/trainers/data/data_test_util.h"
+#include "tests/support/check.h"
 
 namespace zt::data {
 namespace {
@@ -46,14 +47,7 @@ std::vector<int64_t> values(const Batch& b) {
   return in;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const zt::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ::zt::test::error_of;
 
 TEST(DataLoader, WindowsAreShiftedPairsFromOneShard) {
   Corpus c({333, 250, 100});  // T = 8: 41 + 31 + 12 = 84 windows

@@ -226,14 +226,7 @@ TEST(Gpt2TokenizerFiles, SyntheticVocabularyMergesByRank) {
   EXPECT_EQ(tok.encode("x<|endoftext|>", SpecialTokens::allowed), (std::vector<int32_t>{'x', v.eot()}));
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const zt::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ::zt::test::error_of;
 
 TEST(Gpt2TokenizerFiles, ErrorsNameTheFileAndProblem) {
   TempDir dir;

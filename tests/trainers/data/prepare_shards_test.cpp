@@ -13,6 +13,7 @@
 #include "trainers/data/brown_corpus.h"
 #include "trainers/data/gpt2_tokenizer.h"
 #include "trainers/data/token_shard.h"
+#include "tests/support/check.h"
 
 namespace zt::data {
 namespace {
@@ -20,14 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::TempDir;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const zt::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ::zt::test::error_of;
 
 std::vector<int32_t> as_ids(const std::vector<uint16_t>& v) { return {v.begin(), v.end()}; }
 

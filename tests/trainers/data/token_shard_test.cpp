@@ -16,14 +16,7 @@ namespace {
 
 using test::TempDir;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const zt::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ::zt::test::error_of;
 
 std::vector<int32_t> random_ids(size_t n) {
   Generator& gen = zt::test::test_generator();
