@@ -117,13 +117,13 @@ Variable Gpt::forward(const Tensor& ids, DType compute, bool training, Generator
 }
 
 double Gpt::flops_per_token() const {
-  // Every parameter but the position table multiplies an activation once per token
-  // (2 FLOPs forward, 4 backward); attention scores and values add 2 * 2 * T * C per layer
-  // forward at full context, times 3 with backward.
-  const double n = static_cast<double>(num_parameters() - wpe_.numel());
+  // The convention the project's anchors use (issue 7; llm.c-style MFU): 6 FLOPs per
+  // parameter per token (2 forward, 4 backward) plus 6 L d T for attention's scores and
+  // values at full context. One formula for the trainer's mfu field and bench_step.
+  const double n = static_cast<double>(num_parameters());
   const double L = static_cast<double>(config_.n_layer), T = static_cast<double>(config_.seq_len),
                C = static_cast<double>(config_.d_model);
-  return 6.0 * n + 12.0 * L * T * C;
+  return 6.0 * n + 6.0 * L * C * T;
 }
 
 std::string format_parameter_count(int64_t n) {

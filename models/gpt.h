@@ -56,8 +56,7 @@ class Gpt {
   Device device() const { return device_; }
 
   int64_t num_parameters() const { return params_.numel(); }
-  // Matmul FLOPs of one token's forward + backward (6 per weight that multiplies an
-  // activation, plus attention's 12 L T C at full context): the numerator of MFU.
+  // FLOPs of one token's forward + backward, 6 N + 6 L d T: the numerator of MFU.
   double flops_per_token() const;
 
  private:

@@ -157,8 +157,7 @@ int main(int argc, char** argv) {
         zt::AdamWOptions{b.cfg.optim.weight_decay, b.cfg.optim.beta1, b.cfg.optim.beta2, b.cfg.optim.eps});
 
     const auto& m = b.cfg.model;
-    const double N = static_cast<double>(b.model->num_parameters());
-    const double flops_per_token = 6.0 * N + 6.0 * static_cast<double>(m.n_layer * m.d_model * seq_len);
+    const double flops_per_token = b.model->flops_per_token();
     std::printf("bench_step: %s, %lld layers, d_model %lld, %s params, B=%lld T=%lld, %s, z_loss %.1e\n",
                 config_path.c_str(), static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model),
                 zt::format_parameter_count(b.model->num_parameters()).c_str(), static_cast<long long>(batch),
