@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
     b.compute = zt::parse_dtype(dtype);
     b.cfg.model.seq_len = std::max(b.cfg.model.seq_len, seq_len);
     zt::Generator init(static_cast<uint64_t>(b.cfg.train.seed));
-    b.model = std::make_unique<zt::Gpt>(zt::gpt_config_of(b.cfg.model), init, b.dev);
+    b.model = std::make_unique<zt::Gpt>(b.cfg.model, init, b.dev);
     b.adam = std::make_unique<zt::AdamW>(
         b.model->parameters().all(),
         zt::AdamWOptions{b.cfg.optim.weight_decay, b.cfg.optim.beta1, b.cfg.optim.beta2, b.cfg.optim.eps});

@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
     const zt::Config cfg = zt::parse_config(ck.config_yaml, *path + " (stored config)");
     const zt::Device device = zt::resolve_device(device_name);
     zt::Generator init(0);
-    zt::Gpt model(zt::gpt_config_of(cfg.model), init, device);
+    zt::Gpt model(cfg.model, init, device);
     zt::load_model(model, ck, *path);
     const auto tok = zt::data::Gpt2Tokenizer::from_dir(vocab_dir);
     std::cerr << "generate: " << *path << " (step " << ck.meta.value("step", int64_t{0}) << ", "

@@ -12,19 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "models/gpt.h"
+
 namespace zt {
 
-struct ModelConfig {
-  int64_t n_layer = 12;
-  int64_t n_head = 12;
-  int64_t d_model = 768;
-  int64_t seq_len = 1024;
-  int64_t vocab_size = 50257;   // the tokenizer's vocabulary: token ids lie in [0, vocab_size)
-  int64_t vocab_multiple = 128;  // the embedding table is padded up to a multiple of this
-  double dropout = 0.0;
-
-  int64_t padded_vocab() const { return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple; }
-};
+// The model section is the model's own configuration: one struct, no copy between them.
+using ModelConfig = GptConfig;
 
 struct LossConfig {
   double z_loss_weight = 0.0;

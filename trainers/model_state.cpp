@@ -4,18 +4,6 @@
 
 namespace zt {
 
-GptConfig gpt_config_of(const ModelConfig& m) {
-  GptConfig g;
-  g.n_layer = m.n_layer;
-  g.n_head = m.n_head;
-  g.d_model = m.d_model;
-  g.seq_len = m.seq_len;
-  g.vocab_size = m.vocab_size;
-  g.vocab_multiple = m.vocab_multiple;
-  g.dropout = m.dropout;
-  return g;
-}
-
 Device resolve_device(const std::string& name) {
   if (name == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
   const Device d = parse_device(name);

@@ -1,5 +1,5 @@
 #pragma once
-// Between the config, the model and checkpoints: building a GPT from a Config, putting its
+// Between the config, the model and checkpoints: the device a config names, putting a GPT's
 // parameters into a Checkpoint ("model/<name>") and loading them back with shape checks.
 #include <string>
 
@@ -9,8 +9,6 @@
 #include "trainers/config.h"
 
 namespace zt {
-
-GptConfig gpt_config_of(const ModelConfig& m);
 
 // auto: cuda:0 when a GPU is visible, else cpu. cuda without a GPU is an error naming the key.
 Device resolve_device(const std::string& name);

@@ -116,7 +116,7 @@ class Trainer {
     val_loader_ = std::make_unique<data::DataLoader>(d);
 
     Generator init(static_cast<uint64_t>(cfg_.train.seed));
-    model_ = std::make_unique<Gpt>(gpt_config_of(cfg_.model), init, device_);
+    model_ = std::make_unique<Gpt>(cfg_.model, init, device_);
     // Dropout draws from its own stream, so turning dropout on never changes the init.
     dropout_gen_.reseed(static_cast<uint64_t>(cfg_.train.seed) ^ 0x64726f706f7574ull);
     adam_ = std::make_unique<AdamW>(model_->parameters().all(),

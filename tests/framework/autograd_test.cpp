@@ -99,19 +99,21 @@ TEST(Autograd, InputsWithoutGradGetNone) {
 }
 
 TEST(Autograd, BranchWithoutGradientStillReleasesUpstream) {
-  // y = x*x feeds two consumers; one is a node whose backward returns no gradient.
+  // y = x*x feeds two consumers: the product below, and `b`, a node that receives no
+  // gradient at all (its only consumer `a` returns none). The engine must still count b as
+  // done so y runs: x.grad = d(a * y)/dx with a held constant = a * 2x.
   struct StopNode : Node {
     explicit StopNode(const Variable& v) : Node("stop", {v}) {}
     std::vector<Tensor> backward(const Tensor&) override { return {Tensor()}; }
   };
+  auto stop = [](const Variable& v) { return Variable::from_op(v.tensor().clone(), std::make_shared<StopNode>(v)); };
   Variable x = leaf({3});
-  Variable y = mul(x, x);
-  Variable stopped = Variable::from_op(Tensor::scalar(0, DType::f64), std::make_shared<StopNode>(y));
-  Variable z = mul(y, leaf({1}, false));
-  Variable total = sum(mul(z, leaf({1}, false)));
-  (void)stopped;
-  total.backward();
-  EXPECT_EQ(x.grad().item(), 6);
+  Variable y = mul(x, x);  // 9
+  Variable b = stop(y);    // gets no gradient
+  Variable a = stop(b);    // gets a gradient, passes none to b
+  sum(mul(a, y)).backward();
+  ASSERT_TRUE(x.has_grad());
+  EXPECT_EQ(x.grad().item(), 9 * 6);
 }
 
 TEST(Autograd, FreesSavedBuffersAfterBackward) {
