@@ -126,6 +126,31 @@ unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPe
 
 }  // namespace
 
+namespace {
+
+// Contiguous [B, H, T, D] operands for the fused kernels (ops/flash_attention_cuda.cu).
+FlashArgs contiguous_flash_args(const Tensor& q, const Tensor& k, const Tensor& v) {
+  FlashArgs a;
+  a.q = q.raw_data();
+  a.k = k.raw_data();
+  a.v = v.raw_data();
+  a.B = q.shape()[0];
+  a.H = q.shape()[1];
+  a.T = q.shape()[2];
+  a.D = q.shape()[3];
+  a.in = {a.H * a.T * a.D, a.T * a.D, a.D};
+  return a;
+}
+
+bool aligned16(const Tensor& t) { return gpu::aligned16(t.raw_data()); }
+
+bool takes_flash(const Tensor& q, const Tensor& k, const Tensor& v, int64_t D) {
+  return flash_attention_enabled() && flash_attention_supported(q.dtype(), D) && aligned16(q) && aligned16(k) &&
+         aligned16(v);
+}
+
+}  // namespace
+
 Tensor attention_forward_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, Tensor& lse) {
   const Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const Dims d(q);
@@ -133,6 +158,11 @@ Tensor attention_forward_cuda(const Tensor& q_in, const Tensor& k_in, const Tens
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   lse = Tensor::empty({q.shape()[0], q.shape()[1], d.T}, acc, q.device());
   if (d.heads * d.T == 0) return out;
+  if (takes_flash(q, k, v, d.D)) {
+    const FlashArgs a = contiguous_flash_args(q, k, v);
+    flash_attention_forward_cuda(a, out.raw_data(), a.in, static_cast<float*>(lse.raw_data()), q.device().index);
+    return out;
+  }
   if (d.D == 0) {
     out.fill_(0.0);
     lse.fill_(0.0);  // not used: no gradient flows through an empty head dimension
@@ -178,6 +208,13 @@ void attention_backward_cuda(const Tensor& grad, const Tensor& q_in, const Tenso
   };
   if (d.heads * d.T * d.D == 0) {
     for (Tensor* t : {&dq_c, &dk_c, &dv_c}) t->fill_(0.0);
+    finish();
+    return;
+  }
+  if (takes_flash(q, k, v, d.D) && aligned16(g) && aligned16(o)) {
+    const FlashArgs a = contiguous_flash_args(q, k, v);
+    flash_attention_backward_cuda(a, o.raw_data(), g.raw_data(), a.in, static_cast<const float*>(lse.raw_data()),
+                                  dq_c.raw_data(), dk_c.raw_data(), dv_c.raw_data(), a.in, q.device().index);
     finish();
     return;
   }

@@ -26,4 +26,37 @@ void attention_backward_cuda(const Tensor& grad, const Tensor& q, const Tensor& 
                              const Tensor& lse, Tensor* dq, Tensor* dk, Tensor* dv);
 #endif
 
+// ---- fused (flash) attention on CUDA, bf16: ops/flash_attention_cuda.cu ----
+
+// Element strides of a [B, H, T, D] view whose rows (d = 0..D-1) are contiguous: element
+// (b, h, t, d) sits at b * batch + h * head + t * row + d. Contiguous [B, H, T, D] is
+// {H T D, T D, D}; head h of a [B, T, H D] activation is {T H D, D, H D}.
+struct AttentionLayout {
+  int64_t batch = 0, head = 0, row = 0;
+};
+
+// q, k, v share one layout (three heads-views of one [B, T, 3C] projection, or three
+// contiguous [B, H, T, D] tensors).
+struct FlashArgs {
+  const void *q = nullptr, *k = nullptr, *v = nullptr;
+  AttentionLayout in;
+  int64_t B = 0, H = 0, T = 0, D = 0;
+};
+
+// Whether the fused kernels handle this dtype and head size (bf16; D = 32 or 64).
+inline bool flash_attention_supported(DType dtype, int64_t D) { return dtype == DType::bf16 && (D == 32 || D == 64); }
+
+#ifdef ZTRAIN_WITH_CUDA
+// False when the environment sets ZT_FLASH_ATTENTION=0: every attention then takes the
+// unfused path (cuBLASLt products around a softmax kernel), for A/B timing.
+bool flash_attention_enabled();
+// out (bf16, out_layout) = causal attention; lse [B, H, T] f32 (natural log). Current stream.
+void flash_attention_forward_cuda(const FlashArgs& a, void* out, const AttentionLayout& out_layout, float* lse,
+                                  int device);
+// dq, dk, dv (bf16, grad_layout) from dout (out_layout, like out). Every element of dq, dk, dv is written.
+void flash_attention_backward_cuda(const FlashArgs& a, const void* out, const void* dout,
+                                   const AttentionLayout& out_layout, const float* lse, void* dq, void* dk, void* dv,
+                                   const AttentionLayout& grad_layout, int device);
+#endif
+
 }  // namespace zt::ops

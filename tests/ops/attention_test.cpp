@@ -104,5 +104,42 @@ TEST(CausalAttention, ShapeAndDtypeErrors) {
             "causal_attention: dtype mismatch: q is f32, v is f64");
 }
 
+// causal_self_attention == split, heads, causal_attention, merge, done by hand in f64.
+Tensor self_attention_reference(const Tensor& qkv, int64_t H) {
+  const int64_t B = qkv.size(0), T = qkv.size(1), C = qkv.size(2) / 3, D = C / H;
+  auto heads = [&](int64_t part) {
+    return qkv.to(DType::f64).slice(2, part * C, (part + 1) * C).contiguous().reshape({B, T, H, D}).transpose(1, 2)
+        .contiguous();
+  };
+  Tensor o = reference(heads(0), heads(1), heads(2));  // [B, H, T, D]
+  return o.transpose(1, 2).contiguous().reshape({B, T, C});
+}
+
+TEST(CausalSelfAttention, ReferenceF64AndF32) {
+  for (DType dtype : {DType::f64, DType::f32})
+    for (const Shape& s : {Shape{2, 5, 12}, Shape{1, 67, 48}, Shape{2, 1, 6}}) {
+      const int64_t H = s[2] == 48 ? 4 : 2;
+      Tensor qkv = random(s, dtype);
+      Variable out = ops::causal_self_attention(Variable(qkv), H);
+      EXPECT_EQ(out.shape(), (Shape{s[0], s[1], s[2] / 3}));
+      EXPECT_TRUE(close_rel(out.tensor(), self_attention_reference(qkv, H), dtype == DType::f64 ? 1e-13 : 1e-5))
+          << shape_str(s) << " " << dtype_name(dtype);
+    }
+}
+
+TEST(CausalSelfAttention, GradCheck) {
+  auto f = [](const std::vector<Variable>& in) { return ops::causal_self_attention(in[0], 3); };
+  EXPECT_TRUE(test::gradcheck(f, {random({2, 4, 18}, DType::f64)}));
+}
+
+TEST(CausalSelfAttention, ShapeErrors) {
+  auto err = [](const Shape& s, int64_t H) {
+    return test::error_of([&] { ops::causal_self_attention(Variable(Tensor::zeros(s, DType::f32)), H); });
+  };
+  EXPECT_EQ(err({2, 3, 10}, 1), "causal_self_attention: qkv [2, 3, 10]: expected [B, T, 3C]");
+  EXPECT_EQ(err({2, 3, 12}, 3), "causal_self_attention: n_head 3 does not divide C = 4");
+  EXPECT_EQ(err({2, 3, 12}, 0), "causal_self_attention: n_head 0 does not divide C = 4");
+}
+
 }  // namespace
 }  // namespace zt
