@@ -69,19 +69,18 @@ Gpt::Gpt(const GptConfig& config, Generator& init, Device device) : config_(conf
   }
   ln_f_w_ = params_.add("ln_f.weight", ones({C}), false);
   ln_f_b_ = params_.add("ln_f.bias", zeros({C}), false);
+  std::vector<int64_t> pos(static_cast<size_t>(config_.seq_len));
+  for (size_t t = 0; t < pos.size(); ++t) pos[t] = static_cast<int64_t>(t);
+  positions_ = Tensor::from_vector(pos, {config_.seq_len}, device_);
 }
 
-Variable Gpt::block_forward(const Block& b, const Variable& x, int64_t B, int64_t T, DType compute, bool training,
-                            Generator& gen) const {
-  const int64_t C = config_.d_model, H = config_.n_head, D = C / H;
+Variable Gpt::block_forward(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const {
+  const int64_t H = config_.n_head;
   const double p = config_.dropout;
   auto c = [&](const Variable& w) { return cast(w, compute); };
-  auto heads = [&](const Variable& v) { return ops::transpose(ops::reshape(v, {B, T, H, D}), 1, 2); };
 
   Variable h = ops::layernorm(x, c(b.ln_1_w), c(b.ln_1_b));
-  std::vector<Variable> qkv = ops::split_last(ops::linear(h, c(b.attn_w), c(b.attn_b)), 3);
-  Variable y = ops::causal_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]));  // [B, H, T, D]
-  y = ops::reshape(ops::transpose(y, 1, 2), {B, T, C});
+  Variable y = ops::causal_self_attention(ops::linear(h, c(b.attn_w), c(b.attn_b)), H);  // [B, T, C]
   y = ops::dropout(ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b)), p, gen, training);
   Variable r = ops::add(x, y);
 
@@ -102,17 +101,21 @@ Variable Gpt::forward(const Tensor& ids, DType compute, bool training, Generator
   ZT_CHECK(B >= 1 && T >= 1 && T <= config_.seq_len, "GPT forward: ", T, " tokens per sequence, the model's seq_len is ",
            config_.seq_len);
 
-  std::vector<int64_t> pos(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) pos[static_cast<size_t>(t)] = t;
-  const Tensor positions = Tensor::from_vector(pos, {T}, device_);
+  const Tensor positions = positions_.slice(0, 0, T);
 
-  // Both uses of the tied table see only its real-vocabulary rows: the embedding op then
-  // rejects an id in the padding like any other out-of-range id.
-  Variable wte = leading_rows(cast(wte_, compute), config_.vocab_size);
-  Variable x = ops::add(ops::embedding(wte, Variable(ids)), ops::embedding(cast(wpe_, compute), Variable(positions)));
+  // The tied table, cast once. The lookup sees only its real-vocabulary rows, so the
+  // embedding op rejects an id in the padding like any other out-of-range id.
+  const Variable wte = cast(wte_, compute);
+  const Variable wte_real = leading_rows(wte, config_.vocab_size);
+  Variable x =
+      ops::add(ops::embedding(wte_real, Variable(ids)), ops::embedding(cast(wpe_, compute), Variable(positions)));
   x = ops::dropout(x, config_.dropout, dropout_gen, training);
-  for (const Block& b : blocks_) x = block_forward(b, x, B, T, compute, training, dropout_gen);
+  for (const Block& b : blocks_) x = block_forward(b, x, compute, training, dropout_gen);
   x = ops::layernorm(x, cast(ln_f_w_, compute), cast(ln_f_b_, compute));
+  // The head multiplies by the whole padded table: rows of padded_vocab() elements keep
+  // the logits' leading dimension aligned (cuBLASLt's fast kernels). The loss leaves the
+  // padded columns out (num_classes = vocab_size) and gives them exactly zero gradient, so
+  // the padded rows of wte get none from the head either (nor from the lookup).
   return ops::linear(ops::reshape(x, {B * T, C}), wte);
 }
 

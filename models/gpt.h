@@ -5,12 +5,14 @@
 //   repeat n_layer times (pre-LayerNorm blocks):
 //     x = x + c_proj(attn(c_attn(ln_1(x))))        causal self-attention, fused qkv projection
 //     x = x + c_proj(gelu_tanh(c_fc(ln_2(x))))     MLP of 4x width
-//   logits = ln_f(x) @ wte[0..vocab_size)^T        LM head tied to the token embedding
+//   logits = ln_f(x) @ wte^T                       LM head tied to the token embedding
 //
 // The embedding table has padded_vocab() rows (a multiple of vocab_multiple: 50257 ->
-// 50304). The LM head multiplies by the real-vocabulary rows only, so logits have exactly
-// vocab_size columns: padded entries can never enter the loss or be sampled; the padded
-// rows stay zero and get no gradient.
+// 50304). The LM head multiplies by the whole padded table, so logits have padded_vocab()
+// columns (an aligned leading dimension: the fast GEMM kernels): columns >= vocab_size are
+// padding. Pass num_classes = vocab_size to ops::cross_entropy, which then never reads them
+// and gives them a zero gradient, and sample from the first vocab_size columns only
+// (models/sampling.h). The padded rows stay zero and get exactly zero gradient.
 //
 // Initialisation (GPT-2): every weight N(0, 0.02), the two residual projections of each
 // block N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm gains 1. Parameters are f32; a
@@ -45,9 +47,10 @@ class Gpt {
   // Initialises every parameter from `init` (seeded: same seed, same model) on `device`.
   Gpt(const GptConfig& config, Generator& init, Device device = Device::cpu());
 
-  // ids [B, T] i32/i64, 1 <= T <= seq_len, on the model's device. Returns logits
-  // [B*T, vocab_size] in `compute` dtype (f32 or bf16; f64 for exact tests). Dropout is active when training and
-  // dropout > 0, drawing from `dropout_gen`.
+  // ids [B, T] i32/i64 in [0, vocab_size), 1 <= T <= seq_len, on the model's device. Returns
+  // logits [B*T, padded_vocab()] in `compute` dtype (f32 or bf16; f64 for exact tests); columns
+  // >= vocab_size are padding: pass num_classes = vocab_size to the loss. Dropout is active
+  // when training and dropout > 0, drawing from `dropout_gen`.
   Variable forward(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const;
 
   const GptConfig& config() const { return config_; }
@@ -64,14 +67,14 @@ class Gpt {
     Variable ln_1_w, ln_1_b, attn_w, attn_b, attn_proj_w, attn_proj_b;
     Variable ln_2_w, ln_2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;
   };
-  Variable block_forward(const Block& b, const Variable& x, int64_t B, int64_t T, DType compute, bool training,
-                         Generator& gen) const;
+  Variable block_forward(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const;
 
   GptConfig config_;
   Device device_;
   ParameterRegistry params_;
   Variable wte_, wpe_, ln_f_w_, ln_f_b_;
   std::vector<Block> blocks_;
+  Tensor positions_;  // 0 .. seq_len - 1 on the model's device: no upload per forward
 };
 
 // "124,475,904 (124.48M)"

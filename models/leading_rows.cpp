@@ -1,6 +1,7 @@
 #include "models/leading_rows.h"
 
 #include "framework/autograd/node.h"
+#include "framework/op_range.h"
 
 namespace zt {
 
@@ -11,6 +12,7 @@ class LeadingRowsNode : public Node {
   LeadingRowsNode(const Variable& x) : Node("leading_rows", {x}), full_(x.shape()), dtype_(x.dtype()), device_(x.device()) {}
 
   std::vector<Tensor> backward(const Tensor& grad) override {
+    ZT_OP_RANGE("leading_rows");
     Tensor g = Tensor::zeros(full_, grad.dtype(), device_);
     g.slice(0, 0, grad.size(0)).copy_(grad);  // contiguous slice: one byte copy on any device
     return {g.dtype() == dtype_ ? g : g.to(dtype_)};

@@ -37,4 +37,13 @@ int64_t sample_token(const std::vector<double>& logits, const SamplingOptions& o
   return ids.back();  // rounding left u just above the last weight
 }
 
+std::vector<double> real_vocab_row(const Tensor& logits, int64_t row, int64_t vocab_size) {
+  ZT_CHECK(logits.dim() == 2, "real_vocab_row: logits must be [rows, width], got shape ", shape_str(logits.shape()));
+  ZT_CHECK(row >= 0 && row < logits.size(0), "real_vocab_row: row ", row, " of logits of shape ",
+           shape_str(logits.shape()));
+  ZT_CHECK(vocab_size >= 1 && vocab_size <= logits.size(1), "real_vocab_row: vocab_size ", vocab_size,
+           " does not fit logits of shape ", shape_str(logits.shape()));
+  return logits.select(0, row).slice(0, 0, vocab_size).to_vector<double>();
+}
+
 }  // namespace zt

@@ -1,10 +1,11 @@
 #pragma once
-// Picking the next token from one row of logits (the real vocabulary only: the model never
-// produces padded columns).
+// Picking the next token from one row of logits, over the real vocabulary only: the GPT's
+// logits have padded_vocab() columns, and the ones at or past vocab_size are padding.
 #include <cstdint>
 #include <vector>
 
 #include "framework/random.h"
+#include "framework/tensor.h"
 
 namespace zt {
 
@@ -15,5 +16,9 @@ struct SamplingOptions {
 
 // Ties in argmax and at the top-k boundary go to the lower id. Non-finite logits are an error.
 int64_t sample_token(const std::vector<double>& logits, const SamplingOptions& options, Generator& gen);
+
+// Row `row` of logits [rows, width] (any device and float dtype) as f64 on the host, its first
+// vocab_size columns only: the padded columns are dropped, so they can never be sampled.
+std::vector<double> real_vocab_row(const Tensor& logits, int64_t row, int64_t vocab_size);
 
 }  // namespace zt

@@ -205,6 +205,11 @@ CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_i
   p.vocab_local = x.size(1);
   p.vocab_global = p.vocab_local * ranks;
   p.vocab_offset = p.vocab_local * rank;
+  ZT_CHECK(o.num_classes == -1 || (o.num_classes >= 1 && o.num_classes <= p.vocab_global),
+           "cross_entropy: num_classes must be -1 (every column is a class) or in [1, ", p.vocab_global,
+           "] (the global width: ", p.vocab_local, " columns x ", ranks, " rank", ranks == 1 ? "" : "s",
+           "), got ", o.num_classes);
+  p.num_classes = o.num_classes == -1 ? p.vocab_global : o.num_classes;
   p.label_smoothing = o.label_smoothing;
   p.z_loss_weight = o.z_loss_weight;
   p.ignore_index = o.ignore_index;
@@ -212,7 +217,7 @@ CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_i
   // On the host the check is cheap and happens before anything is written (the logits may
   // be the gradient buffer); on CUDA the kernels raise a flag that check() reads later.
   if (device.is_cpu()) {
-    const std::string msg = bad_target_message(targets.to_vector<int64_t>(), p.vocab_global, p.ignore_index);
+    const std::string msg = bad_target_message(targets.to_vector<int64_t>(), p.classes(), p.ignore_index);
     ZT_CHECK(msg.empty(), msg);
   }
 
@@ -250,7 +255,7 @@ CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_i
 
   result.lse = out.lse;
   result.z_loss = out.z_row;
-  result.target_check = {out.bad_target, targets, p.vocab_global, p.ignore_index};
+  result.target_check = {out.bad_target, targets, p.classes(), p.ignore_index};
   if (with_grad) {
     result.loss = Variable::from_op(loss, std::make_shared<CrossEntropyNode>(logits, out.grad, o.reduction));
   } else {

@@ -32,6 +32,13 @@ struct CrossEntropyOptions {
   // Write the gradient into the logits buffer (no extra N x V memory). The logits tensor
   // holds the gradient afterwards; don't read it as logits again.
   bool inplace_grad = true;
+  // The global number of real classes V; -1: every column is a class. Global columns at
+  // or past it are padding (a vocabulary padded to a multiple of 64 for aligned matmuls,
+  // e.g. GPT-2's 50257 -> 50304): they are never read, take no part in the max, lse or the
+  // smoothing sum (which divides by V = num_classes), and their gradient is exactly 0
+  // (written in place too). Under a vocab-parallel group the padding may cover part of the
+  // last rank's shard or whole shards. Must be in [1, global width]; targets in [0, V).
+  int64_t num_classes = -1;
 };
 
 // Everything but `loss` is for logging and carries no gradient. All are tensors on the
@@ -57,7 +64,8 @@ struct CrossEntropyResult {
   } target_check;
 };
 
-// logits [N, V_local] f32/bf16/f64 on CPU or CUDA; targets [N] i32/i64 (global ids).
+// logits [N, V_local] f32/bf16/f64 on CPU or CUDA (V_local * ranks = the global width,
+// >= num_classes); targets [N] i32/i64 (global ids).
 CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets,
                                  const CrossEntropyOptions& options = {});
 

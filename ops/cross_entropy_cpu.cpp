@@ -8,7 +8,9 @@
 // A row of 50304 f32 logits is 197 KiB and stays in the core's L2 between sweeps, so memory
 // sees one read of the logits and one write of the gradient. e_j goes straight into the
 // gradient row when the gradient is f32 (in place or not), so exp runs once per element;
-// bf16 rows keep e_j in a per-thread f32 row instead.
+// bf16 rows keep e_j in a per-thread f32 row instead. With num_classes the sweeps cover a
+// row's real-class prefix only; the padded columns are never read and their gradient is
+// filled with zeros.
 //
 // Accumulation is f32 for f32/bf16 logits (explicit SIMD lanes) and f64 for f64 (scalar,
 // std::exp: f64 is the reference dtype, not the fast one). Per-row scalars (lse, the loss
@@ -258,13 +260,14 @@ ZT_INLINE RowTerms row_terms(double m, double d, double x_y, double sum_x, const
   const double e = p.label_smoothing;
   r.ce = r.lse - (1 - e) * x_y;
   // Without smoothing the term is absent, not 0 * sum: a masked (-inf) logit would make it NaN.
-  if (e != 0) r.ce -= (e / static_cast<double>(p.vocab_global)) * sum_x;
+  if (e != 0) r.ce -= (e / static_cast<double>(p.classes())) * sum_x;
   r.z_row = p.z_loss_weight * r.lse * r.lse;
   return r;
 }
 
-// Loss terms of one row with the whole vocabulary, and its gradient (when g) scaled by
-// `scale`. scratch: a row of f32 for bf16 gradients.
+// Loss terms of one row over its v real-class columns, and their gradient (when g) scaled
+// by `scale` (the caller zeroes the padded columns past v). scratch: a row of f32 for bf16
+// gradients.
 template <class T, int W>
 ZT_INLINE RowTerms fused_row(const T* x, T* g, float* scratch, int64_t v, int64_t y, const Params& p,
                              double scale, const T* next) {
@@ -281,7 +284,7 @@ ZT_INLINE RowTerms fused_row(const T* x, T* g, float* scratch, int64_t v, int64_
   const RowTerms r = row_terms(m, d, x_y, s, p);
   if (g) {
     const double c = scale * (1 + 2 * p.z_loss_weight * r.lse) / d;
-    const double b = scale * p.label_smoothing / static_cast<double>(p.vocab_global);
+    const double b = scale * p.label_smoothing / static_cast<double>(p.classes());
     write_grad<T, W>(e, g, v, static_cast<A>(c), static_cast<A>(b));
     // The target column: p_y (1 + 2 z lse) - (1 - e) - e/V, the z term additive.
     const A e_y = exp_nonpositive(static_cast<A>(x_y - m));
@@ -304,13 +307,13 @@ ZT_INLINE void stats_row(const T* x, int64_t v, int64_t y_local, acc_t<T>* out, 
   out[3] = s;
 }
 
-// This shard's gradient row from the global lse.
+// This shard's gradient row (its v real-class columns) from the global lse.
 template <class T, int W>
 ZT_INLINE void finish_row(const T* x, T* g, int64_t v, int64_t y_local, double lse, const Params& p, double scale,
                           const T* next) {
   using A = acc_t<T>;
   const double c = scale * (1 + 2 * p.z_loss_weight * lse);
-  const double b = scale * p.label_smoothing / static_cast<double>(p.vocab_global);
+  const double b = scale * p.label_smoothing / static_cast<double>(p.classes());
   const bool owns_y = y_local >= 0 && y_local < v;
   const A x_y = owns_y ? widen<A>(x[y_local]) : A(0);  // read before x may be overwritten
   write_grad_from_logits<T, W>(x, g, v, static_cast<A>(lse), static_cast<A>(c), static_cast<A>(b), next);
@@ -386,7 +389,7 @@ RowFns<T> row_fns() {
 enum class RowKind { normal, ignored, bad };
 RowKind classify(int64_t y, const Params& p) {
   if (y == p.ignore_index) return RowKind::ignored;
-  if (y < 0 || y >= p.vocab_global) return RowKind::bad;
+  if (y < 0 || y >= p.classes()) return RowKind::bad;
   return RowKind::normal;
 }
 
@@ -410,6 +413,12 @@ void write_special_row(RowKind kind, int64_t i, int64_t v, Outputs& out, T* g) {
   if (g) std::fill(g, g + v, narrow<T>(A(0)));
 }
 
+// The padded columns [from, to) of a gradient row: exactly 0.
+template <class T>
+void zero_padding(T* g, int64_t from, int64_t to) {
+  if (g && from < to) std::fill(g + from, g + to, narrow<T>(acc_t<T>(0)));
+}
+
 template <class T>
 void write_row_terms(const RowTerms& r, int64_t i, Outputs& out) {
   using A = acc_t<T>;
@@ -422,7 +431,7 @@ template <class T>
 void fused_typed(const Tensor& logits, const Tensor& targets, const Params& p, Outputs& out) {
   using A = acc_t<T>;
   const std::vector<int64_t> tg = host_targets(targets);
-  const int64_t n = p.rows, v = p.vocab_local;
+  const int64_t n = p.rows, v = p.vocab_local, valid = p.valid_local();  // row stride, real classes
   const T* x_all = logits.data<T>();
   const bool with_grad = out.grad.defined();
   T* g_all = with_grad ? out.grad.data<T>() : nullptr;
@@ -444,7 +453,8 @@ void fused_typed(const Tensor& logits, const Tensor& targets, const Params& p, O
         continue;
       }
       const T* next = i + 1 < n ? x_all + (i + 1) * v : nullptr;
-      write_row_terms<T>(fns.fused(x_all + i * v, g, scratch.data(), v, tg[i], p, scale, next), i, out);
+      write_row_terms<T>(fns.fused(x_all + i * v, g, scratch.data(), valid, tg[i], p, scale, next), i, out);
+      zero_padding(g, valid, v);
     }
   }
   if (out.bad_target.defined() && bad) out.bad_target.fill_(1);
@@ -454,7 +464,7 @@ template <class T>
 void local_stats_typed(const Tensor& logits, const Tensor& targets, const Params& p, Tensor& stats) {
   using A = acc_t<T>;
   const std::vector<int64_t> tg = host_targets(targets);
-  const int64_t n = p.rows, v = p.vocab_local;
+  const int64_t n = p.rows, v = p.vocab_local, valid = p.valid_local();
   ZT_CHECK(stats.dtype() == dtype_of<A>::value && stats.numel() == 4 * n && stats.is_contiguous(),
            "cross_entropy local_stats: stats must be [", n, ", 4] ", dtype_name(dtype_of<A>::value));
   const T* x_all = logits.data<T>();
@@ -466,7 +476,8 @@ void local_stats_typed(const Tensor& logits, const Tensor& targets, const Params
       std::fill(st + 4 * i, st + 4 * i + 4, A(0));
       continue;
     }
-    fns.stats(x_all + i * v, v, tg[i] - p.vocab_offset, st + 4 * i, i + 1 < n ? x_all + (i + 1) * v : nullptr);
+    // Over the real-class columns only: a shard of padding only gives {-inf, 0, 0, 0}.
+    fns.stats(x_all + i * v, valid, tg[i] - p.vocab_offset, st + 4 * i, i + 1 < n ? x_all + (i + 1) * v : nullptr);
   }
 }
 
@@ -475,7 +486,7 @@ void finish_typed(const Tensor& logits, const Tensor& targets, const Tensor& gat
                   Outputs& out) {
   using A = acc_t<T>;
   const std::vector<int64_t> tg = host_targets(targets);
-  const int64_t n = p.rows, v = p.vocab_local;
+  const int64_t n = p.rows, v = p.vocab_local, valid = p.valid_local();
   ZT_CHECK(gathered.dim() == 3 && gathered.size(1) == n && gathered.size(2) == 4 && gathered.is_contiguous() &&
                gathered.dtype() == dtype_of<A>::value,
            "cross_entropy finish: gathered stats of shape ", shape_str(gathered.shape()), " ",
@@ -510,7 +521,11 @@ void finish_typed(const Tensor& logits, const Tensor& targets, const Tensor& gat
     }
     const RowTerms rt = row_terms(m, d, x_y, sum_x, p);
     write_row_terms<T>(rt, i, out);
-    if (g) fns.finish(x_all + i * v, g, v, tg[i] - p.vocab_offset, rt.lse, p, scale, i + 1 < n ? x_all + (i + 1) * v : nullptr);
+    if (g) {
+      fns.finish(x_all + i * v, g, valid, tg[i] - p.vocab_offset, rt.lse, p, scale,
+                 i + 1 < n ? x_all + (i + 1) * v : nullptr);
+      zero_padding(g, valid, v);
+    }
   }
   if (out.bad_target.defined() && bad) out.bad_target.fill_(1);
 }

@@ -13,6 +13,11 @@
 // SM); see pick_cluster(). The grid is persistent (as many clusters as fit at once), each
 // cluster looping over rows.
 //
+// Padded rows (num_classes < the width): only the real-class prefix is loaded and sliced
+// over the cluster (rounded up to whole vectors; the one vector shared by the last classes
+// and the first padding columns is masked element by element, by one thread), and the
+// padded tail of the gradient is zero-filled with 16-byte stores, never read.
+//
 // Everything else (f64 logits, rows not 16-byte aligned, rows under 4 KiB or over 896 KiB)
 // runs rowwise_kernel<fused>: a CTA per row, online statistics from global memory, then a
 // second read for the gradient (mostly from L2). Vocab-parallel: rowwise_kernel<local_stats>
@@ -294,10 +299,13 @@ struct FusedArgs {
   float* z_row;
   int* bad_target;
   const float* grad_scale;
-  int64_t rows, vocab, ignore_index;
+  int64_t rows;
+  int64_t width;    // elements per row (the row stride), padding included
+  int64_t classes;  // real classes: columns >= classes are padding, never read, gradient 0
+  int64_t ignore_index;
   float smoothing, z;
-  int64_t row_vecs;  // 16-byte vectors per row
-  int slice_vecs;    // vectors per CTA slice (the last CTA's may be shorter)
+  int64_t row_vecs;  // 16-byte vectors per row (width)
+  int slice_vecs;    // vectors of the real-class prefix per CTA slice (the last CTA's may be shorter)
   int stages;        // bulk copies per slice
   bool push;         // exchange: remote stores onto an mbarrier (true) or a cluster barrier
 };
@@ -393,10 +401,18 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) fused_cluster_kernel(
   const int64_t clusters = gridDim.x / csize;
   const int tid = threadIdx.x;
 
-  // This CTA's slice: vectors [begin, begin + nvec) of each row, copied in `stages` pieces.
+  // Only the real-class prefix of a row is loaded: valid_vecs vectors, the last of which
+  // may hold the last classes and the first padding columns. This CTA's slice: vectors
+  // [begin, begin + nvec) of the prefix, copied in `stages` pieces; its first nfull are
+  // real classes throughout, and when nfull < nvec vector nfull holds tail_elems classes.
+  const int64_t valid_vecs = (a.classes + kVec - 1) / kVec;
   const int64_t begin = static_cast<int64_t>(crank) * a.slice_vecs;
-  const int64_t left = a.row_vecs - begin;
+  const int64_t left = valid_vecs - begin;
   const int nvec = left <= 0 ? 0 : static_cast<int>(left < a.slice_vecs ? left : int64_t{a.slice_vecs});
+  const int64_t full_left = a.classes / kVec - begin;
+  const int nfull = full_left <= 0 ? 0 : static_cast<int>(full_left < nvec ? full_left : int64_t{nvec});
+  const bool has_partial = nfull < nvec;
+  const int tail_elems = static_cast<int>(a.classes - (begin + nfull) * kVec);  // when has_partial
   const int stage_vecs = (nvec + a.stages - 1) / a.stages;
 
   if (tid == 0) {
@@ -413,22 +429,31 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) fused_cluster_kernel(
   T* grad = static_cast<T*>(a.grad);
   const Tgt* targets = static_cast<const Tgt*>(a.targets);
   const float scale = grad ? *a.grad_scale : 0.f;
-  const float vocab = static_cast<float>(a.vocab);
+  const float vocab = static_cast<float>(a.classes);
   uint32_t parity = 0;        // phase of the stage barriers: flips with every row loaded
   uint32_t exchange = 0;      // rows exchanged through the cluster: picks the slot
   uint32_t inbox_parity = 0;  // bit b: phase of inbox barrier b
 
   for (int64_t row = cluster_id; row < a.rows; row += clusters) {
     const int64_t target = static_cast<int64_t>(targets[row]);
-    const uint4* src = reinterpret_cast<const uint4*>(logits + row * a.vocab) + begin;
-    uint4* dst = grad ? reinterpret_cast<uint4*>(grad + row * a.vocab) + begin : nullptr;
+    const uint4* src = reinterpret_cast<const uint4*>(logits + row * a.width) + begin;
+    uint4* dst_row = grad ? reinterpret_cast<uint4*>(grad + row * a.width) : nullptr;
+    uint4* dst = grad ? dst_row + begin : nullptr;
+    // The padded vectors past the prefix get a zero gradient, shared out over the cluster.
+    auto zero_padding = [&] {
+      for (int64_t v = valid_vecs + static_cast<int64_t>(crank) * THREADS + tid; v < a.row_vecs;
+           v += static_cast<int64_t>(csize) * THREADS)
+        dst_row[v] = make_uint4(0, 0, 0, 0);
+    };
 
     // Ignored rows and out-of-range targets (as on the CPU): zero gradient, no load; the
     // outputs are 0, or NaN with the flag raised. The same branch in every CTA of the cluster.
     const bool ignored = target == a.ignore_index;
-    if (ignored || target < 0 || target >= a.vocab) {
-      if (dst)
+    if (ignored || target < 0 || target >= a.classes) {
+      if (dst) {
         for (int v = tid; v < nvec; v += THREADS) dst[v] = make_uint4(0, 0, 0, 0);
+        zero_padding();
+      }
       if (crank == 0 && tid == 0) {
         a.row_loss[row] = a.lse[row] = a.z_row[row] = ignored ? 0.f : NAN;
         if (!ignored) *a.bad_target = 1;
@@ -455,15 +480,16 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) fused_cluster_kernel(
       const int lo = s * stage_vecs, hi = min(nvec, lo + stage_vecs);
       if (hi <= lo) break;
       mbar_wait(&bars[s], parity);
+      const int hi_full = min(hi, nfull);
       int v = lo + tid;
-      for (; v + THREADS < hi; v += 2 * THREADS) {
+      for (; v + THREADS < hi_full; v += 2 * THREADS) {
         float x[kVec], y[kVec];
         unpack<T>(buf[v], x);
         unpack<T>(buf[v + THREADS], y);
 #pragma unroll
         for (int i = 0; i < kVec; ++i) m0 = fmaxf(m0, x[i]), m1 = fmaxf(m1, y[i]);
       }
-      if (v < hi) {
+      if (v < hi_full) {
         float x[kVec];
         unpack<T>(buf[v], x);
 #pragma unroll
@@ -471,13 +497,22 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) fused_cluster_kernel(
       }
     }
     parity ^= 1;
+    // The vector shared by the last classes and the padding: its classes only (thread 0
+    // waited for every stage).
+    if (has_partial && tid == 0) {
+      float x[kVec];
+      unpack<T>(buf[nfull], x);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i)
+        if (i < tail_elems) m0 = fmaxf(m0, x[i]);
+    }
     const float m = fmaxf(m0, m1);
     Stats<float> st{m, 0.f, 0.f, 0.f};
     if (m > -INFINITY) {
       const float ref = Exp<float>::ref(m);
       float d0 = 0.f, d1 = 0.f, s0 = 0.f, s1 = 0.f;
       for (int s = 0; s < a.stages; ++s) {
-        const int lo = s * stage_vecs, hi = min(nvec, lo + stage_vecs);
+        const int lo = s * stage_vecs, hi = min(nfull, lo + stage_vecs);
         int v = lo + tid;
         for (; v + THREADS < hi; v += 2 * THREADS) {
           float x[kVec], y[kVec];
@@ -500,6 +535,16 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) fused_cluster_kernel(
             s0 += x[i];
           }
         }
+      }
+      if (has_partial && tid == 0) {
+        float x[kVec];
+        unpack<T>(buf[nfull], x);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i)
+          if (i < tail_elems) {
+            d0 += Exp<float>::of(x[i], ref);
+            s0 += x[i];
+          }
       }
       st.d = d0 + d1;
       st.s = s0 + s1;
@@ -546,13 +591,13 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) fused_cluster_kernel(
       a.z_row[row] = r.z_row;
     }
 
-    // 4. Gradient of the slice, from shared memory, 16-byte stores.
+    // 4. Gradient of the slice, from shared memory, 16-byte stores; 0 at padding columns.
     if (dst) {
-      auto grad_vec = [&](int v) {
+      auto grad_vec = [&](int v, int classes_in_vec) {
         float x[kVec];
         unpack<T>(buf[v], x);
 #pragma unroll
-        for (int i = 0; i < kVec; ++i) x[i] = grad_of(x[i], r);
+        for (int i = 0; i < kVec; ++i) x[i] = i < classes_in_vec ? grad_of(x[i], r) : 0.f;
         const int64_t k = t_local - static_cast<int64_t>(v) * kVec;
         if (static_cast<uint64_t>(k) < static_cast<uint64_t>(kVec)) {
 #pragma unroll
@@ -562,11 +607,13 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) fused_cluster_kernel(
         dst[v] = pack<T>(x);
       };
       int v = tid;
-      for (; v + THREADS < nvec; v += 2 * THREADS) {
-        grad_vec(v);
-        grad_vec(v + THREADS);
+      for (; v + THREADS < nfull; v += 2 * THREADS) {
+        grad_vec(v, kVec);
+        grad_vec(v + THREADS, kVec);
       }
-      if (v < nvec) grad_vec(v);
+      if (v < nfull) grad_vec(v, kVec);
+      if (has_partial && tid == 0) grad_vec(nfull, tail_elems);
+      zero_padding();
     }
     __syncthreads();  // buffer and scratch free for the next row
   }
@@ -578,13 +625,16 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) fused_cluster_kernel(
 // Row-per-CTA kernels on global memory: fallback fused, vocab-parallel stats and finish
 // ------------------------------------------------------------------------------------------
 
-// Per-thread online statistics over columns [0, n) of a row (no x_y).
+// Per-thread online statistics over columns [0, n) of a row (no x_y). VEC: 16-byte
+// vectors, then the columns of a last, partial vector (n need not be a multiple of it).
 template <class T, int THREADS, bool VEC>
 __device__ __forceinline__ Stats<typename Elem<T>::Acc> thread_stats(const T* row, int64_t n) {
   using A = typename Elem<T>::Acc;
   constexpr int kVec = Elem<T>::kVec;
   A m = -std::numeric_limits<A>::infinity(), d = 0, s = 0;
+  int64_t scalar_from = 0;
   if constexpr (VEC) {
+    scalar_from = n / kVec * kVec;
     const uint4* rv = reinterpret_cast<const uint4*>(row);
     for (int64_t v = threadIdx.x; v < n / kVec; v += THREADS) {
       A x[kVec];
@@ -603,28 +653,30 @@ __device__ __forceinline__ Stats<typename Elem<T>::Acc> thread_stats(const T* ro
 #pragma unroll
       for (int i = 0; i < kVec; ++i) d += Exp<A>::of(x[i], ref);
     }
-  } else {
-    for (int64_t j = threadIdx.x; j < n; j += THREADS) {
-      const A x = to_acc(row[j]);
-      if (x > m) {
-        d = (m == -std::numeric_limits<A>::infinity() ? A(0) : d * Exp<A>::diff(m, x)) + A(1);
-        m = x;
-      } else if (m > -std::numeric_limits<A>::infinity()) {
-        d += Exp<A>::diff(x, m);
-      }
-      s += x;
+  }
+  for (int64_t j = scalar_from + threadIdx.x; j < n; j += THREADS) {
+    const A x = to_acc(row[j]);
+    if (x > m) {
+      d = (m == -std::numeric_limits<A>::infinity() ? A(0) : d * Exp<A>::diff(m, x)) + A(1);
+      m = x;
+    } else if (m > -std::numeric_limits<A>::infinity()) {
+      d += Exp<A>::diff(x, m);
     }
+    s += x;
   }
   return {m, d, s, A(0)};
 }
 
 // Writes the gradient of columns [0, n) of a row; t_local is the target's column or outside.
+// VEC: whole vectors, then the columns of a last, partial vector one by one.
 template <class T, int THREADS, bool VEC>
 __device__ __forceinline__ void write_grad(const T* x_row, T* g_row, int64_t n, int64_t t_local,
                                            const RowTerms<typename Elem<T>::Acc>& r) {
   using A = typename Elem<T>::Acc;
   constexpr int kVec = Elem<T>::kVec;
+  int64_t scalar_from = 0;
   if constexpr (VEC) {
+    scalar_from = n / kVec * kVec;
     const uint4* xv = reinterpret_cast<const uint4*>(x_row);
     uint4* gv = reinterpret_cast<uint4*>(g_row);
     for (int64_t v = threadIdx.x; v < n / kVec; v += THREADS) {
@@ -640,22 +692,28 @@ __device__ __forceinline__ void write_grad(const T* x_row, T* g_row, int64_t n, 
       }
       gv[v] = pack<T>(x);
     }
-  } else {
-    for (int64_t j = threadIdx.x; j < n; j += THREADS) {
-      A g = grad_of(to_acc(x_row[j]), r);
-      if (j == t_local) g += r.at_target;
-      g_row[j] = from_acc<T>(g);
-    }
+  }
+  for (int64_t j = scalar_from + threadIdx.x; j < n; j += THREADS) {
+    A g = grad_of(to_acc(x_row[j]), r);
+    if (j == t_local) g += r.at_target;
+    g_row[j] = from_acc<T>(g);
   }
 }
 
+// Zeros columns [from, to) of a gradient row (an ignored row, or the padding past the real
+// classes). VEC: the row is 16-byte aligned and `to` ends a vector; columns before the first
+// whole vector are written one by one.
 template <class T, int THREADS, bool VEC>
-__device__ __forceinline__ void zero_row(T* g_row, int64_t n) {
+__device__ __forceinline__ void zero_cols(T* g_row, int64_t from, int64_t to) {
+  const T zero = from_acc<T>(typename Elem<T>::Acc(0));
   if constexpr (VEC) {
+    constexpr int kVec = Elem<T>::kVec;
+    const int64_t first_vec = (from + kVec - 1) / kVec;
+    for (int64_t j = from + threadIdx.x; j < first_vec * kVec && j < to; j += THREADS) g_row[j] = zero;
     uint4* gv = reinterpret_cast<uint4*>(g_row);
-    for (int64_t v = threadIdx.x; v < n / Elem<T>::kVec; v += THREADS) gv[v] = make_uint4(0, 0, 0, 0);
+    for (int64_t v = first_vec + threadIdx.x; v < to / kVec; v += THREADS) gv[v] = make_uint4(0, 0, 0, 0);
   } else {
-    for (int64_t j = threadIdx.x; j < n; j += THREADS) g_row[j] = from_acc<T>(typename Elem<T>::Acc(0));
+    for (int64_t j = from + threadIdx.x; j < to; j += THREADS) g_row[j] = zero;
   }
 }
 
@@ -673,6 +731,8 @@ struct RowArgs {
   const A* gathered;  // finish: [P, rows, 4]
   A* stats;           // local_stats: [rows, 4]
   int64_t rows, vocab_local, vocab_global, vocab_offset, ignore_index;
+  int64_t classes;      // V: global columns >= classes are padding; targets must lie below it
+  int64_t valid_local;  // this shard's leading real-class columns (the rest of a row is padding)
   int ranks;
   A smoothing, z;
 };
@@ -690,14 +750,14 @@ __global__ void __launch_bounds__(THREADS) rowwise_kernel(const RowArgs<T> a) {
     const T* x_row = a.logits + row * a.vocab_local;
     T* g_row = a.grad ? a.grad + row * a.vocab_local : nullptr;
     const int64_t t_local = target - a.vocab_offset;
-    const bool owns_target = t_local >= 0 && t_local < a.vocab_local;
+    const bool owns_target = t_local >= 0 && t_local < a.valid_local;
     const bool ignored = target == a.ignore_index;
-    if (ignored || target < 0 || target >= a.vocab_global) {  // as in the fast kernel
+    if (ignored || target < 0 || target >= a.classes) {  // as in the fast kernel
       if constexpr (K == RowKernel::local_stats) {
         if (threadIdx.x == 0)
           for (int c = 0; c < 4; ++c) a.stats[row * 4 + c] = A(0);
       } else {
-        if (g_row) zero_row<T, THREADS, VEC>(g_row, a.vocab_local);
+        if (g_row) zero_cols<T, THREADS, VEC>(g_row, 0, a.vocab_local);
         if (threadIdx.x == 0) {
           a.row_loss[row] = a.lse[row] = a.z_row[row] = ignored ? A(0) : std::numeric_limits<A>::quiet_NaN();
           if (!ignored) *a.bad_target = 1;
@@ -715,7 +775,7 @@ __global__ void __launch_bounds__(THREADS) rowwise_kernel(const RowArgs<T> a) {
         st = combine(st, Stats<A>{g[0], g[1], g[3], g[2]});
       }
     } else {
-      st = thread_stats<T, THREADS, VEC>(x_row, a.vocab_local);
+      st = thread_stats<T, THREADS, VEC>(x_row, a.valid_local);  // padding: never read
       if (threadIdx.x == 0 && owns_target) st.xy = to_acc(x_row[t_local]);
       st = block_reduce<THREADS>(st, scratch);
     }
@@ -726,13 +786,16 @@ __global__ void __launch_bounds__(THREADS) rowwise_kernel(const RowArgs<T> a) {
         out[0] = st.m, out[1] = st.d, out[2] = st.xy, out[3] = st.s;
       }
     } else {
-      const RowTerms<A> r = row_terms<A>(st, static_cast<A>(a.vocab_global), a.smoothing, a.z, scale);
+      const RowTerms<A> r = row_terms<A>(st, static_cast<A>(a.classes), a.smoothing, a.z, scale);
       if (threadIdx.x == 0) {
         a.row_loss[row] = r.row_loss;
         a.lse[row] = r.lse;
         a.z_row[row] = r.z_row;
       }
-      if (g_row) write_grad<T, THREADS, VEC>(x_row, g_row, a.vocab_local, owns_target ? t_local : -1, r);
+      if (g_row) {
+        write_grad<T, THREADS, VEC>(x_row, g_row, a.valid_local, owns_target ? t_local : -1, r);
+        zero_cols<T, THREADS, VEC>(g_row, a.valid_local, a.vocab_local);
+      }
     }
     __syncthreads();  // scratch reuse
   }
@@ -845,6 +908,8 @@ RowArgs<typename device_of<T>::type> row_args(const Tensor& logits, const Tensor
   a.vocab_local = p.vocab_local;
   a.vocab_global = p.vocab_global;
   a.vocab_offset = p.vocab_offset;
+  a.classes = p.classes();
+  a.valid_local = p.valid_local();
   a.ignore_index = p.ignore_index;
   a.smoothing = static_cast<A>(p.label_smoothing);
   a.z = static_cast<A>(p.z_loss_weight);
@@ -894,16 +959,17 @@ int pick_cluster(int64_t row_vecs) {
   return 0;
 }
 
+// classes: the real-class prefix of each row, the part that is loaded and sliced (the row
+// itself, padding included, must be whole vectors).
 template <class T>
-FastConfig fast_config(const Tensor& logits, const Tensor& grad) {
+FastConfig fast_config(const Tensor& logits, const Tensor& grad, int64_t classes) {
   FastConfig c;
   if constexpr (std::is_same_v<T, double>) {
     return c;
   } else {
-    const int64_t vocab = logits.size(1);
-    const size_t row_bytes = static_cast<size_t>(vocab) * sizeof(T);
+    const size_t row_bytes = static_cast<size_t>(classes) * sizeof(T);
     if (force_rowwise() || !rows_vectorizable<T>(logits, grad) || row_bytes < kMinFastRow) return c;
-    const int64_t row_vecs = static_cast<int64_t>(row_bytes / 16);
+    const int64_t row_vecs = static_cast<int64_t>((row_bytes + 15) / 16);
     int cluster = env_int("ZT_XENT_CLUSTER", 0);
     if (cluster == 0) {
       cluster = pick_cluster(row_vecs);
@@ -1042,7 +1108,7 @@ void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Ou
     using D = typename device_of<T>::type;
     dispatch_targets(targets.dtype(), [&](auto ttag) {
       using Tgt = decltype(ttag);
-      const FastConfig c = fast_config<T>(logits, out.grad);
+      const FastConfig c = fast_config<T>(logits, out.grad, p.classes());
       if constexpr (!std::is_same_v<T, double>) {
         if (c.cluster > 0) {
           FusedArgs a{};
@@ -1055,7 +1121,8 @@ void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Ou
           a.bad_target = static_cast<int*>(out.bad_target.raw_data());
           a.grad_scale = out.grad.defined() ? static_cast<const float*>(out.grad_scale.raw_data()) : nullptr;
           a.rows = p.rows;
-          a.vocab = p.vocab_global;
+          a.width = p.vocab_local;
+          a.classes = p.classes();
           a.ignore_index = p.ignore_index;
           a.smoothing = static_cast<float>(p.label_smoothing);
           a.z = static_cast<float>(p.z_loss_weight);

@@ -9,6 +9,8 @@
 // d_r = sum of exp(x - m_r), x_y if the target is in this shard else 0, s_r = sum of local x}.
 // finish() combines the P gathered rows: m = max m_r, d = sum d_r exp(m_r - m), lse = m + log d,
 // x_y = sum of the x_y column (one owner), S = sum s_r; then writes loss rows and the gradient.
+// "Local x" is the shard's columns below num_classes: a shard that is all padding sends
+// {-inf, 0, 0, 0}, which the combination above leaves out.
 #include <cstdint>
 
 #include "framework/tensor.h"
@@ -17,12 +19,23 @@ namespace zt::ops::xent {
 
 struct Params {
   int64_t rows = 0;
-  int64_t vocab_local = 0;   // columns in this shard
-  int64_t vocab_global = 0;  // V: every smoothing term uses the global vocabulary
+  int64_t vocab_local = 0;   // columns in this shard (the row stride of logits and gradient)
+  int64_t vocab_global = 0;  // columns of all shards together (the padded width)
   int64_t vocab_offset = 0;  // global id of this shard's first column
+  // Real classes: global columns >= num_classes are padding (no part in max, lse or the
+  // smoothing sum; gradient exactly 0). -1: every column is a class.
+  int64_t num_classes = -1;
   double label_smoothing = 0;
   double z_loss_weight = 0;
   int64_t ignore_index = -100;
+
+  // V of the math: the smoothing term divides by it, targets must lie in [0, V).
+  int64_t classes() const { return num_classes < 0 ? vocab_global : num_classes; }
+  // This shard's leading columns that are real classes (the rest of its row is padding).
+  int64_t valid_local() const {
+    const int64_t v = classes() - vocab_offset;
+    return v < 0 ? 0 : v > vocab_local ? vocab_local : v;
+  }
 };
 
 // Outputs, preallocated by the caller on the logits' device:
@@ -33,6 +46,7 @@ struct Params {
 //                 forward only. The gradient is of sum_rows(row_loss) * grad_scale where
 //                 grad_scale is the scalar tensor below (device-resident: 1/count for mean,
 //                 computed on the device without a host sync; 1 for sum and none).
+//                 Columns at or past valid_local() are padding: their gradient is 0.
 //   bad_target    [] i32 flag set to 1 when a non-ignored target lies outside [0, V)
 //                 (the loss rows of such targets are NaN; the caller checks the flag
 //                 when the loss is read).

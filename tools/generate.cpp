@@ -72,7 +72,8 @@ int main(int argc, char** argv) {
       std::vector<int64_t> ctx(ids.begin() + start, ids.end());
       const zt::Tensor input = zt::Tensor::from_vector(ctx, {1, n - start}, device);
       const zt::Variable logits = model.forward(input, zt::DType::f32, /*training=*/false, dropout_unused);
-      const std::vector<double> last = logits.tensor().select(0, n - start - 1).to_vector<double>();
+      // The last position's logits over the real vocabulary (the padded columns dropped).
+      const std::vector<double> last = zt::real_vocab_row(logits.tensor(), n - start - 1, cfg.model.vocab_size);
       const auto next = static_cast<int32_t>(zt::sample_token(last, so, gen));
       if (stop_at_eot && next == tok.eot_id()) break;
       ids.push_back(next);

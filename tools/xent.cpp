@@ -1,8 +1,10 @@
 // xent: golden-file front end to ops::cross_entropy.
 //
 //   xent --logits L.npy --targets T.npy [--label-smoothing E] [--z-loss-weight Z]
-//        [--ignore-index I] [--reduction mean|sum|none] [--tp P] [--device cpu|cuda]
-//        [--dtype f32|bf16|f64] --out DIR
+//        [--ignore-index I] [--reduction mean|sum|none] [--num-classes C] [--tp P]
+//        [--device cpu|cuda] [--dtype f32|bf16|f64] --out DIR
+//
+// --num-classes C: the logits' columns >= C are padding (left out of the loss, gradient 0).
 //
 // Writes DIR/loss.npy (scalar, or [N] for none), DIR/grad.npy ([N, V]: gradient of the
 // returned loss w.r.t. the logits, seed 1, i.e. ones for none), DIR/lse.npy and
@@ -35,6 +37,7 @@ struct Args {
   std::string logits, targets, out;
   double label_smoothing = 0, z_loss_weight = 0;
   int64_t ignore_index = -100;
+  int64_t num_classes = -1;  // -1: every column is a class
   std::string reduction = "mean", device = "cpu", dtype = "f32";
   int tp = 1;
   bool worker = false;  // set on the ranks that --tp starts
@@ -57,6 +60,8 @@ Inputs load_inputs(const Args& a) {
            " (expected [", in.logits.size(0), "])");
   ZT_CHECK(in.logits.size(1) % a.tp == 0, "vocabulary of ", in.logits.size(1), " columns is not divisible by --tp ",
            a.tp);
+  ZT_CHECK(a.num_classes == -1 || (a.num_classes >= 1 && a.num_classes <= in.logits.size(1)), "--num-classes ",
+           a.num_classes, ": expected -1 (every column) or 1..", in.logits.size(1), " (the columns of ", a.logits, ")");
   return in;
 }
 
@@ -86,6 +91,7 @@ void run_rank(const Args& a, const RankInfo& info) {
   opt.z_loss_weight = a.z_loss_weight;
   opt.ignore_index = a.ignore_index;
   opt.reduction = ops::parse_reduction(a.reduction);
+  opt.num_classes = a.num_classes;
   opt.group = group;
   ops::CrossEntropyResult r = ops::cross_entropy(x, in.targets.to(device), opt);
   r.check();
@@ -137,6 +143,8 @@ int main(int argc, char** argv) {
   app.add_option("--ignore-index", a.ignore_index, "target of rows to skip (default -100)");
   app.add_option("--reduction", a.reduction, "mean | sum | none (default mean)")
       ->check(CLI::IsMember({"mean", "sum", "none"}));
+  app.add_option("--num-classes", a.num_classes,
+                 "real classes: columns >= it are padding, left out of the loss with gradient 0 (default -1: all)");
   app.add_option("--tp", a.tp, "vocab-parallel ranks (default 1)")->check(CLI::Range(1, 1024));
   app.add_option("--device", a.device, "cpu | cuda (default cpu)")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--dtype", a.dtype, "compute dtype f32 | bf16 | f64 (default f32)")

@@ -248,6 +248,7 @@ class Trainer {
       xo.label_smoothing = cfg_.loss.label_smoothing;
       xo.z_loss_weight = m.z_loss_weight;
       xo.ignore_index = cfg_.loss.ignore_index;
+      xo.num_classes = cfg_.model.vocab_size;  // the logits' columns past it are the table's padding
       ops::CrossEntropyResult r = ops::cross_entropy(logits, targets, xo);
       r.check();
       stats.add(r, b.targets, cfg_.loss.ignore_index);
@@ -288,6 +289,7 @@ class Trainer {
       ops::CrossEntropyOptions xo;
       xo.ignore_index = cfg_.loss.ignore_index;
       xo.inplace_grad = false;
+      xo.num_classes = cfg_.model.vocab_size;
       ops::CrossEntropyResult r = ops::cross_entropy(logits, b.targets.to(device_).reshape({-1}), xo);
       r.check();
       ce += r.ce_sum.item();

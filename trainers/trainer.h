@@ -2,8 +2,8 @@
 // The training loop. One step:
 //
 //   for each of grad_accum micro-batches:
-//     DataLoader -> (inputs, targets) -> Gpt::forward -> logits [B*T, V]
-//     -> ops::cross_entropy (z-loss weight of this step, label smoothing) -> loss
+//     DataLoader -> (inputs, targets) -> Gpt::forward -> logits [B*T, padded V]
+//     -> ops::cross_entropy (num_classes V, z-loss weight of this step, label smoothing) -> loss
 //     -> backward(1 / grad_accum)            gradients accumulate in the parameters
 //   global grad norm -> non-finite? stop (or skip the update) -> clip -> AdamW(lr of this step)
 //   -> metrics.jsonl record, progress line; evaluation and checkpoint when due

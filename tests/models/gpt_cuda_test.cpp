@@ -55,9 +55,11 @@ StepResult forward_backward(Gpt& model, const Batch& b, DType compute) {
   Variable logits = model.forward(b.ids.to(model.device()), compute, true, dropout);
   StepResult r;
   r.logits = logits.tensor().to(Device::cpu()).to(DType::f64);
+  EXPECT_EQ(logits.shape(), (Shape{b.ids.numel(), model.config().padded_vocab()}));
   ops::CrossEntropyOptions o;
   o.z_loss_weight = 1e-3;
   o.label_smoothing = 0.1;
+  o.num_classes = model.config().vocab_size;  // the head's columns past it are padding
   ops::CrossEntropyResult x = ops::cross_entropy(logits, b.targets.to(model.device()), o);
   x.check();
   r.loss = x.loss.tensor().item();
@@ -66,6 +68,10 @@ StepResult forward_backward(Gpt& model, const Batch& b, DType compute) {
     EXPECT_TRUE(p.var.has_grad()) << p.name;
     if (p.var.has_grad()) r.grads[p.name] = p.var.grad().to(Device::cpu()).to(DType::f64);
   }
+  // The padded rows of the tied table: exactly zero gradient on either device.
+  const GptConfig& c = model.config();
+  for (double g : r.grads.at("wte.weight").slice(0, c.vocab_size, c.padded_vocab()).to_vector<double>())
+    EXPECT_EQ(g, 0.0) << "padded row of wte.weight on " << model.device().str();
   return r;
 }
 

@@ -1,6 +1,6 @@
-// The GPT model against a slow float64 reference written with plain loops: logits, the
-// loss (with z-loss and label smoothing over the real vocabulary) and parameter gradients
-// (central differences of the reference loss).
+// The GPT model against a slow float64 reference written with plain loops: logits (over the
+// whole padded table), the loss (with z-loss and label smoothing over the real vocabulary)
+// and parameter gradients (central differences of the reference loss).
 #include "models/gpt.h"
 
 #include <gtest/gtest.h>
@@ -59,9 +59,9 @@ Mat linear(const Mat& x, const std::vector<double>& w, const std::vector<double>
 
 double gelu(double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
 
-// Logits [B*T, V] of the reference model.
+// Logits [B*T, padded V] of the reference model: the head multiplies by the whole tied table.
 Mat reference_logits(const GptConfig& cfg, const Params& p, const std::vector<int64_t>& ids, int64_t B, int64_t T) {
-  const int64_t C = cfg.d_model, H = cfg.n_head, D = C / H, V = cfg.vocab_size;
+  const int64_t C = cfg.d_model, H = cfg.n_head, D = C / H;
   Mat x(static_cast<size_t>(B * T), std::vector<double>(C));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t)
@@ -100,21 +100,20 @@ Mat reference_logits(const GptConfig& cfg, const Params& p, const std::vector<in
       for (int64_t c = 0; c < C; ++c) x[r][c] += o[r][c];
   }
   x = layernorm(x, p.at("ln_f.weight"), p.at("ln_f.bias"));
-  // Only the real vocabulary: the first V rows of the (padded) tied table.
-  std::vector<double> wte_real(p.at("wte.weight").begin(), p.at("wte.weight").begin() + V * C);
-  return linear(x, wte_real, {}, V);
+  return linear(x, p.at("wte.weight"), {}, cfg.padded_vocab());
 }
 
-// Mean over rows of lse - (1-e) x_y - e/V sum_j x_j + z lse^2, V the real vocabulary.
-double reference_loss(const Mat& logits, const std::vector<int64_t>& targets, double e, double z) {
+// Mean over rows of lse - (1-e) x_y - e/V sum_j x_j + z lse^2 over the first V columns (the
+// real vocabulary); the padded columns take no part.
+double reference_loss(const Mat& logits, const std::vector<int64_t>& targets, double e, double z, int64_t V) {
   double total = 0;
   for (size_t r = 0; r < logits.size(); ++r) {
-    const auto& x = logits[r];
+    const std::vector<double> x(logits[r].begin(), logits[r].begin() + V);
     double mx = -1e300, s = 0, sum = 0;
     for (double v : x) mx = std::max(mx, v);
     for (double v : x) s += std::exp(v - mx), sum += v;
     const double lse = mx + std::log(s);
-    total += lse - (1 - e) * x[targets[r]] - e / static_cast<double>(x.size()) * sum + z * lse * lse;
+    total += lse - (1 - e) * x[targets[r]] - e / static_cast<double>(V) * sum + z * lse * lse;
   }
   return total / static_cast<double>(logits.size());
 }
@@ -134,12 +133,11 @@ struct Fixture {
   Fixture() {
     Generator init(123);
     model = std::make_unique<Gpt>(cfg, init);
-    // GPT-2 init makes every block nearly the identity; larger random values test more.
+    // GPT-2 init makes every block nearly the identity; larger random values test more. The
+    // padded rows of wte too (zero after init): their logits are computed, but the loss
+    // (num_classes) must never see them.
     Generator g(7);
-    for (auto& p : model->parameters().all())
-      if (p.name != "wte.weight") p.var.tensor().copy_(Tensor::randn(p.var.shape(), DType::f32, g, 0, 0.5));
-    Tensor wte = model->parameters().get("wte.weight").var.tensor();
-    wte.slice(0, 0, cfg.vocab_size).copy_(Tensor::randn({cfg.vocab_size, cfg.d_model}, DType::f32, g, 0, 0.5));
+    for (auto& p : model->parameters().all()) p.var.tensor().copy_(Tensor::randn(p.var.shape(), DType::f32, g, 0, 0.5));
     for (int64_t i = 0; i < B * T; ++i) {
       ids.push_back(static_cast<int64_t>(g.below(cfg.vocab_size)));
       targets.push_back(static_cast<int64_t>(g.below(cfg.vocab_size)));
@@ -202,10 +200,10 @@ TEST(Gpt, LogitsMatchFloat64Reference) {
   const Mat ref = reference_logits(f.cfg, params_of(*f.model), f.ids, f.B, f.T);
   std::vector<double> flat;
   for (const auto& r : ref) flat.insert(flat.end(), r.begin(), r.end());
-  const Tensor expected = Tensor::from_vector(flat, {f.B * f.T, f.cfg.vocab_size});
+  const Tensor expected = Tensor::from_vector(flat, {f.B * f.T, f.cfg.padded_vocab()});
   for (DType dt : {DType::f64, DType::f32}) {
     const Variable logits = f.model->forward(f.ids_tensor(), dt, false, unused);
-    ASSERT_EQ(logits.shape(), (Shape{f.B * f.T, f.cfg.vocab_size}));  // no padded columns
+    ASSERT_EQ(logits.shape(), (Shape{f.B * f.T, f.cfg.padded_vocab()}));  // the padded columns too
     EXPECT_TRUE(test::close_rel(logits.tensor(), expected, dt == DType::f64 ? 1e-12 : 1e-5)) << dtype_name(dt);
   }
   const Variable bf = f.model->forward(f.ids_tensor(), DType::bf16, false, unused);
@@ -222,18 +220,20 @@ TEST(Gpt, LossAndGradientsMatchFloat64Reference) {
   const double e = 0.1, z = 0.01;
   Generator unused(0);
   const Params p0 = params_of(*f.model);
-  const double ref_loss =
-      reference_loss(reference_logits(f.cfg, p0, f.ids, f.B, f.T), f.targets, e, z);
+  const int64_t V = f.cfg.vocab_size;
+  const double ref_loss = reference_loss(reference_logits(f.cfg, p0, f.ids, f.B, f.T), f.targets, e, z, V);
 
   Variable logits = f.model->forward(f.ids_tensor(), DType::f64, true, unused);
   ops::CrossEntropyOptions o;
   o.label_smoothing = e;
   o.z_loss_weight = z;
+  o.num_classes = V;
   auto r = ops::cross_entropy(logits, Tensor::from_vector(f.targets, {f.B * f.T}), o);
   EXPECT_NEAR(r.loss.tensor().item(), ref_loss, 1e-10 * std::abs(ref_loss));
   r.loss.backward();
 
-  // Central differences of the reference loss at a few entries of several parameters.
+  // Central differences of the reference loss at a few entries of several parameters (of
+  // wte: padded rows included, where both are 0).
   Generator pick(99);
   const double h = 1e-6;
   for (const char* name : {"wte.weight", "wpe.weight", "h.0.ln_1.weight", "h.0.attn.c_attn.weight",
@@ -242,12 +242,12 @@ TEST(Gpt, LossAndGradientsMatchFloat64Reference) {
     const auto grad = f.model->parameters().get(name).var.grad().to_vector<double>();
     const int64_t n = static_cast<int64_t>(grad.size());
     for (int k = 0; k < 4; ++k) {
-      const int64_t i = static_cast<int64_t>(pick.below(std::string(name) == "wte.weight" ? f.cfg.vocab_size * f.cfg.d_model : n));
+      const int64_t i = static_cast<int64_t>(pick.below(n));
       Params plus = p0, minus = p0;
       plus[name][i] += h;
       minus[name][i] -= h;
-      const double fd = (reference_loss(reference_logits(f.cfg, plus, f.ids, f.B, f.T), f.targets, e, z) -
-                         reference_loss(reference_logits(f.cfg, minus, f.ids, f.B, f.T), f.targets, e, z)) /
+      const double fd = (reference_loss(reference_logits(f.cfg, plus, f.ids, f.B, f.T), f.targets, e, z, V) -
+                         reference_loss(reference_logits(f.cfg, minus, f.ids, f.B, f.T), f.targets, e, z, V)) /
                         (2 * h);
       EXPECT_NEAR(grad[i], fd, 1e-6 + 1e-5 * std::abs(fd)) << name << "[" << i << "]";
     }
@@ -256,6 +256,53 @@ TEST(Gpt, LossAndGradientsMatchFloat64Reference) {
   const auto wte_grad = f.model->parameters().get("wte.weight").var.grad();
   const auto padded = wte_grad.slice(0, f.cfg.vocab_size, f.cfg.padded_vocab()).to_vector<double>();
   for (double v : padded) EXPECT_EQ(v, 0.0);
+}
+
+// The training path in f32 and bf16 (f32 master weights), in place and not, every reduction:
+// the head's logits have padded columns, the loss with num_classes = vocab_size leaves them
+// out, and the padded rows of wte (nonzero here, as a foreign checkpoint could hold) get
+// exactly zero gradient while every real row gets one.
+TEST(Gpt, PaddedRowsOfTheTiedTableGetExactlyZeroGradient) {
+  for (DType dt : {DType::f32, DType::bf16})
+    for (ops::Reduction red : {ops::Reduction::mean, ops::Reduction::sum, ops::Reduction::none}) {
+      SCOPED_TRACE(detail::cat(dtype_name(dt), " reduction ", static_cast<int>(red)));
+      Fixture f;
+      Generator unused(0);
+      f.model->parameters().zero_grad();
+      Variable logits = f.model->forward(f.ids_tensor(), dt, true, unused);
+      ASSERT_EQ(logits.shape(), (Shape{f.B * f.T, f.cfg.padded_vocab()}));
+      const double ref_loss = reference_loss(reference_logits(f.cfg, params_of(*f.model), f.ids, f.B, f.T),
+                                             f.targets, 0.1, 1e-2, f.cfg.vocab_size);
+      ops::CrossEntropyOptions o;
+      o.label_smoothing = 0.1;
+      o.z_loss_weight = 1e-2;
+      o.reduction = red;
+      o.inplace_grad = red != ops::Reduction::sum;
+      o.num_classes = f.cfg.vocab_size;
+      auto r = ops::cross_entropy(logits, Tensor::from_vector(f.targets, {f.B * f.T}), o);
+      if (red == ops::Reduction::none) {
+        const std::vector<double> loss = r.loss.tensor().to_vector<double>();
+        double mean = 0;
+        for (double l : loss) mean += l / static_cast<double>(loss.size());
+        EXPECT_NEAR(mean, ref_loss, (dt == DType::bf16 ? 3e-2 : 1e-5) * std::abs(ref_loss));
+        r.loss.backward(Tensor::full({f.B * f.T}, 1.0, r.loss.dtype()));
+      } else {
+        const double scale = red == ops::Reduction::sum ? static_cast<double>(f.B * f.T) : 1.0;
+        EXPECT_NEAR(r.loss.tensor().item() / scale, ref_loss, (dt == DType::bf16 ? 3e-2 : 1e-5) * std::abs(ref_loss));
+        r.loss.backward();
+      }
+      const Tensor g = f.model->parameters().get("wte.weight").var.grad();
+      ASSERT_EQ(g.dtype(), DType::f32);
+      const std::vector<double> gv = g.to_vector<double>();
+      const int64_t C = f.cfg.d_model;
+      for (int64_t row = 0; row < f.cfg.padded_vocab(); ++row) {
+        double norm = 0;
+        bool exact_zero = true;
+        for (int64_t c = 0; c < C; ++c) norm += gv[row * C + c] * gv[row * C + c], exact_zero &= gv[row * C + c] == 0.0;
+        if (row >= f.cfg.vocab_size) EXPECT_TRUE(exact_zero) << "padded row " << row;
+        else EXPECT_GT(norm, 0.0) << "real row " << row;  // the head reaches every real row
+      }
+    }
 }
 
 TEST(Gpt, DropoutOnlyWhenTraining) {
@@ -282,6 +329,7 @@ TEST(Gpt, BadInputsAreErrors) {
   EXPECT_THROW(f.model->forward(Tensor::zeros({10}, DType::i64), DType::f32, false, g), Error);
   EXPECT_THROW(f.model->forward(Tensor::zeros({2, 3}, DType::f32), DType::f32, false, g), Error);
   EXPECT_THROW(f.model->forward(Tensor::full({1, 2}, 11, DType::i64), DType::f32, false, g), Error);  // id >= vocab
+  EXPECT_THROW(f.model->forward(Tensor::full({1, 2}, 15, DType::i64), DType::f32, false, g), Error);  // in the padding
   GptConfig bad = tiny_config();
   bad.n_head = 3;
   EXPECT_THROW(Gpt(bad, g), Error);
@@ -302,6 +350,24 @@ TEST(Sampling, GreedyTopKAndTemperature) {
   for (int j = 0; j < 5; ++j) EXPECT_NEAR(counts[j] / 20000.0, std::exp(logits[j] / 2) / z, 0.015) << j;
   EXPECT_THROW(sample_token({1.0, NAN}, {1.0, 0}, g), Error);
   EXPECT_THROW(sample_token(logits, {-1.0, 0}, g), Error);
+}
+
+// The model's logits carry padded columns; sampling sees the first vocab_size only, so a
+// padded column never wins, however large its value.
+TEST(Sampling, RealVocabRowDropsThePaddedColumns) {
+  Tensor logits = Tensor::randn({3, 16}, DType::f32, test::test_generator(), 0, 1);
+  logits.slice(1, 11, 16).fill_(100.0);
+  const std::vector<double> all = logits.to_vector<double>();
+  const std::vector<double> row = real_vocab_row(logits, 1, 11);
+  ASSERT_EQ(row.size(), 11u);
+  for (size_t j = 0; j < row.size(); ++j) EXPECT_EQ(row[j], all[16 + j]) << j;
+  Generator g(3);
+  for (int i = 0; i < 200; ++i) EXPECT_LT(sample_token(row, {1.0, 0}, g), 11);
+  EXPECT_LT(sample_token(real_vocab_row(logits.to(DType::bf16), 2, 11), {0.0, 0}, g), 11);
+  EXPECT_THROW(real_vocab_row(logits, 3, 11), Error);
+  EXPECT_THROW(real_vocab_row(logits, 0, 17), Error);
+  EXPECT_THROW(real_vocab_row(logits, 0, 0), Error);
+  EXPECT_THROW(real_vocab_row(logits.view({48}), 0, 11), Error);
 }
 
 }  // namespace

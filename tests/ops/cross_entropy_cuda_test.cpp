@@ -5,6 +5,7 @@
 // before each run. Every test skips without a GPU; the file compiles without CUDA.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
@@ -84,10 +85,12 @@ struct KernelOut {
   Tensor row_loss, lse, z_row, grad, count, grad_scale, bad;  // on the host
 };
 
-xent::Params params(int64_t rows, int64_t vocab, double e, double z, int64_t ignore_index) {
+// vocab: the row width; classes: num_classes (-1: every column is a class).
+xent::Params params(int64_t rows, int64_t vocab, double e, double z, int64_t ignore_index, int64_t classes = -1) {
   xent::Params p;
   p.rows = rows;
   p.vocab_local = p.vocab_global = vocab;
+  p.num_classes = classes;
   p.label_smoothing = e;
   p.z_loss_weight = z;
   p.ignore_index = ignore_index;
@@ -165,6 +168,35 @@ void expect_kernel_match(const KernelOut& got, const KernelOut& ref, DType dtype
 
 int64_t rows_for(int64_t vocab) { return vocab <= 64 ? 67 : vocab <= 60000 ? 9 : 5; }
 
+// Columns [classes, width) of host logits set to NaN: a kernel that reads padding makes the
+// loss NaN, and an in-place gradient whose padding is left unwritten keeps the NaN there.
+Tensor poison_padding(const Tensor& logits, int64_t classes) {
+  Tensor x = logits.clone();
+  if (classes < x.size(1)) x.slice(1, classes, x.size(1)).fill_(std::numeric_limits<double>::quiet_NaN());
+  return x;
+}
+
+// Every column of a host gradient at or past `valid` is exactly 0.
+::testing::AssertionResult padding_is_zero(const Tensor& grad, int64_t valid) {
+  const int64_t n = grad.size(0), w = grad.size(1);
+  const std::vector<double> g = grad.to_vector<double>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = valid; j < w; ++j)
+      if (!(g[i * w + j] == 0.0))
+        return ::testing::AssertionFailure() << "gradient [" << i << ", " << j << "] = " << g[i * w + j]
+                                             << " in the padding (from column " << valid << ")";
+  return ::testing::AssertionSuccess();
+}
+
+// Width and num_classes pairs of the padded tests: GPT-2's vocabulary (the fast kernel, one
+// CTA, a vector shared by the last class and the padding), Llama-3's cut by 256 (a cluster
+// of 4 over the real-class prefix only), padding of whole vectors only, a prefix too short
+// for the fast kernel, and a small unaligned row.
+struct Padded {
+  int64_t width, classes;
+};
+const std::vector<Padded> kPadded = {{50304, 50257}, {128256, 128000}, {50304, 50296}, {50304, 1000}, {64, 37}};
+
 TEST(CrossEntropyCuda, KernelsMatchF64ReferenceForEveryOption) {
   REQUIRE_GPU();
   int run = 0;
@@ -184,6 +216,34 @@ TEST(CrossEntropyCuda, KernelsMatchF64ReferenceForEveryOption) {
                                 std::string(dtype_name(dtype)) + " V=" + std::to_string(vocab) + " e=" +
                                     std::to_string(e) + " z=" + std::to_string(z) + " ignored=" + ignored_name(ig) +
                                     (inplace ? " in place" : " out of place") + (mean ? " mean" : " sum"));
+          }
+}
+
+// num_classes < width: the kernels read only the real classes (the padding holds NaN), the
+// smoothing V is num_classes, and the gradient's padding is exactly 0, in place (over the NaN)
+// and out of place (over the poisoned buffer).
+TEST(CrossEntropyCuda, PaddedKernelsMatchF64Reference) {
+  REQUIRE_GPU();
+  int run = 0;
+  for (DType dtype : {DType::f32, DType::bf16})
+    for (const Padded& pad : kPadded)
+      for (double e : {0.0, 0.1})
+        for (double z : {0.0, 1e-2})
+          for (Ignored ig : {Ignored::none, Ignored::some, Ignored::all}) {
+            ++run;
+            const bool inplace = run % 2 == 0, mean = run % 3 != 0;
+            const int64_t rows = rows_for(pad.width);
+            const Tensor logits = poison_padding(random_logits(rows, pad.width, dtype), pad.classes);
+            const Tensor targets =
+                random_targets(rows, pad.classes, ig, -100, run % 4 == 0 ? DType::i32 : DType::i64);
+            const xent::Params p = params(rows, pad.width, e, z, -100, pad.classes);
+            const KernelOut got = run_cuda(logits, targets, p, mean, inplace);
+            const std::string what = std::string(dtype_name(dtype)) + " width=" + std::to_string(pad.width) +
+                                     " classes=" + std::to_string(pad.classes) + " e=" + std::to_string(e) +
+                                     " z=" + std::to_string(z) + " ignored=" + ignored_name(ig) +
+                                     (inplace ? " in place" : " out of place") + (mean ? " mean" : " sum");
+            expect_kernel_match(got, run_reference(logits, targets, p, mean), dtype, what);
+            EXPECT_TRUE(padding_is_zero(got.grad, pad.classes)) << what;
           }
 }
 
@@ -241,19 +301,27 @@ TEST(CrossEntropyCuda, EveryKernelConfigurationOverManyRows) {
       {"rowwise", {{"ZT_XENT_KERNEL", "rowwise"}}},
   };
 
-  for (DType dtype : {DType::bf16, DType::f32}) {
-    const int64_t rows = 700, vocab = 50304;
-    const Tensor logits = random_logits(rows, vocab, dtype);
-    const Tensor targets = random_targets(rows, vocab, Ignored::some, -100);
-    const xent::Params p = params(rows, vocab, 0.1, 1e-4, -100);
-    const KernelOut ref = run_reference(logits, targets, p, true);
-    for (const Config& c : configs) {
-      std::vector<std::unique_ptr<EnvGuard>> guards;
-      for (const auto& [k, v] : c.env) guards.push_back(std::make_unique<EnvGuard>(k, v));
-      expect_kernel_match(run_cuda(logits, targets, p, true, true), ref, dtype,
-                          std::string(dtype_name(dtype)) + " " + c.name);
+  for (DType dtype : {DType::bf16, DType::f32})
+    for (int64_t classes : {int64_t{50304}, int64_t{50257}}) {  // 50257: padded, slices over the real classes
+      const int64_t rows = 700, vocab = 50304;
+      const Tensor logits = poison_padding(random_logits(rows, vocab, dtype), classes);
+      const Tensor targets = random_targets(rows, classes, Ignored::some, -100);
+      const xent::Params p = params(rows, vocab, 0.1, 1e-4, -100, classes);
+      const KernelOut ref = run_reference(logits, targets, p, true);
+      for (size_t k = 0; k < configs.size(); ++k) {
+        const Config& c = configs[k];
+        std::vector<std::unique_ptr<EnvGuard>> guards;
+        for (const auto& [name, value] : c.env) guards.push_back(std::make_unique<EnvGuard>(name, value));
+        // Padded rows alternate in place (the padding's NaN overwritten) and out of place
+        // (a poisoned buffer) over the configurations.
+        const bool inplace = classes == vocab || k % 2 == 0;
+        const std::string what = std::string(dtype_name(dtype)) + " classes " + std::to_string(classes) + " " +
+                                 c.name + (inplace ? " in place" : " out of place");
+        const KernelOut got = run_cuda(logits, targets, p, true, inplace);
+        expect_kernel_match(got, ref, dtype, what);
+        EXPECT_TRUE(padding_is_zero(got.grad, classes)) << what;
+      }
     }
-  }
 }
 
 // Shapes and dtypes off the fast path: rows not a multiple of 16 bytes, small and f64 rows,
@@ -283,11 +351,20 @@ TEST(CrossEntropyCuda, OtherShapesDtypesAndIgnoreIndex) {
 TEST(CrossEntropyCuda, VocabParallelKernelsEqualOneRank) {
   REQUIRE_GPU();
   for (DType dtype : {DType::f32, DType::bf16, DType::f64})
-    for (int ranks : {2, 3}) {
+    for (int ranks : {2, 3})
+     for (int padding : {0, 1, 2, 3}) {
       const int64_t rows = 11, local = dtype == DType::f64 ? 1000 : 16768, vocab = local * ranks;
-      const Tensor logits = random_logits(rows, vocab, dtype);
-      const Tensor targets = random_targets(rows, vocab, Ignored::some, -100);
-      xent::Params p = params(rows, vocab, 0.1, 1e-2, -100);
+      // Padding: none; part of the last shard (not a whole vector); exactly the last shard;
+      // the last shards and part of the first.
+      const int64_t classes = padding == 0 ? vocab : padding == 1 ? vocab - 101 : padding == 2 ? vocab - local : local - 77;
+      SCOPED_TRACE("num_classes " + std::to_string(classes) + " of " + std::to_string(vocab));
+      const Tensor logits = poison_padding(random_logits(rows, vocab, dtype), classes);
+      Tensor targets = random_targets(rows, classes, Ignored::some, -100);
+      if (padding != 0) {
+        targets = targets.clone();
+        targets.slice(0, 2, 3).fill_(static_cast<double>(classes - 1));  // the last real class
+      }
+      xent::Params p = params(rows, vocab, 0.1, 1e-2, -100, padding == 0 ? -1 : classes);
       const KernelOut ref = run_reference(logits, targets, p, true);
       const DType acc = dtype == DType::f64 ? DType::f64 : DType::f32;
       const Tensor t = targets.to(kGpu);
@@ -318,6 +395,7 @@ TEST(CrossEntropyCuda, VocabParallelKernelsEqualOneRank) {
         EXPECT_TRUE(test::close_rel(got.z_row, ref.z_row, loss_tol(dtype)));
         EXPECT_TRUE(test::close_rel(got.grad, ref.grad.slice(1, r * local, (r + 1) * local).contiguous(),
                                     grad_tol(dtype)));
+        EXPECT_TRUE(padding_is_zero(got.grad, std::clamp<int64_t>(classes - r * local, 0, local)));
       }
     }
 }
@@ -356,6 +434,28 @@ TEST(CrossEntropyCuda, BadTargetRaisesTheFlagAndErrorsWhenRead) {
         EXPECT_NE(std::string(e.what()).find("row 5"), std::string::npos) << e.what();
       }
     }
+  }
+}
+
+// A target in the padding (>= num_classes, < width) is out of range like any other.
+TEST(CrossEntropyCuda, TargetInThePaddingRaisesTheFlag) {
+  REQUIRE_GPU();
+  for (auto [width, classes] : {std::pair<int64_t, int64_t>{50304, 50257}, {64, 37}}) {
+    const int64_t rows = 6;
+    const Tensor logits = random_logits(rows, width, DType::bf16);
+    std::vector<int64_t> tv = random_targets(rows, classes, Ignored::none, -100).to_vector<int64_t>();
+    tv[3] = classes;
+    const Tensor targets = Tensor::from_vector(tv, {rows});
+    const KernelOut got = run_cuda(logits, targets, params(rows, width, 0.1, 1e-4, -100, classes), true, true);
+    EXPECT_EQ(got.bad.item(), 1);
+    EXPECT_TRUE(std::isnan(got.row_loss.to_vector<double>()[3]));
+    ops::CrossEntropyOptions opt;
+    opt.num_classes = classes;
+    Variable x(logits.to(kGpu), true);
+    ops::CrossEntropyResult r = ops::cross_entropy(x, targets.to(kGpu), opt);
+    const std::string msg = test::error_of([&] { r.check(); });
+    EXPECT_EQ(msg, "cross_entropy: target " + std::to_string(classes) + " at row 3 is outside [0, " +
+                       std::to_string(classes) + ") (ignore_index is -100)");
   }
 }
 
@@ -412,6 +512,60 @@ TEST(CrossEntropyCuda, OpMatchesCpuF64ForEveryOption) {
                 EXPECT_EQ(xg.grad().device(), kGpu);
                 EXPECT_EQ(xg.grad().shares_storage(xg.tensor()), inplace);
                 EXPECT_TRUE(test::close_rel(xg.grad(), xr.grad(), grad_tol(dtype))) << "grad";
+              }
+}
+
+// The op with num_classes (as the GPT head calls it) against the CPU op on f64 copies: every
+// reduction, smoothing, z, ignored rows, in place and not; the padding holds NaN going in and
+// exactly 0 in the gradient coming out.
+TEST(CrossEntropyCuda, OpWithNumClassesMatchesCpuF64) {
+  REQUIRE_GPU();
+  int run = 0;
+  for (DType dtype : {DType::f32, DType::bf16})
+    for (auto [width, classes] : {std::pair<int64_t, int64_t>{50304, 50257}, {32, 27}})
+      for (double e : {0.0, 0.1})
+        for (double z : {0.0, 1e-2})
+          for (Reduction red : {Reduction::mean, Reduction::sum, Reduction::none})
+            for (Ignored ig : {Ignored::none, Ignored::some, Ignored::all})
+              for (bool inplace : {true, false}) {
+                ++run;
+                const int64_t rows = rows_for(width);
+                const Tensor logits = poison_padding(random_logits(rows, width, dtype), classes);
+                const Tensor targets = random_targets(rows, classes, ig, -100);
+                ops::CrossEntropyOptions opt;
+                opt.label_smoothing = e;
+                opt.z_loss_weight = z;
+                opt.reduction = red;
+                opt.inplace_grad = inplace;
+                opt.num_classes = classes;
+                SCOPED_TRACE(std::string(dtype_name(dtype)) + " width=" + std::to_string(width) + " classes=" +
+                             std::to_string(classes) + " e=" + std::to_string(e) + " z=" + std::to_string(z) +
+                             " red=" + std::to_string(static_cast<int>(red)) + " ignored=" + ignored_name(ig) +
+                             (inplace ? " in place" : " out of place"));
+                Variable xr(logits.to(DType::f64), true);
+                ops::CrossEntropyResult ref = ops::cross_entropy(xr, targets, opt);
+                Variable xg(logits.to(kGpu).clone(), true);
+                ops::CrossEntropyResult got = ops::cross_entropy(xg, targets.to(kGpu), opt);
+                got.check();
+                if (red == Reduction::none) {
+                  const Tensor w = Tensor::randn({rows}, DType::f64, test::test_generator());
+                  ref.loss.backward(w);
+                  got.loss.backward(w.to(got.loss.dtype()).to(kGpu));
+                } else {
+                  const double seed = run % 2 ? 1.0 : 0.75;
+                  ref.loss.backward(seed);
+                  got.loss.backward(seed);
+                }
+                EXPECT_TRUE(test::close_rel(got.loss.tensor(), ref.loss.tensor(), loss_tol(dtype))) << "loss";
+                EXPECT_TRUE(test::close_rel(got.lse, ref.lse, loss_tol(dtype))) << "lse";
+                EXPECT_TRUE(test::close_rel(got.ce_sum, ref.ce_sum, loss_tol(dtype))) << "ce_sum";
+                EXPECT_TRUE(test::close_rel(got.z_sum, ref.z_sum, loss_tol(dtype))) << "z_sum";
+                EXPECT_EQ(got.count.item(), ref.count.item());
+                ASSERT_TRUE(xg.has_grad());
+                EXPECT_EQ(xg.grad().shares_storage(xg.tensor()), inplace);
+                const Tensor g = xg.grad().to(Device::cpu());
+                EXPECT_TRUE(test::close_rel(g, xr.grad(), grad_tol(dtype))) << "grad";
+                EXPECT_TRUE(padding_is_zero(g, classes));
               }
 }
 

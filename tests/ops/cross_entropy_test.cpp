@@ -2,6 +2,7 @@
 // fresh random inputs for every case.
 #include "ops/cross_entropy.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -78,6 +79,7 @@ struct Case {
   double seed = 1.0;  // mean/sum: the host seed of backward
   bool inplace = true;
   double scale = 3.0;  // logits ~ N(0, scale)
+  int64_t classes = -1;  // num_classes: columns [classes, v) are padding; -1: none
 };
 
 std::string reduction_name(Reduction r) { return r == Reduction::mean ? "mean" : r == Reduction::sum ? "sum" : "none"; }
@@ -85,19 +87,42 @@ std::string reduction_name(Reduction r) { return r == Reduction::mean ? "mean" :
 std::string describe(const Case& c) {
   return detail::cat("dtype ", dtype_name(c.dtype), " N ", c.n, " V ", c.v, " smoothing ", c.smoothing, " z ", c.z,
                      " reduction ", reduction_name(c.reduction), " ignored ", ignored_name(c.ignored), " targets ",
-                     dtype_name(c.target_dtype), " seed ", c.seed, " inplace ", c.inplace, " scale ", c.scale);
+                     dtype_name(c.target_dtype), " seed ", c.seed, " inplace ", c.inplace, " scale ", c.scale,
+                     " num_classes ", c.classes);
+}
+
+// Columns [classes, width) set to NaN: a kernel that reads padding makes the loss NaN, and
+// one that leaves the in-place gradient's padding unwritten leaves NaN there.
+Tensor with_poisoned_padding(const Tensor& logits, int64_t classes) {
+  Tensor x = logits.clone();
+  if (classes < x.size(1)) x.slice(1, classes, x.size(1)).fill_(std::numeric_limits<double>::quiet_NaN());
+  return x;
+}
+
+// Every gradient column at or past `classes` is exactly 0 (not NaN, not tiny).
+::testing::AssertionResult padding_is_zero(const Tensor& grad, int64_t classes) {
+  const int64_t n = grad.size(0), w = grad.size(1);
+  const std::vector<double> g = grad.to_vector<double>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = classes; j < w; ++j)
+      if (!(g[i * w + j] == 0.0))
+        return ::testing::AssertionFailure() << "gradient [" << i << ", " << j << "] = " << g[i * w + j]
+                                             << " in the padding (num_classes " << classes << ")";
+  return ::testing::AssertionSuccess();
 }
 
 // Runs the op forward and backward and compares every output with the reference.
 void check_case(const Case& c, Tensor logits = Tensor()) {
   SCOPED_TRACE(describe(c));
   if (!logits.defined()) logits = random_logits(c.n, c.v, c.dtype, c.scale);
-  const std::vector<int64_t> y = random_targets(c.n, c.v, c.ignored);
+  const int64_t classes = c.classes < 0 ? c.v : c.classes;
+  logits = with_poisoned_padding(logits, classes);
+  const std::vector<int64_t> y = random_targets(c.n, classes, c.ignored);
   std::vector<double> weights;
   if (c.reduction == Reduction::none)
     for (int64_t i = 0; i < c.n; ++i) weights.push_back(test::test_generator().normal());
-  const test::XentReference ref =
-      test::xent_reference(logits, y, c.smoothing, c.z, kIgnore, reduction_name(c.reduction), c.seed, weights);
+  const test::XentReference ref = test::xent_reference(logits, y, c.smoothing, c.z, kIgnore,
+                                                       reduction_name(c.reduction), c.seed, weights, c.classes);
 
   CrossEntropyOptions opt;
   opt.label_smoothing = c.smoothing;
@@ -105,6 +130,7 @@ void check_case(const Case& c, Tensor logits = Tensor()) {
   opt.ignore_index = kIgnore;
   opt.reduction = c.reduction;
   opt.inplace_grad = c.inplace;
+  opt.num_classes = c.classes;
   Variable x(logits.clone(), true);
   const Tensor before = x.tensor().clone();
   ops::CrossEntropyResult r = ops::cross_entropy(x, targets_tensor(y, c.target_dtype), opt);
@@ -139,9 +165,13 @@ void check_case(const Case& c, Tensor logits = Tensor()) {
   ASSERT_TRUE(x.has_grad());
   EXPECT_EQ(x.grad().dtype(), c.dtype);
   EXPECT_TRUE(grad_close(x.grad(), ref.grad, {c.n, c.v}, tol));
+  EXPECT_TRUE(padding_is_zero(x.grad(), classes));  // in place: over the NaN the logits held there
   // In place: the gradient lives in the logits buffer; otherwise the logits are untouched.
-  if (c.inplace) EXPECT_TRUE(x.grad().shares_storage(x.tensor()));
-  else EXPECT_TRUE(test::close_rel(x.tensor(), before, 0));
+  if (c.inplace) {
+    EXPECT_TRUE(x.grad().shares_storage(x.tensor()));
+  } else {
+    EXPECT_TRUE(test::close_rel(x.tensor().slice(1, 0, classes), before.slice(1, 0, classes), 0));
+  }
 }
 
 // ---- every combination the issue names ----------------------------------------------------
@@ -170,6 +200,61 @@ TEST_P(CrossEntropyCombos, MatchesFloat64Reference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CrossEntropyCombos, ::testing::Values(DType::f32, DType::bf16, DType::f64),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+// num_classes < width (a vocabulary padded for aligned matmuls): the padded columns hold NaN
+// and must never be read; smoothing divides by num_classes; their gradient is exactly 0, in
+// place and not.
+class CrossEntropyPadded : public ::testing::TestWithParam<DType> {};
+
+TEST_P(CrossEntropyPadded, MatchesFloat64ReferenceOverTheRealClasses) {
+  int index = 0;
+  for (auto [width, classes] : {std::pair<int64_t, int64_t>{32, 27}, {50304, 50257}})
+    for (double e : {0.0, 0.1})
+      for (double z : {0.0, 1e-2})
+        for (Reduction red : {Reduction::mean, Reduction::sum, Reduction::none})
+          for (Ignored ig : {Ignored::none, Ignored::some, Ignored::all}) {
+            Case c;
+            c.dtype = GetParam();
+            c.v = width;
+            c.classes = classes;
+            c.smoothing = e;
+            c.z = z;
+            c.reduction = red;
+            c.ignored = ig;
+            c.target_dtype = index % 2 ? DType::i32 : DType::i64;
+            c.seed = index % 4 < 2 ? 1.0 : 2.5;
+            c.inplace = index % 3 != 2;
+            ++index;
+            check_case(c);
+          }
+}
+
+// One class, every column a class given explicitly, tails shorter than a vector, and the
+// SSE2 build of the row kernels.
+TEST_P(CrossEntropyPadded, EdgeWidths) {
+  for (const char* simd : {"", "sse2"}) {
+    if (*simd) ::setenv("ZTRAIN_CPU_SIMD", simd, 1);
+    for (auto [width, classes] : {std::pair<int64_t, int64_t>{8, 1}, {16, 16}, {17, 9}, {64, 33}, {64, 63}, {40, 8}})
+      for (Reduction red : {Reduction::mean, Reduction::none}) {
+        SCOPED_TRACE(detail::cat("ZTRAIN_CPU_SIMD=", simd));
+        Case c;
+        c.dtype = GetParam();
+        c.n = 5;
+        c.v = width;
+        c.classes = classes;
+        c.smoothing = 0.1;
+        c.z = 1e-2;
+        c.reduction = red;
+        c.ignored = Ignored::some;
+        c.inplace = red == Reduction::mean;
+        check_case(c);
+      }
+    ::unsetenv("ZTRAIN_CPU_SIMD");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CrossEntropyPadded, ::testing::Values(DType::f32, DType::bf16, DType::f64),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
 // The SSE2 build of the row kernels (the AVX2 one runs above when the CPU has it), including
@@ -445,15 +530,18 @@ TEST(CrossEntropy, StridedLogitsAreReadCorrectly) {
 // ---- kernels: every output element written (poisoned buffers) --------------------------
 
 TEST(CrossEntropyKernels, FusedWritesEveryOutputElement) {
-  for (DType dt : {DType::f32, DType::bf16, DType::f64}) {
+  for (DType dt : {DType::f32, DType::bf16, DType::f64})
+   for (int64_t classes : {37, 30}) {  // 30: columns 30..36 are padding (NaN in the logits)
+    SCOPED_TRACE(detail::cat(dtype_name(dt), " num_classes ", classes));
     const int64_t n = 6, v = 37;
     const DType acc = dt == DType::f64 ? DType::f64 : DType::f32;
-    const Tensor logits = random_logits(n, v, dt);
-    const std::vector<int64_t> y = {3, kIgnore, 36, 0, kIgnore, 20};
+    const Tensor logits = with_poisoned_padding(random_logits(n, v, dt), classes);
+    const std::vector<int64_t> y = {3, kIgnore, classes - 1, 0, kIgnore, 20};
     const Tensor targets = targets_tensor(y, DType::i64);
     ops::xent::Params p;
     p.rows = n;
     p.vocab_local = p.vocab_global = v;
+    p.num_classes = classes;
     p.label_smoothing = 0.1;
     p.z_loss_weight = 1e-2;
     ops::xent::Outputs out;
@@ -465,11 +553,12 @@ TEST(CrossEntropyKernels, FusedWritesEveryOutputElement) {
     out.grad_scale = Tensor::scalar(0.5, acc);
     for (Tensor* t : {&out.row_loss, &out.lse, &out.z_row, &out.grad}) test::poison(*t);
     ops::xent::fused_cpu(logits, targets, p, out);
-    const auto ref = test::xent_reference(logits, y, 0.1, 1e-2, kIgnore, "sum", 0.5);
+    const auto ref = test::xent_reference(logits, y, 0.1, 1e-2, kIgnore, "sum", 0.5, {}, classes);
     EXPECT_TRUE(test::close_rel(out.row_loss, f64_tensor(ref.row_loss, {n}), tol_for(dt).value));
     EXPECT_TRUE(test::close_rel(out.lse, f64_tensor(ref.lse, {n}), tol_for(dt).value));
     EXPECT_TRUE(test::close_rel(out.z_row, f64_tensor(ref.z_row, {n}), tol_for(dt).value));
     EXPECT_TRUE(grad_close(out.grad, ref.grad, {n, v}, tol_for(dt)));
+    EXPECT_TRUE(padding_is_zero(out.grad, classes));
     EXPECT_EQ(out.bad_target.item(), 0.0);
 
     // The TP pair on one shard gives the same numbers.
@@ -480,7 +569,65 @@ TEST(CrossEntropyKernels, FusedWritesEveryOutputElement) {
     ops::xent::finish_cpu(logits, targets, stats.view({1, n, 4}), p, out);
     EXPECT_TRUE(test::close_rel(out.row_loss, f64_tensor(ref.row_loss, {n}), tol_for(dt).value));
     EXPECT_TRUE(grad_close(out.grad, ref.grad, {n, v}, tol_for(dt)));
+    EXPECT_TRUE(padding_is_zero(out.grad, classes));
   }
+}
+
+// The vocab-parallel kernels on CPU shards of a padded row, the all-gather done by hand:
+// padding over part of the last shard, exactly the last shard, and the last shards plus part
+// of the first. Every shard's gradient buffer is poisoned; its padding must come back 0.
+TEST(CrossEntropyKernels, PaddedShardsMatchTheReference) {
+  for (DType dt : {DType::f32, DType::bf16, DType::f64})
+    for (int ranks : {2, 3}) {
+      const int64_t n = 7, local = 24, width = local * ranks;
+      for (int64_t classes : {width - local / 2 - 1, width - local, local - 3}) {
+        SCOPED_TRACE(detail::cat(dtype_name(dt), " ranks ", ranks, " width ", width, " num_classes ", classes));
+        const DType acc = dt == DType::f64 ? DType::f64 : DType::f32;
+        const Tensor logits = with_poisoned_padding(random_logits(n, width, dt), classes);
+        std::vector<int64_t> y = random_targets(n, classes, Ignored::some);
+        y[0] = classes - 1;  // the last real class
+        const Tensor targets = targets_tensor(y, DType::i64);
+        const auto ref = test::xent_reference(logits, y, 0.1, 1e-2, kIgnore, "sum", 0.5, {}, classes);
+        ops::xent::Params p;
+        p.rows = n;
+        p.vocab_local = local;
+        p.vocab_global = width;
+        p.num_classes = classes;
+        p.label_smoothing = 0.1;
+        p.z_loss_weight = 1e-2;
+        std::vector<Tensor> shards;
+        Tensor gathered = Tensor::empty({ranks, n, 4}, acc);
+        test::poison(gathered);
+        for (int r = 0; r < ranks; ++r) {
+          shards.push_back(logits.slice(1, r * local, (r + 1) * local).contiguous());
+          p.vocab_offset = r * local;
+          Tensor stats = gathered.select(0, r);
+          ops::xent::local_stats_cpu(shards[r], targets, p, stats);
+        }
+        for (int r = 0; r < ranks; ++r) {
+          p.vocab_offset = r * local;
+          ops::xent::Outputs out;
+          out.row_loss = Tensor::empty({n}, acc);
+          out.lse = Tensor::empty({n}, acc);
+          out.z_row = Tensor::empty({n}, acc);
+          out.grad = r % 2 ? shards[r] : Tensor::empty({n, local}, dt);  // in place on odd ranks
+          out.bad_target = Tensor::zeros({}, DType::i32);
+          out.grad_scale = Tensor::scalar(0.5, acc);
+          for (Tensor* t : {&out.row_loss, &out.lse, &out.z_row}) test::poison(*t);
+          if (r % 2 == 0) test::poison(out.grad);
+          ops::xent::finish_cpu(shards[r], targets, gathered, p, out);
+          SCOPED_TRACE(detail::cat("rank ", r));
+          EXPECT_TRUE(test::close_rel(out.row_loss, f64_tensor(ref.row_loss, {n}), tol_for(dt).value));
+          EXPECT_TRUE(test::close_rel(out.lse, f64_tensor(ref.lse, {n}), tol_for(dt).value));
+          EXPECT_TRUE(test::close_rel(out.z_row, f64_tensor(ref.z_row, {n}), tol_for(dt).value));
+          const Tensor expected = f64_tensor(ref.grad, {n, width}).slice(1, r * local, (r + 1) * local).contiguous();
+          EXPECT_TRUE(grad_close(out.grad, expected.to_vector<double>(), {n, local}, tol_for(dt)));
+          const int64_t valid = std::clamp<int64_t>(classes - r * local, 0, local);
+          EXPECT_TRUE(padding_is_zero(out.grad, valid));
+          EXPECT_EQ(out.bad_target.item(), 0.0);
+        }
+      }
+    }
 }
 
 TEST(CrossEntropyKernels, BadTargetRaisesTheFlag) {
@@ -544,6 +691,37 @@ TEST(CrossEntropyErrors, CheckReadsTheFlagAndNamesTheRow) {
   EXPECT_NO_THROW(r.check());  // flag not raised: nothing is read
   r.target_check.flag.fill_(1);
   EXPECT_EQ(error_of([&] { r.check(); }), "cross_entropy: target 9 at row 2 is outside [0, 8) (ignore_index is -100)");
+}
+
+TEST(CrossEntropyErrors, NumClassesOutOfRangeAndTargetsInThePadding) {
+  Variable x(random_logits(2, 8, DType::f32), true);
+  const Tensor t = targets_tensor({1, 2}, DType::i64);
+  auto with = [&](int64_t classes) {
+    CrossEntropyOptions o;
+    o.num_classes = classes;
+    return error_of([&] { ops::cross_entropy(x, t, o); });
+  };
+  EXPECT_EQ(with(0), "cross_entropy: num_classes must be -1 (every column is a class) or in [1, 8] (the global "
+                     "width: 8 columns x 1 rank), got 0");
+  EXPECT_NE(with(9).find("in [1, 8]"), std::string::npos);
+  EXPECT_NE(with(9).find("got 9"), std::string::npos);
+  EXPECT_NE(with(-2).find("got -2"), std::string::npos);
+  EXPECT_EQ(with(8), "(no error)");
+  EXPECT_EQ(with(3), "(no error)");
+  EXPECT_EQ(with(-1), "(no error)");
+  // A target in the padding is out of range, checked before anything is written.
+  const Tensor logits = random_logits(4, 8, DType::f32);
+  Variable y(logits.clone(), true);
+  CrossEntropyOptions o;
+  o.num_classes = 5;
+  EXPECT_EQ(error_of([&] { ops::cross_entropy(y, targets_tensor({0, 4, 5, 1}, DType::i64), o); }),
+            "cross_entropy: target 5 at row 2 is outside [0, 5) (ignore_index is -100)");
+  EXPECT_TRUE(test::close_rel(y.tensor(), logits, 0));
+  // check() names the same range (the CUDA path).
+  auto r = ops::cross_entropy(Variable(logits), targets_tensor({0, 4, 3, 1}, DType::i64), o);
+  r.target_check.targets = targets_tensor({0, 7, 3, 1}, DType::i64);
+  r.target_check.flag.fill_(1);
+  EXPECT_EQ(error_of([&] { r.check(); }), "cross_entropy: target 7 at row 1 is outside [0, 5) (ignore_index is -100)");
 }
 
 TEST(CrossEntropyErrors, WrongDtypesAndShapes) {

@@ -8,18 +8,18 @@ namespace zt::test {
 
 XentReference xent_reference(const Tensor& x_t, const std::vector<int64_t>& y, double e, double z,
                              int64_t ignore_index, const std::string& reduction, double seed,
-                             const std::vector<double>& row_weights) {
-  const int64_t n = x_t.size(0), v = x_t.size(1);
+                             const std::vector<double>& row_weights, int64_t num_classes) {
+  const int64_t n = x_t.size(0), width = x_t.size(1), v = num_classes < 0 ? width : num_classes;
   const std::vector<double> x = x_t.to_vector<double>();
   XentReference r;
   r.row_loss.assign(n, 0);
   r.lse.assign(n, 0);
   r.z_row.assign(n, 0);
-  r.grad.assign(n * v, 0);
+  r.grad.assign(n * width, 0);  // padding columns [v, width) stay 0
   for (int64_t i = 0; i < n; ++i) r.count += y[i] != ignore_index;
   for (int64_t i = 0; i < n; ++i) {
     if (y[i] == ignore_index) continue;
-    const double* row = x.data() + i * v;
+    const double* row = x.data() + i * width;
     double m = -std::numeric_limits<double>::infinity(), s = 0;
     for (int64_t j = 0; j < v; ++j) m = std::max(m, row[j]), s += row[j];
     double d = 0;
@@ -38,7 +38,7 @@ XentReference xent_reference(const Tensor& x_t, const std::vector<int64_t>& y, d
     else if (!row_weights.empty()) w = row_weights[i];
     for (int64_t j = 0; j < v; ++j) {
       const double p = std::exp(row[j] - lse);
-      r.grad[i * v + j] = w * (p * (1 + 2 * z * lse) - (j == y[i] ? 1 - e : 0) - e / static_cast<double>(v));
+      r.grad[i * width + j] = w * (p * (1 + 2 * z * lse) - (j == y[i] ? 1 - e : 0) - e / static_cast<double>(v));
     }
   }
   const double total = r.ce_sum + r.z_sum;

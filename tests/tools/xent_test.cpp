@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,40 @@ TEST_F(XentTool, F64OutputsAndBf16Compute) {
   EXPECT_EQ(out("bf16", "grad.npy").dtype(), DType::f32);
   EXPECT_TRUE(test::close_rel(out("bf16", "loss.npy"), Tensor::scalar(ref16.loss, DType::f64), 1e-5));
   EXPECT_TRUE(test::close_rel(out("bf16", "grad.npy"), Tensor::from_vector(ref16.grad, {5, 24}), 1e-2));
+}
+
+// --num-classes: the padded columns (NaN in the file) are never read, the gradient there is
+// 0, and under --tp the padding covering the last shard entirely gives the same files.
+TEST_F(XentTool, NumClassesLeavesThePaddingOut) {
+  make_inputs(6, 48);
+  const int64_t classes = 21;
+  for (int64_t i = 0; i < 6; ++i) y_[i] = y_[i] == -100 ? -100 : y_[i] % classes;
+  y_[4] = classes - 1;
+  io::write_npy(path("T.npy"), Tensor::from_vector(y_, {6}));
+  logits_.slice(1, classes, 48).fill_(std::numeric_limits<double>::quiet_NaN());
+  io::write_npy(path("L.npy"), logits_);
+  const std::string common = inputs() + " --label-smoothing 0.1 --z-loss-weight 0.01 --num-classes 21";
+  const ToolRun r = xent(common + " --out " + path("pad"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto ref = test::xent_reference(logits_, y_, 0.1, 0.01, -100, "mean", 1.0, {}, classes);
+  EXPECT_TRUE(test::close_rel(out("pad", "loss.npy"), Tensor::scalar(ref.loss, DType::f64), 1e-5));
+  EXPECT_TRUE(test::close_rel(out("pad", "grad.npy"), Tensor::from_vector(ref.grad, {6, 48}), 1e-5));
+  for (double g : out("pad", "grad.npy").slice(1, classes, 48).to_vector<double>()) ASSERT_EQ(g, 0.0);
+#ifdef ZTRAIN_WITH_GLOO
+  const ToolRun tp = xent(common + " --tp 2 --out " + path("pad_tp2"));  // shard 1: all padding
+  ASSERT_EQ(tp.status, 0) << tp.output;
+  for (const char* f : {"loss.npy", "grad.npy", "lse.npy", "z_loss.npy"})
+    EXPECT_TRUE(test::close_rel(out("pad_tp2", f), out("pad", f), 1e-6)) << f;
+#endif
+  const ToolRun bad = xent(inputs() + " --num-classes 49 --out " + path("pad_bad"));
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.output.find("xent: --num-classes 49: expected -1 (every column) or 1..48"), std::string::npos)
+      << bad.output;
+  io::write_npy(path("T.npy"), Tensor::from_vector(std::vector<int64_t>{0, 1, 21, 2, 3, 4}, {6}));
+  const ToolRun padded_target = xent(common + " --out " + path("pad_bad"));
+  EXPECT_EQ(padded_target.status, 1);
+  EXPECT_NE(padded_target.output.find("target 21 at row 2 is outside [0, 21)"), std::string::npos)
+      << padded_target.output;
 }
 
 TEST_F(XentTool, TensorParallelEqualsOneRank) {
