@@ -128,11 +128,17 @@ struct LinearNode : Node {
       grads[0] = Tensor::empty(x_shape, dtype, g.device());
       gemm_on_device(g, w, grads[0], {1, rows, in_features, out_features, false, false});
     }
-    if (needs_input_grad(1)) {  // dw = g^T x
+    bool db_done = false;
+    if (needs_input_grad(1)) {  // dw = g^T x; on CUDA db rides on this product where cuBLASLt can
       grads[1] = Tensor::empty({out_features, in_features}, dtype, g.device());
-      gemm_on_device(g, x, grads[1], {1, out_features, in_features, rows, true, false});
+      Tensor db;
+      if (needs_input_grad(2) && g.device().is_cuda()) db = Tensor::empty({out_features}, dtype, g.device());
+      db_done = ZT_ON_DEVICE(g, (gemm_cpu(g, x, grads[1], {1, out_features, in_features, rows, true, false}), false),
+                             linear_weight_grad_cuda(g, x, grads[1], db));
+      if (db_done) grads[2] = db;
     }
-    if (needs_input_grad(2)) grads[2] = ZT_ON_DEVICE(g, sum_rows_cpu(g, out_features), sum_rows_cuda(g, out_features));
+    if (needs_input_grad(2) && !db_done)  // db = sum of g's rows
+      grads[2] = ZT_ON_DEVICE(g, sum_rows_cpu(g, out_features), sum_rows_cuda(g, out_features));
     return grads;
   }
   void release_saved() override { x = w = Tensor(); }

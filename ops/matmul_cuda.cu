@@ -1,6 +1,7 @@
 // CUDA side of ops/matmul.h: every product goes through cuBLASLt (framework/cuda/blas.h),
 // bf16 and f32 accumulating in f32 (f64 in f64). The linear layer's bias rides on the
-// product as cuBLASLt's bias epilogue.
+// product as cuBLASLt's bias epilogue, and its bias gradient on the dW product as the
+// bias-gradient epilogue.
 #include "framework/cuda/blas.h"
 #include "ops/cuda_compute.cuh"
 #include "ops/matmul_kernels.h"
@@ -55,6 +56,24 @@ void gemm_cuda(const Tensor& a_in, const Tensor& b_in, Tensor& out, const GemmDi
   cuda::GemmArgs g = args_for(a, b, out, d);
   g.beta = accumulate ? 1.0 : 0.0;
   cuda::gemm(out.device().index, g);
+}
+
+bool linear_weight_grad_cuda(const Tensor& g_in, const Tensor& x_in, Tensor& dw, Tensor& db) {
+  ZT_CHECK(dw.is_contiguous() && (!db.defined() || db.is_contiguous()),
+           "linear_weight_grad_cuda: outputs must be contiguous");
+  OpRange range("matmul");
+  const int64_t out_features = dw.shape()[0], in_features = dw.shape()[1];
+  const int64_t rows = out_features > 0 ? g_in.numel() / out_features : 0;
+  const GemmDims dims{1, out_features, in_features, rows, true, false};
+  const Tensor g = g_in.contiguous(), x = x_in.contiguous();
+  if (db.defined() && rows > 0 && out_features * in_features > 0 && dw.dtype() != DType::f64) {
+    stream_for(dw);
+    cuda::GemmArgs a = args_for(g, x, dw, dims);
+    a.bias_grad = db.raw_data();
+    if (cuda::gemm(dw.device().index, a)) return true;
+  }
+  gemm_cuda(g, x, dw, dims);
+  return false;
 }
 
 void linear_forward_cuda(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Tensor& out) {

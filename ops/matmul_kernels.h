@@ -23,6 +23,11 @@ void linear_forward_cpu(const Tensor& x, const Tensor& w, const Tensor& bias, Te
 #ifdef ZTRAIN_WITH_CUDA
 void gemm_cuda(const Tensor& a, const Tensor& b, Tensor& out, const GemmDims& dims, bool accumulate = false);
 void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out);
+// dw [out, in] := g^T x for g [R, out], x [R, in]; with db defined ([out], dw's dtype), db :=
+// the sum of g's rows in the same cuBLASLt call (its bias-gradient epilogue). Returns whether
+// db was written: false (dw still written) when db is undefined or cuBLASLt offers no such
+// epilogue here (f64, some shapes): the caller then reduces g itself.
+bool linear_weight_grad_cuda(const Tensor& g, const Tensor& x, Tensor& dw, Tensor& db);
 #endif
 
 }  // namespace zt::ops

@@ -1,11 +1,17 @@
 #include "framework/cuda/blas.h"
 
 #include <array>
+#include <atomic>
+#include <cstdlib>
+#include <limits>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "framework/cuda/cuda_check.h"
+#include "framework/cuda/cuda_memory.h"
 #include "framework/cuda/stream.h"
 
 namespace zt::cuda {
@@ -65,15 +71,33 @@ uint32_t alignment(const void* p) {
 
 // Everything the algorithm choice depends on.
 using PlanKey = std::tuple<int, int, int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, bool, bool, uint32_t, uint32_t, uint32_t>;
+                           int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t, uint32_t>;
+
+constexpr int kCandidates = 8;    // algorithms asked of the heuristic
+constexpr int kTuneRuns = 5;      // timed runs per candidate (after one untimed)
 
 struct Plan {
-  bool found = false;
-  cublasLtMatmulAlgo_t algo{};
+  std::vector<cublasLtMatmulAlgo_t> candidates;  // heuristic order; empty: the epilogue is unavailable
+  int best = 0;                                  // the fastest candidate, once tuned
+  bool tuned = false;
 };
 
 std::mutex g_plan_mu;
 std::map<PlanKey, Plan> g_plans;
+int64_t g_tuned_plans = 0;
+thread_local GemmChoice t_last_choice;
+
+// -1 until the first product reads ZT_GEMM_TUNE.
+std::atomic<int> g_tuning{-1};
+
+bool tuning_from_env() {
+  const char* v = std::getenv("ZT_GEMM_TUNE");
+  if (v == nullptr || *v == '\0' || std::string(v) == "1") return true;
+  if (std::string(v) == "0") return false;
+  ZT_FAIL("ZT_GEMM_TUNE must be 0 (off) or 1 (on), got '", v, "'");
+}
+
+enum Epilogue : int { kNoEpilogue = 0, kBias = 1, kBiasGrad = 2 };
 
 // RAII for the descriptors of one call.
 struct Descriptors {
@@ -100,7 +124,101 @@ void make_layout(cublasLtMatrixLayout_t* layout, cudaDataType_t type, int64_t ro
   }
 }
 
+bool capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  ZT_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// Events of the tuning runs, destroyed however the timing ends.
+struct TuningEvents {
+  std::vector<cudaEvent_t> events;
+  explicit TuningEvents(size_t n) {
+    events.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      cudaEvent_t e = nullptr;
+      ZT_CUDA_CHECK(cudaEventCreate(&e));
+      events.push_back(e);
+    }
+  }
+  ~TuningEvents() {
+    for (cudaEvent_t e : events) cudaEventDestroy(e);
+  }
+};
+
+// A scratch copy of C for timing accumulating products; freed after the device is done with it.
+struct ScratchC {
+  void* ptr = nullptr;
+  int device = 0;
+  ~ScratchC() {
+    if (ptr) deallocate(ptr, device);
+  }
+};
+
+// Times each candidate (one untimed run, then kTuneRuns between two events) and returns the
+// index of the fastest. Candidates cuBLASLt refuses at launch are skipped. With beta != 0 the
+// runs accumulate into a scratch copy of C, so the caller's C is updated once, by its real run.
+int fastest_candidate(int device, DeviceBlas& db, const Descriptors& d, const GemmArgs& g, const void* alpha,
+                      const void* beta, const std::vector<cublasLtMatmulAlgo_t>& candidates, cudaStream_t stream) {
+  ScratchC scratch;
+  void* c = g.C;
+  if (g.beta != 0.0) {
+    const int64_t elems = (g.batch - 1) * g.stride_c + (g.M - 1) * g.ldc + g.N;
+    const size_t bytes = static_cast<size_t>(elems) * dtype_size(g.c_dtype);
+    scratch.device = device;
+    scratch.ptr = allocate(bytes, device);
+    ZT_CUDA_CHECK(cudaMemcpyAsync(scratch.ptr, g.C, bytes, cudaMemcpyDeviceToDevice, stream));
+    c = scratch.ptr;
+  }
+  TuningEvents ev(2 * candidates.size());
+  std::vector<bool> ran(candidates.size(), false);
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    auto run = [&] {
+      return cublasLtMatmul(db.handle, d.op, alpha, g.B, d.a, g.A, d.b, beta, c, d.c, c, d.c, &candidates[i],
+                            db.workspace, kWorkspaceBytes, stream);
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;
+    ZT_CUDA_CHECK(cudaEventRecord(ev.events[2 * i], stream));
+    bool ok = true;
+    for (int r = 0; r < kTuneRuns && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
+    ZT_CUDA_CHECK(cudaEventRecord(ev.events[2 * i + 1], stream));
+    ran[i] = ok;
+  }
+  ZT_CUDA_CHECK(cudaStreamSynchronize(stream));
+  int best = 0;
+  float best_ms = std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (!ran[i]) continue;
+    float ms = 0;
+    ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, ev.events[2 * i], ev.events[2 * i + 1]));
+    if (ms < best_ms) {
+      best_ms = ms;
+      best = static_cast<int>(i);
+    }
+  }
+  return best;
+}
+
 }  // namespace
+
+void set_gemm_tuning(bool on) { g_tuning.store(on ? 1 : 0); }
+
+bool gemm_tuning() {
+  int t = g_tuning.load();
+  if (t < 0) {
+    int unread = -1;
+    g_tuning.compare_exchange_strong(unread, tuning_from_env() ? 1 : 0);
+    t = g_tuning.load();
+  }
+  return t == 1;
+}
+
+GemmChoice last_gemm_choice() { return t_last_choice; }
+
+GemmPlanStats gemm_plan_stats() {
+  std::lock_guard<std::mutex> lock(g_plan_mu);
+  return {static_cast<int64_t>(g_plans.size()), g_tuned_plans};
+}
 
 cublasLtHandle_t lt_handle(int device) { return device_blas(device).handle; }
 
@@ -108,11 +226,15 @@ bool gemm(int device, const GemmArgs& g) {
   if (g.M == 0 || g.N == 0 || g.batch == 0) return true;
   ZT_CHECK(g.K > 0, "CUDA matmul: K == 0 (the caller zero-fills instead)");
   ZT_CHECK(g.batch < (int64_t{1} << 31), "CUDA matmul: batch ", g.batch, " too large");
+  ZT_CHECK(!(g.bias && g.bias_grad), "CUDA matmul: bias and bias_grad epilogues are exclusive");
+  ZT_CHECK(!g.bias_grad || (g.batch == 1 && g.alpha == 1.0 && g.beta == 0.0),
+           "CUDA matmul: the bias-gradient epilogue needs batch 1, alpha 1 and beta 0");
+  const bool tune = gemm_tuning();
   DeviceBlas& db = device_blas(device);
   set_device(device);
   const bool f64 = g.ab_dtype == DType::f64;
   ZT_CHECK(!f64 || g.c_dtype == DType::f64, "CUDA matmul: f64 operands need an f64 result");
-  ZT_CHECK(!(f64 && g.bias), "CUDA matmul: no bias epilogue for f64");
+  ZT_CHECK(!(f64 && (g.bias || g.bias_grad)), "CUDA matmul: no bias or bias-gradient epilogue for f64");
 
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt's "A" is our B
   // buffer and its "B" our A buffer, each read as the column-major transpose of what it holds.
@@ -126,10 +248,14 @@ bool gemm(int device, const GemmArgs& g) {
   const cublasOperation_t op_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
   ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
-  if (g.bias) {
-    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+  const Epilogue epilogue = g.bias ? kBias : g.bias_grad ? kBiasGrad : kNoEpilogue;
+  const void* vector = g.bias ? g.bias : g.bias_grad;
+  if (epilogue != kNoEpilogue) {
+    // Bias: one value per column of our C = per row of cuBLASLt's D. Bias gradient of our A =
+    // the sum over k of cuBLASLt's B, one value per column of its D: BGRADB.
+    const cublasLtEpilogue_t epi = epilogue == kBias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_BGRADB;
     ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-    ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof g.bias));
+    ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector, sizeof vector));
     ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &ct, sizeof ct));
   }
   // Our B: [K, N] (N x K column-major, ld ldb) or [N, K] (K x N column-major).
@@ -138,16 +264,22 @@ bool gemm(int device, const GemmArgs& g) {
   make_layout(&d.b, ab, g.trans_a ? g.M : K, g.trans_a ? K : g.M, g.lda, g.batch, g.stride_a);
   make_layout(&d.c, ct, g.N, g.M, g.ldc, g.batch, g.stride_c);
 
-  const uint32_t al_a = alignment(g.A), al_b = alignment(g.B), al_c = alignment(g.C);
+  const float alpha_f = static_cast<float>(g.alpha), beta_f = static_cast<float>(g.beta);
+  const void* alpha = f64 ? static_cast<const void*>(&g.alpha) : &alpha_f;
+  const void* beta = f64 ? static_cast<const void*>(&g.beta) : &beta_f;
+  cudaStream_t stream = current_stream();
+
+  const uint32_t al_a = alignment(g.A), al_b = alignment(g.B), al_c = alignment(g.C),
+                 al_v = vector ? alignment(vector) : 0;
   const PlanKey key{static_cast<int>(g.ab_dtype), static_cast<int>(g.c_dtype), device, g.trans_a, g.trans_b,
                     g.batch, g.M, g.N, K, g.lda, g.ldb, g.ldc, g.stride_a, g.stride_b, g.stride_c,
-                    g.bias != nullptr, g.beta != 0.0, al_a, al_b, al_c};
-  Plan plan;
+                    static_cast<int>(epilogue), g.beta != 0.0, al_a, al_b, al_c, al_v};
+  cublasLtMatmulAlgo_t algo{};
   {
     std::lock_guard<std::mutex> lock(g_plan_mu);
     auto it = g_plans.find(key);
-    if (it != g_plans.end()) plan = it->second;
-    else {
+    if (it == g_plans.end()) {
+      Plan plan;
       ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
       const uint64_t ws = kWorkspaceBytes;
       ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
@@ -156,27 +288,34 @@ bool gemm(int device, const GemmArgs& g) {
       ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_a, sizeof al_a));
       ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
       ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
-      cublasLtMatmulHeuristicResult_t result{};
+      std::array<cublasLtMatmulHeuristicResult_t, kCandidates> results{};
       int found = 0;
-      const cublasStatus_t st =
-          cublasLtMatmulAlgoGetHeuristic(db.handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found);
-      if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
-        plan.found = true;
-        plan.algo = result.algo;
-      } else if (!g.bias) {
+      const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(db.handle, d.op, d.a, d.b, d.c, d.c, d.pref, kCandidates,
+                                                               results.data(), &found);
+      if (st == CUBLAS_STATUS_SUCCESS)
+        for (int i = 0; i < found; ++i)
+          if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= kWorkspaceBytes)
+            plan.candidates.push_back(results[i].algo);
+      if (plan.candidates.empty() && epilogue == kNoEpilogue)
         ZT_FAIL("CUDA matmul: cuBLASLt has no algorithm for ", dtype_name(g.ab_dtype), " -> ", dtype_name(g.c_dtype),
                 " batch ", g.batch, " M ", g.M, " N ", g.N, " K ", g.K, " (status ", cublasGetStatusName(st), ")");
-      }
-      g_plans.emplace(key, plan);
+      plan.tuned = plan.candidates.size() <= 1;  // nothing to choose between
+      it = g_plans.emplace(key, std::move(plan)).first;
     }
+    Plan& plan = it->second;
+    if (plan.candidates.empty()) return false;  // epilogue unavailable: the caller does that part
+    // Tuning synchronises the stream: never inside a graph capture (the plan is tuned later).
+    if (tune && !plan.tuned && !capturing(stream)) {
+      plan.best = fastest_candidate(device, db, d, g, alpha, beta, plan.candidates, stream);
+      plan.tuned = true;
+      ++g_tuned_plans;
+    }
+    const int chosen = tune && plan.tuned ? plan.best : 0;
+    algo = plan.candidates[static_cast<size_t>(chosen)];
+    t_last_choice = GemmChoice{static_cast<int>(plan.candidates.size()), chosen, plan.tuned};
   }
-  if (!plan.found) return false;  // bias epilogue unavailable: caller adds the bias
-
-  const float alpha_f = static_cast<float>(g.alpha), beta_f = static_cast<float>(g.beta);
-  const void* alpha = f64 ? static_cast<const void*>(&g.alpha) : &alpha_f;
-  const void* beta = f64 ? static_cast<const void*>(&g.beta) : &beta_f;
-  ZT_CUBLAS_CHECK(cublasLtMatmul(db.handle, d.op, alpha, g.B, d.a, g.A, d.b, beta, g.C, d.c, g.C, d.c, &plan.algo,
-                                 db.workspace, kWorkspaceBytes, current_stream()));
+  ZT_CUBLAS_CHECK(cublasLtMatmul(db.handle, d.op, alpha, g.B, d.a, g.A, d.b, beta, g.C, d.c, g.C, d.c, &algo,
+                                 db.workspace, kWorkspaceBytes, stream));
   return true;
 }
 

@@ -28,12 +28,45 @@ struct GemmArgs {
   DType ab_dtype = DType::f32, c_dtype = DType::f32;
   double alpha = 1.0, beta = 0.0;
   const void* bias = nullptr;  // [N] of c_dtype; f32/bf16 only (cuBLASLt's bias epilogue)
+  // Bias-gradient epilogue: when set, the same call also writes (overwrites) bias_grad[m] =
+  // sum over k of op(A)[m, k], M values of c_dtype: with op(A) = g^T this is a linear layer's
+  // db next to its dW = g^T x. f32/bf16, batch 1, alpha 1 and beta 0 only; exclusive with
+  // bias. (Inside, our A is cuBLASLt's B, so this is its BGRADB epilogue.)
+  void* bias_grad = nullptr;
 };
 
-// Runs the product. Returns false, having done nothing, only when a bias was asked for and
-// cuBLASLt offers no algorithm with the bias epilogue for this problem (the caller then adds
-// the bias itself); any other failure is a zt::Error.
+// Runs the product. Returns false, having done nothing, only when an epilogue (bias or
+// bias_grad) was asked for and cuBLASLt offers no algorithm with it for this problem (the
+// caller then does that part itself); any other failure is a zt::Error.
+//
+// Algorithm choice, once per distinct problem (shapes, strides, types, epilogue, pointer
+// alignments): cuBLASLt's heuristic proposes up to 8 algorithms; with tuning on, the first
+// call outside a stream capture times each candidate (a few runs, CUDA events, one host
+// synchronisation) and every later call uses the fastest. Timing writes only C and bias_grad
+// when beta == 0 (the real run then overwrites them) and a scratch copy of C when beta != 0,
+// so an accumulating product still adds once. With tuning off, the heuristic's first choice
+// is used.
 bool gemm(int device, const GemmArgs& args);
+
+// Tuning switch for calls from now on: on unless the environment sets ZT_GEMM_TUNE=0 (ZT_GEMM_TUNE=1
+// is on; other values are a zt::Error at the first product). Process-wide.
+void set_gemm_tuning(bool on);
+bool gemm_tuning();
+
+// What the most recent gemm() on this thread ran: its plan's candidate count, the index of
+// the algorithm used (0 = the heuristic's first choice), and whether the plan's choice is
+// settled (timed, or a single candidate). Counters over the process: plans made, and plans
+// whose candidates were timed (for tools and tests).
+struct GemmChoice {
+  int candidates = 0;
+  int chosen = 0;
+  bool tuned = false;
+};
+GemmChoice last_gemm_choice();
+struct GemmPlanStats {
+  int64_t plans = 0, tuned = 0;
+};
+GemmPlanStats gemm_plan_stats();
 
 cublasLtHandle_t lt_handle(int device);
 
