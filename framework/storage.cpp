@@ -1,11 +1,13 @@
 #include "framework/storage.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
 #include "framework/error.h"
 #ifdef ZTRAIN_WITH_CUDA
 #include "framework/cuda/cuda_memory.h"
+#include "framework/cuda/deferred_check.h"
 #endif
 
 namespace zt {
@@ -16,9 +18,17 @@ constexpr size_t kHostAlignment = 64;  // one cache line; enough for AVX-512 loa
 [[noreturn, maybe_unused]] void no_cuda() {
   ZT_FAIL("this ztrain was built without CUDA (configure with nvcc present, ZTRAIN_CUDA=ON)");
 }
+
+// One counter for all storages, so a version names one storage's contents at one time.
+uint64_t next_version() {
+  static std::atomic<uint64_t> counter{0};
+  return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+}
 }  // namespace
 
-Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+void Storage::bump_version() { version_ = next_version(); }
+
+Storage::Storage(size_t nbytes, Device device) : version_(next_version()), nbytes_(nbytes), device_(device) {
   if (device.is_cpu()) {
     size_t rounded = (nbytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
     data_ = std::aligned_alloc(kHostAlignment, rounded == 0 ? kHostAlignment : rounded);
@@ -50,6 +60,8 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
   }
 #ifdef ZTRAIN_WITH_CUDA
   cuda::copy(dst, src, nbytes);
+  // The host just waited for the device: report inputs that kernels found bad (embedding ids).
+  if (dst_device.is_cpu()) cuda::run_deferred_checks();
 #else
   no_cuda();
 #endif

@@ -2,6 +2,7 @@
 // A reference-counted block of device memory. Tensors are views into one Storage;
 // views share it through shared_ptr, so the block lives as long as any view does.
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "framework/device.h"
@@ -21,7 +22,15 @@ class Storage {
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
 
+  // Identifies the storage's contents: a value no other storage or earlier contents had.
+  // Tensor's in-place writes (copy_, fill_, add_, scale_) change it, and so must code that
+  // writes the memory by other means (AdamW's update); caches of values computed from the
+  // contents (models/cast.h) compare it. Writes through data<T>() pointers are not seen.
+  uint64_t version() const { return version_; }
+  void bump_version();
+
  private:
+  uint64_t version_;
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;

@@ -7,6 +7,7 @@
 #include <iomanip>
 #include <sstream>
 
+#include "framework/op_range.h"
 #ifdef ZTRAIN_WITH_CUDA
 #include "framework/cuda/strided_copy.h"
 #include "framework/cuda/tensor_kernels.h"
@@ -237,6 +238,8 @@ Tensor Tensor::to(DType t) const {
 void Tensor::copy_(const Tensor& src) {
   ZT_CHECK(defined() && src.defined(), "copy_ with an undefined tensor");
   check_same_shape(*this, src, "copy_");
+  ZT_OP_RANGE("copy");  // device time of copies issued outside an op (contiguous, clone, to, casts)
+  storage_->bump_version();
   // Fast path: same dtype, both contiguous: one byte copy, any devices.
   if (dtype_ == src.dtype_ && is_contiguous() && src.is_contiguous()) {
     copy_bytes(raw_data(), device(), src.raw_data(), src.device(), nbytes());
@@ -286,6 +289,9 @@ void Tensor::copy_(const Tensor& src) {
 // ---- in place ----
 
 void Tensor::fill_(double value) {
+  ZT_CHECK(defined(), "fill_ of an undefined tensor");
+  ZT_OP_RANGE("fill");
+  storage_->bump_version();
 #ifdef ZTRAIN_WITH_CUDA
   if (device().is_cuda() && is_contiguous()) {
     cuda::fill(device().index, raw_data(), dtype_, numel(), value);
@@ -307,8 +313,11 @@ void Tensor::fill_(double value) {
 }
 
 void Tensor::add_(const Tensor& other, double alpha) {
+  ZT_CHECK(defined() && other.defined(), "add_ with an undefined tensor");
   check_same_shape(*this, other, "add_");
   ZT_CHECK(device() == other.device(), "add_: tensors on ", device().str(), " and ", other.device().str());
+  ZT_OP_RANGE("add_");
+  storage_->bump_version();
 #ifdef ZTRAIN_WITH_CUDA
   if (device().is_cuda() && is_contiguous() && other.is_contiguous()) {
     cuda::add_scaled(device().index, raw_data(), dtype_, other.raw_data(), other.dtype(), numel(), alpha);
@@ -340,6 +349,9 @@ void Tensor::add_(const Tensor& other, double alpha) {
 }
 
 void Tensor::scale_(double factor) {
+  ZT_CHECK(defined(), "scale_ of an undefined tensor");
+  ZT_OP_RANGE("scale_");
+  storage_->bump_version();
 #ifdef ZTRAIN_WITH_CUDA
   if (device().is_cuda() && is_contiguous()) {
     cuda::scale(device().index, raw_data(), dtype_, numel(), factor);

@@ -1,6 +1,7 @@
 #include "models/cast.h"
 
 #include "framework/autograd/node.h"
+#include "framework/op_range.h"
 
 namespace zt {
 
@@ -9,11 +10,31 @@ namespace {
 class CastNode : public Node {
  public:
   explicit CastNode(const Variable& x) : Node("cast", {x}), from_(x.dtype()) {}
-  std::vector<Tensor> backward(const Tensor& grad) override { return {grad.to(from_)}; }
+  std::vector<Tensor> backward(const Tensor& grad) override {
+    ZT_OP_RANGE("cast");
+    return {grad.to(from_)};
+  }
 
  private:
   DType from_;
 };
+
+Tensor convert(const Tensor& t, DType dtype) {
+  ZT_OP_RANGE("cast");
+  return t.to(dtype);
+}
+
+// A leaf's copy, made again only when the leaf's contents or view changed since.
+Tensor cached_copy(VariableImpl& leaf, DType dtype) {
+  VariableImpl::CastCache& c = leaf.cast_cache;
+  const Tensor& d = leaf.data;
+  const uint64_t version = d.storage()->version();
+  if (c.copy.defined() && c.copy.dtype() == dtype && c.version == version && c.offset == d.offset() &&
+      c.strides == d.strides() && c.copy.shape() == d.shape())
+    return c.copy;
+  c = {convert(d, dtype), version, d.offset(), d.strides()};
+  return c.copy;
+}
 
 }  // namespace
 
@@ -21,7 +42,7 @@ Variable cast(const Variable& x, DType dtype) {
   if (x.dtype() == dtype) return x;
   ZT_CHECK(is_floating(dtype) && is_floating(x.dtype()), "cast: ", dtype_name(x.dtype()), " -> ",
            dtype_name(dtype), " (only between floating dtypes)");
-  Tensor y = x.tensor().to(dtype);
+  Tensor y = x.is_leaf() ? cached_copy(*x.impl(), dtype) : convert(x.tensor(), dtype);
   if (!needs_grad({x})) return Variable(y);
   return Variable::from_op(y, std::make_shared<CastNode>(x));
 }

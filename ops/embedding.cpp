@@ -33,7 +33,8 @@ Variable embedding(const Variable& weight, const Variable& ids) {
            dtype_name(ids.dtype()));
   ZT_CHECK(weight.tensor().dim() == 2, "embedding: weight must be [V, C], got ", shape_str(weight.shape()));
   check_same_device("embedding", "weight", weight.tensor(), "ids", ids.tensor());
-  ZT_ON_DEVICE(ids.tensor(), check_ids_cpu(ids.tensor(), weight.shape()[0]), check_ids_cuda(ids.tensor(), weight.shape()[0]));
+  // On CUDA the lookup kernel checks the ids itself (a deferred check, see embedding.h).
+  if (ids.device().is_cpu()) check_ids_cpu(ids.tensor(), weight.shape()[0]);
   Tensor out = ZT_ON_DEVICE(weight.tensor(), embedding_forward_cpu(weight.tensor(), ids.tensor()),
                             embedding_forward_cuda(weight.tensor(), ids.tensor()));
   if (!needs_grad({weight})) return Variable(out);

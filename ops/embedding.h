@@ -5,7 +5,16 @@
 namespace zt::ops {
 
 // weight [V, C]; ids i32/i64 of any shape S (no gradient) -> [S..., C].
-// An id outside [0, V) is an error naming the position and value.
+// An id outside [0, V) is an error naming the position and value:
+// - CPU: thrown by this call, before any work.
+// - CUDA: the lookup kernel checks every id as it reads it, so a lookup never waits for the
+//   device. A bad id raises a flag and gets a row of NaN; the error (the same message as on
+//   the CPU) is thrown by the calling thread's first host read of any device data once the
+//   kernel has run (Tensor::item / to_vector / to(cpu): the trainer reads the loss every
+//   step), through framework/cuda/deferred_check.h. The backward never writes outside the
+//   table.
+//   Why not check on the host: ids reach the op already on the device, and reading them
+//   back cost a host synchronisation per lookup (two per forward).
 Variable embedding(const Variable& weight, const Variable& ids);
 
 }  // namespace zt::ops

@@ -15,8 +15,9 @@ Tensor embedding_backward_cpu(const Tensor& grad, const Tensor& ids, int64_t voc
 
 // CUDA kernels (ops/embedding_cuda.cu), same contracts on device tensors; outputs on the inputs' device.
 #ifdef ZTRAIN_WITH_CUDA
-// Like check_ids_cpu; reads one 8-byte flag back from the device (a host sync).
-void check_ids_cuda(const Tensor& ids, int64_t vocab);
+// The forward also checks the ids, without a host sync: a bad id gets a NaN row and raises
+// a deferred check that throws check_ids_cpu's error at the next host read (ops/embedding.h).
+// The backward skips bad ids.
 Tensor embedding_forward_cuda(const Tensor& weight, const Tensor& ids);
 Tensor embedding_backward_cuda(const Tensor& grad, const Tensor& ids, int64_t vocab, DType dtype);
 #endif

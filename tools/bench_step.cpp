@@ -6,9 +6,15 @@
 //   bench_step --batch-size 32 --steps 20 --profile --out runs/bench_step_b32.json
 //
 // Prints tokens/s (median step), MFU against the bf16 dense peak (989 TFLOP/s on H100/H200;
-// FLOPs per token 6 N + 6 L d T), peak device memory, and with --profile the device time per
-// op family and phase (CUDA events around each op; framework/cuda/op_profiler.h), "other"
-// being the phase's time outside any op range (dtype casts, gradient accumulation, fills).
+// FLOPs per token 6 N + 6 L d T), peak device memory, the host's time per phase against the
+// wall time, host<->device copies per step (each one a host synchronisation), and with
+// --profile the device span of each phase next to its host time (a phase without host reads
+// whose host time reaches its device span is CPU-bound), and the device time per op family and
+// phase (CUDA events around each op; framework/cuda/op_profiler.h). Work outside the ops has
+// families too: "cast" (dtype casts of weights and their gradients), "accumulate" (the
+// autograd engine's gradient sums), "copy" / "fill" / "add_" / "scale_" (Tensor's own
+// kernels: contiguous, clone, to, zeros, ...), "leading_rows". A phase's "other" is its
+// device span outside every range: idle gaps (launch overhead, host syncs) and unmarked work.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -48,7 +54,8 @@ struct Bench {
   std::unique_ptr<zt::Gpt> model;
   std::unique_ptr<zt::AdamW> adam;
   zt::Generator data_gen{12345}, dropout_gen{7};
-  std::map<std::string, double> phase_ms;  // profiled runs: device time per phase
+  std::map<std::string, double> phase_ms;       // profiled runs: device time per phase (event to event)
+  std::map<std::string, double> phase_host_ms;  // unprofiled runs: host time per phase (issuing it, waits included)
 
   zt::Tensor random_tokens(int64_t n) {
     std::vector<int32_t> v(static_cast<size_t>(n));
@@ -61,10 +68,12 @@ struct Bench {
   // events mark the phases so the op ranges can be set against each phase's total.
   double step(bool profile) {
     cudaEvent_t marks[5];
+    Clock::time_point host_marks[5];
     if (profile)
       for (auto& e : marks) ZT_CUDA_CHECK(cudaEventCreate(&e));
     auto mark = [&](int i) {
       if (profile) ZT_CUDA_CHECK(cudaEventRecord(marks[i], 0));
+      host_marks[i] = Clock::now();
     };
     const zt::Tensor ids = random_tokens(B * T).view({B, T}).to(dev);
     const zt::Tensor targets = random_tokens(B * T).to(dev);
@@ -78,6 +87,7 @@ struct Bench {
     xo.z_loss_weight = cfg.loss.z_loss_weight;
     xo.label_smoothing = cfg.loss.label_smoothing;
     xo.ignore_index = cfg.loss.ignore_index;
+    xo.num_classes = cfg.model.vocab_size;  // logits have padded_vocab() columns
     std::optional<zt::ops::CrossEntropyResult> r;
     {
       zt::cuda::OpRange range("cross_entropy");
@@ -108,6 +118,10 @@ struct Bench {
         phase_ms[names[i]] += ms;
       }
       for (auto& e : marks) cudaEventDestroy(e);
+    } else {
+      const char* names[] = {"fwd", "loss", "bwd", "optim"};
+      for (int i = 0; i < 4; ++i)
+        phase_host_ms[names[i]] += std::chrono::duration<double, std::milli>(host_marks[i + 1] - host_marks[i]).count();
     }
     return loss;
   }
@@ -167,6 +181,8 @@ int main(int argc, char** argv) {
     ZT_CUDA_CHECK(cudaDeviceSynchronize());
     zt::cuda::reset_peak_allocated(0);
     const zt::cuda::MemoryStats before = zt::cuda::memory_stats(0);
+    const zt::cuda::HostCopyCounts copies_before = zt::cuda::host_copy_counts();
+    b.phase_host_ms.clear();
     std::vector<double> times;
     double loss = 0;
     for (int64_t i = 0; i < steps; ++i) {
@@ -176,6 +192,9 @@ int main(int argc, char** argv) {
       times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
     }
     const zt::cuda::MemoryStats after = zt::cuda::memory_stats(0);
+    const zt::cuda::HostCopyCounts copies_after = zt::cuda::host_copy_counts();
+    const double copies_to_host = static_cast<double>(copies_after.to_host - copies_before.to_host) / steps;
+    const double copies_to_device = static_cast<double>(copies_after.to_device - copies_before.to_device) / steps;
     std::vector<double> sorted = times;
     std::sort(sorted.begin(), sorted.end());
     const double median = sorted[sorted.size() / 2];
@@ -192,12 +211,27 @@ int main(int argc, char** argv) {
                 "during timed steps: %lld\n",
                 after.peak_allocated / 1073741824.0, after.peak_reserved / 1073741824.0,
                 (total_b - free_b) / 1073741824.0, static_cast<long long>(after.cuda_mallocs - before.cuda_mallocs));
+    // Host time per phase: issuing its work plus any wait for the device inside it (the loss
+    // phase reads the loss, optim reads the gradient norm). A phase without host reads (fwd,
+    // bwd) whose host time reaches its device span (--profile) keeps the GPU waiting for the CPU.
+    std::printf("host ms per step (timed steps, mean): ");
+    nlohmann::json host_phases;
+    for (const char* phase : {"fwd", "loss", "bwd", "optim"}) {
+      const double ms = b.phase_host_ms[phase] / static_cast<double>(steps);
+      std::printf("%s %.2f; ", phase, ms);
+      host_phases[phase] = ms;
+    }
+    std::printf("wall %.2f (median)\nhost<->device copies per step (each one a host sync): %.1f to host, %.1f to "
+                "device\n",
+                median * 1e3, copies_to_host, copies_to_device);
 
     nlohmann::json out = {{"config", config_path}, {"batch_size", batch}, {"seq_len", seq_len}, {"dtype", dtype},
                           {"step_ms_median", median * 1e3}, {"step_ms_min", sorted.front() * 1e3},
                           {"tokens_per_s", tok_s}, {"mfu", mfu}, {"flops_per_token", flops_per_token},
                           {"peak_allocated_bytes", after.peak_allocated}, {"peak_reserved_bytes", after.peak_reserved},
-                          {"steady_state_cuda_mallocs", after.cuda_mallocs - before.cuda_mallocs}, {"loss", loss}};
+                          {"steady_state_cuda_mallocs", after.cuda_mallocs - before.cuda_mallocs}, {"loss", loss},
+                          {"host_ms_per_phase", host_phases}, {"copies_to_host_per_step", copies_to_host},
+                          {"copies_to_device_per_step", copies_to_device}};
 
     if (profile && profile_steps > 0) {
       zt::cuda::profiler_enable(true);
@@ -219,17 +253,32 @@ int main(int argc, char** argv) {
         std::printf("| %s | %.3f | %.1f | %.0f |\n", o.name.c_str(), o.ms / n, 100 * o.ms / n / total, o.count / n);
         rows.push_back({{"name", o.name}, {"ms", o.ms / n}, {"calls", o.count / n}});
       }
+      double ranged = 0;
       for (const auto& [phase, ms] : b.phase_ms) {
         const double other = ms / n - covered[phase];
-        std::printf("| %s/other (casts, grad accumulation, fills, gaps) | %.3f | %.1f | |\n", phase.c_str(), other,
-                    100 * other / total);
+        ranged += covered[phase];
+        std::printf("| %s/other (outside every range: idle gaps, unmarked work) | %.3f | %.1f | |\n", phase.c_str(),
+                    other, 100 * other / total);
         rows.push_back({{"name", phase + "/other"}, {"ms", other}});
       }
-      std::printf("| phases: ");
-      for (const auto& [phase, ms] : b.phase_ms) std::printf("%s %.2f ms; ", phase.c_str(), ms / n);
-      std::printf("|\n");
+      // Per phase: the host's time on it (timed steps, no profiling overhead) against the
+      // device's span and the part of that span the device spent inside op ranges (busy).
+      std::printf("\n| phase | host ms (timed steps) | device span ms | device in op ranges ms | device outside ranges ms |\n"
+                  "|---|---|---|---|---|\n");
+      nlohmann::json phases = nlohmann::json::array();
+      for (const auto& [phase, ms] : b.phase_ms) {
+        const double host = b.phase_host_ms[phase] / static_cast<double>(steps);
+        std::printf("| %s | %.2f | %.2f | %.2f | %.2f |\n", phase.c_str(), host, ms / n, covered[phase],
+                    ms / n - covered[phase]);
+        phases.push_back({{"phase", phase}, {"host_ms", host}, {"device_span_ms", ms / n},
+                          {"device_ranged_ms", covered[phase]}});
+      }
+      std::printf("step: wall %.2f ms (timed steps, median), device span %.2f ms, device in op ranges %.2f ms\n",
+                  median * 1e3, total, ranged);
       out["profile"] = rows;
+      out["profile_phases"] = phases;
       out["profile_device_ms_per_step"] = total;
+      out["profile_device_ranged_ms_per_step"] = ranged;
     }
     if (!out_path.empty()) {
       std::ofstream f(out_path);

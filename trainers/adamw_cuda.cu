@@ -1,5 +1,7 @@
 // Multi-tensor AdamW on the device: one launch updates up to kTensorsPerLaunch parameters,
 // each block a chunk of one parameter (the block finds its parameter in a prefix table).
+#include <cuda_bf16.h>
+
 #include <algorithm>
 
 #include "framework/cuda/cuda_check.h"
@@ -37,7 +39,9 @@ __global__ void adamw_kernel(Table table, float b1, float b2, float eps, float s
     const float v = b2 * t.v[i] + (1.0f - b2) * g * g;
     t.m[i] = m;
     t.v[i] = v;
-    t.p[i] = t.p[i] * t.decay_factor - step_size * m / (sqrtf(v) * inv_sqrt_bc2 + eps);
+    const float p = t.p[i] * t.decay_factor - step_size * m / (sqrtf(v) * inv_sqrt_bc2 + eps);
+    t.p[i] = p;
+    if (t.p_bf16) reinterpret_cast<__nv_bfloat16*>(t.p_bf16)[i] = __float2bfloat16_rn(p);
   }
 }
 

@@ -5,23 +5,41 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
+#include "framework/op_range.h"
 
 namespace zt {
 
-namespace {
-
-// Sums gradients out of place: a node may hand the same buffer to several inputs (add
-// passes its output gradient through twice), so the engine never writes into a gradient it
-// did not allocate.
-void accumulate(Tensor& slot, const Tensor& g) {
-  if (!slot.defined()) {
-    slot = g;
-  } else {
-    Tensor sum = slot.clone();
-    sum.add_(g);
-    slot = sum;
-  }
+bool exclusively_owned(const Tensor& t) {
+  // Every Tensor viewing a Storage holds a reference to it (views and the saved tensors of
+  // nodes included), so a count of one means no other tensor can see a write into `t`.
+  return t.defined() && t.is_contiguous() && t.storage().use_count() == 1;
 }
+
+void accumulate_grad(Tensor& slot, Tensor g) {
+  if (!slot.defined()) {
+    slot = std::move(g);  // may alias a buffer someone else holds: the next sum then copies
+    return;
+  }
+  ZT_OP_RANGE("accumulate");
+  if (!g.is_contiguous()) g = g.contiguous();
+  const bool same_device = slot.device() == g.device();  // else add_ below reports it
+  if (same_device && exclusively_owned(slot)) {
+    slot.add_(g);
+    return;
+  }
+  if (same_device && exclusively_owned(g) && g.dtype() == slot.dtype()) {
+    // The slot is shared (e.g. a gradient add passed to both inputs) but the new gradient is
+    // the engine's alone: sum into that instead (a + b == b + a exactly, so same result).
+    g.add_(slot);
+    slot = std::move(g);
+    return;
+  }
+  Tensor sum = slot.clone();
+  sum.add_(g);
+  slot = std::move(sum);
+}
+
+namespace {
 
 void check_grad(const Node& node, size_t i, const Tensor& g) {
   const Edge& e = node.edges()[i];
@@ -47,7 +65,7 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
   Node* root_node = root.grad_fn().get();
   if (!root_node) {  // a leaf: its gradient is the seed
     Tensor g = grad.defined() ? grad : Tensor::full(root.shape(), seed, root.dtype(), root.device());
-    accumulate(root.impl()->grad, g);
+    accumulate_grad(root.impl()->grad, std::move(g));
     return;
   }
 
@@ -91,12 +109,12 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
       if (e.node) {
         if (in_grads[i].defined()) {
           check_grad(*n, i, in_grads[i]);
-          accumulate(grads[e.node.get()], in_grads[i]);
+          accumulate_grad(grads[e.node.get()], std::move(in_grads[i]));
         }
         if (--pending[e.node.get()] == 0) ready.push_back(e.node.get());
       } else if (e.leaf && in_grads[i].defined()) {
         check_grad(*n, i, in_grads[i]);
-        accumulate(e.leaf->grad, in_grads[i]);
+        accumulate_grad(e.leaf->grad, std::move(in_grads[i]));
       }
     }
     if (!retain_graph) n->release_saved();

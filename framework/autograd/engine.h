@@ -7,4 +7,17 @@ namespace zt {
 // grad: the root's gradient; undefined means a host scalar `seed` (root must have one element).
 void run_backward(const Variable& root, const Tensor& grad, double seed, bool retain_graph);
 
+// slot += g, the engine's gradient sum (exposed for tests). An undefined slot takes g itself
+// (no copy, so it may alias a buffer others hold; pass g by move so the engine's own
+// reference does not count as one). A defined slot is summed in place only when it is
+// exclusively_owned: a node may hand one buffer to several inputs (add passes its output
+// gradient through twice) or return a tensor it keeps saved, and such a buffer must not
+// change under its other holders. Otherwise the sum goes into g when g is exclusively owned
+// (and of the slot's dtype), else into a fresh buffer.
+void accumulate_grad(Tensor& slot, Tensor g);
+
+// True when `t` is contiguous and no other Tensor (view, other gradient, saved tensor)
+// references its storage, so writing into it in place is invisible to everyone else.
+bool exclusively_owned(const Tensor& t);
+
 }  // namespace zt

@@ -17,6 +17,14 @@ struct VariableImpl {
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;  // null for leaves
   std::string name;
+  // cast()'s copy of a leaf's data in another dtype (models/cast.h: the bf16 compute copy of
+  // an f32 master weight), valid while `data` is the same view with the same contents.
+  struct CastCache {
+    Tensor copy;
+    uint64_t version = 0;  // data.storage()->version() when the copy was made
+    int64_t offset = 0;
+    Shape strides;
+  } cast_cache;
 };
 
 class Variable {

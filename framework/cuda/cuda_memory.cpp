@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -114,10 +115,27 @@ void deallocate(void* ptr, int device) {
   pl.live.erase(it);
 }
 
+namespace {
+std::atomic<int64_t> g_copies_to_host{0}, g_copies_to_device{0};
+
+bool is_device_memory(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();  // not a pointer CUDA knows: plain host memory
+    return false;
+  }
+  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+}  // namespace
+
 void copy(void* dst, const void* src, size_t nbytes) {
   if (nbytes == 0) return;
   ZT_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDefault));
+  const bool dst_device = is_device_memory(dst), src_device = is_device_memory(src);
+  if (dst_device != src_device) ++(dst_device ? g_copies_to_device : g_copies_to_host);
 }
+
+HostCopyCounts host_copy_counts() { return {g_copies_to_host.load(), g_copies_to_device.load()}; }
 
 int device_count() {
   int n = 0;

@@ -21,6 +21,14 @@ void* allocate(size_t nbytes, int device);
 void deallocate(void* ptr, int device);
 // Synchronous copy; kind inferred from the two pointers (unified addressing).
 void copy(void* dst, const void* src, size_t nbytes);
+
+// Copies through copy() so far between host and device memory. Each one makes the host wait
+// for the device, so benchmarks count them per step (bench_step).
+struct HostCopyCounts {
+  int64_t to_host = 0;
+  int64_t to_device = 0;
+};
+HostCopyCounts host_copy_counts();
 int device_count();
 
 // Bytes of device memory held through allocate() on `device`: now, and the most since the

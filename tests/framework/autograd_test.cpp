@@ -163,5 +163,110 @@ TEST(Autograd, GradcheckHelperCatchesWrongGradient) {
   EXPECT_TRUE(test::gradcheck(square, {Tensor::randn({4}, DType::f64, gen)}));
 }
 
+// y = a + b (f64, CPU); backward hands the same buffer to both inputs, as ops::add does.
+struct TwinNode : Node {
+  TwinNode(const Variable& a, const Variable& b) : Node("twin", {a, b}) {}
+  std::vector<Tensor> backward(const Tensor& g) override { return {g, g}; }
+};
+Variable twin(const Variable& a, const Variable& b) {
+  Tensor out = a.tensor().clone();
+  out.add_(b.tensor());
+  return Variable::from_op(out, std::make_shared<TwinNode>(a, b));
+}
+
+TEST(Autograd, SharedGradientBufferIsNeverSummedInPlace) {
+  // loss = sum(twin(x*x, twin(x, x))) = sum(x^2 + 2x): d/dx = 2x + 2. The outer twin hands
+  // one buffer to both x*x and the inner twin; the inner twin runs first (the ready stack
+  // is last in, first out) and hands that same buffer twice to x. Summing the second into
+  // the first in place would double the buffer x*x has not read yet (x.grad = 14, not 8).
+  Variable x = leaf({3, -2});
+  sum(twin(mul(x, x), twin(x, x))).backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{8, -2}));
+}
+
+TEST(Autograd, SavedTensorReturnedAsGradientIsNeverSummedInPlace) {
+  // A node whose seeded backward returns a tensor it keeps (cross-entropy hands back its
+  // fused gradient this way). With retain_graph the leaf's gradient aliases that saved
+  // tensor after the first backward; the later sums must leave it alone.
+  struct DotNode : Node {
+    Tensor w;
+    DotNode(const Variable& x, Tensor w_) : Node("dot", {x}), w(std::move(w_)) {}
+    std::vector<Tensor> backward(const Tensor& g) override {
+      Tensor r = w.clone();
+      r.scale_(g.item());
+      return {r};
+    }
+    std::vector<Tensor> backward_seeded(double seed, const Tensor& out) override {
+      return seed == 1.0 ? std::vector<Tensor>{w} : backward(Tensor::scalar(seed, DType::f64));
+    }
+  };
+  Variable x = leaf({1, 2, 3});
+  const Tensor w = Tensor::from_vector<double>({0.5, -1, 4}, {3});
+  auto node = std::make_shared<DotNode>(x, w.clone());
+  Variable loss = Variable::from_op(Tensor::scalar(0, DType::f64), node);
+  for (int i = 0; i < 3; ++i) loss.backward(1.0, /*retain_graph=*/true);
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{1.5, -3, 12}));
+  EXPECT_EQ(node->w.to_vector<double>(), w.to_vector<double>()) << "the node's saved tensor changed";
+}
+
+TEST(Autograd, ExclusivelyOwnedGradientIsSummedInPlace) {
+  // The saving the rule exists for: a gradient only the engine holds is summed where it lies.
+  Variable x = leaf({3, -1});
+  sum(mul(x, x)).backward();
+  const void* first = x.grad().raw_data();
+  sum(mul(x, x)).backward();
+  EXPECT_EQ(x.grad().raw_data(), first) << "the leaf's own gradient buffer was copied";
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{12, -4}));
+}
+
+TEST(Autograd, AccumulateCopiesWhenTheSlotIsSharedOrStrided) {
+  Generator gen(11);
+  const Tensor g = Tensor::randn({2, 3}, DType::f64, gen);
+  const std::vector<double> gv = g.to_vector<double>();
+  auto expect_sum = [&](const Tensor& slot, const std::vector<double>& before) {
+    const std::vector<double> after = slot.to_vector<double>();
+    ASSERT_EQ(after.size(), before.size());
+    for (size_t i = 0; i < after.size(); ++i) EXPECT_EQ(after[i], before[i] + gv[i]) << i;
+  };
+  {  // a view of a tensor someone else holds: the holder must not see the sum
+    const Tensor base = Tensor::randn({4, 3}, DType::f64, gen);
+    const std::vector<double> base_before = base.to_vector<double>();
+    Tensor slot = base.slice(0, 1, 3);
+    const std::vector<double> before = slot.to_vector<double>();
+    accumulate_grad(slot, g);
+    expect_sum(slot, before);
+    EXPECT_EQ(base.to_vector<double>(), base_before);
+    EXPECT_FALSE(slot.shares_storage(base));
+  }
+  {  // a strided slot that nobody else holds: copied too (sums go to contiguous buffers)
+    Tensor slot = Tensor::randn({3, 2}, DType::f64, gen).transpose(0, 1);
+    EXPECT_FALSE(exclusively_owned(slot));
+    const std::vector<double> before = slot.to_vector<double>();
+    accumulate_grad(slot, g);
+    expect_sum(slot, before);
+    EXPECT_TRUE(slot.is_contiguous());
+  }
+  {  // a shared slot and a gradient the engine alone holds: summed into the gradient's buffer
+    const Tensor other_holder = Tensor::randn({2, 3}, DType::f64, gen);
+    const std::vector<double> before = other_holder.to_vector<double>();
+    Tensor slot = other_holder;
+    Tensor fresh = g.clone();
+    const void* p = fresh.raw_data();
+    accumulate_grad(slot, std::move(fresh));
+    expect_sum(slot, before);
+    EXPECT_EQ(slot.raw_data(), p);
+    EXPECT_EQ(other_holder.to_vector<double>(), before);
+  }
+  {  // owned outright: in place
+    Tensor slot = Tensor::randn({2, 3}, DType::f64, gen);
+    EXPECT_TRUE(exclusively_owned(slot));
+    const void* p = slot.raw_data();
+    const std::vector<double> before = slot.to_vector<double>();
+    accumulate_grad(slot, g);
+    expect_sum(slot, before);
+    EXPECT_EQ(slot.raw_data(), p);
+  }
+}
+
 }  // namespace
 }  // namespace zt

@@ -1,0 +1,132 @@
+// models/cast.h: the compute copy of a leaf is reused while the leaf is unchanged and made
+// again after any write (Tensor's in-place methods, a new data tensor, an AdamW step);
+// gradients reach the f32 master; a GPT forward after an optimizer step sees the new weights.
+#include "models/cast.h"
+
+#include <gtest/gtest.h>
+
+#include "models/gpt.h"
+#include "ops/cross_entropy.h"
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
+#include "tests/support/check.h"
+#include "trainers/adamw.h"
+
+namespace zt {
+namespace {
+
+Tensor random(const Shape& shape, DType dtype = DType::f32) {
+  return Tensor::randn(shape, dtype, test::test_generator());
+}
+
+// The cast of x equals a fresh conversion of x's current data, bit for bit.
+::testing::AssertionResult is_fresh_cast(const Variable& y, const Variable& x) {
+  return test::close_rel(y.tensor(), x.tensor().to(y.dtype()), 0);
+}
+
+TEST(Cast, LeafCopyIsReusedUntilTheLeafChanges) {
+  for (DType to : {DType::bf16, DType::f64}) {
+    Variable x(random({37, 5}), true, "w");
+    const Variable first = cast(x, to);
+    EXPECT_EQ(first.dtype(), to);
+    EXPECT_TRUE(is_fresh_cast(first, x));
+    EXPECT_TRUE(cast(x, to).tensor().shares_storage(first.tensor())) << "an unchanged leaf was cast again";
+
+    // Every way of writing the leaf gives a fresh copy with the new values.
+    const Tensor big = random({74, 5});
+    const std::vector<std::pair<const char*, std::function<void()>>> writes = {
+        {"add_", [&] { x.tensor().add_(random({37, 5}), 0.5); }},
+        {"scale_", [&] { x.tensor().scale_(-1.5); }},
+        {"fill_", [&] { x.tensor().fill_(0.25); }},
+        {"copy_", [&] { x.tensor().copy_(random({37, 5})); }},
+        {"copy_ into a view", [&] { x.tensor().slice(0, 3, 4).copy_(random({1, 5})); }},
+        {"new data", [&] { x.tensor() = random({37, 5}); }},
+        {"a view of a larger tensor", [&] { x.tensor() = big.slice(0, 0, 37); }},
+        {"another view of that storage", [&] { x.tensor() = big.slice(0, 37, 74); }},
+    };
+    Variable previous = first;
+    for (const auto& [what, write] : writes) {
+      write();
+      const Variable y = cast(x, to);
+      EXPECT_FALSE(y.tensor().shares_storage(previous.tensor())) << what;
+      EXPECT_TRUE(is_fresh_cast(y, x)) << what;
+      previous = y;
+    }
+    // Switching dtypes back and forth is still right.
+    const DType other = to == DType::bf16 ? DType::f64 : DType::bf16;
+    EXPECT_TRUE(is_fresh_cast(cast(x, other), x));
+    EXPECT_TRUE(is_fresh_cast(cast(x, to), x));
+  }
+}
+
+TEST(Cast, NonLeafIsCastEveryTime) {
+  Variable x(random({4, 3}), true);
+  Variable h = ops::scale(x, 2.0);
+  EXPECT_FALSE(cast(h, DType::f64).tensor().shares_storage(cast(h, DType::f64).tensor()));
+}
+
+TEST(Cast, GradientsReachTheMasterThroughTheCachedCopy) {
+  // loss = sum(cast(x) * c) twice (the second forward reuses the copy): x.grad = 2 c, in f32.
+  Variable x(random({6, 4}), true);
+  const Tensor c = random({6, 4}, DType::f64);
+  for (int i = 0; i < 2; ++i) ops::sum(ops::mul(cast(x, DType::f64), Variable(c))).backward();
+  ASSERT_TRUE(x.has_grad());
+  EXPECT_EQ(x.grad().dtype(), DType::f32);
+  Tensor want = c.clone();
+  want.scale_(2.0);
+  EXPECT_TRUE(test::close_rel(x.grad(), want, 1e-6));
+}
+
+// A bf16 forward, a step, a second forward: its logits must equal those of a fresh model
+// holding the stepped weights (no copy left over from before the step). On CUDA the AdamW
+// kernel rewrites the cached bf16 copies itself (trainers/optim_cuda.h); `refreshed` then
+// says every cached copy was marked current by the step, so the path was taken.
+void check_forward_after_step(Device device, bool* refreshed = nullptr) {
+  GptConfig cfg;
+  cfg.n_layer = 2;
+  cfg.n_head = 2;
+  cfg.d_model = 16;
+  cfg.seq_len = 8;
+  cfg.vocab_size = 23;
+  cfg.vocab_multiple = 8;
+  Generator init(5), dropout(1);
+  Gpt model(cfg, init, device);
+  AdamW adam(model.parameters().all(), AdamWOptions{0.1, 0.9, 0.95, 1e-8});
+  const Tensor ids = Tensor::from_vector<int64_t>({1, 5, 22, 0, 7, 7, 3, 9}, {2, 4}).to(device);
+  const Tensor targets = Tensor::from_vector<int64_t>({5, 22, 0, 7, 7, 3, 9, 2}, {8}).to(device);
+  const Tensor before = model.forward(ids, DType::bf16, true, dropout).tensor().clone();
+  ops::CrossEntropyOptions xo;
+  xo.num_classes = cfg.vocab_size;
+  ops::cross_entropy(model.forward(ids, DType::bf16, true, dropout), targets, xo).loss.backward();
+  adam.step(1e-2);
+  if (refreshed) {
+    *refreshed = true;
+    for (Parameter& p : model.parameters().all()) {
+      const VariableImpl::CastCache& c = p.var.impl()->cast_cache;
+      *refreshed = *refreshed && c.copy.defined() && c.version == p.var.tensor().storage()->version();
+    }
+  }
+  model.parameters().zero_grad();
+  const Tensor after = model.forward(ids, DType::bf16, true, dropout).tensor().to(Device::cpu());
+
+  Generator init2(99);
+  Gpt fresh(cfg, init2, device);
+  for (size_t i = 0; i < model.parameters().all().size(); ++i)
+    fresh.parameters().all()[i].var.tensor().copy_(model.parameters().all()[i].var.tensor());
+  const Tensor want = fresh.forward(ids, DType::bf16, true, dropout).tensor().to(Device::cpu());
+  EXPECT_TRUE(test::close_rel(after, want, 0)) << "the forward after the step used stale weights";
+  EXPECT_FALSE(test::close_rel(after, before.to(Device::cpu()), 1e-3))
+      << "the step changed nothing: the test proves nothing";
+}
+
+TEST(Cast, GptForwardAfterAnAdamWStepSeesTheNewWeights) { check_forward_after_step(Device::cpu()); }
+
+TEST(Cast, CudaAdamWRewritesTheCachedBf16CopiesExactly) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU";
+  bool refreshed = false;
+  check_forward_after_step(Device::cuda(0), &refreshed);
+  EXPECT_TRUE(refreshed) << "AdamW did not rewrite the cached bf16 copies (the forward re-cast instead)";
+}
+
+}  // namespace
+}  // namespace zt
