@@ -8,19 +8,20 @@ namespace {
 
 using namespace gpu;
 
-// out[i] = a[i] (op) b[i % cols]; cols == n is the same-shape case.
+template <class A, BinaryOp Op>
+struct BinaryFn {
+  __device__ A operator()(A x, A y) const {
+    if constexpr (Op == BinaryOp::add) return x + y;
+    else if constexpr (Op == BinaryOp::sub) return x - y;
+    else return x * y;
+  }
+};
+
+// out[i] = a[i] (op) b[i % cols]: the row-broadcast case (same shapes take the packed map).
 template <class T, BinaryOp Op>
 __global__ void binary_kernel(const T* a, const T* b, T* out, int64_t n, int64_t cols) {
   using A = acc_t<T>;
-  const bool same = cols == n;
-  ZT_GRID_STRIDE(i, n) {
-    const A x = load<A>(a, i), y = load<A>(b, same ? i : i % cols);
-    A r;
-    if constexpr (Op == BinaryOp::add) r = x + y;
-    else if constexpr (Op == BinaryOp::sub) r = x - y;
-    else r = x * y;
-    store(out, i, r);
-  }
+  ZT_GRID_STRIDE(i, n) store(out, i, BinaryFn<A, Op>{}(load<A>(a, i), load<A>(b, i % cols)));
 }
 
 template <class T>
@@ -50,6 +51,14 @@ Tensor binary_cuda(BinaryOp op, const Tensor& a_in, const Tensor& b_in) {
     const T* pa = static_cast<const T*>(a.raw_data());
     const T* pb = static_cast<const T*>(b.raw_data());
     T* po = static_cast<T*>(out.raw_data());
+    const int dev = a.device().index;
+    if (cols == n) {  // same shapes: the packed map
+      switch (op) {
+        case BinaryOp::add: return launch_map2(pa, pb, po, n, dev, s, BinaryFn<acc_t<T>, BinaryOp::add>{});
+        case BinaryOp::sub: return launch_map2(pa, pb, po, n, dev, s, BinaryFn<acc_t<T>, BinaryOp::sub>{});
+        case BinaryOp::mul: return launch_map2(pa, pb, po, n, dev, s, BinaryFn<acc_t<T>, BinaryOp::mul>{});
+      }
+    }
     switch (op) {
       case BinaryOp::add: binary_kernel<T, BinaryOp::add><<<grid, kThreads, 0, s>>>(pa, pb, po, n, cols); break;
       case BinaryOp::sub: binary_kernel<T, BinaryOp::sub><<<grid, kThreads, 0, s>>>(pa, pb, po, n, cols); break;

@@ -14,27 +14,23 @@ __device__ __forceinline__ A tanh_of(A u) {
   else return tanhf(u);
 }
 
-template <class T>
-__global__ void gelu_forward_kernel(const T* x, T* y, int64_t n) {
-  using A = acc_t<T>;
-  const A k0 = A(0.7978845608028654), k1 = A(0.044715);
-  ZT_GRID_STRIDE(i, n) {
-    const A v = load<A>(x, i);
-    store(y, i, A(0.5) * v * (A(1) + tanh_of(k0 * (v + k1 * v * v * v))));
+template <class A>
+struct GeluForward {
+  __device__ A operator()(A v) const {
+    const A k0 = A(0.7978845608028654), k1 = A(0.044715);
+    return A(0.5) * v * (A(1) + tanh_of(k0 * (v + k1 * v * v * v)));
   }
-}
+};
 
-template <class T>
-__global__ void gelu_backward_kernel(const T* g, const T* x, T* dx, int64_t n) {
-  using A = acc_t<T>;
-  const A k0 = A(0.7978845608028654), k1 = A(0.044715);
-  ZT_GRID_STRIDE(i, n) {
-    const A v = load<A>(x, i);
+// d gelu / dx times the incoming gradient: f(g, x).
+template <class A>
+struct GeluBackward {
+  __device__ A operator()(A g, A v) const {
+    const A k0 = A(0.7978845608028654), k1 = A(0.044715);
     const A t = tanh_of(k0 * (v + k1 * v * v * v));
-    const A d = A(0.5) * (A(1) + t) + A(0.5) * v * (A(1) - t * t) * k0 * (A(1) + A(3) * k1 * v * v);
-    store(dx, i, load<A>(g, i) * d);
+    return g * (A(0.5) * (A(1) + t) + A(0.5) * v * (A(1) - t * t) * k0 * (A(1) + A(3) * k1 * v * v));
   }
-}
+};
 
 }  // namespace
 
@@ -47,10 +43,9 @@ Tensor gelu_forward_cuda(const Tensor& x_in) {
   cudaStream_t s = stream_for(x);
   dispatch_device_float(x.dtype(), "gelu", [&](auto tag) {
     using T = decltype(tag);
-    gelu_forward_kernel<T><<<grid_for(n, x.device().index), kThreads, 0, s>>>(static_cast<const T*>(x.raw_data()),
-                                                                              static_cast<T*>(y.raw_data()), n);
+    launch_map1(static_cast<const T*>(x.raw_data()), static_cast<T*>(y.raw_data()), n, x.device().index, s,
+                GeluForward<acc_t<T>>{});
   });
-  ZT_CUDA_CHECK_LAUNCH();
   return y;
 }
 
@@ -63,10 +58,9 @@ Tensor gelu_backward_cuda(const Tensor& grad_in, const Tensor& x_in) {
   cudaStream_t s = stream_for(x);
   dispatch_device_float(x.dtype(), "gelu", [&](auto tag) {
     using T = decltype(tag);
-    gelu_backward_kernel<T><<<grid_for(n, x.device().index), kThreads, 0, s>>>(
-        static_cast<const T*>(g.raw_data()), static_cast<const T*>(x.raw_data()), static_cast<T*>(dx.raw_data()), n);
+    launch_map2(static_cast<const T*>(g.raw_data()), static_cast<const T*>(x.raw_data()), static_cast<T*>(dx.raw_data()),
+                n, x.device().index, s, GeluBackward<acc_t<T>>{});
   });
-  ZT_CUDA_CHECK_LAUNCH();
   return dx;
 }
 

@@ -46,18 +46,6 @@ Tensor random_ids(const Shape& shape, int64_t vocab, DType dtype) {
   return Tensor::from_vector(ids, shape).to(dtype);
 }
 
-// Leaves NaN-filled blocks of each shape (in dtype and in f32) on the allocator's free lists.
-void stock_poisoned_blocks(const std::vector<Shape>& shapes, DType dtype) {
-  std::vector<Tensor> blocks;
-  for (const Shape& s : shapes)
-    for (DType t : {dtype, DType::f32})
-      for (int copy = 0; copy < 2; ++copy) {
-        Tensor b = Tensor::empty(s, t, kGpu);
-        test::poison(b);
-        blocks.push_back(b);
-      }
-}  // freed here: the next allocations of these buckets get poisoned memory
-
 // f(inputs) and its input gradients for a given output gradient, in f64 on the host.
 std::vector<Tensor> run_on(const VarFn& f, const std::vector<Tensor>& inputs, DType dtype, Device device,
                            const Tensor& out_grad, const std::vector<bool>& differentiable) {
@@ -96,7 +84,7 @@ void expect_cuda_matches_cpu(const std::string& what, const VarFn& f, const std:
   const std::vector<Tensor> want = run_on(f, inputs, dtype, Device::cpu(), out_grad, differentiable);
   std::vector<Shape> shapes;
   for (const Tensor& t : want) shapes.push_back(t.shape());
-  stock_poisoned_blocks(shapes, dtype);
+  test::stock_poisoned_blocks(shapes, dtype, kGpu);
   const std::vector<Tensor> got = run_on(f, inputs, dtype, kGpu, out_grad, differentiable);
   ASSERT_EQ(want.size(), got.size()) << what;
   for (size_t i = 0; i < want.size(); ++i)
@@ -174,31 +162,86 @@ TEST(OpsCuda, Embedding) {
 }
 
 TEST(OpsCuda, EmbeddingRejectsBadIdsLikeTheCpu) {
+  // The CUDA lookup does not wait for the device: the error, with the CPU's message (position
+  // and value), comes from the first host read after the kernel ran, here the output's.
   REQUIRE_GPU();
-  const Tensor w = random({10, 4});
-  const Tensor ids = Tensor::from_vector(std::vector<int64_t>{1, 2, 3, 4, 10, 5}, {2, 3});
-  auto message = [&](Device d) -> std::string {
-    try {
-      ops::embedding(Variable(w.to(DType::f32).to(d)), Variable(ids.to(d)));
-    } catch (const Error& e) {
-      return e.what();
+  const Tensor w = random({10, 4}).to(DType::f32);
+  const std::vector<std::vector<int64_t>> cases = {{1, 2, 3, 4, 10, 5}, {1, 2, -1, 4, 0, 5}, {9, 12, 11, -3, 10, 2}};
+  for (DType id_type : {DType::i32, DType::i64})
+    for (const auto& bad : cases) {
+      const Tensor ids = Tensor::from_vector(bad, {2, 3}).to(id_type);
+      auto message = [&](Device d) {
+        return test::error_of([&] {
+          Variable out = ops::embedding(Variable(w.to(d)), Variable(ids.to(d)));
+          (void)out.tensor().to_vector<float>();
+        });
+      };
+      const std::string cpu = message(Device::cpu()), gpu = message(kGpu);
+      EXPECT_NE(cpu.find(" at position "), std::string::npos) << cpu;
+      EXPECT_EQ(gpu, cpu) << dtype_name(id_type);
     }
-    return "<no error>";
-  };
-  const std::string cpu = message(Device::cpu()), gpu = message(kGpu);
-  EXPECT_NE(cpu.find("id 10 at position [1, 1]"), std::string::npos) << cpu;
-  EXPECT_EQ(gpu, cpu);
+}
+
+TEST(OpsCuda, EmbeddingBadIdSurfacesAtTheNextHostReadAndNeverWritesOutside) {
+  REQUIRE_GPU();
+  const int64_t vocab = 7, C = 5;
+  const Tensor w_host = random({vocab, C}).to(DType::f32);
+  const std::vector<int64_t> id_values = {3, 0, 7, 6, 3, -2};  // positions 2 and 5 are bad
+  const Tensor ids = Tensor::from_vector(id_values, {6});
+  Variable w(w_host.to(kGpu), true);
+  Variable out = ops::embedding(w, Variable(ids.to(kGpu)));  // no error yet: nothing was read
+  const Tensor grad_host = random({6, C}).to(DType::f32);
+  out.backward(grad_host.to(kGpu));  // the scatter skips the bad ids (no host read either)
+  // Any host read reports it, once: here one of an unrelated tensor.
+  const Tensor unrelated = Tensor::full({2}, 3.0, DType::f32, kGpu);
+  EXPECT_EQ(test::error_of([&] { (void)unrelated.to_vector<float>(); }),
+            "embedding: id 7 at position [2] of ids [6] is outside [0, 7)");
+  EXPECT_EQ(unrelated.to_vector<float>(), (std::vector<float>{3, 3}));
+  // Bad rows are NaN, good rows the table's; the gradient has only the good ids' rows.
+  const std::vector<float> o = out.tensor().to_vector<float>(), wv = w_host.to_vector<float>(),
+                           g = grad_host.to_vector<float>();
+  std::vector<double> expected_grad(static_cast<size_t>(vocab * C), 0.0);
+  for (int64_t i = 0; i < static_cast<int64_t>(id_values.size()); ++i) {
+    const int64_t id = id_values[static_cast<size_t>(i)];
+    const bool bad = id < 0 || id >= vocab;
+    for (int64_t c = 0; c < C; ++c) {
+      const float v = o[static_cast<size_t>(i * C + c)];
+      if (bad) {
+        EXPECT_TRUE(std::isnan(v)) << "row " << i;
+      } else {
+        EXPECT_EQ(v, wv[static_cast<size_t>(id * C + c)]) << "row " << i;
+        expected_grad[static_cast<size_t>(id * C + c)] += g[static_cast<size_t>(i * C + c)];
+      }
+    }
+  }
+  EXPECT_TRUE(test::close_rel(w.grad(), Tensor::from_vector(expected_grad, {vocab, C}), 1e-6));
+}
+
+TEST(OpsCuda, EmbeddingGoodIdsNeverReportAndManyLookupsNeedNoRead) {
+  // More lookups than the deferred checks have flags, with no host read in between.
+  REQUIRE_GPU();
+  const Tensor w = random({50, 8}).to(DType::bf16).to(kGpu);
+  const Tensor ids = random_ids({4, 16}, 50, DType::i32).to(kGpu);
+  Variable last;
+  for (int i = 0; i < 1500; ++i) last = ops::embedding(Variable(w), Variable(ids));
+  EXPECT_EQ(test::error_of([&] { (void)last.tensor().to_vector<float>(); }), "(no error)");
 }
 
 TEST(OpsCuda, LayerNorm) {
   REQUIRE_GPU();
   for (DType t : kFloatTypes)
-    for (int64_t C : {768, 37, 2, 1}) {
-      // C = 1: y = beta and dx = 0 exactly; the kernels leave rounding noise times rstd ~ 316.
+    // 768, 256, 1024 and 8 (bf16; 256 also f32) take the packed backward kernel.
+    for (int64_t C : {768, 37, 2, 1, 256, 1024, 8}) {
+      // C = 1: y = beta and dx = 0 exactly; C = 2: x_hat = +-1 and dx = 0 exactly too. Both
+      // sides then hold only rounding noise (times rstd, up to ~316): compare with an atol.
       expect_cuda_matches_cpu(
           "layernorm C=" + std::to_string(C), [](const auto& v) { return ops::layernorm(v[0], v[1], v[2]); },
-          {random({3, 41, C}, 2.0), random({C}), random({C})}, t, {}, C == 1 ? 1e-3 : 0);
+          {random({3, 41, C}, 2.0), random({C}), random({C})}, t, {}, C <= 2 ? 1e-3 : 0);
     }
+  // More rows than the packed kernel's warps: each warp strides over several rows.
+  for (DType t : {DType::bf16, DType::f32})
+    expect_cuda_matches_cpu("layernorm many rows", [](const auto& v) { return ops::layernorm(v[0], v[1], v[2]); },
+                            {random({5000, 64}), random({64}), random({64})}, t);
 }
 
 TEST(OpsCuda, GeluAndSoftmax) {
@@ -215,11 +258,28 @@ TEST(OpsCuda, CausalAttention) {
   REQUIRE_GPU();
   for (DType t : kFloatTypes) {
     // (T = 1 is left out: dq and dk are then zero in exact arithmetic, rounding noise on both sides.)
-    for (const Shape& s : {Shape{2, 3, 67, 16}, Shape{1, 2, 130, 64}, Shape{1, 2, 2, 8}})
+    // D = 64 and 32 in bf16 take the flash kernels; 16 and 8 the unfused path.
+    for (const Shape& s : {Shape{2, 3, 67, 16}, Shape{1, 2, 130, 64}, Shape{1, 2, 2, 8}, Shape{2, 2, 65, 32}})
       expect_cuda_matches_cpu("attention " + shape_str(s),
                               [](const auto& v) { return ops::causal_attention(v[0], v[1], v[2]); },
                               {random(s), random(s), random(s)}, t);
   }
+}
+
+// The fused op: bf16 takes the flash kernels (D = 32 or 64), f32 and other head sizes the
+// split / causal_attention / merge composite. Sequence lengths around the 64-row blocks.
+TEST(OpsCuda, CausalSelfAttention) {
+  REQUIRE_GPU();
+  struct Case {
+    int64_t B, T, C, H;
+  };
+  for (DType t : {DType::bf16, DType::f32})
+    for (const Case& c : {Case{2, 3, 64, 2}, Case{1, 63, 128, 2}, Case{2, 64, 128, 4}, Case{1, 130, 256, 4},
+                          Case{1, 257, 128, 2}, Case{1, 40, 96, 6}})
+      expect_cuda_matches_cpu("self-attention B " + std::to_string(c.B) + " T " + std::to_string(c.T) + " C " +
+                                  std::to_string(c.C) + " H " + std::to_string(c.H),
+                              [&](const auto& v) { return ops::causal_self_attention(v[0], c.H); },
+                              {random({c.B, c.T, 3 * c.C})}, t);
 }
 
 TEST(OpsCuda, ShapeOps) {

@@ -49,6 +49,17 @@ void poison(Tensor& t) {
   else t.fill_(-123456789);
 }
 
+void stock_poisoned_blocks(const std::vector<Shape>& shapes, DType dtype, Device device) {
+  std::vector<Tensor> blocks;
+  for (const Shape& s : shapes)
+    for (DType t : {dtype, DType::f32})
+      for (int copy = 0; copy < 2; ++copy) {
+        Tensor b = Tensor::empty(s, t, device);
+        poison(b);
+        blocks.push_back(b);
+      }
+}  // freed here: the next allocations of these buckets get poisoned memory
+
 Generator& test_generator() {
   // Seeded from gtest's random seed so --gtest_random_seed reproduces a failure; fresh
   // values every call within a run.

@@ -33,6 +33,11 @@ std::string error_of(F&& f) {
 // Fills a tensor with NaN (floating) or a sentinel (integers) so unwritten outputs are caught.
 void poison(Tensor& t);
 
+// Leaves NaN-filled blocks of each shape (in dtype and in f32, two of each) on the device
+// allocator's free lists, so the next allocations of these sizes on `device` get poisoned
+// memory: an output element a kernel fails to write then shows up as NaN.
+void stock_poisoned_blocks(const std::vector<Shape>& shapes, DType dtype, Device device);
+
 // Random inputs of shape on device: normal(0, scale), fresh per call (seeded from the clock-free
 // counter below so failures are reproducible by seed, printed on failure).
 Generator& test_generator();
