@@ -200,12 +200,87 @@ __global__ void column_partials_kernel(int64_t rows, int64_t cols, int64_t rows_
   }
 }
 
+// Stage 2: out[j] = sum over the slabs of partial[k, j]. Eight threads per column each sum
+// every eighth slab, then their sums are added in a fixed order (deterministic); one thread
+// per column over a few hundred slabs would be latency-bound.
 template <class T, class A>
 __global__ void column_finish_kernel(const A* partial, int64_t slabs, int64_t cols, T* out, int64_t out_stride) {
-  ZT_GRID_STRIDE(j, cols) {
-    A s = 0;
-    for (int64_t k = 0; k < slabs; ++k) s += partial[k * cols + j];
-    store(out, j * out_stride, s);
+  __shared__ A tile[kRowThreads][kColTile + 1];
+  const int64_t j = blockIdx.x * int64_t{kColTile} + threadIdx.x;
+  A acc = 0;
+  if (j < cols)
+    for (int64_t k = threadIdx.y; k < slabs; k += kRowThreads) acc += partial[k * cols + j];
+  tile[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < cols) {
+    A sum = 0;
+    for (int k = 0; k < kRowThreads; ++k) sum += tile[k][threadIdx.x];
+    store(out, j * out_stride, sum);
+  }
+}
+
+// Stage 1 for a contiguous [rows, cols] f32/bf16 matrix read in 16-byte packs (cols a
+// multiple of the pack, x 16-byte aligned): thread (x, y) of block (tile, slab) sums pack
+// column tile * 32 + x over the slab's rows y, y + 8, ...; the block adds its 8 row groups
+// in a fixed order and writes one partial per column.
+template <class T>
+__global__ void column_partials_packed_kernel(const T* x, int64_t rows, int64_t cols, int64_t rows_per_slab,
+                                              float* partial) {
+  constexpr int N = Pack<T>::kN;
+  __shared__ float tile[kRowThreads][kColTile * N + 1];
+  const int64_t packs = cols / N;
+  const int64_t p = blockIdx.x * int64_t{kColTile} + threadIdx.x;
+  const int64_t r0 = blockIdx.y * rows_per_slab, r1 = min(rows, r0 + rows_per_slab);
+  float acc[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) acc[j] = 0.f;
+  if (p < packs)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kRowThreads) {
+      const Pack<T> v = load_pack(x + r * cols, p);
+#pragma unroll
+      for (int j = 0; j < N; ++j) acc[j] += load<float>(v.v, j);
+    }
+#pragma unroll
+  for (int j = 0; j < N; ++j) tile[threadIdx.y][threadIdx.x * N + j] = acc[j];
+  __syncthreads();
+  for (int c = threadIdx.y * kColTile + threadIdx.x; c < kColTile * N; c += kColTile * kRowThreads) {
+    const int64_t col = blockIdx.x * int64_t{kColTile} * N + c;
+    if (col >= cols) continue;
+    float sum = 0.f;
+    for (int k = 0; k < kRowThreads; ++k) sum += tile[k][c];
+    partial[blockIdx.y * cols + col] = sum;
+  }
+}
+
+// Slabs of rows for a column reduction over `tiles` column tiles: enough blocks to give every
+// multiprocessor a few, each slab at least 64 rows.
+inline int64_t column_slabs(int device, int64_t rows, int64_t tiles) {
+  const int64_t want = std::max<int64_t>(1, int64_t{cuda::multiprocessor_count(device)} * 4 / tiles);
+  return std::max<int64_t>(1, std::min<int64_t>(want, (rows + 63) / 64));
+}
+
+// out[j] = sum over rows of x[r, j] for a contiguous [rows, cols] matrix, through the packed
+// stage 1 when the dtype (f32, bf16), cols and alignment allow it. Returns false otherwise.
+template <class T>
+bool column_sum_packed(int device, int64_t rows, int64_t cols, const T* x, T* out) {
+  constexpr int N = Pack<T>::kN;
+  if constexpr (std::is_same_v<T, double>) {
+    return false;
+  } else {
+    if (cols == 0 || cols % N != 0 || !aligned16(x)) return false;
+    cudaStream_t s = cuda::current_stream();
+    const int64_t tiles = (cols / N + kColTile - 1) / kColTile;
+    const int64_t slabs = column_slabs(device, rows, tiles);
+    const int64_t rows_per_slab = std::max<int64_t>(1, (rows + slabs - 1) / slabs);
+    Tensor partial = Tensor::empty({slabs, cols}, DType::f32, Device::cuda(device));
+    float* pp = static_cast<float*>(partial.raw_data());
+    column_partials_packed_kernel<T><<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(slabs)),
+                                       dim3(kColTile, kRowThreads), 0, s>>>(x, rows, cols, rows_per_slab, pp);
+    ZT_CUDA_CHECK_LAUNCH();
+    column_finish_kernel<T, float><<<static_cast<unsigned>((cols + kColTile - 1) / kColTile),
+                                     dim3(kColTile, kRowThreads), 0, s>>>(pp, slabs, cols, out, 1);
+    ZT_CUDA_CHECK_LAUNCH();
+    return true;
   }
 }
 
@@ -215,9 +290,7 @@ void column_sum(int device, int64_t rows, int64_t cols, T* out, int64_t out_stri
   if (cols == 0) return;
   cudaStream_t s = cuda::current_stream();
   const int64_t col_tiles = (cols + kColTile - 1) / kColTile;
-  // Enough slabs to give every multiprocessor a few blocks; each slab at least 64 rows.
-  const int64_t want = std::max<int64_t>(1, int64_t{cuda::multiprocessor_count(device)} * 4 / col_tiles);
-  const int64_t slabs = std::max<int64_t>(1, std::min<int64_t>(want, (rows + 63) / 64));
+  const int64_t slabs = column_slabs(device, rows, col_tiles);
   const int64_t rows_per_slab = std::max<int64_t>(1, (rows + slabs - 1) / slabs);
   Tensor partial = Tensor::empty({slabs, cols}, std::is_same_v<A, double> ? DType::f64 : DType::f32,
                                  Device::cuda(device));
@@ -225,7 +298,8 @@ void column_sum(int device, int64_t rows, int64_t cols, T* out, int64_t out_stri
   column_partials_kernel<A><<<dim3(static_cast<unsigned>(col_tiles), static_cast<unsigned>(slabs)),
                               dim3(kColTile, kRowThreads), 0, s>>>(rows, cols, rows_per_slab, pp, f);
   ZT_CUDA_CHECK_LAUNCH();
-  column_finish_kernel<T, A><<<grid_for(cols, device), kThreads, 0, s>>>(pp, slabs, cols, out, out_stride);
+  column_finish_kernel<T, A><<<static_cast<unsigned>(col_tiles), dim3(kColTile, kRowThreads), 0, s>>>(pp, slabs, cols,
+                                                                                                   out, out_stride);
   ZT_CUDA_CHECK_LAUNCH();
 }
 

@@ -129,10 +129,13 @@ struct LinearNode : Node {
       gemm_on_device(g, w, grads[0], {1, rows, in_features, out_features, false, false});
     }
     bool db_done = false;
-    if (needs_input_grad(1)) {  // dw = g^T x; on CUDA db rides on this product where cuBLASLt can
+    if (needs_input_grad(1)) {  // dw = g^T x; on CUDA db may ride on this product (db_epilogue_preferred)
       grads[1] = Tensor::empty({out_features, in_features}, dtype, g.device());
       Tensor db;
-      if (needs_input_grad(2) && g.device().is_cuda()) db = Tensor::empty({out_features}, dtype, g.device());
+#ifdef ZTRAIN_WITH_CUDA
+      if (needs_input_grad(2) && g.device().is_cuda() && db_epilogue_preferred())
+        db = Tensor::empty({out_features}, dtype, g.device());
+#endif
       db_done = ZT_ON_DEVICE(g, (gemm_cpu(g, x, grads[1], {1, out_features, in_features, rows, true, false}), false),
                              linear_weight_grad_cuda(g, x, grads[1], db));
       if (db_done) grads[2] = db;

@@ -2,6 +2,8 @@
 // bf16 and f32 accumulating in f32 (f64 in f64). The linear layer's bias rides on the
 // product as cuBLASLt's bias epilogue, and its bias gradient on the dW product as the
 // bias-gradient epilogue.
+#include <cstdlib>
+
 #include "framework/cuda/blas.h"
 #include "ops/cuda_compute.cuh"
 #include "ops/matmul_kernels.h"
@@ -56,6 +58,14 @@ void gemm_cuda(const Tensor& a_in, const Tensor& b_in, Tensor& out, const GemmDi
   cuda::GemmArgs g = args_for(a, b, out, d);
   g.beta = accumulate ? 1.0 : 0.0;
   cuda::gemm(out.device().index, g);
+}
+
+bool db_epilogue_preferred() {
+  static const bool on = [] {
+    const char* e = std::getenv("ZT_DB_EPILOGUE");
+    return e && e[0] == '1';
+  }();
+  return on;
 }
 
 bool linear_weight_grad_cuda(const Tensor& g_in, const Tensor& x_in, Tensor& dw, Tensor& db) {

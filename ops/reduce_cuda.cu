@@ -73,6 +73,9 @@ Tensor sum_rows_cuda(const Tensor& x_in, int64_t cols) {
   dispatch_device_float(x.dtype(), "sum_rows", [&](auto tag) {
     using T = decltype(tag);
     using A = acc_t<T>;
+    if (rows > 0 && column_sum_packed<T>(x.device().index, rows, cols, static_cast<const T*>(x.raw_data()),
+                                         static_cast<T*>(out.raw_data())))
+      return;
     column_sum<T, A>(x.device().index, rows, cols, static_cast<T*>(out.raw_data()), 1,
                      ReadElement<T, A>{static_cast<const T*>(x.raw_data()), cols});
   });

@@ -136,6 +136,11 @@ TEST(OpsCuda, Elementwise) {
                               {random({4, 17, 33}), random({17, 33})}, t);
       expect_cuda_matches_cpu("binary bias broadcast", [&](const auto& v) { return op(v[0], v[1]); },
                               {random({300, 65}), random({65})}, t);
+      // Columns in whole 16-byte packs: b's gradient takes the packed column reduction
+      // (f32, bf16), over one slab and over many.
+      for (const Shape& s : {Shape{37, 64}, Shape{3000, 264}})
+        expect_cuda_matches_cpu("binary bias broadcast packed " + shape_str(s),
+                                [&](const auto& v) { return op(v[0], v[1]); }, {random(s), random({s[1]})}, t);
     }
     expect_cuda_matches_cpu("scale", [](const auto& v) { return ops::scale(v[0], -0.37); }, {random({1000, 3})}, t);
   }
