@@ -9,9 +9,9 @@
 #include "ops/dropout.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
-#include "ops/gelu.h"
 #include "ops/layernorm.h"
 #include "ops/matmul.h"
+#include "ops/mlp.h"
 #include "ops/shape_ops.h"
 
 namespace zt {
@@ -85,8 +85,7 @@ Variable Gpt::block_forward(const Block& b, const Variable& x, DType compute, bo
   Variable r = ops::add(x, y);
 
   h = ops::layernorm(r, c(b.ln_2_w), c(b.ln_2_b));
-  h = ops::gelu(ops::linear(h, c(b.fc_w), c(b.fc_b)));
-  h = ops::dropout(ops::linear(h, c(b.fc_proj_w), c(b.fc_proj_b)), p, gen, training);
+  h = ops::dropout(ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), c(b.fc_proj_b)), p, gen, training);
   return ops::add(r, h);
 }
 

@@ -106,43 +106,49 @@ void check_operands(const char* op, const char* na, const Variable& a, const cha
   check_same_device(op, na, a.tensor(), nb, b.tensor());
 }
 
+}  // namespace
+
+LinearGrads linear_backward(const Tensor& g, const Tensor& x, const Tensor& w, const Shape& x_shape, bool want_dx,
+                            bool want_dw, bool want_db) {
+  // Sizes from g and x_shape: x or w is undefined when the other operand needs no gradient.
+  const int64_t out_features = g.shape().back(), in_features = x_shape.back();
+  const int64_t rows = shape_numel(Shape(x_shape.begin(), x_shape.end() - 1));
+  LinearGrads r;
+  if (want_dx) {  // dx = g w
+    r.dx = Tensor::empty(x_shape, g.dtype(), g.device());
+    gemm_on_device(g, w, r.dx, {1, rows, in_features, out_features, false, false});
+  }
+  bool db_done = false;
+  if (want_dw) {  // dw = g^T x; on CUDA db may ride on this product (db_epilogue_preferred)
+    r.dw = Tensor::empty({out_features, in_features}, g.dtype(), g.device());
+    Tensor db;
+#ifdef ZTRAIN_WITH_CUDA
+    if (want_db && g.device().is_cuda() && db_epilogue_preferred()) db = Tensor::empty({out_features}, g.dtype(), g.device());
+#endif
+    db_done = ZT_ON_DEVICE(g, (gemm_cpu(g, x, r.dw, {1, out_features, in_features, rows, true, false}), false),
+                           linear_weight_grad_cuda(g, x, r.dw, db));
+    if (db_done) r.db = db;
+  }
+  if (want_db && !db_done)  // db = sum of g's rows
+    r.db = ZT_ON_DEVICE(g, sum_rows_cpu(g, out_features), sum_rows_cuda(g, out_features));
+  return r;
+}
+
+namespace {
+
 struct LinearNode : Node {
   Tensor x, w;  // x saved when w needs a gradient, w when x does
   Shape x_shape;
-  int64_t rows, in_features, out_features;
   DType dtype;
-  LinearNode(const Variable& vx, const Variable& vw, const Variable& vb, int64_t r)
-      : Node("linear", {vx, vw, vb}),
-        x_shape(vx.shape()),
-        rows(r),
-        in_features(vw.shape()[1]),
-        out_features(vw.shape()[0]),
-        dtype(vx.dtype()) {
+  LinearNode(const Variable& vx, const Variable& vw, const Variable& vb)
+      : Node("linear", {vx, vw, vb}), x_shape(vx.shape()), dtype(vx.dtype()) {
     if (needs_input_grad(1)) x = vx.tensor();
     if (needs_input_grad(0)) w = vw.tensor();
   }
   std::vector<Tensor> backward(const Tensor& grad) override {
-    const Tensor g = grad_as(grad, dtype);  // [rows, out] in memory
-    std::vector<Tensor> grads(3);
-    if (needs_input_grad(0)) {  // dx = g w
-      grads[0] = Tensor::empty(x_shape, dtype, g.device());
-      gemm_on_device(g, w, grads[0], {1, rows, in_features, out_features, false, false});
-    }
-    bool db_done = false;
-    if (needs_input_grad(1)) {  // dw = g^T x; on CUDA db may ride on this product (db_epilogue_preferred)
-      grads[1] = Tensor::empty({out_features, in_features}, dtype, g.device());
-      Tensor db;
-#ifdef ZTRAIN_WITH_CUDA
-      if (needs_input_grad(2) && g.device().is_cuda() && db_epilogue_preferred())
-        db = Tensor::empty({out_features}, dtype, g.device());
-#endif
-      db_done = ZT_ON_DEVICE(g, (gemm_cpu(g, x, grads[1], {1, out_features, in_features, rows, true, false}), false),
-                             linear_weight_grad_cuda(g, x, grads[1], db));
-      if (db_done) grads[2] = db;
-    }
-    if (needs_input_grad(2) && !db_done)  // db = sum of g's rows
-      grads[2] = ZT_ON_DEVICE(g, sum_rows_cpu(g, out_features), sum_rows_cuda(g, out_features));
-    return grads;
+    LinearGrads l = linear_backward(grad_as(grad, dtype), x, w, x_shape, needs_input_grad(0), needs_input_grad(1),
+                                    needs_input_grad(2));
+    return {l.dx, l.dw, l.db};
   }
   void release_saved() override { x = w = Tensor(); }
 };
@@ -181,7 +187,7 @@ Variable linear(const Variable& x, const Variable& w, const Variable& bias) {
   ZT_ON_DEVICE(out2d, linear_forward_cpu(x.tensor(), w.tensor(), bias_t, out2d),
                linear_forward_cuda(x.tensor(), w.tensor(), bias_t, out2d));
   if (!needs_grad({x, w, bias})) return Variable(out);
-  return Variable::from_op(out, std::make_shared<LinearNode>(x, w, bias, rows));
+  return Variable::from_op(out, std::make_shared<LinearNode>(x, w, bias));
 }
 
 }  // namespace zt::ops

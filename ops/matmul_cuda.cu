@@ -1,7 +1,7 @@
 // CUDA side of ops/matmul.h: every product goes through cuBLASLt (framework/cuda/blas.h),
 // bf16 and f32 accumulating in f32 (f64 in f64). The linear layer's bias rides on the
-// product as cuBLASLt's bias epilogue, and its bias gradient on the dW product as the
-// bias-gradient epilogue.
+// product as cuBLASLt's bias epilogue (its bias gradient, optionally, on the dW product), and
+// the MLP's GELU on the products around it (ops/mlp.h).
 #include <cstdlib>
 
 #include "framework/cuda/blas.h"
@@ -84,6 +84,43 @@ bool linear_weight_grad_cuda(const Tensor& g_in, const Tensor& x_in, Tensor& dw,
   }
   gemm_cuda(g, x, dw, dims);
   return false;
+}
+
+bool mlp_epilogues_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("ZT_MLP_EPILOGUES");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+
+bool linear_gelu_forward_cuda(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Tensor& out, Tensor& pre) {
+  ZT_CHECK(out.is_contiguous() && pre.is_contiguous(), "linear_gelu_forward_cuda: outputs must be contiguous");
+  OpRange range("matmul");
+  const int64_t rows = out.shape()[0], out_features = out.shape()[1];
+  const GemmDims dims{1, rows, out_features, w_in.shape()[1], false, true};
+  if (out.dtype() == DType::f64 || dims.K == 0 || rows * out_features == 0) return false;
+  const Tensor x = x_in.contiguous(), w = w_in.contiguous();
+  const Tensor bias = bias_in.defined() ? bias_in.contiguous() : Tensor();
+  stream_for(out);
+  cuda::GemmArgs g = args_for(x, w, out, dims);
+  g.bias = bias.defined() ? bias.raw_data() : nullptr;
+  g.gelu_aux = pre.raw_data();
+  return cuda::gemm(out.device().index, g);
+}
+
+bool gelu_input_grad_cuda(const Tensor& g_in, const Tensor& w_in, const Tensor& pre_in, Tensor& dpre) {
+  ZT_CHECK(dpre.is_contiguous(), "gelu_input_grad_cuda: dpre must be contiguous");
+  OpRange range("matmul");
+  const int64_t out_features = w_in.shape()[0], hidden = w_in.shape()[1];
+  const int64_t rows = hidden > 0 ? dpre.numel() / hidden : 0;
+  const GemmDims dims{1, rows, hidden, out_features, false, false};
+  if (dpre.dtype() == DType::f64 || out_features == 0 || rows * hidden == 0) return false;
+  const Tensor g = g_in.contiguous(), w = w_in.contiguous(), pre = pre_in.contiguous();
+  stream_for(dpre);
+  cuda::GemmArgs a = args_for(g, w, dpre, dims);
+  a.dgelu_aux = pre.raw_data();
+  return cuda::gemm(dpre.device().index, a);
 }
 
 void linear_forward_cuda(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Tensor& out) {

@@ -32,6 +32,25 @@ bool linear_weight_grad_cuda(const Tensor& g, const Tensor& x, Tensor& dw, Tenso
 // dW product plus the packed column reduction (sum_rows_cuda) measured faster on an H200
 // (gpt_small B=16: 34.65 vs 35.20 ms a step). ZT_DB_EPILOGUE=1 selects the epilogue.
 bool db_epilogue_preferred();
+// The MLP's GELU on cuBLASLt epilogues (ops/mlp.h); off when the environment sets
+// ZT_MLP_EPILOGUES=0 (the MLP then runs as linear, GELU kernel, linear: A/B timing).
+bool mlp_epilogues_enabled();
+// Each returns false, having written
+// nothing, where cuBLASLt offers no such epilogue (f64, a width not a multiple of 8, ...):
+// the caller then runs the product and the GELU kernel separately.
+// out, pre [R, out_features]: pre := x w^T + bias (bias may be undefined), out := gelu(pre).
+bool linear_gelu_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, Tensor& pre);
+// For g [R, out_features] and w [out_features, hidden]: dpre [R, hidden] := (g w) * gelu'(pre).
+bool gelu_input_grad_cuda(const Tensor& g, const Tensor& w, const Tensor& pre, Tensor& dpre);
 #endif
+
+// The linear layer's gradients for g = d out ([..., out_features], contiguous), x [..., in]
+// (x_shape) and w [out, in], on g's device; each computed only when asked for (x may be
+// undefined without want_dw, w without want_dx). Shared by the linear op and the MLP op.
+struct LinearGrads {
+  Tensor dx, dw, db;
+};
+LinearGrads linear_backward(const Tensor& g, const Tensor& x, const Tensor& w, const Shape& x_shape, bool want_dx,
+                            bool want_dw, bool want_db);
 
 }  // namespace zt::ops

@@ -1,8 +1,9 @@
 // bench_gemm: times every matrix product of one GPT-2-small (configs/gpt_small.yaml) training
 // step on one GPU, each issued exactly as the ops issue it (ops/matmul_kernels.h, which calls
-// zt::cuda::gemm): the linear forward with the bias epilogue (linear_forward_cuda), dX
-// (gemm_cuda), dW with db fused as cuBLASLt's bias-gradient epilogue (linear_weight_grad_cuda),
-// bf16 operands and outputs as in the bf16 model, row-major, rows = B * T.
+// zt::cuda::gemm): the linear forward with the bias epilogue (linear_forward_cuda; the MLP's fc
+// product with GELU_AUX_BIAS), dX (gemm_cuda; the MLP's d gelu product with DGELU), dW and db
+// (the packed column reduction, or the bias-gradient epilogue with ZT_DB_EPILOGUE=1), bf16
+// operands and outputs as in the bf16 model, row-major, rows = B * T.
 //
 //   bench_gemm                              rows 16384 (B = 16, T = 1024), median of 20 runs
 //   bench_gemm --rows 32768 --iters 50 --out runs/bench_gemm.json
@@ -11,8 +12,8 @@
 // and on (the fastest of its candidates, framework/cuda/blas.h), TFLOP/s and % of the ceiling
 // (a --ceiling^3 bf16 product, tuned, measured in the same run), and the algorithm picked.
 // Then the summed time of one step's products (every linear x --layers, plus the LM head at
-// 50257 or at 50304 columns). Rows marked "info" (dW without the epilogue, the separate db
-// reduction it replaces) are not in the sums. CUDA events around each run; --warmup untimed
+// 50257 or at 50304 columns). Rows marked "info" (the other way of issuing a product, under the
+// other setting of a switch; the db reduction alone) are not in the sums. CUDA events around each run; --warmup untimed
 // runs first (the tuned plan is timed there). Operands are random bf16 (a random block tiled
 // over each buffer: filling 800M values on the host would take longer than the benchmark) and
 // stay the same between runs, so small products may run partly from L2.
@@ -99,7 +100,7 @@ struct Linear {
 
 // The tensors of one linear layer's products; kept alive for the whole run.
 struct LinearBuffers {
-  Tensor x, w, b, y, g, dx, dw, db;
+  Tensor x, w, b, y, g, dx, dw, db, pre;  // pre: the MLP's pre-activation (fc, fc_proj)
 };
 #endif
 
@@ -157,6 +158,9 @@ int main(int argc, char** argv) {
                                          {"fc_proj", C, 4 * C, true},
                                          {"head" + std::to_string(vocab), vocab, C, false},
                                          {"head" + std::to_string(vocab_padded), vocab_padded, C, false}};
+    // Each product as the step issues it under the current switches (ZT_MLP_EPILOGUES,
+    // ZT_DB_EPILOGUE); the other way of issuing it follows as an "info" row.
+    const bool mlp_epilogues = zt::ops::mlp_epilogues_enabled(), db_epilogue = zt::ops::db_epilogue_preferred();
     for (const Linear& l : linears) {
       const bool head = !l.bias;
       const int64_t per_step = head ? 1 : layers;
@@ -174,27 +178,48 @@ int main(int argc, char** argv) {
       }
       LinearBuffers* p = &b;
       const int64_t out = l.out, in = l.in;
-      products.push_back({l.name + " fwd" + (l.bias ? "+bias" : ""), mnk(R, out, in), flops_of(R, out, in), per_step,
-                          group, [p] { zt::ops::linear_forward_cuda(p->x, p->w, p->b, p->y); }, ""});
-      products.push_back({l.name + " dX", mnk(R, in, out), flops_of(R, in, out), per_step, group,
-                          [p, R, in, out] { zt::ops::gemm_cuda(p->g, p->w, p->dx, {1, R, in, out, false, false}); },
-                          ""});
-      const bool fused = zt::ops::linear_weight_grad_cuda(b.g, b.x, b.dw, b.db);
-      products.push_back({l.name + (l.bias ? " dW+db" : " dW"), mnk(out, in, R), flops_of(out, in, R), per_step, group,
-                          [p, out] {  // as LinearNode::backward: the row sums only when not fused
-                            if (!zt::ops::linear_weight_grad_cuda(p->g, p->x, p->dw, p->db) && p->db.defined())
-                              (void)zt::ops::sum_rows_cuda(p->g, out);
-                          },
-                          l.bias ? (fused ? "db fused (BGRADB)" : "db NOT fused: dW, then sum_rows") : ""});
-      if (l.bias) {
-        products.push_back({l.name + " dW alone", mnk(out, in, R), flops_of(out, in, R), 0, "",
-                            [p, R, in, out] {
-                              zt::ops::gemm_cuda(p->g, p->x, p->dw, {1, out, in, R, true, false});
-                            },
-                            "info"});
-        products.push_back({l.name + " db sum_rows", std::to_string(R) + " x " + std::to_string(out), 0, 0, "",
-                            [p, out] { (void)zt::ops::sum_rows_cuda(p->g, out); }, "info"});
+      auto add = [&](const std::string& name, int64_t m, int64_t n, int64_t k, bool in_step, std::function<void()> run,
+                     std::string note) {
+        products.push_back({l.name + " " + name, mnk(m, n, k), flops_of(m, n, k), in_step ? per_step : 0,
+                            in_step ? group : "", std::move(run), in_step ? std::move(note) : "info: " + note});
+      };
+      auto plain_fwd = [p] { zt::ops::linear_forward_cuda(p->x, p->w, p->b, p->y); };
+      auto plain_dx = [p, R, in, out] { zt::ops::gemm_cuda(p->g, p->w, p->dx, {1, R, in, out, false, false}); };
+      const std::string fwd = l.bias ? "fwd+bias" : "fwd";
+      if (l.name == "fc") {  // the MLP's first product: GELU_AUX_BIAS also writes gelu(pre)
+        b.pre = Tensor::empty({R, out}, DType::bf16, kGpu);
+        add(fwd + "+gelu", R, out, in, mlp_epilogues, [p] {
+          ZT_CHECK(zt::ops::linear_gelu_forward_cuda(p->x, p->w, p->b, p->y, p->pre), "no GELU_AUX_BIAS epilogue");
+        }, "GELU_AUX_BIAS epilogue");
+        add(fwd, R, out, in, !mlp_epilogues, plain_fwd, "then the GELU kernel (ZT_MLP_EPILOGUES=0)");
+      } else {
+        add(fwd, R, out, in, true, plain_fwd, "");
       }
+      if (l.name == "fc_proj") {  // d gelu(pre): the DGELU epilogue applies gelu'(pre) as it writes dX
+        b.pre = random_bf16({R, in}, 1.0, gen);
+        add("dX+dgelu", R, in, out, mlp_epilogues, [p] {
+          ZT_CHECK(zt::ops::gelu_input_grad_cuda(p->g, p->w, p->pre, p->dx), "no DGELU epilogue");
+        }, "DGELU epilogue");
+        add("dX", R, in, out, !mlp_epilogues, plain_dx, "then the GELU backward kernel (ZT_MLP_EPILOGUES=0)");
+      } else {
+        add("dX", R, in, out, true, plain_dx, "");
+      }
+      if (!l.bias) {
+        add("dW", out, in, R, true, [p] { (void)zt::ops::linear_weight_grad_cuda(p->g, p->x, p->dw, p->db); }, "");
+        continue;
+      }
+      // db as LinearNode issues it: the packed column reduction after dW, or (ZT_DB_EPILOGUE=1)
+      // cuBLASLt's bias-gradient epilogue on the dW product.
+      add("dW+db", out, in, R, !db_epilogue, [p, R, in, out] {
+        zt::ops::gemm_cuda(p->g, p->x, p->dw, {1, out, in, R, true, false});
+        (void)zt::ops::sum_rows_cuda(p->g, out);
+      }, "dW, then the packed column reduction");
+      const bool fused = zt::ops::linear_weight_grad_cuda(b.g, b.x, b.dw, b.db);
+      add("dW+db", out, in, R, db_epilogue, [p, out] {
+        if (!zt::ops::linear_weight_grad_cuda(p->g, p->x, p->dw, p->db)) (void)zt::ops::sum_rows_cuda(p->g, out);
+      }, fused ? "db fused (BGRADB, ZT_DB_EPILOGUE=1)" : "db NOT fused: dW, then sum_rows");
+      products.push_back({l.name + " db sum_rows", std::to_string(R) + " x " + std::to_string(out), 0, 0, "",
+                          [p, out] { (void)zt::ops::sum_rows_cuda(p->g, out); }, "info: the reduction alone"});
     }
 
     auto measure = [&](Product& pr) {

@@ -71,7 +71,7 @@ uint32_t alignment(const void* p) {
 
 // Everything the algorithm choice depends on.
 using PlanKey = std::tuple<int, int, int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t, uint32_t>;
+                           int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t>;
 
 constexpr int kCandidates = 8;    // algorithms asked of the heuristic
 constexpr int kTuneRuns = 5;      // timed runs per candidate (after one untimed)
@@ -97,7 +97,26 @@ bool tuning_from_env() {
   ZT_FAIL("ZT_GEMM_TUNE must be 0 (off) or 1 (on), got '", v, "'");
 }
 
-enum Epilogue : int { kNoEpilogue = 0, kBias = 1, kBiasGrad = 2 };
+enum Epilogue : int { kNoEpilogue = 0, kBias, kBiasGrad, kGeluAux, kGeluAuxBias, kDGelu };
+
+Epilogue epilogue_of(const GemmArgs& g) {
+  if (g.gelu_aux) return g.bias ? kGeluAuxBias : kGeluAux;
+  if (g.dgelu_aux) return kDGelu;
+  return g.bias ? kBias : g.bias_grad ? kBiasGrad : kNoEpilogue;
+}
+
+cublasLtEpilogue_t cublaslt_epilogue(Epilogue e) {
+  switch (e) {
+    // Bias: one value per column of our C = per row of cuBLASLt's D. Bias gradient of our A =
+    // the sum over k of cuBLASLt's B, one value per column of its D: BGRADB.
+    case kBias: return CUBLASLT_EPILOGUE_BIAS;
+    case kBiasGrad: return CUBLASLT_EPILOGUE_BGRADB;
+    case kGeluAux: return CUBLASLT_EPILOGUE_GELU_AUX;
+    case kGeluAuxBias: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    case kDGelu: return CUBLASLT_EPILOGUE_DGELU;
+    default: return CUBLASLT_EPILOGUE_DEFAULT;
+  }
+}
 
 // RAII for the descriptors of one call.
 struct Descriptors {
@@ -229,12 +248,19 @@ bool gemm(int device, const GemmArgs& g) {
   ZT_CHECK(!(g.bias && g.bias_grad), "CUDA matmul: bias and bias_grad epilogues are exclusive");
   ZT_CHECK(!g.bias_grad || (g.batch == 1 && g.alpha == 1.0 && g.beta == 0.0),
            "CUDA matmul: the bias-gradient epilogue needs batch 1, alpha 1 and beta 0");
+  const bool gelu = g.gelu_aux || g.dgelu_aux;
+  ZT_CHECK(!(g.gelu_aux && g.dgelu_aux) && !(gelu && g.bias_grad) && !(g.dgelu_aux && g.bias),
+           "CUDA matmul: inconsistent GELU epilogue arguments");
+  ZT_CHECK(!gelu || (g.batch == 1 && g.beta == 0.0), "CUDA matmul: the GELU epilogues need batch 1 and beta 0");
+  // cuBLASLt wants the auxiliary matrix's leading dimension divisible by 8: otherwise the
+  // caller does the GELU part itself.
+  if (gelu && g.ldc % 8 != 0) return false;
   const bool tune = gemm_tuning();
   DeviceBlas& db = device_blas(device);
   set_device(device);
   const bool f64 = g.ab_dtype == DType::f64;
   ZT_CHECK(!f64 || g.c_dtype == DType::f64, "CUDA matmul: f64 operands need an f64 result");
-  ZT_CHECK(!(f64 && (g.bias || g.bias_grad)), "CUDA matmul: no bias or bias-gradient epilogue for f64");
+  ZT_CHECK(!(f64 && (g.bias || g.bias_grad || gelu)), "CUDA matmul: no epilogue for f64");
 
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt's "A" is our B
   // buffer and its "B" our A buffer, each read as the column-major transpose of what it holds.
@@ -248,15 +274,21 @@ bool gemm(int device, const GemmArgs& g) {
   const cublasOperation_t op_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a));
   ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b));
-  const Epilogue epilogue = g.bias ? kBias : g.bias_grad ? kBiasGrad : kNoEpilogue;
+  const Epilogue epilogue = epilogue_of(g);
   const void* vector = g.bias ? g.bias : g.bias_grad;
+  const void* aux = g.gelu_aux ? g.gelu_aux : g.dgelu_aux;
   if (epilogue != kNoEpilogue) {
-    // Bias: one value per column of our C = per row of cuBLASLt's D. Bias gradient of our A =
-    // the sum over k of cuBLASLt's B, one value per column of its D: BGRADB.
-    const cublasLtEpilogue_t epi = epilogue == kBias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_BGRADB;
+    const cublasLtEpilogue_t epi = cublaslt_epilogue(epilogue);
     ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-    ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector, sizeof vector));
-    ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &ct, sizeof ct));
+    if (vector) {
+      ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector, sizeof vector));
+      ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &ct, sizeof ct));
+    }
+    if (aux) {  // laid out like C: cuBLASLt's D is column-major with leading dimension ldc
+      const int64_t ld = g.ldc;
+      ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+      ZT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
+    }
   }
   // Our B: [K, N] (N x K column-major, ld ldb) or [N, K] (K x N column-major).
   make_layout(&d.a, ab, g.trans_b ? K : g.N, g.trans_b ? g.N : K, g.ldb, g.batch, g.stride_b);
@@ -270,10 +302,10 @@ bool gemm(int device, const GemmArgs& g) {
   cudaStream_t stream = current_stream();
 
   const uint32_t al_a = alignment(g.A), al_b = alignment(g.B), al_c = alignment(g.C),
-                 al_v = vector ? alignment(vector) : 0;
+                 al_v = vector ? alignment(vector) : 0, al_x = aux ? alignment(aux) : 0;
   const PlanKey key{static_cast<int>(g.ab_dtype), static_cast<int>(g.c_dtype), device, g.trans_a, g.trans_b,
                     g.batch, g.M, g.N, K, g.lda, g.ldb, g.ldc, g.stride_a, g.stride_b, g.stride_c,
-                    static_cast<int>(epilogue), g.beta != 0.0, al_a, al_b, al_c, al_v};
+                    static_cast<int>(epilogue), g.beta != 0.0, al_a, al_b, al_c, al_v, al_x};
   cublasLtMatmulAlgo_t algo{};
   {
     std::lock_guard<std::mutex> lock(g_plan_mu);

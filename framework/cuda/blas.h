@@ -33,10 +33,18 @@ struct GemmArgs {
   // db next to its dW = g^T x. f32/bf16, batch 1, alpha 1 and beta 0 only; exclusive with
   // bias. (Inside, our A is cuBLASLt's B, so this is its BGRADB epilogue.)
   void* bias_grad = nullptr;
+  // GELU epilogues (tanh form, as ops/gelu.h; f32/bf16, batch 1, beta 0, C's ldc a multiple
+  // of 8; exclusive with bias_grad). Forward, with gelu_aux set: C = gelu(op(A) op(B) [+ bias])
+  // and gelu_aux (laid out like C) gets the pre-activation (GELU_AUX[_BIAS]). Backward, with
+  // dgelu_aux set (a forward's pre-activation, laid out like C; no bias): C = (op(A) op(B)) *
+  // gelu'(dgelu_aux) (DGELU). cuBLASLt's DGELU_BGRAD, which would also sum C's columns, is left
+  // out: on an H200 it made the gpt_small step slower (B=16: 36.2 vs 33.4 ms), like BGRADB.
+  void* gelu_aux = nullptr;
+  const void* dgelu_aux = nullptr;
 };
 
-// Runs the product. Returns false, having done nothing, only when an epilogue (bias or
-// bias_grad) was asked for and cuBLASLt offers no algorithm with it for this problem (the
+// Runs the product. Returns false, having done nothing, only when an epilogue (bias,
+// bias_grad or a GELU one) was asked for and cuBLASLt offers no algorithm with it for this problem (the
 // caller then does that part itself); any other failure is a zt::Error.
 //
 // Algorithm choice, once per distinct problem (shapes, strides, types, epilogue, pointer

@@ -19,6 +19,7 @@
 #include "ops/gelu.h"
 #include "ops/layernorm.h"
 #include "ops/matmul.h"
+#include "ops/mlp.h"
 #include "ops/reduce.h"
 #include "ops/shape_ops.h"
 #include "ops/softmax.h"
@@ -243,10 +244,13 @@ TEST(OpsCuda, LayerNorm) {
           "layernorm C=" + std::to_string(C), [](const auto& v) { return ops::layernorm(v[0], v[1], v[2]); },
           {random({3, 41, C}, 2.0), random({C}), random({C})}, t, {}, C <= 2 ? 1e-3 : 0);
     }
-  // More rows than the packed kernel's warps: each warp strides over several rows.
+  // More rows than the packed kernel's warps: each warp strides over several rows (and
+  // prefetches the next; the last stride has none).
   for (DType t : {DType::bf16, DType::f32})
-    expect_cuda_matches_cpu("layernorm many rows", [](const auto& v) { return ops::layernorm(v[0], v[1], v[2]); },
-                            {random({5000, 64}), random({64}), random({64})}, t);
+    for (int64_t C : {64, 768})
+      expect_cuda_matches_cpu("layernorm many rows C=" + std::to_string(C),
+                              [](const auto& v) { return ops::layernorm(v[0], v[1], v[2]); },
+                              {random({5003, C}), random({C}), random({C})}, t);
 }
 
 TEST(OpsCuda, GeluAndSoftmax) {
@@ -285,6 +289,33 @@ TEST(OpsCuda, CausalSelfAttention) {
                                   std::to_string(c.C) + " H " + std::to_string(c.H),
                               [&](const auto& v) { return ops::causal_self_attention(v[0], c.H); },
                               {random({c.B, c.T, 3 * c.C})}, t);
+}
+
+TEST(OpsCuda, MlpWithGeluOnTheEpilogues) {
+  REQUIRE_GPU();
+  struct Case {
+    Shape x;
+    int64_t hidden, out;
+    bool biases, fused;  // fused: hidden a multiple of 8, so f32/bf16 take cuBLASLt's GELU epilogues
+  };
+  for (DType t : kFloatTypes)
+    for (const Case& c : {Case{{2, 33, 96}, 384, 96, true, true}, Case{{5, 64}, 256, 48, false, true},
+                          Case{{3, 7, 32}, 100, 32, true, false}}) {
+      const int64_t in = c.x.back();
+      auto f = [&](const auto& v) {
+        return c.biases ? ops::mlp(v[0], v[1], v[2], v[3], v[4]) : ops::mlp(v[0], v[1], Variable(), v[3], Variable());
+      };
+      const ops::MlpFusionStats before = ops::mlp_fusion_stats();
+      expect_cuda_matches_cpu("mlp " + shape_str(c.x) + " hidden " + std::to_string(c.hidden),
+                              f,
+                              {random(c.x), random({c.hidden, in}, 1 / std::sqrt(double(in))), random({c.hidden}),
+                               random({c.out, c.hidden}, 1 / std::sqrt(double(c.hidden))), random({c.out})},
+                              t, {true, true, c.biases, true, c.biases});
+      const ops::MlpFusionStats after = ops::mlp_fusion_stats();
+      const int64_t expected = c.fused && t != DType::f64 ? 1 : 0;
+      EXPECT_EQ(after.forward - before.forward, expected) << dtype_name(t) << " hidden " << c.hidden;
+      EXPECT_EQ(after.backward - before.backward, expected) << dtype_name(t) << " hidden " << c.hidden;
+    }
 }
 
 TEST(OpsCuda, ShapeOps) {

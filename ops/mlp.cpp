@@ -1,0 +1,118 @@
+#include "ops/mlp.h"
+
+#include <atomic>
+
+#include "framework/autograd/node.h"
+#include "ops/gelu.h"
+#include "ops/gelu_kernels.h"
+#include "ops/matmul.h"
+#include "ops/matmul_kernels.h"
+#include "ops/op_checks.h"
+
+namespace zt::ops {
+
+namespace {
+
+std::atomic<int64_t> g_fused_forward{0}, g_fused_backward{0};
+
+Variable composite(const Variable& x, const Variable& w_fc, const Variable& b_fc, const Variable& w_proj,
+                   const Variable& b_proj) {
+  return linear(gelu(linear(x, w_fc, b_fc)), w_proj, b_proj);
+}
+
+#ifdef ZTRAIN_WITH_CUDA
+// The CUDA MLP with GELU on the epilogues. Saves what its backward reads: x and w_fc for the fc
+// gradients, the pre-activation for d pre, the activation for w_proj's gradient, and w_proj
+// (a weight: held by its parameter anyway).
+struct MlpNode : Node {
+  Tensor w_proj, x, w_fc, pre, act;  // pre, act: [rows, hidden]
+  Shape x_shape, hidden_shape;  // hidden_shape: [rows, hidden]
+  DType dtype;
+  MlpNode(const Variable& vx, const Variable& vw_fc, const Variable& vb_fc, const Variable& vw_proj,
+          const Variable& vb_proj, const Tensor& pre_t, const Tensor& act_t)
+      : Node("mlp", {vx, vw_fc, vb_fc, vw_proj, vb_proj}), w_proj(vw_proj.tensor()), x_shape(vx.shape()),
+        hidden_shape(pre_t.shape()), dtype(vx.dtype()) {
+    if (needs_input_grad(1)) x = vx.tensor();
+    if (needs_input_grad(0)) w_fc = vw_fc.tensor();
+    if (needs_fc_grads()) pre = pre_t;
+    if (needs_input_grad(3)) act = act_t;
+  }
+  bool needs_fc_grads() const { return needs_input_grad(0) || needs_input_grad(1) || needs_input_grad(2); }
+
+  std::vector<Tensor> backward(const Tensor& grad) override {
+    const Tensor g = grad_as(grad, dtype);  // [rows, out] in memory
+    LinearGrads proj;
+    if (needs_input_grad(3) || needs_input_grad(4))
+      proj = linear_backward(g, act, w_proj, hidden_shape, false, needs_input_grad(3), needs_input_grad(4));
+    if (!needs_fc_grads()) return {Tensor(), Tensor(), Tensor(), proj.dw, proj.db};
+    Tensor dpre = Tensor::empty(hidden_shape, dtype, g.device());
+    if (gelu_input_grad_cuda(g, w_proj, pre, dpre)) {
+      g_fused_backward.fetch_add(1, std::memory_order_relaxed);
+    } else {  // d act = g w_proj, then the GELU kernel
+      const Tensor dact = linear_backward(g, Tensor(), w_proj, hidden_shape, true, false, false).dx;
+      dpre = gelu_backward_cuda(dact, pre);
+    }
+    // b_fc's gradient from the packed column reduction, as the linear layer's: cuBLASLt's
+    // DGELU_BGRAD measured slower (framework/cuda/blas.h).
+    LinearGrads fc = linear_backward(dpre, x, w_fc, x_shape, needs_input_grad(0), needs_input_grad(1),
+                                     needs_input_grad(2));
+    return {fc.dx, fc.dw, fc.db, proj.dw, proj.db};
+  }
+  void release_saved() override { x = w_fc = w_proj = pre = act = Tensor(); }
+};
+#endif
+
+void check_bias(const Variable& x, const Variable& w, const Variable& b, const char* name) {
+  if (!b.defined()) return;
+  check_floating("mlp", name, b.tensor());
+  check_same_dtype("mlp", "x", x.tensor(), name, b.tensor());
+  check_same_device("mlp", "x", x.tensor(), name, b.tensor());
+  ZT_CHECK(b.shape() == Shape{w.shape()[0]}, "mlp: ", name, " ", shape_str(b.shape()), ": expected [", w.shape()[0],
+           "]");
+}
+
+}  // namespace
+
+MlpFusionStats mlp_fusion_stats() { return {g_fused_forward.load(), g_fused_backward.load()}; }
+
+Variable mlp(const Variable& x, const Variable& w_fc, const Variable& b_fc, const Variable& w_proj,
+             const Variable& b_proj) {
+  for (auto [name, v] : {std::pair{"x", &x}, {"w_fc", &w_fc}, {"w_proj", &w_proj}}) {
+    check_defined("mlp", name, *v);
+    check_floating("mlp", name, v->tensor());
+    check_same_dtype("mlp", "x", x.tensor(), name, v->tensor());
+    check_same_device("mlp", "x", x.tensor(), name, v->tensor());
+  }
+  const Shape& xs = x.shape();
+  const Shape &fs = w_fc.shape(), &ps = w_proj.shape();
+  ZT_CHECK(fs.size() == 2 && ps.size() == 2, "mlp: w_fc ", shape_str(fs), " and w_proj ", shape_str(ps),
+           " must be 2-D ([hidden, in] and [out, hidden])");
+  ZT_CHECK(!xs.empty() && xs.back() == fs[1], "mlp: x ", shape_str(xs), " and w_fc ", shape_str(fs),
+           ": x's last dimension must equal w_fc's in (", fs[1], ")");
+  ZT_CHECK(ps[1] == fs[0], "mlp: w_fc ", shape_str(fs), " and w_proj ", shape_str(ps), ": w_proj's in must equal w_fc's hidden (",
+           fs[0], ")");
+  check_bias(x, w_fc, b_fc, "b_fc");
+  check_bias(x, w_proj, b_proj, "b_proj");
+
+#ifdef ZTRAIN_WITH_CUDA
+  const int64_t rows = shape_numel(Shape(xs.begin(), xs.end() - 1)), hidden = fs[0];
+  if (x.device().is_cuda() && x.dtype() != DType::f64 && mlp_epilogues_enabled() && rows * hidden > 0) {
+    Tensor pre = Tensor::empty({rows, hidden}, x.dtype(), x.device());
+    Tensor act = Tensor::empty({rows, hidden}, x.dtype(), x.device());
+    const Tensor b_fc_t = b_fc.defined() ? b_fc.tensor() : Tensor();
+    if (linear_gelu_forward_cuda(x.tensor(), w_fc.tensor(), b_fc_t, act, pre)) {
+      g_fused_forward.fetch_add(1, std::memory_order_relaxed);
+      Shape out_shape(xs.begin(), xs.end() - 1);
+      out_shape.push_back(ps[0]);
+      Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+      Tensor out2d = out.view({rows, ps[0]});
+      linear_forward_cuda(act, w_proj.tensor(), b_proj.defined() ? b_proj.tensor() : Tensor(), out2d);
+      if (!needs_grad({x, w_fc, b_fc, w_proj, b_proj})) return Variable(out);
+      return Variable::from_op(out, std::make_shared<MlpNode>(x, w_fc, b_fc, w_proj, b_proj, pre, act));
+    }
+  }
+#endif
+  return composite(x, w_fc, b_fc, w_proj, b_proj);
+}
+
+}  // namespace zt::ops
