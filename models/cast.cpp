@@ -7,16 +7,13 @@ namespace zt {
 
 namespace {
 
+// The gradient passes through unconverted: the engine converts it to the input's dtype
+// (framework/autograd/engine.cpp), gathering the conversions into leaves, the f32 master
+// weights, into one multi-tensor kernel at the end of backward.
 class CastNode : public Node {
  public:
-  explicit CastNode(const Variable& x) : Node("cast", {x}), from_(x.dtype()) {}
-  std::vector<Tensor> backward(const Tensor& grad) override {
-    ZT_OP_RANGE("cast");
-    return {grad.to(from_)};
-  }
-
- private:
-  DType from_;
+  explicit CastNode(const Variable& x) : Node("cast", {x}) {}
+  std::vector<Tensor> backward(const Tensor& grad) override { return {grad}; }
 };
 
 Tensor convert(const Tensor& t, DType dtype) {

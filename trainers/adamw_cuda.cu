@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "framework/cuda/cuda_check.h"
+#include "framework/cuda/multi_tensor.cuh"
 #include "framework/cuda/op_profiler.h"
 #include "framework/cuda/stream.h"
 #include "trainers/optim_cuda.h"
@@ -24,14 +25,9 @@ struct Table {
 };
 
 __global__ void adamw_kernel(Table table, float b1, float b2, float eps, float step_size, float inv_sqrt_bc2) {
-  int lo = 0, hi = table.count - 1;  // last tensor whose first block <= blockIdx.x
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (table.first_block[mid] <= blockIdx.x) lo = mid;
-    else hi = mid - 1;
-  }
-  const AdamWTensor& t = table.t[lo];
-  const int64_t begin = (blockIdx.x - table.first_block[lo]) * kChunk;
+  const int e = cuda::table_entry_of_block(table.first_block, table.count);
+  const AdamWTensor& t = table.t[e];
+  const int64_t begin = (blockIdx.x - table.first_block[e]) * kChunk;
   const int64_t end = min(t.n, begin + kChunk);
   for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
     const float g = t.g[i];

@@ -6,6 +6,9 @@
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/node.h"
 #include "framework/op_range.h"
+#ifdef ZTRAIN_WITH_CUDA
+#include "framework/cuda/tensor_kernels.h"
+#endif
 
 namespace zt {
 
@@ -45,6 +48,47 @@ void check_grad(const Node& node, size_t i, const Tensor& g) {
   const Edge& e = node.edges()[i];
   ZT_CHECK(g.shape() == e.shape, "backward of '", node.name(), "': gradient of input ", i, " has shape ",
            shape_str(g.shape()), " but the input has shape ", shape_str(e.shape));
+}
+
+// A leaf's gradient that arrived in another dtype than the leaf's (through a cast: the f32
+// master weights of a bf16 model), converted once the whole graph has run.
+struct PendingLeafGrad {
+  std::shared_ptr<VariableImpl> leaf;
+  Tensor grad;
+  DType dtype;  // the leaf's
+};
+
+// Converts the pending leaf gradients into the leaves' .grad. On CUDA the bf16 -> f32 ones
+// go through one multi-tensor kernel (a launch per parameter cost more than the conversion
+// itself); a leaf listed twice, other dtypes, the CPU and a slot someone else also holds take
+// the one-by-one path. The result is the same either way: slot (+)= f32(grad).
+void convert_pending(std::vector<PendingLeafGrad>& pending) {
+  if (pending.empty()) return;
+  ZT_OP_RANGE("cast");
+#ifdef ZTRAIN_WITH_CUDA
+  std::unordered_map<VariableImpl*, int> times;
+  for (const PendingLeafGrad& p : pending) ++times[p.leaf.get()];
+  std::unordered_map<int, std::vector<cuda::WidenJob>> jobs;  // per device
+#endif
+  for (PendingLeafGrad& p : pending) {
+    Tensor& slot = p.leaf->grad;
+#ifdef ZTRAIN_WITH_CUDA
+    const Device d = p.grad.device();
+    const bool batched = d.is_cuda() && p.grad.dtype() == DType::bf16 && p.dtype == DType::f32 &&
+                         p.grad.is_contiguous() && times[p.leaf.get()] == 1 &&
+                         (!slot.defined() || (slot.dtype() == DType::f32 && slot.device() == d && exclusively_owned(slot)));
+    if (batched) {
+      const bool accumulate = slot.defined();
+      if (!accumulate) slot = Tensor::empty(p.grad.shape(), DType::f32, d);
+      jobs[d.index].push_back({static_cast<float*>(slot.raw_data()), p.grad.raw_data(), p.grad.numel(), accumulate});
+      continue;  // p.grad stays alive in `pending` until the launches are queued
+    }
+#endif
+    accumulate_grad(slot, p.grad.to(p.dtype));
+  }
+#ifdef ZTRAIN_WITH_CUDA
+  for (auto& [device, list] : jobs) cuda::widen_bf16_to_f32_many(device, list);
+#endif
 }
 
 }  // namespace
@@ -88,6 +132,7 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
   // Keep the nodes alive while we run them even if the caller drops the graph.
   std::shared_ptr<Node> keep_root = root.grad_fn();
   std::unordered_map<Node*, Tensor> grads;  // gradient of each pending node's output
+  std::vector<PendingLeafGrad> leaf_conversions;
   std::vector<Node*> ready{root_node};
   while (!ready.empty()) {
     Node* n = ready.back();
@@ -104,21 +149,29 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
     }
     ZT_CHECK(in_grads.size() == n->edges().size(), "backward of '", n->name(), "' returned ", in_grads.size(),
              " gradients for ", n->edges().size(), " inputs");
+    // A node may return a gradient in another floating dtype than its input's (a cast
+    // returns its output's gradient as is): it reaches the input in the input's dtype.
     for (size_t i = 0; i < in_grads.size(); ++i) {
       const Edge& e = n->edges()[i];
       if (e.node) {
         if (in_grads[i].defined()) {
           check_grad(*n, i, in_grads[i]);
+          if (in_grads[i].dtype() != e.dtype) {
+            ZT_OP_RANGE("cast");
+            in_grads[i] = in_grads[i].to(e.dtype);
+          }
           accumulate_grad(grads[e.node.get()], std::move(in_grads[i]));
         }
         if (--pending[e.node.get()] == 0) ready.push_back(e.node.get());
       } else if (e.leaf && in_grads[i].defined()) {
         check_grad(*n, i, in_grads[i]);
-        accumulate_grad(e.leaf->grad, std::move(in_grads[i]));
+        if (in_grads[i].dtype() != e.dtype) leaf_conversions.push_back({e.leaf, std::move(in_grads[i]), e.dtype});
+        else accumulate_grad(e.leaf->grad, std::move(in_grads[i]));
       }
     }
     if (!retain_graph) n->release_saved();
   }
+  convert_pending(leaf_conversions);
 }
 
 }  // namespace zt

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "framework/cuda/cuda_check.h"
+#include "framework/cuda/multi_tensor.cuh"
 #include "framework/cuda/stream.h"
 
 namespace zt::cuda {
@@ -50,7 +51,7 @@ struct alignas(16) Group {
   T v[kGroup];
 };
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+__host__ __device__ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Grid-stride loops over the groups, and over the tail elements [groups * 8, n).
 #define ZT_GROUPS(g_var, groups)                                                                      \
@@ -132,6 +133,44 @@ void dispatch_device(DType t, F&& f) {
   dispatch(t, [&](auto tag) { f(typename device_type<decltype(tag)>::type{}); });
 }
 
+// Multi-tensor widening: block b finds its tensor in the prefix table (binary search) and
+// converts one chunk of 2048 elements, 16 bytes of bf16 per thread access when aligned.
+constexpr int kWidenTensors = 64;  // the table stays under the 4 KB kernel-parameter limit
+constexpr int64_t kWidenChunk = int64_t{kThreads} * kGroup;
+
+struct WidenTable {
+  WidenJob job[kWidenTensors];
+  int64_t first_block[kWidenTensors + 1];
+  int count = 0;
+};
+
+__global__ void widen_many_kernel(WidenTable table) {
+  const int e = table_entry_of_block(table.first_block, table.count);
+  const WidenJob& j = table.job[e];
+  const int64_t begin = (blockIdx.x - table.first_block[e]) * kWidenChunk;
+  const int64_t end = min(j.n, begin + kWidenChunk);
+  const auto* src = static_cast<const __nv_bfloat16*>(j.src);
+  const int64_t first = begin + threadIdx.x * int64_t{kGroup};
+  if (aligned16(src) && aligned16(j.dst) && first + kGroup <= end) {
+    const Group<__nv_bfloat16> x = reinterpret_cast<const Group<__nv_bfloat16>*>(src + first)[0];
+    float4* d = reinterpret_cast<float4*>(j.dst + first);
+    float v[kGroup];
+#pragma unroll
+    for (int k = 0; k < kGroup; ++k) v[k] = __bfloat162float(x.v[k]);
+    float4 lo4 = make_float4(v[0], v[1], v[2], v[3]), hi4 = make_float4(v[4], v[5], v[6], v[7]);
+    if (j.accumulate) {
+      const float4 a = d[0], b = d[1];
+      lo4 = make_float4(a.x + lo4.x, a.y + lo4.y, a.z + lo4.z, a.w + lo4.w);
+      hi4 = make_float4(b.x + hi4.x, b.y + hi4.y, b.z + hi4.z, b.w + hi4.w);
+    }
+    d[0] = lo4;
+    d[1] = hi4;
+    return;
+  }
+  for (int64_t i = first; i < min(end, first + kGroup); ++i)
+    j.dst[i] = (j.accumulate ? j.dst[i] : 0.f) + __bfloat162float(src[i]);
+}
+
 }  // namespace
 
 void fill(int device, void* dst, DType dtype, int64_t n, double value) {
@@ -196,6 +235,30 @@ void convert(int device, void* dst, DType dst_dtype, const void* src, DType src_
     });
   });
   ZT_CUDA_CHECK_LAUNCH();
+}
+
+void widen_bf16_to_f32_many(int device, const std::vector<WidenJob>& jobs) {
+  set_device(device);
+  WidenTable table;
+  int64_t blocks = 0;
+  auto launch = [&] {
+    if (table.count == 0) return;
+    table.first_block[table.count] = blocks;
+    widen_many_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, current_stream()>>>(table);
+    ZT_CUDA_CHECK_LAUNCH();
+    table = WidenTable{};
+    blocks = 0;
+  };
+  for (const WidenJob& j : jobs) {
+    if (j.n <= 0) continue;
+    const int64_t need = (j.n + kWidenChunk - 1) / kWidenChunk;
+    if (table.count == kWidenTensors || blocks + need > (int64_t{1} << 31) - 1) launch();
+    table.job[table.count] = j;
+    table.first_block[table.count] = blocks;
+    ++table.count;
+    blocks += need;
+  }
+  launch();
 }
 
 }  // namespace zt::cuda

@@ -5,6 +5,9 @@
 #include <cmath>
 #include <limits>
 
+#ifdef ZTRAIN_WITH_CUDA
+#include "framework/cuda/tensor_kernels.h"
+#endif
 #include "framework/device.h"
 #include "framework/tensor.h"
 #include "tests/support/check.h"
@@ -53,6 +56,42 @@ TEST(TensorCuda, ElementwiseKernelsMatchTheHost) {
   n.fill_(std::numeric_limits<double>::quiet_NaN());
   for (double v : n.to_vector<double>()) EXPECT_TRUE(std::isnan(v));
 }
+
+#ifdef ZTRAIN_WITH_CUDA
+// The multi-tensor bf16 -> f32 widening behind the engine's leaf-gradient conversion: sizes
+// around the 8-element groups and 2048-element chunks, a misaligned source view, overwrite
+// (into NaN-poisoned outputs) and accumulate, and more tensors than one launch's table holds.
+// Widening is exact, so the results must equal the host conversion bit for bit.
+TEST(TensorCuda, WidenManyMatchesTheHostConversion) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU";
+  const Device gpu = Device::cuda(0);
+  const int64_t sizes[] = {1, 7, 8, 9, 2047, 2048, 2049, 100003};
+  std::vector<Tensor> src, dst, want;
+  std::vector<cuda::WidenJob> jobs;
+  for (int i = 0; i < 150; ++i) {
+    const int64_t n = sizes[i % 8];
+    const bool accumulate = i % 3 == 0, misaligned = i % 5 == 0;
+    const Tensor s = Tensor::randn({n}, DType::f64, test::test_generator(), 0, 3).to(DType::bf16);
+    Tensor d = accumulate ? Tensor::randn({n}, DType::f64, test::test_generator(), 0, 1).to(DType::f32)
+                          : Tensor::full({n}, std::numeric_limits<double>::quiet_NaN(), DType::f32);
+    Tensor w = s.to(DType::f32);
+    if (accumulate) w.add_(d);
+    if (misaligned) {  // a view at element 1 of a device buffer: 2 bytes past 16-byte alignment
+      Tensor padded = Tensor::empty({n + 1}, DType::bf16, gpu);
+      padded.slice(0, 1, n + 1).copy_(s.to(gpu));
+      src.push_back(padded.slice(0, 1, n + 1));
+    } else {
+      src.push_back(s.to(gpu));
+    }
+    dst.push_back(d.to(gpu));
+    want.push_back(w);
+    jobs.push_back({static_cast<float*>(dst.back().raw_data()), src.back().raw_data(), n, accumulate});
+  }
+  cuda::widen_bf16_to_f32_many(0, jobs);
+  for (size_t i = 0; i < dst.size(); ++i)
+    EXPECT_TRUE(test::close_rel(dst[i].to(Device::cpu()), want[i], 0)) << "tensor " << i;
+}
+#endif
 
 }  // namespace
 }  // namespace zt

@@ -77,6 +77,40 @@ TEST(Cast, GradientsReachTheMasterThroughTheCachedCopy) {
   EXPECT_TRUE(test::close_rel(x.grad(), want, 1e-6));
 }
 
+TEST(Cast, CudaBf16GradientsReachTheF32MastersThroughTheBatchedConversion) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU";
+  // Many f32 leaves, each cast to bf16 once per forward (the engine widens their bf16
+  // gradients in one multi-tensor kernel; the second backward accumulates in place), and one
+  // leaf cast twice in the same graph (its two gradients take the one-by-one path). With
+  // loss = sum(cast(x) * c), x.grad = (number of uses) * c: exact, c being bf16.
+  const Device gpu = Device::cuda(0);
+  std::vector<Variable> xs;
+  std::vector<Tensor> cs;
+  for (int64_t n : {1, 8, 37, 2048, 5000, 70001}) {
+    xs.emplace_back(Tensor::randn({n}, DType::f32, test::test_generator(), 0, 1, gpu), true);
+    cs.push_back(Tensor::randn({n}, DType::bf16, test::test_generator(), 0, 1, gpu));
+  }
+  Variable twice(Tensor::randn({300}, DType::f32, test::test_generator(), 0, 1, gpu), true);
+  const Tensor c_twice = Tensor::randn({300}, DType::bf16, test::test_generator(), 0, 1, gpu);
+  for (int pass = 0; pass < 2; ++pass) {
+    Variable loss = ops::sum(ops::mul(cast(twice, DType::bf16), Variable(c_twice)));
+    loss = ops::add(loss, ops::sum(ops::mul(cast(twice, DType::bf16), Variable(c_twice))));
+    for (size_t i = 0; i < xs.size(); ++i) loss = ops::add(loss, ops::sum(ops::mul(cast(xs[i], DType::bf16), Variable(cs[i]))));
+    loss.backward();
+  }
+  for (size_t i = 0; i < xs.size(); ++i) {
+    ASSERT_TRUE(xs[i].has_grad());
+    EXPECT_EQ(xs[i].grad().dtype(), DType::f32);
+    EXPECT_EQ(xs[i].grad().device(), gpu);
+    Tensor want = cs[i].to(Device::cpu()).to(DType::f32);
+    want.scale_(2.0);
+    EXPECT_TRUE(test::close_rel(xs[i].grad().to(Device::cpu()), want, 0)) << "leaf " << i;
+  }
+  Tensor want = c_twice.to(Device::cpu()).to(DType::f32);
+  want.scale_(4.0);
+  EXPECT_TRUE(test::close_rel(twice.grad().to(Device::cpu()), want, 0));
+}
+
 // A bf16 forward, a step, a second forward: its logits must equal those of a fresh model
 // holding the stepped weights (no copy left over from before the step). On CUDA the AdamW
 // kernel rewrites the cached bf16 copies itself (trainers/optim_cuda.h); `refreshed` then
