@@ -1,5 +1,6 @@
 #include "framework/cuda/blas.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -74,7 +75,8 @@ using PlanKey = std::tuple<int, int, int, bool, bool, int64_t, int64_t, int64_t,
                            int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t>;
 
 constexpr int kCandidates = 8;    // algorithms asked of the heuristic
-constexpr int kTuneRuns = 5;      // timed runs per candidate (after one untimed)
+constexpr int kTuneRounds = 3;    // interleaved timing rounds over the candidates
+constexpr int kTuneRuns = 3;      // runs per candidate per round (after one untimed run each)
 
 struct Plan {
   std::vector<cublasLtMatmulAlgo_t> candidates;  // heuristic order; empty: the epilogue is unavailable
@@ -174,9 +176,13 @@ struct ScratchC {
   }
 };
 
-// Times each candidate (one untimed run, then kTuneRuns between two events) and returns the
-// index of the fastest. Candidates cuBLASLt refuses at launch are skipped. With beta != 0 the
-// runs accumulate into a scratch copy of C, so the caller's C is updated once, by its real run.
+// Times each candidate and returns the index of the fastest. Candidates run interleaved:
+// one untimed run each, then kTuneRounds rounds in which every candidate runs kTuneRuns times
+// between two events; a candidate's time is its best round. Timed one after the other, the
+// clock's drift over the sweep (boost, power cap: the same product on an H200 varied by 20%
+// within one bench_gemm run) would favour whichever candidate ran at the best moment. Candidates cuBLASLt
+// refuses at launch are skipped. With beta != 0 the runs accumulate into a scratch copy of
+// C, so the caller's C is updated once, by its real run.
 int fastest_candidate(int device, DeviceBlas& db, const Descriptors& d, const GemmArgs& g, const void* alpha,
                       const void* beta, const std::vector<cublasLtMatmulAlgo_t>& candidates, cudaStream_t stream) {
   ScratchC scratch;
@@ -189,29 +195,36 @@ int fastest_candidate(int device, DeviceBlas& db, const Descriptors& d, const Ge
     ZT_CUDA_CHECK(cudaMemcpyAsync(scratch.ptr, g.C, bytes, cudaMemcpyDeviceToDevice, stream));
     c = scratch.ptr;
   }
-  TuningEvents ev(2 * candidates.size());
-  std::vector<bool> ran(candidates.size(), false);
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    auto run = [&] {
-      return cublasLtMatmul(db.handle, d.op, alpha, g.B, d.a, g.A, d.b, beta, c, d.c, c, d.c, &candidates[i],
-                            db.workspace, kWorkspaceBytes, stream);
-    };
-    if (run() != CUBLAS_STATUS_SUCCESS) continue;
-    ZT_CUDA_CHECK(cudaEventRecord(ev.events[2 * i], stream));
-    bool ok = true;
-    for (int r = 0; r < kTuneRuns && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
-    ZT_CUDA_CHECK(cudaEventRecord(ev.events[2 * i + 1], stream));
-    ran[i] = ok;
-  }
+  const size_t n = candidates.size();
+  auto run = [&](size_t i) {
+    return cublasLtMatmul(db.handle, d.op, alpha, g.B, d.a, g.A, d.b, beta, c, d.c, c, d.c, &candidates[i],
+                          db.workspace, kWorkspaceBytes, stream) == CUBLAS_STATUS_SUCCESS;
+  };
+  std::vector<bool> ok(n);
+  for (size_t i = 0; i < n; ++i) ok[i] = run(i);
+  TuningEvents ev(2 * n * kTuneRounds);
+  for (int r = 0; r < kTuneRounds; ++r)
+    for (size_t i = 0; i < n; ++i) {
+      if (!ok[i]) continue;
+      const size_t e = 2 * (static_cast<size_t>(r) * n + i);
+      ZT_CUDA_CHECK(cudaEventRecord(ev.events[e], stream));
+      for (int k = 0; k < kTuneRuns && ok[i]; ++k) ok[i] = run(i);
+      ZT_CUDA_CHECK(cudaEventRecord(ev.events[e + 1], stream));
+    }
   ZT_CUDA_CHECK(cudaStreamSynchronize(stream));
   int best = 0;
   float best_ms = std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < candidates.size(); ++i) {
-    if (!ran[i]) continue;
-    float ms = 0;
-    ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, ev.events[2 * i], ev.events[2 * i + 1]));
-    if (ms < best_ms) {
-      best_ms = ms;
+  for (size_t i = 0; i < n; ++i) {
+    if (!ok[i]) continue;
+    float fastest_round = std::numeric_limits<float>::infinity();
+    for (int r = 0; r < kTuneRounds; ++r) {
+      const size_t e = 2 * (static_cast<size_t>(r) * n + i);
+      float ms = 0;
+      ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, ev.events[e], ev.events[e + 1]));
+      fastest_round = std::min(fastest_round, ms);
+    }
+    if (fastest_round < best_ms) {
+      best_ms = fastest_round;
       best = static_cast<int>(i);
     }
   }

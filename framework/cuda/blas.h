@@ -49,9 +49,10 @@ struct GemmArgs {
 //
 // Algorithm choice, once per distinct problem (shapes, strides, types, epilogue, pointer
 // alignments): cuBLASLt's heuristic proposes up to 8 algorithms; with tuning on, the first
-// call outside a stream capture times each candidate (a few runs, CUDA events, one host
-// synchronisation) and every later call uses the fastest. Timing writes only C and bias_grad
-// when beta == 0 (the real run then overwrites them) and a scratch copy of C when beta != 0,
+// call outside a stream capture times each candidate (interleaved rounds of a few runs, the
+// best round counts; CUDA events, one host synchronisation) and every later call uses the
+// fastest. Timing writes only C, bias_grad and gelu_aux when beta == 0 (the real run then
+// overwrites them) and a scratch copy of C when beta != 0,
 // so an accumulating product still adds once. With tuning off, the heuristic's first choice
 // is used.
 bool gemm(int device, const GemmArgs& args);
