@@ -5,7 +5,9 @@
 # bench_gemm, bench_xent). A summary is printed last; every log is packed into
 # $OUT/logs.tgz (the device tool returns at most 8 files).
 #   OUT=/tmp/out tools/gpu/run_all.sh            SKIP_TESTS=1 for benchmarks only, FULL_BENCH=0
-#                                                 for the step, attention and GEMM benchmarks only
+#                                                 for the step, attention and GEMM benchmarks only,
+#                                                 REPEATS=N for N bench_step runs per batch size,
+#                                                 AB="VAR=value ..." for the A/B runs (one each)
 # The training run reads data/ (tools/fetch_data.sh --prepare here; the GPU host has no
 # network): carry it along.
 set -uo pipefail
@@ -25,13 +27,16 @@ note "build $(( $(date +%s) - t0 )) s"
 
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
   t0=$(date +%s)
-  ctest --test-dir "$B" -j8 --timeout 300 >"$OUT/ctest.log" 2>&1
+  ctest --test-dir "$B" -j8 --timeout 300 --output-on-failure >"$OUT/ctest.log" 2>&1
   note "ctest rc=$? $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed' "$OUT/ctest.log")"
   grep -E "\(Failed\)|\(Timeout\)|\(SEGFAULT\)|Exception" "$OUT/ctest.log" | head -20
-  for f in "OpsCuda.CausalSelfAttention:OpsCuda.LayerNorm:OpsCuda.Gelu*:OpsCuda.Embedding*" ; do
+  for f in "OpsCuda.CausalSelfAttention:OpsCuda.LayerNorm:OpsCuda.Gelu*:OpsCuda.Embedding*:OpsCuda.Mlp*" ; do
     timeout 200 compute-sanitizer --tool memcheck "$B/tests/ops_cuda_test" --gtest_filter="$f" >"$OUT/memcheck_ops.log" 2>&1
     note "memcheck ops rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_ops.log")"
   done
+  timeout 200 compute-sanitizer --tool memcheck "$B/tests/tensor_cuda_test" --gtest_filter='TensorCuda.WidenMany*' \
+    >"$OUT/memcheck_widen.log" 2>&1
+  note "memcheck widen rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_widen.log")"
   timeout 200 compute-sanitizer --tool racecheck "$B/tests/ops_cuda_test" --gtest_filter='OpsCuda.CausalSelfAttention' \
     >"$OUT/racecheck_attention.log" 2>&1
   note "racecheck attention rc=$? $(grep -E 'RACECHECK SUMMARY' "$OUT/racecheck_attention.log")"
@@ -45,16 +50,29 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     --set log.log_every=5 --set log.checkpoint_every=0 >"$OUT/train_gpu.log" 2>&1
   note "train gpt_small cuda rc=$? $(( $(date +%s) - t0 )) s: $(grep -E 'step +30|val' "$OUT/train_gpu.log" | tail -2 | tr '\n' ' ')"
   cp /tmp/gpt_small_gpu/metrics.jsonl "$OUT/train_gpu_metrics.jsonl" 2>/dev/null
+  # The first steps at B=4 on one batch per step, to set beside the same run on the CPU
+  # (train.device=cpu, same seed): issue 7's loss-curve check.
+  "$B/bin/train" --config configs/gpt_small.yaml --set train.device=cuda --set train.batch_size=4 \
+    --set train.grad_accum=1 --set train.max_steps=6 --set log.log_every=1 --set log.eval_every=0 \
+    --set log.checkpoint_every=0 --set log.out_dir=/tmp/gpt_small_curve >"$OUT/train_gpu_curve.log" 2>&1
+  note "train gpt_small cuda B=4 x 6 steps rc=$?"
+  cp /tmp/gpt_small_curve/metrics.jsonl "$OUT/train_gpu_curve_metrics.jsonl" 2>/dev/null
 fi
 
 for bs in 16 32; do
   timeout 200 "$B/bin/bench_step" --batch-size $bs --steps 30 --warmup 5 --profile --profile-steps 2 \
     --out "$OUT/bench_step_b$bs.json" >"$OUT/bench_step_b$bs.log" 2>&1
   note "bench_step B=$bs rc=$?: $(grep -E '^step|^tokens/s' "$OUT/bench_step_b$bs.log" | tr '\n' ' ')"
-  # A/B: db through cuBLASLt's bias-gradient epilogue instead of the packed column reduction.
-  ZT_DB_EPILOGUE=1 timeout 200 "$B/bin/bench_step" --batch-size $bs --steps 30 --warmup 5 \
-    >"$OUT/bench_step_b${bs}_db_epilogue.log" 2>&1
-  note "bench_step B=$bs ZT_DB_EPILOGUE=1 rc=$?: $(grep -E '^step|^tokens/s' "$OUT/bench_step_b${bs}_db_epilogue.log" | tr '\n' ' ')"
+  for rep in $(seq 2 "${REPEATS:-1}"); do  # REPEATS=N: N runs of the default configuration
+    timeout 200 "$B/bin/bench_step" --batch-size $bs --steps 30 --warmup 5 >"$OUT/bench_step_b${bs}_run$rep.log" 2>&1
+    note "bench_step B=$bs run $rep rc=$?: $(grep -E '^step|^tokens/s' "$OUT/bench_step_b${bs}_run$rep.log" | tr '\n' ' ')"
+  done
+  # A/B runs, one per VAR=value in $AB (default: the MLP without its GELU epilogues).
+  for ab in ${AB-ZT_MLP_EPILOGUES=0}; do
+    env "$ab" timeout 200 "$B/bin/bench_step" --batch-size $bs --steps 30 --warmup 5 \
+      >"$OUT/bench_step_b${bs}_${ab%%=*}.log" 2>&1
+    note "bench_step B=$bs $ab rc=$?: $(grep -E '^step|^tokens/s' "$OUT/bench_step_b${bs}_${ab%%=*}.log" | tr '\n' ' ')"
+  done
 done
 timeout 120 "$B/bin/bench_attention" >"$OUT/bench_attention.log" 2>&1
 timeout 200 "$B/bin/bench_gemm" --out "$OUT/bench_gemm.json" >"$OUT/bench_gemm.log" 2>&1
@@ -74,6 +92,6 @@ echo "--- bench_attention (fused)"; cat "$OUT/bench_attention.log"
 echo "--- bench_gemm"; tail -5 "$OUT/bench_gemm.log"
 [ -f "$OUT/bench_xent.log" ] && { echo "--- bench_xent"; tail -8 "$OUT/bench_xent.log"; }
 (cd "$OUT" && tar czf logs.tgz ./*.log ./*.json ./*.jsonl 2>/dev/null;
-  find . -maxdepth 1 -type f ! -name logs.tgz ! -name 'bench_step_b*.log' ! -name 'bench_gemm.log' \
-    ! -name 'bench_attention*.log' ! -name ctest.log -delete)
+  find . -maxdepth 1 -type f ! -name logs.tgz ! -name 'bench_step_b16.log' ! -name 'bench_step_b32.log' \
+    ! -name 'bench_gemm.log' ! -name 'bench_attention.log' -delete)
 true
