@@ -180,9 +180,9 @@ struct ScratchC {
 // one untimed run each, then kTuneRounds rounds in which every candidate runs kTuneRuns times
 // between two events; a candidate's time is its best round. Timed one after the other, the
 // clock's drift over the sweep (boost, power cap: the same product on an H200 varied by 20%
-// within one bench_gemm run) would favour whichever candidate ran at the best moment. Candidates cuBLASLt
-// refuses at launch are skipped. With beta != 0 the runs accumulate into a scratch copy of
-// C, so the caller's C is updated once, by its real run.
+// within one bench_gemm run) would favour whichever candidate ran at the best moment.
+// Candidates cuBLASLt refuses at launch are skipped. With beta != 0 the runs accumulate into
+// a scratch copy of C, so the caller's C is updated once, by its real run.
 int fastest_candidate(int device, DeviceBlas& db, const Descriptors& d, const GemmArgs& g, const void* alpha,
                       const void* beta, const std::vector<cublasLtMatmulAlgo_t>& candidates, cudaStream_t stream) {
   ScratchC scratch;
