@@ -1,7 +1,9 @@
 #pragma once
 // Differentiable dtype conversion: the compute-dtype copy of an f32 parameter (bf16
-// training keeps f32 master weights). Backward converts the gradient back to the input's
-// dtype. Identity (no copy, no node) when the dtype already matches.
+// training keeps f32 master weights). The gradient reaches the input in the input's dtype:
+// the node passes it through and the engine converts it (the f32 masters' widenings all in one
+// multi-tensor kernel at the end of backward). Identity (no copy, no node) when the dtype
+// already matches.
 //
 // The copy of a leaf (a parameter) is kept on the leaf and reused while the leaf's storage
 // version (framework/storage.h) is unchanged, so a bf16 forward casts each master weight

@@ -23,8 +23,8 @@ class Node;
 struct Edge {
   std::shared_ptr<Node> node;
   std::shared_ptr<VariableImpl> leaf;
-  Shape shape;  // the input's shape and dtype, to check the gradient a node returns
-  DType dtype = DType::f32;
+  Shape shape;  // the input's shape, to check the gradient a node returns
+  DType dtype = DType::f32;  // the input's dtype: the engine converts a gradient to it
   bool needs_grad() const { return node || leaf; }
 };
 
@@ -37,6 +37,7 @@ class Node {
 
   // Gradients of the inputs, one per input, given the gradient of the output. An undefined
   // Tensor means no gradient for that input; skip work for inputs where !needs_input_grad(i).
+  // A gradient may come in another floating dtype than its input's (the engine converts it).
   virtual std::vector<Tensor> backward(const Tensor& grad_output) = 0;
 
   // Called instead of backward() when this node's output is the root of backward() and the
