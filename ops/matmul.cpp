@@ -97,15 +97,6 @@ struct MatmulNode : Node {
   void release_saved() override { a = b = Tensor(); }
 };
 
-void check_operands(const char* op, const char* na, const Variable& a, const char* nb, const Variable& b) {
-  check_defined(op, na, a);
-  check_defined(op, nb, b);
-  check_floating(op, na, a.tensor());
-  check_floating(op, nb, b.tensor());
-  check_same_dtype(op, na, a.tensor(), nb, b.tensor());
-  check_same_device(op, na, a.tensor(), nb, b.tensor());
-}
-
 }  // namespace
 
 LinearGrads linear_backward(const Tensor& g, const Tensor& x, const Tensor& w, const Shape& x_shape, bool want_dx,

@@ -77,12 +77,8 @@ MlpFusionStats mlp_fusion_stats() { return {g_fused_forward.load(), g_fused_back
 
 Variable mlp(const Variable& x, const Variable& w_fc, const Variable& b_fc, const Variable& w_proj,
              const Variable& b_proj) {
-  for (auto [name, v] : {std::pair{"x", &x}, {"w_fc", &w_fc}, {"w_proj", &w_proj}}) {
-    check_defined("mlp", name, *v);
-    check_floating("mlp", name, v->tensor());
-    check_same_dtype("mlp", "x", x.tensor(), name, v->tensor());
-    check_same_device("mlp", "x", x.tensor(), name, v->tensor());
-  }
+  check_operands("mlp", "x", x, "w_fc", w_fc);
+  check_operands("mlp", "x", x, "w_proj", w_proj);
   const Shape& xs = x.shape();
   const Shape &fs = w_fc.shape(), &ps = w_proj.shape();
   ZT_CHECK(fs.size() == 2 && ps.size() == 2, "mlp: w_fc ", shape_str(fs), " and w_proj ", shape_str(ps),

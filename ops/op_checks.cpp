@@ -29,6 +29,15 @@ void check_same_device(const char* op, const char* name_a, const Tensor& a, cons
            " is on ", b.device().str());
 }
 
+void check_operands(const char* op, const char* name_a, const Variable& a, const char* name_b, const Variable& b) {
+  check_defined(op, name_a, a);
+  check_defined(op, name_b, b);
+  check_floating(op, name_a, a.tensor());
+  check_floating(op, name_b, b.tensor());
+  check_same_dtype(op, name_a, a.tensor(), name_b, b.tensor());
+  check_same_device(op, name_a, a.tensor(), name_b, b.tensor());
+}
+
 Tensor grad_as(const Tensor& grad, DType dtype) {
   Tensor g = grad.to(dtype);
   if (g.is_contiguous()) return g;

@@ -21,6 +21,9 @@ void check_floating(const char* op, const char* name, const Tensor& t);
 void check_same_dtype(const char* op, const char* name_a, const Tensor& a, const char* name_b, const Tensor& b);
 // "<op>: device mismatch: <name_a> is on cpu, <name_b> is on cuda:0".
 void check_same_device(const char* op, const char* name_a, const Tensor& a, const char* name_b, const Tensor& b);
+// The four checks above for two operands of a product: both defined, floating, one dtype,
+// one device.
+void check_operands(const char* op, const char* name_a, const Variable& a, const char* name_b, const Variable& b);
 
 // The multi-index of element `flat` of a row-major tensor of `shape`, as "[1, 2]": errors
 // name the position of a bad value (embedding ids).
