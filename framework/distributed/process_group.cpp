@@ -79,13 +79,51 @@ std::shared_ptr<Store> next_group_store(std::shared_ptr<Store> store) {
 }  // namespace
 
 RankInfo rank_info_from_env() {
+  // One launcher's triple of variable names; the first launcher whose rank variable is set wins.
+  struct Names {
+    const char *launcher, *rank, *size, *local;
+  };
+  static const Names kLaunchers[] = {
+      {"launch", "RANK", "WORLD_SIZE", "LOCAL_RANK"},
+      {"mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"},
+      {"srun", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"},
+  };
   RankInfo info;
-  info.rank = env_int("RANK", 0);
-  info.world_size = env_int("WORLD_SIZE", 1);
-  info.local_rank = env_int("LOCAL_RANK", 0);
-  ZT_CHECK(info.world_size >= 1, "WORLD_SIZE=", info.world_size, " must be at least 1");
-  ZT_CHECK(info.rank < info.world_size, "RANK=", info.rank, " is outside WORLD_SIZE=", info.world_size);
+  for (const Names& n : kLaunchers) {
+    const char* r = std::getenv(n.rank);
+    const char* w = std::getenv(n.size);
+    if ((!r || !*r) && (!w || !*w)) continue;
+    info.launcher = n.launcher;
+    info.rank = env_int(n.rank, 0);
+    info.world_size = env_int(n.size, 1);
+    info.local_rank = env_int(n.local, 0);
+    ZT_CHECK(info.world_size >= 1, n.size, "=", info.world_size, " must be at least 1");
+    ZT_CHECK(info.rank < info.world_size, n.rank, "=", info.rank, " is outside ", n.size, "=", info.world_size);
+    break;
+  }
   return info;
+}
+
+namespace {
+// A collective that already ran: wait() has nothing left to do.
+class DoneWork : public Work {
+ public:
+  void wait() override {}
+};
+}  // namespace
+
+std::shared_ptr<Work> ProcessGroup::all_reduce_async(Tensor t, ReduceOp op) {
+  all_reduce(t, op);
+  return std::make_shared<DoneWork>();
+}
+
+void ProcessGroup::reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) {
+  const int64_t n = out.numel();
+  ZT_CHECK(in.numel() == n * size() && in.dtype() == out.dtype(), "reduce_scatter: input of ", in.numel(),
+           " elements for ", size(), " ranks x ", n, " (", dtype_name(in.dtype()), " -> ", dtype_name(out.dtype()), ")");
+  Tensor all = in.contiguous().clone().reshape({size(), n});
+  all_reduce(all, op);
+  out.copy_(all.select(0, rank()).view(out.shape()));
 }
 
 std::shared_ptr<ProcessGroup> make_process_group(const std::string& backend, const RankInfo& info,
@@ -116,6 +154,25 @@ std::shared_ptr<ProcessGroup> make_process_group(const std::string& backend, con
   ZT_FAIL("process group: this ztrain was built without NCCL (needs CUDA and NCCL at build time), so ",
           info.world_size, " CUDA ranks cannot talk");
 #endif
+}
+
+std::shared_ptr<ProcessGroup> make_subgroup(const std::string& backend, int world_rank, const std::vector<int>& ranks,
+                                            const std::string& name, std::shared_ptr<Store> store, Device device) {
+  ZT_CHECK(!ranks.empty(), "process group '", name, "': no ranks");
+  int index = -1;
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    ZT_CHECK(i == 0 || ranks[i] > ranks[i - 1], "process group '", name, "': ranks must be ascending and distinct");
+    if (ranks[i] == world_rank) index = static_cast<int>(i);
+  }
+  ZT_CHECK(index >= 0, "process group '", name, "': world rank ", world_rank, " is not one of its members");
+  RankInfo info;
+  info.rank = index;
+  info.world_size = static_cast<int>(ranks.size());
+  if (info.world_size == 1) return make_process_group(backend, info, nullptr, device);
+  ZT_CHECK(store, "process group '", name, "': ", ranks.size(), " ranks need a rendezvous store");
+  // The named prefix replaces the creation-order counter: disjoint groups ("tp0", "tp1")
+  // are created in the same order on their own members but must not share keys.
+  return make_process_group(backend, info, std::make_shared<PrefixStore>(std::move(store), name + "/"), device);
 }
 
 }  // namespace zt

@@ -1,9 +1,20 @@
 // The Gloo backend: full-mesh TCP connections set up through our Store, then Gloo's
 // collectives on contiguous CPU tensors of f32/f64/i32/i64.
+//
+// Every collective of a group runs on the group's own worker thread, in the order issued:
+// all_reduce_async returns at once (data-parallel gradient buckets overlap the backward's
+// compute this way), the blocking calls queue and wait. One thread per group keeps Gloo's
+// context single-threaded and the order identical on every rank.
 #include "framework/distributed/process_group_gloo.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdlib>
+#include <deque>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
 
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
@@ -63,6 +74,16 @@ void dispatch_gloo(DType t, const char* op, F&& f) {
   }
 }
 
+// A collective queued on the worker thread; wait() blocks until it ran and rethrows its error.
+class GlooWork : public Work {
+ public:
+  explicit GlooWork(std::shared_future<void> done) : done_(std::move(done)) {}
+  void wait() override { done_.get(); }
+
+ private:
+  std::shared_future<void> done_;
+};
+
 class GlooProcessGroup : public ProcessGroup {
  public:
   GlooProcessGroup(const RankInfo& info, std::shared_ptr<Store> store) : rank_(info.rank), size_(info.world_size) {
@@ -81,6 +102,21 @@ class GlooProcessGroup : public ProcessGroup {
     } catch (const std::exception& e) {
       ZT_FAIL("gloo: rank ", rank_, " of ", size_, " could not connect (host ", attr.hostname, "): ", e.what());
     }
+    worker_ = std::thread([this] { work_loop(); });
+  }
+
+  ~GlooProcessGroup() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+  }
+
+  std::shared_ptr<Work> all_reduce_async(Tensor t, ReduceOp op) override {
+    check_tensor(t, "all_reduce");
+    return submit([this, t, op]() mutable { all_reduce_now(t, op); });
   }
 
   int rank() const override { return rank_; }
@@ -89,6 +125,10 @@ class GlooProcessGroup : public ProcessGroup {
 
   void all_reduce(Tensor& t, ReduceOp op) override {
     check_tensor(t, "all_reduce");
+    submit([&] { all_reduce_now(t, op); })->wait();
+  }
+
+  void all_reduce_now(Tensor& t, ReduceOp op) {
     dispatch_gloo(t.dtype(), "all_reduce", [&](auto tag) {
       using T = decltype(tag);
       gloo::AllreduceOptions opts(context_);
@@ -108,33 +148,39 @@ class GlooProcessGroup : public ProcessGroup {
              shape_str(expected));
     ZT_CHECK(out.dtype() == in.dtype(), "gloo all_gather: output dtype ", dtype_name(out.dtype()), " vs input ",
              dtype_name(in.dtype()));
-    dispatch_gloo(in.dtype(), "all_gather", [&](auto tag) {
-      using T = decltype(tag);
-      gloo::AllgatherOptions opts(context_);
-      opts.setInput(in.data<T>(), static_cast<size_t>(in.numel()));
-      opts.setOutput(out.data<T>(), static_cast<size_t>(out.numel()));
-      opts.setTag(next_tag());
-      run("all_gather", [&] { gloo::allgather(opts); });
-    });
+    submit([&] {
+      dispatch_gloo(in.dtype(), "all_gather", [&](auto tag) {
+        using T = decltype(tag);
+        gloo::AllgatherOptions opts(context_);
+        opts.setInput(in.data<T>(), static_cast<size_t>(in.numel()));
+        opts.setOutput(out.data<T>(), static_cast<size_t>(out.numel()));
+        opts.setTag(next_tag());
+        run("all_gather", [&] { gloo::allgather(opts); });
+      });
+    })->wait();
   }
 
   void broadcast(Tensor& t, int root) override {
     check_tensor(t, "broadcast");
     ZT_CHECK(root >= 0 && root < size_, "gloo broadcast: root ", root, " outside a group of ", size_, " ranks");
-    dispatch_gloo(t.dtype(), "broadcast", [&](auto tag) {
-      using T = decltype(tag);
-      gloo::BroadcastOptions opts(context_);
-      opts.setOutput(t.data<T>(), static_cast<size_t>(t.numel()));
-      opts.setRoot(root);
-      opts.setTag(next_tag());
-      run("broadcast", [&] { gloo::broadcast(opts); });
-    });
+    submit([&] {
+      dispatch_gloo(t.dtype(), "broadcast", [&](auto tag) {
+        using T = decltype(tag);
+        gloo::BroadcastOptions opts(context_);
+        opts.setOutput(t.data<T>(), static_cast<size_t>(t.numel()));
+        opts.setRoot(root);
+        opts.setTag(next_tag());
+        run("broadcast", [&] { gloo::broadcast(opts); });
+      });
+    })->wait();
   }
 
   void barrier() override {
-    gloo::BarrierOptions opts(context_);
-    opts.setTag(next_tag());
-    run("barrier", [&] { gloo::barrier(opts); });
+    submit([&] {
+      gloo::BarrierOptions opts(context_);
+      opts.setTag(next_tag());
+      run("barrier", [&] { gloo::barrier(opts); });
+    })->wait();
   }
 
  private:
@@ -157,9 +203,40 @@ class GlooProcessGroup : public ProcessGroup {
 
   uint32_t next_tag() { return tag_++; }
 
+  // Queues `fn` for the worker thread; the returned Work completes when it has run.
+  std::shared_ptr<Work> submit(std::function<void()> fn) {
+    auto task = std::make_shared<std::packaged_task<void()>>(std::move(fn));
+    std::shared_future<void> done = task->get_future().share();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back([task] { (*task)(); });
+    }
+    cv_.notify_one();
+    return std::make_shared<GlooWork>(std::move(done));
+  }
+
+  void work_loop() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, nothing left
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      job();  // a packaged_task: its exception goes to the waiter
+    }
+  }
+
   int rank_, size_;
-  uint32_t tag_ = 0;
+  uint32_t tag_ = 0;  // used by the worker thread only
   std::shared_ptr<gloo::Context> context_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stopping_ = false;
+  std::thread worker_;
 };
 
 }  // namespace

@@ -5,10 +5,14 @@
 // caller's current stream (cuda::current_stream(), the legacy default stream unless a
 // StreamGuard says otherwise): it starts after the work already issued there and the work
 // issued there afterwards starts after it. Nothing here waits on the host except barrier().
+// all_reduce_async leaves out the second fence: the caller's stream goes on (the backward
+// keeps computing) and Work::wait() makes the then-current stream wait on the collective.
 #include <nccl.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <vector>
 
 #include "framework/cuda/cuda_check.h"
 #include "framework/cuda/stream.h"
@@ -36,7 +40,28 @@ ncclDataType_t nccl_type(DType t) {
   ZT_FAIL("nccl: unknown dtype");
 }
 
-class NcclProcessGroup : public ProcessGroup {
+// An all_reduce issued on the group's stream; wait() fences the caller's current stream
+// after it (no host wait). The event is the group's, recycled once waited on.
+class NcclWork : public Work {
+ public:
+  NcclWork(cudaEvent_t done, int device, std::function<void(cudaEvent_t)> recycle)
+      : done_(done), device_(device), recycle_(std::move(recycle)) {}
+  ~NcclWork() override {
+    if (done_) recycle_(done_);
+  }
+  void wait() override {
+    if (!done_) return;
+    cuda::set_device(device_);
+    ZT_CUDA_CHECK(cudaStreamWaitEvent(cuda::current_stream(), done_, 0));
+  }
+
+ private:
+  cudaEvent_t done_;
+  int device_;
+  std::function<void(cudaEvent_t)> recycle_;
+};
+
+class NcclProcessGroup : public ProcessGroup, public std::enable_shared_from_this<NcclProcessGroup> {
  public:
   NcclProcessGroup(const RankInfo& info, const std::shared_ptr<Store>& store, Device device)
       : rank_(info.rank), size_(info.world_size), device_(device) {
@@ -67,6 +92,7 @@ class NcclProcessGroup : public ProcessGroup {
   ~NcclProcessGroup() override {
     // No throwing from here: a failed teardown only leaks.
     cudaSetDevice(device_.index);
+    for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
     if (stream_) cudaStreamSynchronize(stream_);
     if (comm_) ncclCommDestroy(comm_);
     if (barrier_word_) cudaFree(barrier_word_);
@@ -84,6 +110,33 @@ class NcclProcessGroup : public ProcessGroup {
     run([&](cudaStream_t s) {
       ZT_NCCL_CHECK(ncclAllReduce(t.raw_data(), t.raw_data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()),
                                   op == ReduceOp::sum ? ncclSum : ncclMax, comm_, s));
+    });
+  }
+
+  std::shared_ptr<Work> all_reduce_async(Tensor t, ReduceOp op) override {
+    check(t, "all_reduce");
+    cuda::set_device(device_.index);
+    ZT_CUDA_CHECK(cudaEventRecord(before_, cuda::current_stream()));
+    ZT_CUDA_CHECK(cudaStreamWaitEvent(stream_, before_, 0));
+    ZT_NCCL_CHECK(ncclAllReduce(t.raw_data(), t.raw_data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()),
+                                op == ReduceOp::sum ? ncclSum : ncclMax, comm_, stream_));
+    cudaEvent_t done = take_event();
+    ZT_CUDA_CHECK(cudaEventRecord(done, stream_));
+    std::weak_ptr<NcclProcessGroup> self = weak_from_this();
+    return std::make_shared<NcclWork>(done, device_.index, [self](cudaEvent_t e) {
+      if (auto g = self.lock()) g->free_events_.push_back(e);
+      else cudaEventDestroy(e);
+    });
+  }
+
+  void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) override {
+    check(in, "reduce_scatter input");
+    check(out, "reduce_scatter output");
+    ZT_CHECK(in.numel() == out.numel() * size_ && in.dtype() == out.dtype(), "reduce_scatter: input of ", in.numel(),
+             " elements for ", size_, " ranks x ", out.numel());
+    run([&](cudaStream_t s) {
+      ZT_NCCL_CHECK(ncclReduceScatter(in.raw_data(), out.raw_data(), static_cast<size_t>(out.numel()),
+                                      nccl_type(in.dtype()), op == ReduceOp::sum ? ncclSum : ncclMax, comm_, s));
     });
   }
 
@@ -137,8 +190,20 @@ class NcclProcessGroup : public ProcessGroup {
     ZT_CUDA_CHECK(cudaStreamWaitEvent(caller, after_, 0));
   }
 
+  cudaEvent_t take_event() {
+    if (!free_events_.empty()) {
+      cudaEvent_t e = free_events_.back();
+      free_events_.pop_back();
+      return e;
+    }
+    cudaEvent_t e;
+    ZT_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return e;
+  }
+
   int rank_, size_;
   Device device_;
+  std::vector<cudaEvent_t> free_events_;  // completion events of waited-on async collectives
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t before_ = nullptr, after_ = nullptr;

@@ -148,6 +148,38 @@ TEST(Nccl, VocabParallelCrossEntropyOnTwoGpusEqualsOneRank) {
     }
 }
 
+// Subgroups named per group (one each here: {0} and {1} alone, then the pair), async
+// all-reduces fenced by events (wait() orders the current stream, no host wait), and
+// reduce_scatter over the NCCL kernel.
+TEST(Nccl, SubgroupsAsyncAllReduceAndReduceScatter) {
+  if (cuda_device_count() < 2) GTEST_SKIP() << "needs 2 GPUs, found " << cuda_device_count();
+  setenv("NCCL_NVLS_ENABLE", "0", 1);
+  run_ranks(2, [](int r, std::shared_ptr<Store> store) {
+    const Device dev = Device::cuda(r);
+    auto alone = make_subgroup("nccl", r, {r}, "alone" + std::to_string(r), store, dev);
+    auto pair = make_subgroup("nccl", r, {0, 1}, "pair", store, dev);
+    ZT_CHECK(alone->size() == 1 && pair->size() == 2 && pair->rank() == r, "rank ", r, ": wrong subgroups");
+    std::vector<Tensor> ts;
+    std::vector<std::shared_ptr<Work>> works;
+    for (int i = 0; i < 4; ++i) {
+      ts.push_back(Tensor::full({1 << 20}, r + i, DType::f32, dev));
+      works.push_back(pair->all_reduce_async(ts.back(), ReduceOp::sum));
+    }
+    for (int i = 0; i < 4; ++i) {
+      works[i]->wait();
+      for (double v : ts[i].slice(0, 0, 8).to_vector<double>())
+        ZT_CHECK(v == 1.0 + 2 * i, "rank ", r, ": async all_reduce ", i, " gave ", v);
+    }
+    Tensor in = Tensor::from_vector(std::vector<double>{1.0 + r, 2.0 + r, 3.0 + r, 4.0 + r}, {4}).to(dev);
+    Tensor out = Tensor::empty({2}, DType::f64, dev);
+    test::poison(out);
+    pair->reduce_scatter(in, out, ReduceOp::sum);
+    const std::vector<double> got = out.to_vector<double>();
+    ZT_CHECK(got == (r == 0 ? std::vector<double>{3, 5} : std::vector<double>{7, 9}), "rank ", r,
+             ": reduce_scatter gave ", got[0], ", ", got[1]);
+  });
+}
+
 #endif  // ZTRAIN_WITH_NCCL
 
 }  // namespace

@@ -106,6 +106,35 @@ TEST(RankInfo, FromEnvironment) {
   ::unsetenv("LOCAL_RANK");
 }
 
+// mpirun (OpenMPI) and srun (Slurm) name the layout in their own variables.
+TEST(RankInfo, FromMpirunAndSrun) {
+  for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                        "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"})
+    ::unsetenv(v);
+  EXPECT_EQ(rank_info_from_env().launcher, "none");
+  ::setenv("SLURM_PROCID", "5", 1);
+  ::setenv("SLURM_NTASKS", "8", 1);
+  ::setenv("SLURM_LOCALID", "1", 1);
+  RankInfo s = rank_info_from_env();
+  EXPECT_EQ(s.launcher, "srun");
+  EXPECT_EQ(s.rank, 5);
+  EXPECT_EQ(s.world_size, 8);
+  EXPECT_EQ(s.local_rank, 1);
+  ::setenv("OMPI_COMM_WORLD_RANK", "3", 1);  // mpirun's variables win over Slurm's (mpirun inside an allocation)
+  ::setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
+  ::setenv("OMPI_COMM_WORLD_LOCAL_RANK", "3", 1);
+  RankInfo m = rank_info_from_env();
+  EXPECT_EQ(m.launcher, "mpirun");
+  EXPECT_EQ(m.rank, 3);
+  EXPECT_EQ(m.world_size, 4);
+  EXPECT_EQ(m.local_rank, 3);
+  ::setenv("OMPI_COMM_WORLD_RANK", "4", 1);
+  EXPECT_TRUE(contains(error_of([] { rank_info_from_env(); }), "OMPI_COMM_WORLD_RANK=4 is outside OMPI_COMM_WORLD_SIZE=4"));
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_PROCID",
+                        "SLURM_NTASKS", "SLURM_LOCALID"})
+    ::unsetenv(v);
+}
+
 // ---- make_process_group --------------------------------------------------------------------
 
 TEST(ProcessGroup, SingleRankNeedsNoStoreOrLibrary) {
@@ -246,6 +275,60 @@ TEST(Gloo, SeveralGroupsShareOneStore) {
       EXPECT_EQ(tb.to_vector<double>(), (std::vector<double>{20, 20}));
     });
   for (auto& t : threads) t.join();
+}
+
+// Megatron's layout on 4 ranks: tensor-parallel groups {0,1} {2,3}, data-parallel {0,2} {1,3},
+// all four made from one store under their own names. Disjoint groups ("tp0", "tp1") are
+// created at the same moment on their own members and must never read each other's keys.
+TEST(Gloo, SubgroupsOfOneWorld) {
+  test::TempDir dir;
+  std::vector<std::thread> threads;
+  std::vector<std::vector<double>> tp_sums(4), dp_sums(4);
+  for (int r = 0; r < 4; ++r)
+    threads.emplace_back([&, r] {
+      auto store = make_file_store(dir.path(), std::chrono::seconds(30));
+      auto tp = make_subgroup("gloo", r, {r / 2 * 2, r / 2 * 2 + 1}, "tp" + std::to_string(r / 2), store, Device::cpu());
+      auto dp = make_subgroup("gloo", r, {r % 2, r % 2 + 2}, "dp" + std::to_string(r % 2), store, Device::cpu());
+      EXPECT_EQ(tp->rank(), r % 2);
+      EXPECT_EQ(dp->rank(), r / 2);
+      Tensor a = Tensor::full({1}, 1 << r, DType::f64), b = Tensor::full({1}, 1 << r, DType::f64);
+      tp->all_reduce(a, ReduceOp::sum);
+      dp->all_reduce(b, ReduceOp::sum);
+      tp_sums[r] = a.to_vector<double>();
+      dp_sums[r] = b.to_vector<double>();
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(tp_sums, (std::vector<std::vector<double>>{{3}, {3}, {12}, {12}}));
+  EXPECT_EQ(dp_sums, (std::vector<std::vector<double>>{{5}, {10}, {5}, {10}}));
+  EXPECT_TRUE(contains(error_of([&] { make_subgroup("gloo", 2, {0, 1}, "x", nullptr, Device::cpu()); }),
+                       "world rank 2 is not one of its members"));
+}
+
+// all_reduce_async returns before the reduction ran; collectives keep their issue order, and
+// wait() hands back the result (or the error).
+TEST(Gloo, AsyncAllReduceAndReduceScatter) {
+  test::run_on_ranks(3, [](ProcessGroup& g) {
+    const double r = g.rank();
+    std::vector<Tensor> ts;
+    std::vector<std::shared_ptr<Work>> works;
+    for (int i = 0; i < 5; ++i) {
+      ts.push_back(Tensor::full({1000}, r + i, DType::f32));
+      works.push_back(g.all_reduce_async(ts.back(), i % 2 ? ReduceOp::max : ReduceOp::sum));
+    }
+    Tensor sync = Tensor::full({2}, 1, DType::i64);
+    g.all_reduce(sync, ReduceOp::sum);  // queued behind the async ones
+    EXPECT_EQ(sync.to_vector<int64_t>(), (std::vector<int64_t>{3, 3}));
+    for (int i = 0; i < 5; ++i) {
+      works[i]->wait();
+      const double want = i % 2 ? 2.0 + i : 3.0 * i + 3.0;
+      EXPECT_EQ(ts[i].to_vector<double>(), std::vector<double>(1000, want)) << i;
+    }
+    Tensor in = Tensor::from_vector(std::vector<double>{r, 10 + r, 20 + r, 30 + r, 40 + r, 50 + r}, {6});
+    Tensor out = Tensor::empty({2}, DType::f64);
+    g.reduce_scatter(in, out, ReduceOp::sum);
+    // Summed over ranks 0..2: [3, 33, 63, 93, 123, 153]; rank r receives elements 2r, 2r + 1.
+    EXPECT_EQ(out.to_vector<double>(), (std::vector<double>{3 + 60.0 * r, 33 + 60.0 * r}));
+  });
 }
 
 #endif  // ZTRAIN_WITH_GLOO

@@ -15,6 +15,11 @@
 
 namespace zt::test {
 
+namespace {
+void run_on_shared_ranks_with(int world_size, const SharedRankFn& fn, const std::string& backend,
+                              std::chrono::milliseconds timeout);
+}  // namespace
+
 TempDir::TempDir() {
   const char* tmp = std::getenv("TMPDIR");
   std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/ztrain-test-XXXXXX";
@@ -28,6 +33,16 @@ TempDir::~TempDir() {
 }
 
 void run_on_ranks(int world_size, const RankFn& fn, const std::string& backend, std::chrono::milliseconds timeout) {
+  run_on_shared_ranks_with(world_size, [&](const std::shared_ptr<ProcessGroup>& g) { fn(*g); }, backend, timeout);
+}
+
+void run_on_shared_ranks(int world_size, const SharedRankFn& fn, std::chrono::milliseconds timeout) {
+  run_on_shared_ranks_with(world_size, fn, "gloo", timeout);
+}
+
+namespace {
+void run_on_shared_ranks_with(int world_size, const SharedRankFn& fn, const std::string& backend,
+                              std::chrono::milliseconds timeout) {
   TempDir dir;
   std::mutex mu;
   std::vector<std::string> errors;
@@ -37,7 +52,7 @@ void run_on_ranks(int world_size, const RankFn& fn, const std::string& backend, 
       try {
         auto store = make_file_store(dir.path(), timeout);
         auto group = make_process_group(backend, RankInfo{r, world_size, r}, store, Device::cpu());
-        fn(*group);
+        fn(group);
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lock(mu);
         errors.push_back("rank " + std::to_string(r) + ": " + e.what());
@@ -47,5 +62,6 @@ void run_on_ranks(int world_size, const RankFn& fn, const std::string& backend, 
   for (auto& t : threads) t.join();
   for (const auto& e : errors) ADD_FAILURE() << e;
 }
+}  // namespace
 
 }  // namespace zt::test

@@ -18,6 +18,11 @@ using RankFn = std::function<void(ProcessGroup& group)>;
 void run_on_ranks(int world_size, const RankFn& fn, const std::string& backend = "gloo",
                   std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
+// The same, handing each rank its group as a shared_ptr (for APIs that keep the group, such
+// as a tensor-parallel model or the cross-entropy's options).
+using SharedRankFn = std::function<void(const std::shared_ptr<ProcessGroup>& group)>;
+void run_on_shared_ranks(int world_size, const SharedRankFn& fn, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
 // A fresh empty directory under $TMPDIR (or /tmp), removed when the returned holder dies.
 class TempDir {
  public:
