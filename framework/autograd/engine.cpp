@@ -44,6 +44,16 @@ void accumulate_grad(Tensor& slot, Tensor g) {
 
 namespace {
 
+thread_local LeafGradReadyHook leaf_ready_hook;
+
+// A leaf's gradient lands in its slot; a preassigned slot (a bucket view) is always summed
+// into in place, whoever else holds its storage.
+void accumulate_leaf_grad(VariableImpl& leaf, Tensor g) {
+  if (!leaf.grad_preassigned) return accumulate_grad(leaf.grad, std::move(g));
+  ZT_OP_RANGE("accumulate");
+  leaf.grad.add_(g.dtype() == leaf.grad.dtype() ? g : g.to(leaf.grad.dtype()));
+}
+
 void check_grad(const Node& node, size_t i, const Tensor& g) {
   const Edge& e = node.edges()[i];
   ZT_CHECK(g.shape() == e.shape, "backward of '", node.name(), "': gradient of input ", i, " has shape ",
@@ -74,9 +84,11 @@ void convert_pending(std::vector<PendingLeafGrad>& pending) {
     Tensor& slot = p.leaf->grad;
 #ifdef ZTRAIN_WITH_CUDA
     const Device d = p.grad.device();
-    const bool batched = d.is_cuda() && p.grad.dtype() == DType::bf16 && p.dtype == DType::f32 &&
-                         p.grad.is_contiguous() && times[p.leaf.get()] == 1 &&
-                         (!slot.defined() || (slot.dtype() == DType::f32 && slot.device() == d && exclusively_owned(slot)));
+    const bool batched =
+        d.is_cuda() && p.grad.dtype() == DType::bf16 && p.dtype == DType::f32 && p.grad.is_contiguous() &&
+        times[p.leaf.get()] == 1 &&
+        (!slot.defined() || (slot.dtype() == DType::f32 && slot.device() == d &&
+                             (exclusively_owned(slot) || (p.leaf->grad_preassigned && slot.is_contiguous()))));
     if (batched) {
       const bool accumulate = slot.defined();
       if (!accumulate) slot = Tensor::empty(p.grad.shape(), DType::f32, d);
@@ -84,7 +96,7 @@ void convert_pending(std::vector<PendingLeafGrad>& pending) {
       continue;  // p.grad stays alive in `pending` until the launches are queued
     }
 #endif
-    accumulate_grad(slot, p.grad.to(p.dtype));
+    accumulate_leaf_grad(*p.leaf, p.grad.to(p.dtype));
   }
 #ifdef ZTRAIN_WITH_CUDA
   for (auto& [device, list] : jobs) cuda::widen_bf16_to_f32_many(device, list);
@@ -92,6 +104,11 @@ void convert_pending(std::vector<PendingLeafGrad>& pending) {
 }
 
 }  // namespace
+
+LeafGradReadyHookGuard::LeafGradReadyHookGuard(LeafGradReadyHook hook) : prev_(std::move(leaf_ready_hook)) {
+  leaf_ready_hook = std::move(hook);
+}
+LeafGradReadyHookGuard::~LeafGradReadyHookGuard() { leaf_ready_hook = std::move(prev_); }
 
 void run_backward(const Variable& root, const Tensor& grad, double seed, bool retain_graph) {
   ZT_CHECK(root.defined(), "backward on an undefined Variable");
@@ -109,12 +126,17 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
   Node* root_node = root.grad_fn().get();
   if (!root_node) {  // a leaf: its gradient is the seed
     Tensor g = grad.defined() ? grad : Tensor::full(root.shape(), seed, root.dtype(), root.device());
-    accumulate_grad(root.impl()->grad, std::move(g));
+    accumulate_leaf_grad(*root.impl(), std::move(g));
+    if (leaf_ready_hook) leaf_ready_hook(*root.impl());
     return;
   }
 
   // Count, for every node reachable from the root, how many edges point at it; a node runs
   // once all of its consumers have passed their gradient down (Kahn's algorithm).
+  // With a leaf-ready hook, also count the edges into each leaf: its gradient is final when
+  // the last of them has been passed.
+  const LeafGradReadyHook hook = leaf_ready_hook;
+  std::unordered_map<VariableImpl*, int> leaf_edges;
   std::unordered_map<Node*, int> pending;
   std::vector<Node*> stack{root_node};
   pending[root_node] = 0;
@@ -122,6 +144,7 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
     Node* n = stack.back();
     stack.pop_back();
     for (const Edge& e : n->edges()) {
+      if (hook && e.leaf) ++leaf_edges[e.leaf.get()];
       if (!e.node) continue;
       auto [it, inserted] = pending.try_emplace(e.node.get(), 0);
       ++it->second;
@@ -163,10 +186,26 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
           accumulate_grad(grads[e.node.get()], std::move(in_grads[i]));
         }
         if (--pending[e.node.get()] == 0) ready.push_back(e.node.get());
-      } else if (e.leaf && in_grads[i].defined()) {
-        check_grad(*n, i, in_grads[i]);
-        if (in_grads[i].dtype() != e.dtype) leaf_conversions.push_back({e.leaf, std::move(in_grads[i]), e.dtype});
-        else accumulate_grad(e.leaf->grad, std::move(in_grads[i]));
+      } else if (e.leaf) {
+        if (in_grads[i].defined()) {
+          check_grad(*n, i, in_grads[i]);
+          if (in_grads[i].dtype() != e.dtype) leaf_conversions.push_back({e.leaf, std::move(in_grads[i]), e.dtype});
+          else accumulate_leaf_grad(*e.leaf, std::move(in_grads[i]));
+        }
+        if (hook && --leaf_edges[e.leaf.get()] == 0) {
+          // Final: its conversions now (not batched at the end), then the hook.
+          std::vector<PendingLeafGrad> mine;
+          for (auto it = leaf_conversions.begin(); it != leaf_conversions.end();) {
+            if (it->leaf == e.leaf) {
+              mine.push_back(std::move(*it));
+              it = leaf_conversions.erase(it);
+            } else {
+              ++it;
+            }
+          }
+          convert_pending(mine);
+          hook(*e.leaf);
+        }
       }
     }
     if (!retain_graph) n->release_saved();

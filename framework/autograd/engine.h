@@ -1,8 +1,26 @@
 #pragma once
 // The backward engine: runs the graph's nodes in reverse topological order from a root.
+#include <functional>
+
 #include "framework/autograd/variable.h"
 
 namespace zt {
+
+// Called during backward, once per leaf of the graph, as soon as the leaf has received its
+// last gradient contribution of this backward (its .grad is final, converted to its dtype).
+// Data parallelism starts a gradient bucket's all-reduce from here while backward goes on.
+// Leaves the graph does not reach get no call. Installed for the current thread by the guard.
+using LeafGradReadyHook = std::function<void(VariableImpl& leaf)>;
+class LeafGradReadyHookGuard {
+ public:
+  explicit LeafGradReadyHookGuard(LeafGradReadyHook hook);
+  ~LeafGradReadyHookGuard();
+  LeafGradReadyHookGuard(const LeafGradReadyHookGuard&) = delete;
+  LeafGradReadyHookGuard& operator=(const LeafGradReadyHookGuard&) = delete;
+
+ private:
+  LeafGradReadyHook prev_;
+};
 
 // grad: the root's gradient; undefined means a host scalar `seed` (root must have one element).
 void run_backward(const Variable& root, const Tensor& grad, double seed, bool retain_graph);

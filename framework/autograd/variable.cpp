@@ -49,7 +49,16 @@ void Variable::set_grad(Tensor g) {
   impl_->grad = std::move(g);
 }
 void Variable::zero_grad() {
-  if (impl_) impl_->grad = Tensor();
+  if (!impl_) return;
+  if (impl_->grad_preassigned) impl_->grad.fill_(0.0);
+  else impl_->grad = Tensor();
+}
+void Variable::preassign_grad(Tensor buffer) {
+  ZT_CHECK(buffer.defined() && buffer.is_contiguous() && buffer.dtype() == dtype() && buffer.device() == device(),
+           "preassign_grad: the buffer must be contiguous, ", dtype_name(dtype()), " on ", device().str());
+  check_same_shape(tensor(), buffer, "preassign_grad");
+  impl_->grad = std::move(buffer);
+  impl_->grad_preassigned = true;
 }
 
 const std::string& Variable::name() const {

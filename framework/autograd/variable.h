@@ -14,6 +14,10 @@ class Node;
 struct VariableImpl {
   Tensor data;
   Tensor grad;  // undefined until backward reaches this leaf
+  // `grad` is a buffer someone else placed (a data-parallel gradient bucket's view): the
+  // engine adds every contribution into it in place and never replaces it, and zero_grad()
+  // zeroes it instead of dropping it. Its owner zeroes it before the first backward.
+  bool grad_preassigned = false;
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;  // null for leaves
   std::string name;
@@ -50,7 +54,10 @@ class Variable {
   bool has_grad() const { return impl_ && impl_->grad.defined(); }
   const Tensor& grad() const;
   void set_grad(Tensor g);
-  void zero_grad();  // drops the gradient (the next backward allocates a fresh one)
+  void zero_grad();  // drops the gradient (the next backward allocates a fresh one); zeroes a preassigned one
+  // Makes `buffer` (zeroed, the variable's shape and dtype) this leaf's gradient for good: see
+  // VariableImpl::grad_preassigned.
+  void preassign_grad(Tensor buffer);
 
   const std::string& name() const;
   void set_name(std::string n);

@@ -63,6 +63,45 @@ TEST(Autograd, DiamondGraphAccumulates) {
   EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{4, 32, -108}));
 }
 
+// The leaf-ready hook fires once per leaf, after the leaf's last contribution: x feeds four
+// products, w one; each leaf's gradient is final when its hook runs.
+TEST(Autograd, LeafReadyHookFiresOnceAfterTheLastContribution) {
+  Variable x = leaf({1, 2, -3}), w = leaf({2, 2, 2}), unused = leaf({5});
+  Variable loss = sum(mul(mul(mul(x, x), mul(x, x)), w));
+  std::vector<std::pair<VariableImpl*, std::vector<double>>> fired;
+  {
+    LeafGradReadyHookGuard hook([&](VariableImpl& v) { fired.push_back({&v, v.grad.to_vector<double>()}); });
+    loss.backward();
+  }
+  ASSERT_EQ(fired.size(), 2u);
+  for (const auto& [impl, grad] : fired) {
+    if (impl == x.impl().get()) EXPECT_EQ(grad, (std::vector<double>{8, 64, -216}));  // 4 x^3 w
+    else EXPECT_EQ(impl, w.impl().get());
+  }
+  EXPECT_FALSE(unused.has_grad());
+  // No hook outside the guard.
+  Variable loss2 = sum(mul(x, x));
+  loss2.backward();
+  EXPECT_EQ(fired.size(), 2u);
+}
+
+// A preassigned gradient buffer (a data-parallel bucket's view) is summed into in place, never
+// replaced, even though the bucket shares its storage; zero_grad zeroes it.
+TEST(Autograd, PreassignedGradientsAccumulateInPlace) {
+  Tensor bucket = Tensor::zeros({8}, DType::f64);
+  Variable x = leaf({1, 2, 3}), y = leaf({4, 5});
+  x.preassign_grad(bucket.slice(0, 0, 3));
+  y.preassign_grad(bucket.slice(0, 4, 6));
+  sum(mul(x, x)).backward();
+  sum(mul(x, leaf({1, 1, 1}, false))).backward();
+  sum(mul(y, y)).backward();
+  EXPECT_EQ(bucket.to_vector<double>(), (std::vector<double>{3, 5, 7, 0, 8, 10, 0, 0}));
+  EXPECT_EQ(x.grad().data<double>(), bucket.data<double>());  // still the view
+  x.zero_grad();
+  EXPECT_EQ(bucket.to_vector<double>(), (std::vector<double>{0, 0, 0, 0, 8, 10, 0, 0}));
+  EXPECT_EQ(x.grad().data<double>(), bucket.data<double>());
+}
+
 TEST(Autograd, ReusedVariableAndRepeatedBackwardAccumulate) {
   Variable x = leaf({3});
   Variable y = mul(x, x);  // x used twice by one node
