@@ -54,6 +54,9 @@ void validate(const Variable& logits, const Tensor& targets, const CrossEntropyO
            "cross_entropy: label_smoothing must be in [0, 1), got ", o.label_smoothing);
   ZT_CHECK(o.reduction == Reduction::mean || o.reduction == Reduction::sum || o.reduction == Reduction::none,
            "cross_entropy: unknown reduction ", static_cast<int>(o.reduction));
+  ZT_CHECK(std::isfinite(o.scale) && o.scale > 0, "cross_entropy: scale must be finite and > 0, got ", o.scale);
+  ZT_CHECK(o.scale == 1.0 || o.reduction != Reduction::none,
+           "cross_entropy: scale applies to a reduced loss (mean or sum), not to reduction none");
 }
 
 // ---- backend choice: the same kernel interface on CPU and CUDA ----
@@ -233,6 +236,7 @@ CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_i
   CrossEntropyResult result;
   result.count = Tensor::empty({}, DType::i64, device);
   count_rows(targets, p.ignore_index, o.reduction == Reduction::mean, result.count, out.grad_scale);
+  if (o.scale != 1.0) out.grad_scale.scale_(o.scale);  // one scalar, before the kernels read it
 
   if (ranks == 1) {
     fused(x, targets, p, out);

@@ -39,6 +39,11 @@ struct CrossEntropyOptions {
   // (written in place too). Under a vocab-parallel group the padding may cover part of the
   // last rank's shard or whole shards. Must be in [1, global width]; targets in [0, V).
   int64_t num_classes = -1;
+  // Multiplies the reduced loss (mean or sum) and so its fused gradient, inside the kernel's
+  // gradient scale: no extra pass over the [N, V] gradient. The trainer's loss is the sum
+  // over a micro-batch scaled by 1 / (target tokens of the whole global batch). Finite, > 0;
+  // 1 with reduction none.
+  double scale = 1.0;
 };
 
 // Everything but `loss` is for logging and carries no gradient. All are tensors on the

@@ -17,4 +17,13 @@ namespace zt::ops {
 //   back cost a host synchronisation per lookup (two per forward).
 Variable embedding(const Variable& weight, const Variable& ids);
 
+// Vocab-parallel lookup (Megatron's VocabParallelEmbedding without its all-reduce): `weight`
+// [V_shard, C] holds rows [offset, offset + V_shard) of a table of which ids may select
+// [0, vocab). Ids in the shard give their row, ids of other shards a zero row (so the sum of
+// every shard's output over the tensor-parallel group is the full lookup), and only in-shard
+// ids add to the gradient. Ids outside [0, vocab) are errors exactly as in embedding(). With
+// offset 0 and vocab <= V_shard it is embedding() of the table's first `vocab` rows (the GPT's
+// padded table: an id in the padding is out of range).
+Variable embedding_shard(const Variable& weight, const Variable& ids, int64_t offset, int64_t vocab);
+
 }  // namespace zt::ops

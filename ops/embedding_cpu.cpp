@@ -29,9 +29,9 @@ void check_ids_cpu(const Tensor& ids_in, int64_t vocab) {
   });
 }
 
-Tensor embedding_forward_cpu(const Tensor& weight_in, const Tensor& ids_in) {
+Tensor embedding_forward_cpu(const Tensor& weight_in, const Tensor& ids_in, int64_t offset) {
   const Tensor weight = contiguous_cpu(weight_in), ids = contiguous_cpu(ids_in);
-  const int64_t C = weight.shape()[1];
+  const int64_t rows = weight.shape()[0], C = weight.shape()[1];
   Shape out_shape = ids.shape();
   out_shape.push_back(C);
   Tensor out = Tensor::empty(out_shape, weight.dtype());
@@ -41,12 +41,16 @@ Tensor embedding_forward_cpu(const Tensor& weight_in, const Tensor& ids_in) {
   with_ids(ids, [&](const auto* p) {
     const int64_t n = ids.numel();
 #pragma omp parallel for schedule(static) if (out.numel() >= cpu::kParallelMin)
-    for (int64_t i = 0; i < n; ++i) std::memcpy(o + i * row_bytes, w + static_cast<int64_t>(p[i]) * row_bytes, row_bytes);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t row = static_cast<int64_t>(p[i]) - offset;
+      if (row >= 0 && row < rows) std::memcpy(o + i * row_bytes, w + row * row_bytes, row_bytes);
+      else std::memset(o + i * row_bytes, 0, row_bytes);
+    }
   });
   return out;
 }
 
-Tensor embedding_backward_cpu(const Tensor& grad_in, const Tensor& ids_in, int64_t vocab, DType dtype) {
+Tensor embedding_backward_cpu(const Tensor& grad_in, const Tensor& ids_in, int64_t vocab, DType dtype, int64_t offset) {
   const Tensor grad = cpu::to_compute(grad_in), ids = contiguous_cpu(ids_in);
   const int64_t C = grad.shape().back(), n = ids.numel();
   // Zeroed by all threads: for a GPT vocabulary this buffer is ~150 MB of fresh pages.
@@ -68,8 +72,8 @@ Tensor embedding_backward_cpu(const Tensor& grad_in, const Tensor& ids_in, int64
       {
         const int64_t tid = omp_get_thread_num(), nt = omp_get_num_threads();
         for (int64_t i = 0; i < n; ++i) {
-          const int64_t id = static_cast<int64_t>(p[i]);
-          if (id % nt != tid) continue;
+          const int64_t id = static_cast<int64_t>(p[i]) - offset;
+          if (id < 0 || id >= vocab || id % nt != tid) continue;
           T* row = d + id * C;
           const T* gr = g + i * C;
           for (int64_t j = 0; j < C; ++j) row[j] += gr[j];

@@ -23,25 +23,33 @@ __device__ __forceinline__ W all_bits_set() {
 }
 
 // Copies rows of `words` machine words (W = 2, 4, 8 or 16 bytes): one block per id. An id
-// outside [0, vocab) raises *bad_id and gets a row of all-ones bits, a NaN in every float
-// dtype, so a result used before the check runs is visibly wrong, never another row.
+// outside [0, id_limit) raises *bad_id and gets a row of all-ones bits, a NaN in every float
+// dtype, so a result used before the check runs is visibly wrong, never another row. A valid
+// id outside this table's rows [offset, offset + rows) (another vocab-parallel shard's) gets
+// a zero row.
 template <class W, class I>
-__global__ void gather_rows_kernel(const W* weight, const I* ids, W* out, int64_t words, int64_t vocab, int* bad_id) {
+__global__ void gather_rows_kernel(const W* weight, const I* ids, W* out, int64_t words, int64_t offset, int64_t rows,
+                                   int64_t id_limit, int* bad_id) {
   const int64_t id = static_cast<int64_t>(ids[blockIdx.x]);
   W* dst = out + blockIdx.x * words;
-  if (id < 0 || id >= vocab) {
+  if (id < 0 || id >= id_limit) {
     if (threadIdx.x == 0) *bad_id = 1;
     for (int64_t j = threadIdx.x; j < words; j += blockDim.x) dst[j] = all_bits_set<W>();
     return;
   }
-  const W* src = weight + id * words;
+  const int64_t row = id - offset;
+  if (row < 0 || row >= rows) {
+    for (int64_t j = threadIdx.x; j < words; j += blockDim.x) dst[j] = W{};
+    return;
+  }
+  const W* src = weight + row * words;
   for (int64_t j = threadIdx.x; j < words; j += blockDim.x) dst[j] = src[j];
 }
 
 // Rows of bad ids are skipped (the forward's check reports them): never a write outside dw.
 template <class T, class A, class I>
-__global__ void scatter_add_kernel(const T* grad, const I* ids, A* dw, int64_t C, int64_t vocab) {
-  const int64_t id = static_cast<int64_t>(ids[blockIdx.x]);
+__global__ void scatter_add_kernel(const T* grad, const I* ids, A* dw, int64_t C, int64_t vocab, int64_t offset) {
+  const int64_t id = static_cast<int64_t>(ids[blockIdx.x]) - offset;
   if (id < 0 || id >= vocab) return;
   const T* g = grad + blockIdx.x * C;
   A* row = dw + id * C;
@@ -56,7 +64,7 @@ void with_ids(const Tensor& ids, F&& f) {
 
 }  // namespace
 
-Tensor embedding_forward_cuda(const Tensor& weight_in, const Tensor& ids_in) {
+Tensor embedding_forward_cuda(const Tensor& weight_in, const Tensor& ids_in, int64_t offset, int64_t id_limit) {
   const Tensor weight = weight_in.contiguous(), ids = ids_in.contiguous();
   OpRange range("embedding");
   const int64_t vocab = weight.shape()[0], C = weight.shape()[1], n = ids.numel();
@@ -78,8 +86,8 @@ Tensor embedding_forward_cuda(const Tensor& weight_in, const Tensor& ids_in) {
     const int threads = static_cast<int>(std::min<int64_t>(256, std::max<int64_t>(32, (words + 31) / 32 * 32)));
     with_ids(ids, [&](const auto* p) {
       gather_rows_kernel<W><<<static_cast<unsigned>(n), threads, 0, s>>>(
-          static_cast<const W*>(weight.raw_data()), p, static_cast<W*>(out.raw_data()), words, vocab,
-          check.device_flag());
+          static_cast<const W*>(weight.raw_data()), p, static_cast<W*>(out.raw_data()), words, offset, vocab,
+          id_limit, check.device_flag());
     });
   };
   if (aligned(16)) launch(uint4{});
@@ -89,15 +97,15 @@ Tensor embedding_forward_cuda(const Tensor& weight_in, const Tensor& ids_in) {
   ZT_CUDA_CHECK_LAUNCH();
   // Runs at the next host read after the kernel finished; re-checks the ids on the host to
   // throw check_ids_cpu's message (position and value).
-  check.commit([ids, vocab] {
-    check_ids_cpu(ids.to(Device::cpu()), vocab);
-    ZT_FAIL("embedding: an id outside [0, ", vocab, ") of ids ", shape_str(ids.shape()),
+  check.commit([ids, id_limit] {
+    check_ids_cpu(ids.to(Device::cpu()), id_limit);
+    ZT_FAIL("embedding: an id outside [0, ", id_limit, ") of ids ", shape_str(ids.shape()),
             " (the device saw it; the ids have changed since)");
   });
   return out;
 }
 
-Tensor embedding_backward_cuda(const Tensor& grad_in, const Tensor& ids_in, int64_t vocab, DType dtype) {
+Tensor embedding_backward_cuda(const Tensor& grad_in, const Tensor& ids_in, int64_t vocab, DType dtype, int64_t offset) {
   const Tensor grad = grad_in.contiguous(), ids = ids_in.contiguous();
   OpRange range("embedding");
   const int64_t C = grad.shape().back(), n = ids.numel();
@@ -111,7 +119,7 @@ Tensor embedding_backward_cuda(const Tensor& grad_in, const Tensor& ids_in, int6
       using A = acc_t<T>;
       with_ids(ids, [&](const auto* p) {
         scatter_add_kernel<T, A><<<static_cast<unsigned>(n), threads, 0, s>>>(
-            static_cast<const T*>(grad.raw_data()), p, static_cast<A*>(dw.raw_data()), C, vocab);
+            static_cast<const T*>(grad.raw_data()), p, static_cast<A*>(dw.raw_data()), C, vocab, offset);
       });
     });
     ZT_CUDA_CHECK_LAUNCH();

@@ -99,3 +99,35 @@ TEST(Embedding, ShapeAndDtypeErrors) {
 
 }  // namespace
 }  // namespace zt
+
+namespace zt {
+namespace {
+
+// A vocab-parallel lookup: the shards' outputs sum to the whole table's lookup, and each
+// shard's gradient is its rows of the whole gradient. Ids sit on every shard, on both sides
+// of each border, and in the padding-free last row; the table has padding rows past `vocab`.
+TEST(EmbeddingShard, ShardsSumToTheWholeLookup) {
+  const int64_t rows = 12, vocab = 11, C = 5, parts = 3, per = rows / parts;
+  Tensor table = test::random({rows, C}, DType::f64);
+  const Tensor ids = Tensor::from_vector<int64_t>({0, 3, 4, 7, 8, 10, 4, 3, 9, 1}, {2, 5});
+  Variable whole_w(table, true);
+  Variable whole = ops::embedding_shard(whole_w, Variable(ids), 0, vocab);
+  Tensor grad = test::random(whole.shape(), DType::f64);
+  whole.backward(grad);
+  Tensor sum = Tensor::zeros(whole.shape(), DType::f64);
+  for (int64_t r = 0; r < parts; ++r) {
+    Variable w(table.slice(0, r * per, (r + 1) * per).contiguous(), true);
+    Variable out = ops::embedding_shard(w, Variable(ids), r * per, vocab);
+    sum.add_(out.tensor());
+    out.backward(grad);
+    EXPECT_TRUE(close_rel(w.grad(), whole_w.grad().slice(0, r * per, (r + 1) * per).contiguous(), 1e-15)) << r;
+  }
+  EXPECT_TRUE(close_rel(sum, reference_lookup(table, ids), 0));
+  // The padding row 11 is no id: out of range like any other, named by position.
+  const Tensor pad = Tensor::from_vector<int64_t>({2, 11}, {2});
+  EXPECT_EQ(test::error_of([&] { ops::embedding_shard(Variable(table.slice(0, 8, 12).contiguous()), Variable(pad), 8, vocab); }),
+            "embedding: id 11 at position [1] of ids [2] is outside [0, 11)");
+}
+
+}  // namespace
+}  // namespace zt
