@@ -3,8 +3,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "framework/distributed/process_group.h"
 #include "models/cast.h"
-#include "models/leading_rows.h"
 #include "ops/attention.h"
 #include "ops/dropout.h"
 #include "ops/elementwise.h"
@@ -13,6 +13,7 @@
 #include "ops/matmul.h"
 #include "ops/mlp.h"
 #include "ops/shape_ops.h"
+#include "ops/tensor_parallel.h"
 
 namespace zt {
 
@@ -30,14 +31,31 @@ void GptConfig::validate() const {
   ZT_CHECK(dropout >= 0 && dropout < 1, "GPT: dropout must be in [0, 1), got ", dropout);
 }
 
+void GptConfig::validate_tensor_parallel(int64_t T) const {
+  ZT_CHECK(T >= 1, "tensor_parallel_size must be >= 1, got ", T);
+  if (T == 1) return;
+  ZT_CHECK(n_head % T == 0, "tensor_parallel_size ", T, " does not divide model.n_head ", n_head,
+           " (each rank takes whole heads)");
+  ZT_CHECK((4 * d_model) % T == 0, "tensor_parallel_size ", T, " does not divide the MLP width 4 * d_model = ",
+           4 * d_model);
+  ZT_CHECK(padded_vocab() % T == 0, "tensor_parallel_size ", T, " does not divide the padded vocabulary ",
+           padded_vocab(), " (vocab_size ", vocab_size, " padded to a multiple of vocab_multiple ", vocab_multiple,
+           "; choose a vocab_multiple divisible by ", T, ")");
+  ZT_CHECK(dropout == 0, "model.dropout ", dropout, " with tensor_parallel_size ", T,
+           " is not supported (the ranks would need one dropout stream); set model.dropout: 0");
+}
+
 int64_t GptConfig::num_parameters() const {
   const int64_t C = d_model;
   const int64_t per_block = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (4 * C * C + 4 * C) + (4 * C * C + C);
   return padded_vocab() * C + seq_len * C + n_layer * per_block + 2 * C;
 }
 
-Gpt::Gpt(const GptConfig& config, Generator& init, Device device) : config_(config), device_(device) {
+Gpt::Gpt(const GptConfig& config, Generator& init, Device device, std::shared_ptr<ProcessGroup> tp_group)
+    : config_(config), device_(device), tp_(std::move(tp_group)) {
   config_.validate();
+  const int T = tp_size(), r = tp_rank();
+  config_.validate_tensor_parallel(T);
   const int64_t C = config_.d_model, V = config_.vocab_size, Vp = config_.padded_vocab();
   const double proj_std = kInitStd / std::sqrt(2.0 * static_cast<double>(config_.n_layer));
 
@@ -45,48 +63,66 @@ Gpt::Gpt(const GptConfig& config, Generator& init, Device device) : config_(conf
   auto zeros = [&](const Shape& s) { return Tensor::zeros(s, DType::f32, device_); };
   auto ones = [&](const Shape& s) { return Tensor::full(s, 1.0, DType::f32, device_); };
 
+  // Whole tensors drawn in one order whatever T is, then this rank's shard kept.
+  auto add = [&](const std::string& name, const Tensor& full, bool decay, ShardSpec spec = {}) {
+    return params_.add(name, shard_of(full, spec, r, T), decay, spec);
+  };
+  const ShardSpec rows{0, 1}, qkv_rows{0, 3}, columns{1, 1};
+
   // Padded rows stay zero: no token id selects them and the LM head never reads them.
   Tensor wte = zeros({Vp, C});
   wte.slice(0, 0, V).copy_(normal({V, C}, kInitStd));
-  wte_ = params_.add("wte.weight", wte, true);
-  wpe_ = params_.add("wpe.weight", normal({config_.seq_len, C}, kInitStd), true);
+  wte_ = add("wte.weight", wte, true, rows);
+  wpe_ = add("wpe.weight", normal({config_.seq_len, C}, kInitStd), true);
   for (int64_t l = 0; l < config_.n_layer; ++l) {
     const std::string p = "h." + std::to_string(l) + ".";
     Block b;
-    b.ln_1_w = params_.add(p + "ln_1.weight", ones({C}), false);
-    b.ln_1_b = params_.add(p + "ln_1.bias", zeros({C}), false);
-    b.attn_w = params_.add(p + "attn.c_attn.weight", normal({3 * C, C}, kInitStd), true);
-    b.attn_b = params_.add(p + "attn.c_attn.bias", zeros({3 * C}), false);
-    b.attn_proj_w = params_.add(p + "attn.c_proj.weight", normal({C, C}, proj_std), true);
-    b.attn_proj_b = params_.add(p + "attn.c_proj.bias", zeros({C}), false);
-    b.ln_2_w = params_.add(p + "ln_2.weight", ones({C}), false);
-    b.ln_2_b = params_.add(p + "ln_2.bias", zeros({C}), false);
-    b.fc_w = params_.add(p + "mlp.c_fc.weight", normal({4 * C, C}, kInitStd), true);
-    b.fc_b = params_.add(p + "mlp.c_fc.bias", zeros({4 * C}), false);
-    b.fc_proj_w = params_.add(p + "mlp.c_proj.weight", normal({C, 4 * C}, proj_std), true);
-    b.fc_proj_b = params_.add(p + "mlp.c_proj.bias", zeros({C}), false);
+    b.ln_1_w = add(p + "ln_1.weight", ones({C}), false);
+    b.ln_1_b = add(p + "ln_1.bias", zeros({C}), false);
+    b.attn_w = add(p + "attn.c_attn.weight", normal({3 * C, C}, kInitStd), true, qkv_rows);
+    b.attn_b = add(p + "attn.c_attn.bias", zeros({3 * C}), false, qkv_rows);
+    b.attn_proj_w = add(p + "attn.c_proj.weight", normal({C, C}, proj_std), true, columns);
+    b.attn_proj_b = add(p + "attn.c_proj.bias", zeros({C}), false);
+    b.ln_2_w = add(p + "ln_2.weight", ones({C}), false);
+    b.ln_2_b = add(p + "ln_2.bias", zeros({C}), false);
+    b.fc_w = add(p + "mlp.c_fc.weight", normal({4 * C, C}, kInitStd), true, rows);
+    b.fc_b = add(p + "mlp.c_fc.bias", zeros({4 * C}), false, rows);
+    b.fc_proj_w = add(p + "mlp.c_proj.weight", normal({C, 4 * C}, proj_std), true, columns);
+    b.fc_proj_b = add(p + "mlp.c_proj.bias", zeros({C}), false);
     blocks_.push_back(std::move(b));
   }
-  ln_f_w_ = params_.add("ln_f.weight", ones({C}), false);
-  ln_f_b_ = params_.add("ln_f.bias", zeros({C}), false);
+  ln_f_w_ = add("ln_f.weight", ones({C}), false);
+  ln_f_b_ = add("ln_f.bias", zeros({C}), false);
   std::vector<int64_t> pos(static_cast<size_t>(config_.seq_len));
   for (size_t t = 0; t < pos.size(); ++t) pos[t] = static_cast<int64_t>(t);
   positions_ = Tensor::from_vector(pos, {config_.seq_len}, device_);
 }
 
+int Gpt::tp_size() const { return tp_ ? tp_->size() : 1; }
+int Gpt::tp_rank() const { return tp_ ? tp_->rank() : 0; }
+
+Variable Gpt::row_parallel_out(const Variable& partial, const Variable& bias, DType compute) const {
+  return ops::add(ops::reduce_from_tensor_parallel(partial, tp_), cast(bias, compute));
+}
+
 Variable Gpt::block_forward(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const {
-  const int64_t H = config_.n_head;
+  const int64_t H = config_.n_head / tp_size();  // this rank's heads
   const double p = config_.dropout;
   auto c = [&](const Variable& w) { return cast(w, compute); };
+  const bool tp = tp_size() > 1;
 
-  Variable h = ops::layernorm(x, c(b.ln_1_w), c(b.ln_1_b));
-  Variable y = ops::causal_self_attention(ops::linear(h, c(b.attn_w), c(b.attn_b)), H);  // [B, T, C]
-  y = ops::dropout(ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b)), p, gen, training);
-  Variable r = ops::add(x, y);
+  Variable h = ops::copy_to_tensor_parallel(ops::layernorm(x, c(b.ln_1_w), c(b.ln_1_b)), tp_);
+  Variable y = ops::causal_self_attention(ops::linear(h, c(b.attn_w), c(b.attn_b)), H);  // [B, T, C/T]
+  // One rank: the bias rides on the product. T ranks: each product is partial, the bias is
+  // added once to their sum.
+  y = tp ? row_parallel_out(ops::linear(y, c(b.attn_proj_w)), b.attn_proj_b, compute)
+         : ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b));
+  Variable r = ops::add(x, ops::dropout(y, p, gen, training));
 
-  h = ops::layernorm(r, c(b.ln_2_w), c(b.ln_2_b));
-  h = ops::dropout(ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), c(b.fc_proj_b)), p, gen, training);
-  return ops::add(r, h);
+  h = ops::copy_to_tensor_parallel(ops::layernorm(r, c(b.ln_2_w), c(b.ln_2_b)), tp_);
+  h = tp ? row_parallel_out(ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), Variable()), b.fc_proj_b, compute)
+         : ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), c(b.fc_proj_b));
+  return ops::add(r, ops::dropout(h, p, gen, training));
 }
 
 Variable Gpt::forward(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const {
@@ -102,20 +138,23 @@ Variable Gpt::forward(const Tensor& ids, DType compute, bool training, Generator
 
   const Tensor positions = positions_.slice(0, 0, T);
 
-  // The tied table, cast once. The lookup sees only its real-vocabulary rows, so the
-  // embedding op rejects an id in the padding like any other out-of-range id.
+  // The tied table (this rank's rows), cast once. The lookup checks ids against the real
+  // vocabulary, so an id in the padding is rejected like any other out-of-range id; ids of
+  // other ranks' rows give zero rows here and the all-reduce sums the shards' lookups.
   const Variable wte = cast(wte_, compute);
-  const Variable wte_real = leading_rows(wte, config_.vocab_size);
-  Variable x =
-      ops::add(ops::embedding(wte_real, Variable(ids)), ops::embedding(cast(wpe_, compute), Variable(positions)));
+  const int64_t first_row = tp_rank() * wte_.shape()[0];
+  Variable tokens = ops::reduce_from_tensor_parallel(
+      ops::embedding_shard(wte, Variable(ids), first_row, config_.vocab_size), tp_);
+  Variable x = ops::add(tokens, ops::embedding(cast(wpe_, compute), Variable(positions)));
   x = ops::dropout(x, config_.dropout, dropout_gen, training);
   for (const Block& b : blocks_) x = block_forward(b, x, compute, training, dropout_gen);
   x = ops::layernorm(x, cast(ln_f_w_, compute), cast(ln_f_b_, compute));
-  // The head multiplies by the whole padded table: rows of padded_vocab() elements keep
-  // the logits' leading dimension aligned (cuBLASLt's fast kernels). The loss leaves the
-  // padded columns out (num_classes = vocab_size) and gives them exactly zero gradient, so
-  // the padded rows of wte get none from the head either (nor from the lookup).
-  return ops::linear(ops::reshape(x, {B * T, C}), wte);
+  // The head multiplies by the whole padded table (this rank's rows of it): rows of
+  // padded_vocab() elements keep the logits' leading dimension aligned (cuBLASLt's fast
+  // kernels). The loss leaves the padded columns out (num_classes = vocab_size) and gives
+  // them exactly zero gradient, so the padded rows of wte get none from the head either (nor
+  // from the lookup).
+  return ops::linear(ops::copy_to_tensor_parallel(ops::reshape(x, {B * T, C}), tp_), wte);
 }
 
 double Gpt::flops_per_token() const {

@@ -17,7 +17,22 @@
 // Initialisation (GPT-2): every weight N(0, 0.02), the two residual projections of each
 // block N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm gains 1. Parameters are f32; a
 // bf16 forward casts them at use (the gradient flows back to the f32 master copy).
+//
+// Tensor parallelism over a group of T ranks (Megatron-LM's scheme; docs/parallelism.md):
+//   wte            vocab-parallel: rank r holds rows [r Vp/T, (r+1) Vp/T); the lookup gives
+//                  zero rows for other shards' ids, then an all-reduce (reduce_from)
+//   wpe, ln_*      replicated
+//   c_attn         column-parallel: the q, k and v rows of heads [r H/T, (r+1) H/T); no comm
+//   attn.c_proj    row-parallel: columns [r C/T, ...); all-reduce of the output, then + bias
+//   mlp.c_fc       column-parallel: rows [r 4C/T, ...); no comm
+//   mlp.c_proj     row-parallel: columns [r 4C/T, ...); all-reduce, then + bias
+//   LM head        the tied wte shard: logits [B*T, Vp/T], this rank's vocabulary columns,
+//                  which go straight into the vocab-parallel cross-entropy (never gathered)
+// Every column-parallel input passes copy_to (identity forward, all-reduce of its gradient).
+// Parameters are initialised as on one rank (same seed, whole tensors) and then cut, so any
+// T starts from the same model. Dropout is not supported with T > 1.
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "framework/autograd/variable.h"
@@ -25,6 +40,8 @@
 #include "models/parameter_registry.h"
 
 namespace zt {
+
+class ProcessGroup;
 
 struct GptConfig {
   int64_t n_layer = 12;
@@ -37,6 +54,9 @@ struct GptConfig {
 
   int64_t padded_vocab() const { return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple; }
   void validate() const;  // zt::Error naming the field
+  // T-way tensor parallelism needs T to divide n_head, 4 d_model and padded_vocab(), and no
+  // dropout; zt::Error naming the values otherwise.
+  void validate_tensor_parallel(int64_t T) const;
   // Trainable elements, padded embedding rows included (llm.c counts the same way):
   // 124,475,904 for GPT-2 small with vocab 50257 padded to 50304.
   int64_t num_parameters() const;
@@ -45,11 +65,14 @@ struct GptConfig {
 class Gpt {
  public:
   // Initialises every parameter from `init` (seeded: same seed, same model) on `device`.
-  Gpt(const GptConfig& config, Generator& init, Device device = Device::cpu());
+  // `tp_group` (null or one rank: the whole model) splits it for tensor parallelism.
+  Gpt(const GptConfig& config, Generator& init, Device device = Device::cpu(),
+      std::shared_ptr<ProcessGroup> tp_group = nullptr);
 
   // ids [B, T] i32/i64 in [0, vocab_size), 1 <= T <= seq_len, on the model's device. Returns
   // logits [B*T, padded_vocab()] in `compute` dtype (f32 or bf16; f64 for exact tests); columns
-  // >= vocab_size are padding: pass num_classes = vocab_size to the loss. Dropout is active
+  // >= vocab_size are padding: pass num_classes = vocab_size to the loss. Under tensor
+  // parallelism: this rank's [B*T, padded_vocab() / T] columns; pass tp_group() to the loss. Dropout is active
   // when training and dropout > 0, drawing from `dropout_gen`.
   Variable forward(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const;
 
@@ -57,8 +80,12 @@ class Gpt {
   ParameterRegistry& parameters() { return params_; }
   const ParameterRegistry& parameters() const { return params_; }
   Device device() const { return device_; }
+  const std::shared_ptr<ProcessGroup>& tp_group() const { return tp_; }
+  int tp_size() const;
+  int tp_rank() const;
 
-  int64_t num_parameters() const { return params_.numel(); }
+  // Elements of the whole model (all shards together).
+  int64_t num_parameters() const { return config_.num_parameters(); }
   // FLOPs of one token's forward + backward, 6 N + 6 L d T: the numerator of MFU.
   double flops_per_token() const;
 
@@ -69,8 +96,13 @@ class Gpt {
   };
   Variable block_forward(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const;
 
+  // x [.., C] through a row-parallel layer's partial product: the all-reduce over the group,
+  // then the replicated bias (added once, after the sum).
+  Variable row_parallel_out(const Variable& partial, const Variable& bias, DType compute) const;
+
   GptConfig config_;
   Device device_;
+  std::shared_ptr<ProcessGroup> tp_;
   ParameterRegistry params_;
   Variable wte_, wpe_, ln_f_w_, ln_f_b_;
   std::vector<Block> blocks_;

@@ -7,19 +7,22 @@
 #include <vector>
 
 #include "framework/autograd/variable.h"
+#include "models/tensor_parallel_split.h"
 
 namespace zt {
 
 struct Parameter {
   std::string name;
-  Variable var;  // leaf, requires_grad
+  Variable var;  // leaf, requires_grad; under tensor parallelism this rank's shard
   bool decay = true;
+  ShardSpec shard;  // how the whole tensor is split over the tensor-parallel ranks
 };
 
 class ParameterRegistry {
  public:
-  // Registers a new leaf holding `init`; names must be unique.
-  Variable add(const std::string& name, Tensor init, bool decay);
+  // Registers a new leaf holding `init` (this rank's shard when `shard` splits it); names
+  // must be unique.
+  Variable add(const std::string& name, Tensor init, bool decay, ShardSpec shard = {});
 
   const std::vector<Parameter>& all() const { return params_; }
   std::vector<Parameter>& all() { return params_; }
