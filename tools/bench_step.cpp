@@ -1,6 +1,7 @@
-// bench_step: times full training steps of a config on one GPU, the trainer's step exactly
-// (forward, fused cross-entropy with z-loss, backward, global grad norm, clip, AdamW), on
-// synthetic tokens (uniform over the vocabulary; data loading is not what is measured).
+// bench_step: times full training steps of a config on one GPU: the trainer's own step
+// (trainers/training_step.h: forward, fused cross-entropy with z-loss, backward, global grad
+// norm, clip, AdamW; grad_accum micro-batches from the config or --grad-accum), on synthetic
+// tokens (uniform over the vocabulary; data loading is not what is measured).
 //
 //   bench_step                                    configs/gpt_small.yaml, B = 16, T = 1024
 //   bench_step --batch-size 32 --steps 20 --profile --out runs/bench_step_b32.json
@@ -13,7 +14,7 @@
 // phase (CUDA events around each op; framework/cuda/op_profiler.h). Work outside the ops has
 // families too: "cast" (dtype casts of weights and their gradients), "accumulate" (the
 // autograd engine's gradient sums), "copy" / "fill" / "add_" / "scale_" (Tensor's own
-// kernels: contiguous, clone, to, zeros, ...), "leading_rows". A phase's "other" is its
+// kernels: contiguous, clone, to, zeros, ...). A phase's "other" is its
 // device span outside every range: idle gaps (launch overhead, host syncs) and unmarked work.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -35,11 +36,11 @@
 #include "framework/cuda/op_profiler.h"
 #endif
 #include "models/gpt.h"
-#include "ops/cross_entropy.h"
 #include "trainers/adamw.h"
 #include "trainers/config.h"
-#include "trainers/grad_clip.h"
 #include "trainers/model_state.h"
+#include "trainers/parallel_context.h"
+#include "trainers/training_step.h"
 
 namespace {
 
@@ -51,9 +52,11 @@ struct Bench {
   int64_t B = 16, T = 1024;
   zt::DType compute = zt::DType::bf16;
   zt::Device dev = zt::Device::cuda(0);
+  zt::ParallelContext par = zt::single_rank_context(zt::Device::cuda(0));
   std::unique_ptr<zt::Gpt> model;
   std::unique_ptr<zt::AdamW> adam;
-  zt::Generator data_gen{12345}, dropout_gen{7};
+  std::unique_ptr<zt::TrainingStep> runner;
+  zt::Generator data_gen{12345};
   std::map<std::string, double> phase_ms;       // profiled runs: device time per phase (event to event)
   std::map<std::string, double> phase_host_ms;  // unprofiled runs: host time per phase (issuing it, waits included)
 
@@ -64,66 +67,47 @@ struct Bench {
     return zt::Tensor::from_vector(v, {n});
   }
 
-  // One optimizer step as trainers/trainer.cpp takes it (one micro-batch). With `profile`,
-  // events mark the phases so the op ranges can be set against each phase's total.
+  // One optimizer step of the trainer (TrainingStep::run). With `profile`, events mark the
+  // phases so the op ranges can be set against each phase's total; with grad_accum > 1 each
+  // phase's time is summed over the micro-batches.
   double step(bool profile) {
-    cudaEvent_t marks[5];
-    Clock::time_point host_marks[5];
-    if (profile)
-      for (auto& e : marks) ZT_CUDA_CHECK(cudaEventCreate(&e));
-    auto mark = [&](int i) {
-      if (profile) ZT_CUDA_CHECK(cudaEventRecord(marks[i], 0));
-      host_marks[i] = Clock::now();
+    // (phase, device event, host time) at each phase boundary; "" closes the last phase.
+    struct Mark {
+      std::string phase;
+      cudaEvent_t event = nullptr;
+      Clock::time_point host;
     };
-    const zt::Tensor ids = random_tokens(B * T).view({B, T}).to(dev);
-    const zt::Tensor targets = random_tokens(B * T).to(dev);
-    model->parameters().zero_grad();
-    mark(0);
-    zt::cuda::profiler_set_phase("fwd");
-    zt::Variable logits = model->forward(ids, compute, true, dropout_gen);
-    mark(1);
-    zt::cuda::profiler_set_phase("loss");
-    zt::ops::CrossEntropyOptions xo;
-    xo.z_loss_weight = cfg.loss.z_loss_weight;
-    xo.label_smoothing = cfg.loss.label_smoothing;
-    xo.ignore_index = cfg.loss.ignore_index;
-    xo.num_classes = cfg.model.vocab_size;  // logits have padded_vocab() columns
-    std::optional<zt::ops::CrossEntropyResult> r;
-    {
-      zt::cuda::OpRange range("cross_entropy");
-      r = zt::ops::cross_entropy(logits, targets, xo);
-    }
-    r->check();  // the trainer reads the loss statistics every step (host syncs)
-    const double loss = r->loss.tensor().item();
-    (void)r->lse.to_vector<float>();
-    mark(2);
-    zt::cuda::profiler_set_phase("bwd");
-    r->loss.backward();
-    r.reset();
-    logits = zt::Variable();
-    mark(3);
-    zt::cuda::profiler_set_phase("optim");
-    const double norm = zt::global_grad_norm(model->parameters().all());
-    zt::clip_grad_norm(model->parameters().all(), cfg.optim.grad_clip, norm);
-    adam->step(cfg.optim.lr);
-    model->parameters().zero_grad();
-    mark(4);
-    zt::cuda::profiler_set_phase("");
-    if (profile) {
-      ZT_CUDA_CHECK(cudaEventSynchronize(marks[4]));
-      const char* names[] = {"fwd", "loss", "bwd", "optim"};
-      for (int i = 0; i < 4; ++i) {
-        float ms = 0;
-        ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, marks[i], marks[i + 1]));
-        phase_ms[names[i]] += ms;
+    std::vector<Mark> marks;
+    auto phase = [&](const char* p) {
+      Mark m{p, nullptr, Clock::now()};
+      if (profile) {
+        ZT_CUDA_CHECK(cudaEventCreate(&m.event));
+        ZT_CUDA_CHECK(cudaEventRecord(m.event, 0));
       }
-      for (auto& e : marks) cudaEventDestroy(e);
-    } else {
-      const char* names[] = {"fwd", "loss", "bwd", "optim"};
-      for (int i = 0; i < 4; ++i)
-        phase_host_ms[names[i]] += std::chrono::duration<double, std::milli>(host_marks[i + 1] - host_marks[i]).count();
+      marks.push_back(m);
+      zt::cuda::profiler_set_phase(p);
+    };
+    auto next = [&] {
+      zt::data::Batch b;
+      b.inputs = random_tokens(B * T).view({B, T});
+      b.targets = random_tokens(B * T).view({B, T});
+      return b;
+    };
+    const zt::StepMetrics m = runner->run(next, cfg.optim.lr, cfg.loss.z_loss_weight, false, phase);
+    if (profile && !marks.empty()) ZT_CUDA_CHECK(cudaEventSynchronize(marks.back().event));
+    for (size_t i = 0; i + 1 < marks.size(); ++i) {
+      if (profile) {
+        float ms = 0;
+        ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, marks[i].event, marks[i + 1].event));
+        phase_ms[marks[i].phase] += ms;
+      } else {
+        phase_host_ms[marks[i].phase] +=
+            std::chrono::duration<double, std::milli>(marks[i + 1].host - marks[i].host).count();
+      }
     }
-    return loss;
+    for (auto& mk : marks)
+      if (mk.event) cudaEventDestroy(mk.event);
+    return m.loss;
   }
 };
 #endif
@@ -140,7 +124,9 @@ int main(int argc, char** argv) {
   double peak_tflops = 989.0;
   app.add_option("--config", config_path, "YAML config (model, loss and optimizer settings)");
   app.add_option("--set", overrides, "override a config key: --set section.key=value")->take_all();
-  app.add_option("--batch-size", batch, "sequences per step");
+  int64_t grad_accum = 1;
+  app.add_option("--batch-size", batch, "sequences per micro-batch");
+  app.add_option("--grad-accum", grad_accum, "micro-batches per optimizer step");
   app.add_option("--seq-len", seq_len, "tokens per sequence");
   app.add_option("--dtype", dtype, "compute dtype: bf16 | f32");
   app.add_option("--steps", steps, "timed steps (median reported)");
@@ -157,25 +143,32 @@ int main(int argc, char** argv) {
 #else
   try {
     ZT_CHECK(zt::cuda_available(), "no CUDA GPU visible");
-    ZT_CHECK(batch >= 1 && seq_len >= 1 && steps >= 1 && warmup >= 0, "bad --batch-size/--seq-len/--steps");
+    ZT_CHECK(batch >= 1 && seq_len >= 1 && steps >= 1 && warmup >= 0 && grad_accum >= 1,
+             "bad --batch-size/--seq-len/--steps/--grad-accum");
     Bench b;
     b.cfg = zt::load_config(config_path, overrides);
     b.B = batch;
     b.T = seq_len;
     b.compute = zt::parse_dtype(dtype);
-    b.cfg.model.seq_len = std::max(b.cfg.model.seq_len, seq_len);
+    b.cfg.model.seq_len = seq_len;  // the step's targets count seq_len tokens per sequence
+    b.cfg.train.batch_size = batch;
+    b.cfg.train.grad_accum = grad_accum;
+    b.cfg.train.dtype = dtype;
     zt::Generator init(static_cast<uint64_t>(b.cfg.train.seed));
     b.model = std::make_unique<zt::Gpt>(b.cfg.model, init, b.dev);
     b.adam = std::make_unique<zt::AdamW>(
         b.model->parameters().all(),
         zt::AdamWOptions{b.cfg.optim.weight_decay, b.cfg.optim.beta1, b.cfg.optim.beta2, b.cfg.optim.eps});
+    b.runner = std::make_unique<zt::TrainingStep>(b.cfg, *b.model, *b.adam, b.par, b.compute);
 
     const auto& m = b.cfg.model;
     const double flops_per_token = b.model->flops_per_token();
-    std::printf("bench_step: %s, %lld layers, d_model %lld, %s params, B=%lld T=%lld, %s, z_loss %.1e\n",
+    std::printf("bench_step: %s, %lld layers, d_model %lld, %s params, B=%lld T=%lld grad_accum %lld, %s, z_loss "
+                "%.1e\n",
                 config_path.c_str(), static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model),
                 zt::format_parameter_count(b.model->num_parameters()).c_str(), static_cast<long long>(batch),
-                static_cast<long long>(seq_len), dtype.c_str(), b.cfg.loss.z_loss_weight);
+                static_cast<long long>(seq_len), static_cast<long long>(grad_accum), dtype.c_str(),
+                b.cfg.loss.z_loss_weight);
 
     for (int64_t i = 0; i < warmup; ++i) b.step(false);
     ZT_CUDA_CHECK(cudaDeviceSynchronize());
@@ -198,7 +191,7 @@ int main(int argc, char** argv) {
     std::vector<double> sorted = times;
     std::sort(sorted.begin(), sorted.end());
     const double median = sorted[sorted.size() / 2];
-    const double tokens = static_cast<double>(batch * seq_len);
+    const double tokens = static_cast<double>(batch * seq_len * grad_accum);
     const double tok_s = tokens / median;
     const double mfu = flops_per_token * tok_s / (peak_tflops * 1e12);
     size_t free_b = 0, total_b = 0;
@@ -225,7 +218,8 @@ int main(int argc, char** argv) {
                 "device\n",
                 median * 1e3, copies_to_host, copies_to_device);
 
-    nlohmann::json out = {{"config", config_path}, {"batch_size", batch}, {"seq_len", seq_len}, {"dtype", dtype},
+    nlohmann::json out = {{"config", config_path}, {"batch_size", batch}, {"grad_accum", grad_accum},
+                          {"seq_len", seq_len}, {"dtype", dtype},
                           {"step_ms_median", median * 1e3}, {"step_ms_min", sorted.front() * 1e3},
                           {"tokens_per_s", tok_s}, {"mfu", mfu}, {"flops_per_token", flops_per_token},
                           {"peak_allocated_bytes", after.peak_allocated}, {"peak_reserved_bytes", after.peak_reserved},

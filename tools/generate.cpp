@@ -46,7 +46,9 @@ int main(int argc, char** argv) {
     ZT_CHECK(top_k >= 0, "--top-k must be >= 0, got ", top_k);
     const auto path = zt::newest_checkpoint(checkpoint);
     ZT_CHECK(path, "no checkpoint found at '", checkpoint, "' (give a run directory, its checkpoints/ folder or a .ckpt file)");
-    const zt::Checkpoint ck = zt::read_checkpoint(*path);
+    // A tensor-parallel run's checkpoint (a manifest and shard files) is joined into the whole
+    // model: one rank needs no split rule, the manifest knows how the shards join.
+    const zt::Checkpoint ck = zt::read_checkpoint_for_rank(*path, 0, 1, [](const std::string&) { return zt::ShardSpec{}; });
     const zt::Config cfg = zt::parse_config(ck.config_yaml, *path + " (stored config)");
     const zt::Device device = zt::resolve_device(device_name);
     zt::Generator init(0);

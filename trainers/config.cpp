@@ -228,7 +228,14 @@ const std::vector<KeySpec>& key_table() {
               "steps of the z-loss warmup (linear_warmup only; >= 1 there)"),
 
       int_key("parallel", "tensor_parallel_size", ZT_FIELD(parallel.tensor_parallel_size), 1, 1024,
-              "vocab/tensor-parallel ranks (only 1 is supported by the model so far)"),
+              "tensor-parallel ranks T (Megatron-style); a world of N ranks is T-way tensor x N/T-way data "
+              "parallel; T must divide N, n_head, 4 * d_model and the padded vocabulary"),
+      string_key("parallel", "store_dir", ZT_FIELD(parallel.store_dir), [](const std::string&) { return std::string(); },
+                 "rendezvous directory on a filesystem every rank sees (mpirun/srun without build/bin/launch); "
+                 "$ZTRAIN_STORE_DIR wins; a job id subfolder is used under Slurm/OpenMPI"),
+      real_key("parallel", "bucket_mb", ZT_FIELD(parallel.bucket_mb), positive,
+               "data-parallel gradient bucket size in MiB (f32); each bucket's all-reduce starts when backward "
+               "has filled it"),
 
       real_key("optim", "lr", ZT_FIELD(optim.lr), positive, "peak learning rate (after warmup)"),
       real_key("optim", "min_lr", ZT_FIELD(optim.min_lr), non_negative,
@@ -247,9 +254,12 @@ const std::vector<KeySpec>& key_table() {
       list_key("data", "train", ZT_FIELD(data.train), "training token shards: a path, a glob, or a list"),
       list_key("data", "val", ZT_FIELD(data.val), "validation token shards: a path, a glob, or a list"),
 
-      int_key("train", "batch_size", ZT_FIELD(train.batch_size), 1, kMax, "sequences per micro-batch"),
+      int_key("train", "batch_size", ZT_FIELD(train.batch_size), 1, kMax,
+              "sequences per micro-batch over all data-parallel ranks (the global micro-batch; each of D "
+              "data-parallel ranks takes batch_size / D)"),
       int_key("train", "grad_accum", ZT_FIELD(train.grad_accum), 1, kMax,
-              "micro-batches per optimizer step (tokens/step = batch_size * grad_accum * seq_len)"),
+              "micro-batches per optimizer step (tokens/step = batch_size * grad_accum * seq_len, whatever "
+              "the number of ranks)"),
       int_key("train", "max_steps", ZT_FIELD(train.max_steps), 1, kMax, "optimizer steps"),
       int_key("train", "seed", ZT_FIELD(train.seed), 0, kMax, "seeds initialisation, data order and dropout"),
       choice_key("train", "dtype", ZT_FIELD(train.dtype), {"f32", "bf16"},
@@ -377,9 +387,11 @@ std::string at(const Config& c, const std::string& key) {
 void validate(const Config& c) {
   ZT_CHECK(c.model.d_model % c.model.n_head == 0, at(c, "model.n_head"), ": model.n_head: ", c.model.n_head,
            " does not divide model.d_model = ", c.model.d_model);
-  ZT_CHECK(c.parallel.tensor_parallel_size == 1, at(c, "parallel.tensor_parallel_size"),
-           ": parallel.tensor_parallel_size: ", c.parallel.tensor_parallel_size,
-           " is not supported by the model yet (only 1)");
+  try {
+    c.model.validate_tensor_parallel(c.parallel.tensor_parallel_size);
+  } catch (const Error& e) {
+    ZT_FAIL(at(c, "parallel.tensor_parallel_size"), ": parallel.tensor_parallel_size: ", e.what());
+  }
   ZT_CHECK(c.optim.min_lr <= c.optim.lr, at(c, "optim.min_lr"), ": optim.min_lr: ", shortest(c.optim.min_lr),
            " is larger than optim.lr = ", shortest(c.optim.lr));
   ZT_CHECK(c.loss.z_loss_schedule != "linear_warmup" || c.loss.z_loss_warmup_steps >= 1,

@@ -29,7 +29,9 @@ struct LossConfig {
 };
 
 struct ParallelConfig {
-  int64_t tensor_parallel_size = 1;
+  int64_t tensor_parallel_size = 1;  // T; the world's N ranks are T-way TP x N/T-way DP
+  std::string store_dir;             // rendezvous directory when $ZTRAIN_STORE_DIR is unset
+  double bucket_mb = 25.0;           // data-parallel gradient bucket size (MiB of f32)
 };
 
 struct OptimConfig {
@@ -52,7 +54,7 @@ struct DataConfig {
 };
 
 struct TrainConfig {
-  int64_t batch_size = 8;  // sequences per micro-batch
+  int64_t batch_size = 8;  // sequences per micro-batch, over all data-parallel ranks
   int64_t grad_accum = 1;  // micro-batches per optimizer step
   int64_t max_steps = 1000;
   int64_t seed = 1337;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "framework/distributed/process_group.h"
 #include "trainers/optim_cuda.h"
 
 namespace zt {
@@ -29,9 +30,9 @@ double sum_squares(const Tensor& grad) {
   return total;
 }
 
-}  // namespace
-
-double global_grad_norm(const std::vector<Parameter>& params) {
+// Sum of squares of the gradients of the parameters that pass `keep`.
+template <class Keep>
+double squares_of(const std::vector<Parameter>& params, Keep&& keep) {
   double total = 0;
 #ifdef ZTRAIN_WITH_CUDA
   // Device gradients: one multi-tensor reduction and one read back, not a copy per tensor.
@@ -41,7 +42,7 @@ double global_grad_norm(const std::vector<Parameter>& params) {
   int device = -1;
 #endif
   for (const auto& p : params) {
-    if (!p.var.has_grad()) continue;
+    if (!p.var.has_grad() || !keep(p)) continue;
 #ifdef ZTRAIN_WITH_CUDA
     const Tensor& g = p.var.grad();
     if (g.device().is_cuda() && (device < 0 || device == g.device().index)) {
@@ -57,7 +58,21 @@ double global_grad_norm(const std::vector<Parameter>& params) {
 #ifdef ZTRAIN_WITH_CUDA
   if (!data.empty()) total += optim_cuda::sum_squares(device, data, sizes);
 #endif
-  return std::sqrt(total);
+  return total;
+}
+
+}  // namespace
+
+double global_grad_norm(const std::vector<Parameter>& params, const std::shared_ptr<ProcessGroup>& tp_group) {
+  if (!tp_group || tp_group->size() == 1) return std::sqrt(squares_of(params, [](const Parameter&) { return true; }));
+  // Shards are disjoint pieces of one tensor: their squares add up over the group. Replicated
+  // parameters hold the same gradient on every rank: counted once.
+  const double replicated = squares_of(params, [](const Parameter& p) { return !p.shard.sharded(); });
+  const double sharded = squares_of(params, [](const Parameter& p) { return p.shard.sharded(); });
+  const Device device = params.empty() ? Device::cpu() : params.front().var.device();
+  Tensor sum = Tensor::full({1}, sharded, DType::f64, device);
+  tp_group->all_reduce(sum, ReduceOp::sum);
+  return std::sqrt(sum.item() + replicated);
 }
 
 double clip_grad_norm(std::vector<Parameter>& params, double max_norm, double norm) {
@@ -65,6 +80,12 @@ double clip_grad_norm(std::vector<Parameter>& params, double max_norm, double no
   const double factor = max_norm / (norm + 1e-6);
   for (auto& p : params) {
     if (!p.var.has_grad()) continue;
+    // A preassigned buffer (a data-parallel bucket's view) is the leaf's own: in place.
+    if (p.var.impl()->grad_preassigned) {
+      Tensor g = p.var.grad();
+      g.scale_(factor);
+      continue;
+    }
     // The engine may hand a leaf a gradient buffer that another tensor still shares; scale a
     // private copy rather than writing through a shared one.
     Tensor g = p.var.grad().clone();

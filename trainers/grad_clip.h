@@ -1,15 +1,21 @@
 #pragma once
 // Global-norm gradient clipping: the L2 norm over every parameter's gradient together,
 // and a uniform rescale when it exceeds the threshold (GPT-2/llm.c style).
+#include <memory>
 #include <vector>
 
 #include "models/parameter_registry.h"
 
 namespace zt {
 
+class ProcessGroup;
+
 // sqrt(sum of squares of all gradients), accumulated in f64 in a fixed order (deterministic).
-// NaN or inf when any gradient element is.
-double global_grad_norm(const std::vector<Parameter>& params);
+// NaN or inf when any gradient element is. Under tensor parallelism (`tp_group` of more than
+// one rank) the norm of the whole model's gradient, the same on every rank: the squares of
+// sharded parameters summed over the group, replicated parameters counted once. (Data-parallel
+// ranks hold identical gradients after the all-reduce: nothing to add over them.)
+double global_grad_norm(const std::vector<Parameter>& params, const std::shared_ptr<ProcessGroup>& tp_group = nullptr);
 
 // Scales every gradient by max_norm / norm when norm > max_norm (max_norm > 0). Returns the
 // factor applied (1 when nothing changed).

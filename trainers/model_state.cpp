@@ -20,6 +20,16 @@ void save_model(const Gpt& model, Checkpoint& ckpt) {
   for (const auto& p : model.parameters().all()) ckpt.tensors["model/" + p.name] = p.var.tensor();
 }
 
+SplitOf checkpoint_splits(const Gpt& model) {
+  std::map<std::string, ShardSpec> splits;
+  for (const auto& p : model.parameters().all())
+    for (const char* prefix : {"model/", "adamw/m/", "adamw/v/"}) splits[prefix + p.name] = p.shard;
+  return [splits = std::move(splits)](const std::string& key) {
+    const auto it = splits.find(key);
+    return it == splits.end() ? ShardSpec{} : it->second;
+  };
+}
+
 void load_model(Gpt& model, const Checkpoint& ckpt, const std::string& source) {
   for (auto& p : model.parameters().all()) {
     auto it = ckpt.tensors.find("model/" + p.name);

@@ -6,6 +6,7 @@
 #include "framework/device.h"
 #include "models/gpt.h"
 #include "trainers/checkpoint.h"
+#include "trainers/sharded_checkpoint.h"
 #include "trainers/config.h"
 
 namespace zt {
@@ -14,6 +15,9 @@ namespace zt {
 Device resolve_device(const std::string& name);
 
 void save_model(const Gpt& model, Checkpoint& ckpt);
+// How each tensor a training checkpoint stores ("model/<name>", "adamw/m/<name>",
+// "adamw/v/<name>") is split over the tensor-parallel ranks: its parameter's split.
+SplitOf checkpoint_splits(const Gpt& model);
 // Every parameter must be present with its shape; `source` names the file in errors.
 void load_model(Gpt& model, const Checkpoint& ckpt, const std::string& source);
 

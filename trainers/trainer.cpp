@@ -18,11 +18,13 @@
 #include "trainers/adamw.h"
 #include "trainers/checkpoint.h"
 #include "trainers/data/data_loader.h"
-#include "trainers/grad_clip.h"
 #include "trainers/lr_schedule.h"
 #include "trainers/metrics.h"
 #include "trainers/model_state.h"
+#include "trainers/parallel_context.h"
 #include "trainers/progress.h"
+#include "trainers/sharded_checkpoint.h"
+#include "trainers/training_step.h"
 #include "trainers/z_loss_schedule.h"
 
 namespace zt {
@@ -33,43 +35,6 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// The cross-entropy op's logging outputs, summed over the micro-batches of one step.
-struct LossStats {
-  double ce_sum = 0, z_sum = 0, lse_sum = 0;
-  double lse_max = -std::numeric_limits<double>::infinity();
-  int64_t count = 0;
-
-  void add(const ops::CrossEntropyResult& r, const Tensor& host_targets, int64_t ignore_index) {
-    ce_sum += r.ce_sum.item();
-    z_sum += r.z_sum.item();
-    count += static_cast<int64_t>(r.count.item());
-    const std::vector<double> lse = r.lse.to_vector<double>();
-    const std::vector<int64_t> t = host_targets.to_vector<int64_t>();
-    for (size_t i = 0; i < lse.size(); ++i) {
-      if (t[i] == ignore_index) continue;  // lse is 0 there, not a statistic
-      lse_sum += lse[i];
-      lse_max = std::max(lse_max, lse[i]);
-      if (std::isnan(lse[i])) lse_max = lse[i];
-    }
-  }
-  double mean(double sum) const { return count > 0 ? sum / static_cast<double>(count) : 0.0; }
-};
-
-nlohmann::json rng_to_json(const Generator::State& s) {
-  uint64_t spare_bits;
-  std::memcpy(&spare_bits, &s.spare, 8);
-  return {{"s", {s.s[0], s.s[1], s.s[2], s.s[3]}}, {"spare_bits", spare_bits}, {"has_spare", s.has_spare}};
-}
-
-Generator::State rng_from_json(const nlohmann::json& j) {
-  Generator::State s{};
-  for (int i = 0; i < 4; ++i) s.s[i] = j.at("s").at(i).get<uint64_t>();
-  const uint64_t bits = j.at("spare_bits").get<uint64_t>();
-  std::memcpy(&s.spare, &bits, 8);
-  s.has_spare = j.at("has_spare").get<bool>();
-  return s;
-}
 
 // Lines of `a` that are not in `b` (resolved configs, comment line dropped).
 std::vector<std::string> lines_not_in(const std::string& a, const std::string& b) {
@@ -95,19 +60,25 @@ class Trainer {
       : cfg_(cfg),
         opts_(opts),
         run_dir_(cfg.log.out_dir),
-        progress_(opts.out, opts.terminal < 0 ? Progress::is_terminal(opts.out) : opts.terminal == 1,
-                  cfg.train.max_steps, cfg.log.log_every) {
+        par_(make_parallel_context(cfg, config_to_yaml(cfg))),
+        out_(par_.layout.is_logger() ? opts.out : null_output()),
+        progress_(out_, opts.terminal < 0 ? Progress::is_terminal(out_) : opts.terminal == 1, cfg.train.max_steps,
+                  cfg.log.log_every) {
     if (cfg_.train.threads > 0) omp_set_num_threads(static_cast<int>(cfg_.train.threads));
-    device_ = resolve_device(cfg_.train.device);
+    device_ = par_.device;
     compute_ = parse_dtype(cfg_.train.dtype);
     tokens_per_step_ = cfg_.train.batch_size * cfg_.train.grad_accum * cfg_.model.seq_len;
+    const ParallelLayout& l = par_.layout;
 
-    // Data first: a missing or bad shard should fail before anything is written.
+    // Data first: a missing or bad shard should fail before anything is written. Each
+    // data-parallel rank reads its own rows of every global micro-batch.
     data::DataLoaderOptions d;
-    d.batch_size = cfg_.train.batch_size;
+    d.batch_size = micro_batch_rows(cfg_, l);
     d.seq_len = cfg_.model.seq_len;
     d.seed = static_cast<uint64_t>(cfg_.train.seed);
     d.vocab_size = cfg_.model.vocab_size;
+    d.rank = l.dp_rank;
+    d.world = l.dp_size;
     d.shards = cfg_.data.train;
     d.shuffle = true;
     train_loader_ = std::make_unique<data::DataLoader>(d);
@@ -116,12 +87,11 @@ class Trainer {
     val_loader_ = std::make_unique<data::DataLoader>(d);
 
     Generator init(static_cast<uint64_t>(cfg_.train.seed));
-    model_ = std::make_unique<Gpt>(cfg_.model, init, device_);
-    // Dropout draws from its own stream, so turning dropout on never changes the init.
-    dropout_gen_.reseed(static_cast<uint64_t>(cfg_.train.seed) ^ 0x64726f706f7574ull);
+    model_ = std::make_unique<Gpt>(cfg_.model, init, device_, par_.tp);
     adam_ = std::make_unique<AdamW>(model_->parameters().all(),
                                     AdamWOptions{cfg_.optim.weight_decay, cfg_.optim.beta1, cfg_.optim.beta2,
                                                  cfg_.optim.eps});
+    step_runner_ = std::make_unique<TrainingStep>(cfg_, *model_, *adam_, par_, compute_);
     lr_ = LrSchedule{cfg_.optim.lr, cfg_.optim.min_lr, cfg_.schedule.warmup_steps, cfg_.train.max_steps};
     z_ = ZLossSchedule{cfg_.loss.z_loss_schedule, cfg_.loss.z_loss_weight, cfg_.loss.z_loss_start,
                        cfg_.loss.z_loss_warmup_steps};
@@ -143,15 +113,21 @@ class Trainer {
     while (step_ < cfg_.train.max_steps) {
       if (opts_.stop_after > 0 && done >= opts_.stop_after) break;
       const auto t0 = Clock::now();
-      StepMetrics m = train_step();
+      StepMetrics m = step_runner_->run([&] { return train_loader_->next(); }, lr_.at(step_), z_.at(step_),
+                                        cfg_.train.on_nonfinite == "skip");
+      ++step_;
+      tokens_ += tokens_per_step_;
+      m.step = step_;
+      m.tokens = tokens_;
       const double dt = seconds_since(t0);
       avg_step_s = done == 0 ? dt : 0.9 * avg_step_s + 0.1 * dt;
       ++done;
-      m.tokens_per_s = static_cast<double>(tokens_per_step_) / dt;
+      m.tokens_per_s = static_cast<double>(tokens_per_step_) / dt;  // the global rate
       m.elapsed_s = elapsed_before_ + seconds_since(start);
-      if (device_.is_cuda())
-        m.mfu = model_->flops_per_token() * m.tokens_per_s / (cfg_.log.peak_tflops * 1e12);
-      metrics_->write(m.to_json());
+      if (device_.is_cuda())  // per GPU: the model's FLOPs over every rank's peak
+        m.mfu = model_->flops_per_token() * m.tokens_per_s /
+                (cfg_.log.peak_tflops * 1e12 * static_cast<double>(par_.layout.world_size));
+      if (metrics_) metrics_->write(m.to_json());
       summary.last_loss = m.loss;
       if (m.skipped) {
         progress_.event("step " + std::to_string(m.step) + ": non-finite loss " + std::to_string(m.loss) +
@@ -176,16 +152,25 @@ class Trainer {
   }
 
  private:
+  // Where ranks other than the logger write their progress: nowhere.
+  static std::FILE* null_output() {
+    static std::FILE* f = std::fopen("/dev/null", "w");
+    return f;
+  }
+
+  // Run files (metrics.jsonl, config.yaml, pruning) are the logger rank's; every rank reads
+  // the checkpoint it resumes from (the run directory is on a filesystem they all see).
   void prepare_run_dir() {
-    fs::create_directories(run_dir_);
+    const bool logger = par_.layout.is_logger();
+    if (logger) fs::create_directories(run_dir_);
     const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
     if (opts_.resume) {
       auto newest = newest_checkpoint((fs::path(run_dir_) / "checkpoints").string());
       ZT_CHECK(newest, "--resume: no checkpoint in '", (fs::path(run_dir_) / "checkpoints").string(),
                "' (nothing to resume; run without --resume to start)");
       restore(*newest);
-      metrics_ = std::make_unique<MetricsWriter>(MetricsWriter::resume(metrics_path, step_));
-    } else {
+      if (logger) metrics_ = std::make_unique<MetricsWriter>(MetricsWriter::resume(metrics_path, step_));
+    } else if (logger) {
       const bool has_run = fs::exists(metrics_path) || newest_checkpoint((fs::path(run_dir_) / "checkpoints").string());
       if (has_run) {
         ZT_CHECK(opts_.overwrite, "log.out_dir '", run_dir_, "' already holds a run (metrics.jsonl or checkpoints); "
@@ -197,7 +182,7 @@ class Trainer {
       }
       metrics_ = std::make_unique<MetricsWriter>(MetricsWriter::fresh(metrics_path));
     }
-    write_file_atomic((fs::path(run_dir_) / "config.yaml").string(), config_to_yaml(cfg_));
+    if (logger) write_file_atomic((fs::path(run_dir_) / "config.yaml").string(), config_to_yaml(cfg_));
   }
 
   void prune_all_checkpoints() {
@@ -229,78 +214,48 @@ class Trainer {
       << cfg_.train.batch_size << " x seq_len " << cfg_.model.seq_len << " x grad_accum " << cfg_.train.grad_accum
       << "), " << cfg_.train.max_steps << " steps; run dir " << run_dir_;
     progress_.event(s.str());
+    if (par_.layout.world_size > 1) {
+      s.str("");
+      s << "parallel: " << par_.layout.describe() << "; " << step_runner_->micro_batch_rows()
+        << " sequences per rank and micro-batch; backend " << par_.world->backend();
+      progress_.event(s.str());
+    }
     if (step_ > 0) progress_.event("resumed at step " + std::to_string(step_) + " from " + resumed_from_);
   }
 
-  StepMetrics train_step() {
-    const int64_t accum = cfg_.train.grad_accum;
-    StepMetrics m;
-    m.lr = lr_.at(step_);
-    m.z_loss_weight = z_.at(step_);
-    model_->parameters().zero_grad();
-    LossStats stats;
-    for (int64_t a = 0; a < accum; ++a) {
-      data::Batch b = train_loader_->next();
-      const Tensor ids = b.inputs.to(device_);
-      const Tensor targets = b.targets.to(device_).reshape({-1});
-      Variable logits = model_->forward(ids, compute_, /*training=*/true, dropout_gen_);
-      ops::CrossEntropyOptions xo;
-      xo.label_smoothing = cfg_.loss.label_smoothing;
-      xo.z_loss_weight = m.z_loss_weight;
-      xo.ignore_index = cfg_.loss.ignore_index;
-      xo.num_classes = cfg_.model.vocab_size;  // the logits' columns past it are the table's padding
-      ops::CrossEntropyResult r = ops::cross_entropy(logits, targets, xo);
-      r.check();
-      stats.add(r, b.targets, cfg_.loss.ignore_index);
-      r.loss.backward(1.0 / static_cast<double>(accum));
-    }
-    ++step_;
-    tokens_ += tokens_per_step_;
-    m.step = step_;
-    m.tokens = tokens_;
-    m.ce_loss = stats.mean(stats.ce_sum);
-    m.z_loss = stats.mean(stats.z_sum);
-    m.loss = m.ce_loss + m.z_loss;
-    m.lse_mean = stats.mean(stats.lse_sum);
-    m.lse_max = stats.count > 0 ? stats.lse_max : 0.0;
-    m.grad_norm = global_grad_norm(model_->parameters().all());
-    if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
-      m.skipped = cfg_.train.on_nonfinite == "skip";
-      model_->parameters().zero_grad();
-      return m;  // no update; the caller stops or reports the skip
-    }
-    clip_grad_norm(model_->parameters().all(), cfg_.optim.grad_clip, m.grad_norm);
-    adam_->step(m.lr);
-    model_->parameters().zero_grad();  // gradients are dead weight between steps
-    return m;
-  }
-
   // Mean cross-entropy on the first eval_batches validation batches (no z-loss, no
-  // smoothing: comparable across z-loss ablations), the same batches every time.
+  // smoothing: comparable across z-loss ablations), the same batches every time. Each
+  // data-parallel rank evaluates its rows; the sums are reduced over the group.
   double evaluate() {
     NoGradGuard no_grad;
     val_loader_->reset();
     const int64_t n = std::max<int64_t>(1, std::min(cfg_.log.eval_batches, val_loader_->batches_per_epoch()));
-    double ce = 0;
-    int64_t count = 0;
+    double sums[2] = {0, 0};  // ce, count
     for (int64_t i = 0; i < n; ++i) {
       data::Batch b = val_loader_->next();
-      Variable logits = model_->forward(b.inputs.to(device_), compute_, /*training=*/false, dropout_gen_);
+      Variable logits = model_->forward(b.inputs.to(device_), compute_, /*training=*/false, eval_dropout_);
       ops::CrossEntropyOptions xo;
       xo.ignore_index = cfg_.loss.ignore_index;
       xo.inplace_grad = false;
       xo.num_classes = cfg_.model.vocab_size;
+      xo.group = par_.tp;
       ops::CrossEntropyResult r = ops::cross_entropy(logits, b.targets.to(device_).reshape({-1}), xo);
       r.check();
-      ce += r.ce_sum.item();
-      count += static_cast<int64_t>(r.count.item());
+      sums[0] += r.ce_sum.item();
+      sums[1] += static_cast<double>(r.count.item());
+    }
+    if (par_.dp->size() > 1) {
+      Tensor t = Tensor::from_vector(std::vector<double>(sums, sums + 2), {2}, device_);
+      par_.dp->all_reduce(t, ReduceOp::sum);
+      const auto v = t.to_vector<double>();
+      sums[0] = v[0], sums[1] = v[1];
     }
     EvalMetrics e;
     e.step = step_;
     e.tokens = tokens_;
-    e.val_loss = count > 0 ? ce / static_cast<double>(count) : 0.0;
+    e.val_loss = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
     e.elapsed_s = elapsed_before_ + seconds_since(start_);
-    metrics_->write(e.to_json());
+    if (metrics_) metrics_->write(e.to_json());
     char buf[128];
     std::snprintf(buf, sizeof buf, "step %lld/%lld | val_loss %.4f (%lld batches)", static_cast<long long>(step_),
                   static_cast<long long>(cfg_.train.max_steps), e.val_loss, static_cast<long long>(n));
@@ -308,28 +263,47 @@ class Trainer {
     return e.val_loss;
   }
 
+  // Data-parallel rank 0's tensor-parallel group writes (the other groups hold the same
+  // values); every shard is on disk before the manifest that makes the checkpoint exist.
   void save_checkpoint(double elapsed) {
+    const ParallelLayout& l = par_.layout;
     Checkpoint ck;
     const data::DataLoaderState pos = train_loader_->state();
     ck.meta = {{"step", step_},
                {"tokens", tokens_},
                {"elapsed_s", elapsed},
                {"data", {{"epoch", pos.epoch}, {"batch", pos.batch}}},
-               {"dropout_rng", rng_to_json(dropout_gen_.state())},
-               {"adamw_steps", adam_->steps_taken()}};
+               {"adamw_steps", adam_->steps_taken()},
+               {"layout", {{"tensor_parallel_size", l.tp_size}, {"data_parallel_size", l.dp_size}}}};
     ck.config_yaml = config_to_yaml(cfg_);
-    save_model(*model_, ck);
-    for (const auto& [name, t] : adam_->first_moments()) ck.tensors["adamw/m/" + name] = t;
-    for (const auto& [name, t] : adam_->second_moments()) ck.tensors["adamw/v/" + name] = t;
     const std::string path = checkpoint_path(run_dir_, step_);
-    write_checkpoint(path, ck);
-    prune_checkpoints(run_dir_, cfg_.log.keep_checkpoints);
+    if (l.dp_rank == 0) {
+      if (l.rank == 0) fs::create_directories(fs::path(path).parent_path());
+      par_.tp->barrier();  // the folder exists before the other shards are written
+      Checkpoint shard = ck;
+      save_model(*model_, shard);
+      for (const auto& [name, t] : adam_->first_moments()) shard.tensors["adamw/m/" + name] = t;
+      for (const auto& [name, t] : adam_->second_moments()) shard.tensors["adamw/v/" + name] = t;
+      write_checkpoint_shard(path, shard, l.tp_rank, l.tp_size);
+      if (l.tp_size > 1) {
+        par_.tp->barrier();
+        std::vector<std::string> keys;
+        for (const auto& [key, t] : shard.tensors) keys.push_back(key);
+        if (l.rank == 0)
+          write_checkpoint_manifest(path, ck, l.tp_size, keys, checkpoint_splits(*model_));
+      }
+    }
+    if (l.rank == 0) prune_sharded_checkpoints(run_dir_, cfg_.log.keep_checkpoints);
+    par_.world->barrier();  // nobody runs ahead of a checkpoint that is not yet complete
     progress_.event("step " + std::to_string(step_) + "/" + std::to_string(cfg_.train.max_steps) +
                     " | checkpoint " + path);
   }
 
   void restore(const std::string& path) {
-    const Checkpoint ck = read_checkpoint(path);
+    const ParallelLayout& l = par_.layout;
+    int saved_tp = 1;
+    const Checkpoint ck =
+        read_checkpoint_for_rank(path, l.tp_rank, l.tp_size, checkpoint_splits(*model_), &saved_tp);
     load_model(*model_, ck, path);
     std::map<std::string, Tensor> m, v;
     for (const auto& p : model_->parameters().all()) {
@@ -345,17 +319,19 @@ class Trainer {
       tokens_ = ck.meta.at("tokens").get<int64_t>();
       elapsed_before_ = ck.meta.at("elapsed_s").get<double>();
       train_loader_->restore({ck.meta.at("data").at("epoch").get<int64_t>(), ck.meta.at("data").at("batch").get<int64_t>()});
-      dropout_gen_.set_state(rng_from_json(ck.meta.at("dropout_rng")));
     } catch (const nlohmann::json::exception& e) {
       ZT_FAIL("checkpoint '", path, "' lacks training state (", e.what(), ")");
     }
     ZT_CHECK(step_ <= cfg_.train.max_steps, "--resume: the checkpoint is at step ", step_, ", beyond train.max_steps = ",
              cfg_.train.max_steps);
     resumed_from_ = path;
+    if (saved_tp != l.tp_size)
+      progress_.event("note: the checkpoint was saved with tensor_parallel_size " + std::to_string(saved_tp) +
+                      "; its tensors were re-sharded for " + std::to_string(l.tp_size));
     const auto changed = lines_not_in(config_to_yaml(cfg_), ck.config_yaml);
     if (!changed.empty()) {
       std::string list;
-      for (const auto& l : changed) list += (list.empty() ? "" : ";") + l;
+      for (const auto& line : changed) list += (list.empty() ? "" : ";") + line;
       progress_.event("note: the config differs from the checkpoint's (now:" + list +
                       "); the resumed run will not match an uninterrupted one exactly");
     }
@@ -364,14 +340,17 @@ class Trainer {
   Config cfg_;
   TrainOptions opts_;
   std::string run_dir_;
+  ParallelContext par_;
+  std::FILE* out_;
   Progress progress_;
   Device device_;
   DType compute_ = DType::f32;
   int64_t tokens_per_step_ = 0;
   std::unique_ptr<data::DataLoader> train_loader_, val_loader_;
   std::unique_ptr<Gpt> model_;
-  Generator dropout_gen_;
+  Generator eval_dropout_;  // evaluation runs without dropout; forward still takes a generator
   std::unique_ptr<AdamW> adam_;
+  std::unique_ptr<TrainingStep> step_runner_;
   LrSchedule lr_;
   ZLossSchedule z_;
   std::unique_ptr<MetricsWriter> metrics_;

@@ -108,7 +108,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"bad_on_nonfinite", "train:\n  on_nonfinite: ignore\n", {}, {"train.on_nonfinite", "stop|skip"}},
         BadCase{"bad_schedule", "loss:\n  z_loss_schedule: cosine\n", {}, {"loss.z_loss_schedule", "constant|linear_warmup"}},
         BadCase{"warmup_without_steps", "loss:\n  z_loss_schedule: linear_warmup\n", {}, {"loss.z_loss_warmup_steps", "must be >= 1"}},
-        BadCase{"tensor_parallel", "parallel:\n  tensor_parallel_size: 2\n", {}, {"test.yaml:9:25", "parallel.tensor_parallel_size", "not supported by the model yet"}},
+        BadCase{"tensor_parallel", "parallel:\n  tensor_parallel_size: 5\n", {}, {"test.yaml:9:25", "parallel.tensor_parallel_size", "does not divide model.n_head"}},
         BadCase{"min_lr_above_lr", "optim:\n  lr: 1e-4\n  min_lr: 1e-3\n", {}, {"test.yaml:10:11", "optim.min_lr", "larger than optim.lr"}},
         BadCase{"beta_one", "optim:\n  beta2: 1\n", {}, {"optim.beta2", "must be in [0, 1)"}},
         BadCase{"duplicate_key", "optim:\n  lr: 1e-4\n  lr: 2e-4\n", {}, {"test.yaml:10:3", "optim.lr", "twice"}},

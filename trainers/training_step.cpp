@@ -1,0 +1,135 @@
+#include "trainers/training_step.h"
+
+#include <cmath>
+#include <limits>
+
+#include "framework/autograd/engine.h"
+#include "framework/error.h"
+#include "ops/cross_entropy.h"
+#include "trainers/grad_clip.h"
+
+namespace zt {
+
+namespace {
+
+// The cross-entropy's logging outputs summed over a step's micro-batches, then over the
+// data-parallel group: [ce_sum, z_sum, lse_sum, count] and lse_max.
+struct LossStats {
+  double sums[4] = {0, 0, 0, 0};
+  double lse_max = -std::numeric_limits<double>::infinity();
+
+  void add(const ops::CrossEntropyResult& r) {
+    sums[0] += r.ce_sum.item();
+    sums[1] += r.z_sum.item();
+    sums[3] += static_cast<double>(r.count.item());
+    for (double v : r.lse.to_vector<double>()) {  // every row is a target (no ignored rows)
+      sums[2] += v;
+      lse_max = std::isnan(v) || std::isnan(lse_max) ? std::numeric_limits<double>::quiet_NaN() : std::max(lse_max, v);
+    }
+  }
+
+  void reduce_over(ProcessGroup& dp, Device device) {
+    if (dp.size() == 1) return;
+    Tensor s = Tensor::from_vector(std::vector<double>(sums, sums + 4), {4}, device);
+    dp.all_reduce(s, ReduceOp::sum);
+    const std::vector<double> v = s.to_vector<double>();
+    for (int i = 0; i < 4; ++i) sums[i] = v[static_cast<size_t>(i)];
+    Tensor m = Tensor::full({1}, lse_max, DType::f64, device);
+    dp.all_reduce(m, ReduceOp::max);
+    lse_max = m.item();
+  }
+  double mean(int i) const { return sums[3] > 0 ? sums[i] / sums[3] : 0.0; }
+};
+
+}  // namespace
+
+int64_t micro_batch_rows(const Config& c, const ParallelLayout& l) {
+  ZT_CHECK(c.train.batch_size % l.dp_size == 0, "train.batch_size ", c.train.batch_size,
+           " (sequences per micro-batch over all data-parallel ranks) does not divide by the ", l.dp_size,
+           " data-parallel ranks (", l.describe(), "); choose a multiple of ", l.dp_size);
+  return c.train.batch_size / l.dp_size;
+}
+
+TrainingStep::TrainingStep(const Config& config, Gpt& model, AdamW& adam, const ParallelContext& par, DType compute)
+    : cfg_(config), model_(model), adam_(adam), par_(par), compute_(compute) {
+  rows_ = zt::micro_batch_rows(cfg_, par.layout);
+  if (par.layout.dp_size > 1) {
+    const auto bytes = static_cast<int64_t>(cfg_.parallel.bucket_mb * 1024.0 * 1024.0);
+    dp_grads_ = std::make_unique<DataParallelGradients>(model_.parameters().all(), par.dp, bytes);
+  }
+}
+
+void TrainingStep::zero_grad() {
+  if (dp_grads_) dp_grads_->zero_grad();
+  else model_.parameters().zero_grad();
+}
+
+StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double lr, double z_loss_weight,
+                              bool skip_nonfinite, const std::function<void(const char*)>& phase) {
+  auto mark = [&](const char* p) {
+    if (phase) phase(p);
+  };
+  const int64_t accum = cfg_.train.grad_accum;
+  // Every target of the global batch counts (see the header): the loss is their mean.
+  const double global_targets = static_cast<double>(cfg_.train.batch_size * accum * cfg_.model.seq_len);
+  StepMetrics m;
+  m.lr = lr;
+  m.z_loss_weight = z_loss_weight;
+  zero_grad();
+  // Dropout masks from (seed, step, data-parallel rank): nothing to checkpoint, and resuming
+  // reproduces them.
+  dropout_gen_.reseed(static_cast<uint64_t>(cfg_.train.seed) ^ 0x64726f706f7574ull ^
+                      (static_cast<uint64_t>(adam_.steps_taken()) * 0x9e3779b97f4a7c15ull) ^
+                      (static_cast<uint64_t>(par_.layout.dp_rank) << 48));
+  LossStats stats;
+  for (int64_t a = 0; a < accum; ++a) {
+    data::Batch b = next();
+    mark("fwd");
+    const Tensor ids = b.inputs.to(par_.device);
+    const Tensor targets = b.targets.to(par_.device).reshape({-1});
+    Variable logits = model_.forward(ids, compute_, /*training=*/true, dropout_gen_);
+    mark("loss");
+    ops::CrossEntropyOptions xo;
+    xo.label_smoothing = cfg_.loss.label_smoothing;
+    xo.z_loss_weight = z_loss_weight;
+    xo.ignore_index = cfg_.loss.ignore_index;
+    xo.num_classes = cfg_.model.vocab_size;  // the logits' columns past it are the table's padding
+    xo.group = par_.tp;
+    xo.reduction = ops::Reduction::sum;
+    xo.scale = 1.0 / global_targets;  // the global mean's gradient, written by the kernel
+    ops::CrossEntropyResult r = ops::cross_entropy(logits, targets, xo);
+    logits = Variable();
+    r.check();
+    stats.add(r);
+    mark("bwd");
+    if (dp_grads_ && a + 1 == accum) {
+      // The last micro-batch: each bucket's all-reduce starts once backward has filled it.
+      LeafGradReadyHookGuard sync(dp_grads_->sync_hook());
+      r.loss.backward();
+    } else {
+      r.loss.backward();
+    }
+  }
+  mark("optim");
+  if (dp_grads_) dp_grads_->finish();
+  stats.reduce_over(*par_.dp, par_.device);
+  m.ce_loss = stats.mean(0);
+  m.z_loss = stats.mean(1);
+  m.loss = m.ce_loss + m.z_loss;
+  m.lse_mean = stats.mean(2);
+  m.lse_max = stats.sums[3] > 0 ? stats.lse_max : 0.0;
+  m.grad_norm = global_grad_norm(model_.parameters().all(), par_.tp);
+  if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
+    m.skipped = skip_nonfinite;
+    zero_grad();
+    mark("");
+    return m;  // no update; the caller stops or reports the skip
+  }
+  clip_grad_norm(model_.parameters().all(), cfg_.optim.grad_clip, m.grad_norm);
+  adam_.step(lr);
+  zero_grad();  // gradients are dead weight between steps
+  mark("");
+  return m;
+}
+
+}  // namespace zt

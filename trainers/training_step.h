@@ -1,0 +1,64 @@
+#pragma once
+// One optimizer step, the one `train` runs and `bench_step` times:
+//
+//   for each of grad_accum micro-batches (this rank's slice of the global micro-batch):
+//     Gpt::forward -> logits [tokens, Vp/T] -> ops::cross_entropy (vocab-parallel over the
+//     tensor-parallel group, z-loss, smoothing; reduction sum scaled by 1 / the global batch's
+//     target tokens, inside the kernel's gradient scale) -> backward (gradients accumulate;
+//     the last micro-batch's backward launches the data-parallel bucket all-reduces)
+//   wait for the all-reduces -> global grad norm (tensor-parallel shards summed) -> non-finite?
+//   -> clip -> AdamW
+//
+// The loss is the mean over every target token of the global batch (all micro-batches, all
+// data-parallel ranks), as torchtitan defines it, not a mean of per-micro-batch means; the
+// same number whatever the layout. (Shards hold token ids only, never ignore_index, which
+// config validation keeps outside the vocabulary, so every target counts.) The logged
+// statistics (ce, z-loss, lse mean and max) are reduced over the data-parallel group, so every
+// rank holds the global values and takes the same decisions.
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "framework/tensor.h"
+#include "models/gpt.h"
+#include "trainers/adamw.h"
+#include "trainers/config.h"
+#include "trainers/data/data_loader.h"
+#include "trainers/data_parallel.h"
+#include "trainers/metrics.h"
+#include "trainers/parallel_context.h"
+
+namespace zt {
+
+// Sequences of one micro-batch on this rank: train.batch_size / D (zt::Error naming both
+// when D data-parallel ranks do not divide the global micro-batch).
+int64_t micro_batch_rows(const Config& config, const ParallelLayout& layout);
+
+class TrainingStep {
+ public:
+  // `model`, `adam` and `par` must outlive the step. Data parallelism (par.dp of more than one
+  // rank) puts the gradients into buckets here.
+  TrainingStep(const Config& config, Gpt& model, AdamW& adam, const ParallelContext& par, DType compute);
+
+  // The step's micro-batches come from `next` (grad_accum calls, each this rank's [B/D, T]
+  // inputs and targets, on any device). Fills loss, ce_loss, z_loss, lse_mean, lse_max,
+  // grad_norm, lr, z_loss_weight and skipped. A non-finite loss or norm makes no update.
+  // `phase` (optional) is called at "fwd", "loss", "bwd", "optim" and "" (done) for timing.
+  StepMetrics run(const std::function<data::Batch()>& next, double lr, double z_loss_weight, bool skip_nonfinite,
+                  const std::function<void(const char*)>& phase = nullptr);
+
+  void zero_grad();
+  int64_t micro_batch_rows() const { return rows_; }  // B / D sequences per micro-batch on this rank
+
+ private:
+  const Config& cfg_;
+  Gpt& model_;
+  AdamW& adam_;
+  const ParallelContext& par_;
+  DType compute_;
+  int64_t rows_ = 0;
+  Generator dropout_gen_;
+  std::unique_ptr<DataParallelGradients> dp_grads_;
+};
+
+}  // namespace zt
