@@ -187,8 +187,10 @@ class CrossEntropyNode : public Node {
 
 }  // namespace
 
-void CrossEntropyResult::check() const {
-  const TargetCheck& c = target_check;
+void CrossEntropyResult::check() const { target_check.check(); }
+
+void CrossEntropyResult::TargetCheck::check() const {
+  const TargetCheck& c = *this;
   if (!c.flag.defined() || c.flag.item() == 0) return;
   const std::string msg = bad_target_message(c.targets.to_vector<int64_t>(), c.vocab, c.ignore_index);
   ZT_FAIL(msg.empty() ? "cross_entropy: a target was outside the vocabulary" : msg);

@@ -66,6 +66,7 @@ struct CrossEntropyResult {
     Tensor targets;  // kept to name the first bad row
     int64_t vocab = 0;
     int64_t ignore_index = -100;
+    void check() const;  // what CrossEntropyResult::check() does; may outlive the result
   } target_check;
 };
 

@@ -1,47 +1,15 @@
 #include "trainers/training_step.h"
 
 #include <cmath>
-#include <limits>
+#include <vector>
 
 #include "framework/autograd/engine.h"
 #include "framework/error.h"
 #include "ops/cross_entropy.h"
 #include "trainers/grad_clip.h"
+#include "trainers/loss_stats.h"
 
 namespace zt {
-
-namespace {
-
-// The cross-entropy's logging outputs summed over a step's micro-batches, then over the
-// data-parallel group: [ce_sum, z_sum, lse_sum, count] and lse_max.
-struct LossStats {
-  double sums[4] = {0, 0, 0, 0};
-  double lse_max = -std::numeric_limits<double>::infinity();
-
-  void add(const ops::CrossEntropyResult& r) {
-    sums[0] += r.ce_sum.item();
-    sums[1] += r.z_sum.item();
-    sums[3] += static_cast<double>(r.count.item());
-    for (double v : r.lse.to_vector<double>()) {  // every row is a target (no ignored rows)
-      sums[2] += v;
-      lse_max = std::isnan(v) || std::isnan(lse_max) ? std::numeric_limits<double>::quiet_NaN() : std::max(lse_max, v);
-    }
-  }
-
-  void reduce_over(ProcessGroup& dp, Device device) {
-    if (dp.size() == 1) return;
-    Tensor s = Tensor::from_vector(std::vector<double>(sums, sums + 4), {4}, device);
-    dp.all_reduce(s, ReduceOp::sum);
-    const std::vector<double> v = s.to_vector<double>();
-    for (int i = 0; i < 4; ++i) sums[i] = v[static_cast<size_t>(i)];
-    Tensor m = Tensor::full({1}, lse_max, DType::f64, device);
-    dp.all_reduce(m, ReduceOp::max);
-    lse_max = m.item();
-  }
-  double mean(int i) const { return sums[3] > 0 ? sums[i] / sums[3] : 0.0; }
-};
-
-}  // namespace
 
 int64_t micro_batch_rows(const Config& c, const ParallelLayout& l) {
   ZT_CHECK(c.train.batch_size % l.dp_size == 0, "train.batch_size ", c.train.batch_size,
@@ -81,7 +49,10 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
   dropout_gen_.reseed(static_cast<uint64_t>(cfg_.train.seed) ^ 0x64726f706f7574ull ^
                       (static_cast<uint64_t>(adam_.steps_taken()) * 0x9e3779b97f4a7c15ull) ^
                       (static_cast<uint64_t>(par_.layout.dp_rank) << 48));
-  LossStats stats;
+  LossStats stats(par_.device);
+  // Bad targets raise a device flag (on CUDA); read once the micro-batches are issued, before
+  // anything is applied, so no host read separates the micro-batches.
+  std::vector<ops::CrossEntropyResult::TargetCheck> checks;
   for (int64_t a = 0; a < accum; ++a) {
     data::Batch b = next();
     mark("fwd");
@@ -99,8 +70,8 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
     xo.scale = 1.0 / global_targets;  // the global mean's gradient, written by the kernel
     ops::CrossEntropyResult r = ops::cross_entropy(logits, targets, xo);
     logits = Variable();
-    r.check();
     stats.add(r);
+    checks.push_back(r.target_check);
     mark("bwd");
     if (dp_grads_ && a + 1 == accum) {
       // The last micro-batch: each bucket's all-reduce starts once backward has filled it.
@@ -111,13 +82,14 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
     }
   }
   mark("optim");
+  for (const auto& c : checks) c.check();
   if (dp_grads_) dp_grads_->finish();
-  stats.reduce_over(*par_.dp, par_.device);
-  m.ce_loss = stats.mean(0);
-  m.z_loss = stats.mean(1);
+  const LossStats::Totals t = stats.reduce(*par_.dp);
+  m.ce_loss = t.mean(t.ce_sum);
+  m.z_loss = t.mean(t.z_sum);
   m.loss = m.ce_loss + m.z_loss;
-  m.lse_mean = stats.mean(2);
-  m.lse_max = stats.sums[3] > 0 ? stats.lse_max : 0.0;
+  m.lse_mean = t.mean(t.lse_sum);
+  m.lse_max = t.lse_max;
   m.grad_norm = global_grad_norm(model_.parameters().all(), par_.tp);
   if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
     m.skipped = skip_nonfinite;
