@@ -1,6 +1,6 @@
 // Checkpoint files: round trip, atomic replacement, truncated, overlong, damaged, edited,
 // old-version and foreign files, the fallback to the newest intact checkpoint, and the
-// metrics.jsonl writer's resume truncation.
+// metrics.jsonl writer's resume truncation (damaged lines set aside with a note).
 #include "trainers/checkpoint.h"
 
 #include <gtest/gtest.h>
@@ -249,6 +249,21 @@ TEST(Checkpoint, OversizedStepInAFileNameIsNotACheckpoint) {
   write_checkpoint(checkpoint_path(dir.string(), 7), sample());
   std::ofstream(dir / "checkpoints" / "step_99999999999999999999999999.ckpt") << "x";
   EXPECT_EQ(*newest_checkpoint(dir.string()), checkpoint_path(dir.string(), 7));
+  fs::remove_all(dir);
+}
+
+TEST(Metrics, ResumeSetsDamagedLinesAsideAndSaysSo) {
+  const fs::path dir = fresh_dir("metrics_damaged");
+  const std::string path = (dir / "metrics.jsonl").string();
+  spit(path, "{\"step\": 1, \"loss\": 1}\nnot json at all\n{\"step\": 2, \"loss\": 0.5}\n[1, 2]\n{\"step\": 3}\n");
+  MetricsWriter w = MetricsWriter::resume(path, 2);
+  ASSERT_EQ(w.notes().size(), 1u);
+  const std::string note = w.notes()[0];
+  EXPECT_NE(note.find(path), std::string::npos) << note;
+  EXPECT_NE(note.find("line 2, 4"), std::string::npos) << note;
+  EXPECT_EQ(slurp(path), "{\"step\": 1, \"loss\": 1}\n{\"step\": 2, \"loss\": 0.5}\n");
+  EXPECT_EQ(slurp(path + ".damaged"), "not json at all\n[1, 2]\n");
+  EXPECT_TRUE(MetricsWriter::resume(path, 2).notes().empty());  // a clean file: nothing to say
   fs::remove_all(dir);
 }
 
