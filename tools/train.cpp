@@ -47,6 +47,13 @@ int main(int argc, char** argv) {
     options.resume = resume;
     options.overwrite = overwrite;
     const zt::TrainSummary s = zt::train(config, options);
+    if (resume && s.first_step == s.last_step) {  // nothing ran: there is no loss to report
+      std::printf("done: the run in %s already finished at step %lld (train.max_steps = %lld); nothing to do "
+                  "(raise train.max_steps with --set to train further)\n",
+                  config.log.out_dir.c_str(), static_cast<long long>(s.last_step),
+                  static_cast<long long>(config.train.max_steps));
+      return 0;
+    }
     std::printf("done: step %lld, loss %.4f, val_loss %.4f, %.1f s; metrics in %s/metrics.jsonl\n",
                 static_cast<long long>(s.last_step), s.last_loss, s.last_val_loss, s.seconds,
                 config.log.out_dir.c_str());

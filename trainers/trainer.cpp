@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -20,9 +21,13 @@
 #include "trainers/data/data_loader.h"
 #include "trainers/grad_clip.h"
 #include "trainers/lr_schedule.h"
+#include "trainers/memory_estimate.h"
 #include "trainers/metrics.h"
 #include "trainers/model_state.h"
+#include "trainers/nonfinite_policy.h"
 #include "trainers/progress.h"
+#include "trainers/resume_check.h"
+#include "trainers/run_dir.h"
 #include "trainers/z_loss_schedule.h"
 
 namespace zt {
@@ -96,11 +101,15 @@ class Trainer {
         opts_(opts),
         run_dir_(cfg.log.out_dir),
         progress_(opts.out, opts.terminal < 0 ? Progress::is_terminal(opts.out) : opts.terminal == 1,
-                  cfg.train.max_steps, cfg.log.log_every) {
+                  cfg.train.max_steps, cfg.log.log_every),
+        nonfinite_(cfg.train.on_nonfinite, cfg.train.max_skipped_consecutive, cfg.train.max_skipped_total) {
     if (cfg_.train.threads > 0) omp_set_num_threads(static_cast<int>(cfg_.train.threads));
     device_ = resolve_device(cfg_.train.device);
     compute_ = parse_dtype(cfg_.train.dtype);
     tokens_per_step_ = cfg_.train.batch_size * cfg_.train.grad_accum * cfg_.model.seq_len;
+    // [run-dir] A config that cannot fit is refused before anything is allocated.
+    check_memory_fits(estimate_training_memory(cfg_.model, cfg_.train.batch_size, compute_), device_,
+                      "training this config");
 
     // Data first: a missing or bad shard should fail before anything is written.
     data::DataLoaderOptions d;
@@ -153,20 +162,23 @@ class Trainer {
         m.mfu = model_->flops_per_token() * m.tokens_per_s / (cfg_.log.peak_tflops * 1e12);
       metrics_->write(m.to_json());
       summary.last_loss = m.loss;
-      if (m.skipped) {
+      // [run-dir] Non-finite steps: skip (within the limits) or stop, never checkpointing the broken model.
+      const NonFinitePolicy::Decision nf = nonfinite_.on_step(std::isfinite(m.loss) && std::isfinite(m.grad_norm));
+      if (nf.action == NonFinitePolicy::Action::skip) {
         progress_.event("step " + std::to_string(m.step) + ": non-finite loss " + std::to_string(m.loss) +
-                        " or grad_norm " + std::to_string(m.grad_norm) + "; update skipped (train.on_nonfinite=skip)");
-      } else if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
+                        " or grad_norm " + std::to_string(m.grad_norm) + "; " + nf.reason);
+      } else if (nf.action == NonFinitePolicy::Action::stop) {
         progress_.finish();
         ZT_FAIL("non-finite ", std::isfinite(m.loss) ? "gradient norm" : "loss", " at step ", m.step, " (loss ",
-                m.loss, ", grad_norm ", m.grad_norm, ", lr ", m.lr, "); stopped. Metrics are in ", run_dir_,
-                "/metrics.jsonl; set train.on_nonfinite=skip to skip such updates instead");
+                m.loss, ", grad_norm ", m.grad_norm, ", lr ", m.lr, "); stopped: ", nf.reason, ". Metrics are in ",
+                run_dir_, "/metrics.jsonl");
       }
       progress_.step(step_, m.loss, m.tokens_per_s, avg_step_s, m.lr, m.grad_norm);
 
       const bool last = step_ == cfg_.train.max_steps;
       if (last || (cfg_.log.eval_every > 0 && step_ % cfg_.log.eval_every == 0)) summary.last_val_loss = evaluate();
-      if (last || (cfg_.log.checkpoint_every > 0 && step_ % cfg_.log.checkpoint_every == 0))
+      if (last || (cfg_.log.checkpoint_every > 0 && step_ % cfg_.log.checkpoint_every == 0 &&
+                   nonfinite_.may_checkpoint()))  // [run-dir]
         save_checkpoint(elapsed_before_ + seconds_since(start));
     }
     progress_.finish();
@@ -177,20 +189,25 @@ class Trainer {
 
  private:
   void prepare_run_dir() {
-    fs::create_directories(run_dir_);
+    // [run-dir] Lock the directory for the life of the run, decide fresh/overwrite/resume from what it
+    // holds, drop temp files of interrupted writes, resume from the newest intact checkpoint.
+    lock_.emplace(run_dir_);
+    const RunStart start = plan_run_start(run_dir_, opts_.resume, opts_.overwrite);
+    for (const auto& f : remove_stale_temp_files(*lock_))
+      progress_.event("removed the temp file of an interrupted write: " + f);
     const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
-    if (opts_.resume) {
-      auto newest = newest_checkpoint((fs::path(run_dir_) / "checkpoints").string());
-      ZT_CHECK(newest, "--resume: no checkpoint in '", (fs::path(run_dir_) / "checkpoints").string(),
-               "' (nothing to resume; run without --resume to start)");
-      restore(*newest);
+    if (start == RunStart::resume) {
+      const CheckpointChoice choice = newest_good_checkpoint((fs::path(run_dir_) / "checkpoints").string());
+      for (const auto& why : choice.skipped) progress_.event(why);
+      ZT_CHECK(choice.path, "--resume: no intact checkpoint in '", (fs::path(run_dir_) / "checkpoints").string(),
+               "' (", choice.skipped.empty() ? std::string("none") : choice.skipped.front(), ")");
+      restore(*choice.path);
+      for (const auto& p : set_aside_damaged(choice.damaged))
+        progress_.event("kept the damaged checkpoint as " + p + "; resumed from " + *choice.path + " instead");
       metrics_ = std::make_unique<MetricsWriter>(MetricsWriter::resume(metrics_path, step_));
+      for (const auto& note : metrics_->notes()) progress_.event(note);
     } else {
-      const bool has_run = fs::exists(metrics_path) || newest_checkpoint((fs::path(run_dir_) / "checkpoints").string());
-      if (has_run) {
-        ZT_CHECK(opts_.overwrite, "log.out_dir '", run_dir_, "' already holds a run (metrics.jsonl or checkpoints); "
-                 "pass --resume to continue it, --overwrite to start over, or choose another directory with "
-                 "--set log.out_dir=DIR");
+      if (start == RunStart::overwrite) {
         std::error_code ec;
         fs::remove(metrics_path, ec);
         prune_all_checkpoints();
@@ -316,7 +333,8 @@ class Trainer {
                {"elapsed_s", elapsed},
                {"data", {{"epoch", pos.epoch}, {"batch", pos.batch}}},
                {"dropout_rng", rng_to_json(dropout_gen_.state())},
-               {"adamw_steps", adam_->steps_taken()}};
+               {"adamw_steps", adam_->steps_taken()},
+               {"nonfinite", nonfinite_.state()}};  // [run-dir]
     ck.config_yaml = config_to_yaml(cfg_);
     save_model(*model_, ck);
     for (const auto& [name, t] : adam_->first_moments()) ck.tensors["adamw/m/" + name] = t;
@@ -330,6 +348,15 @@ class Trainer {
 
   void restore(const std::string& path) {
     const Checkpoint ck = read_checkpoint(path);
+    // [run-dir] Same model shape and parallel layout, or no resume.
+    const auto incompatible = resume_incompatibilities(ck.config_yaml, cfg_);
+    if (!incompatible.empty()) {
+      std::string list;
+      for (const auto& d : incompatible) list += (list.empty() ? "" : "; ") + d;
+      ZT_FAIL("--resume: the config differs from the checkpoint '", path, "' in keys a resume cannot change (", list,
+              "); use the checkpoint's values, or start a new run in another log.out_dir");
+    }
+    nonfinite_.restore(ck.meta.value("nonfinite", nlohmann::json()));  // [run-dir]
     load_model(*model_, ck, path);
     std::map<std::string, Tensor> m, v;
     for (const auto& p : model_->parameters().all()) {
@@ -379,6 +406,8 @@ class Trainer {
   double elapsed_before_ = 0;  // training time of the run before this invocation (resume)
   Clock::time_point start_;
   std::string resumed_from_;
+  NonFinitePolicy nonfinite_;         // [run-dir]
+  std::optional<RunDirLock> lock_;    // [run-dir] held from prepare_run_dir() to the end of the run
 };
 
 }  // namespace
