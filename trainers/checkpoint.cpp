@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -93,18 +92,12 @@ void write_atomic(const std::string& path, WriteBody&& body) {
   sync_dir(target.parent_path());
 }
 
-// step_00000100.ckpt -> 100; not a checkpoint name (or a step past int64, which no run
-// writes) -> UINT64_MAX.
-uint64_t step_of(const fs::path& p) {
+uint64_t step_of(const fs::path& p) {  // step_00000100.ckpt -> 100; not a checkpoint -> UINT64_MAX
   static const std::regex re("step_([0-9]+)\\.ckpt");
   std::smatch m;
   const std::string name = p.filename().string();
   if (!std::regex_match(name, m, re)) return UINT64_MAX;
-  const std::string digits = m[1].str();
-  int64_t step = 0;
-  const auto r = std::from_chars(digits.data(), digits.data() + digits.size(), step);
-  if (r.ec != std::errc() || r.ptr != digits.data() + digits.size()) return UINT64_MAX;
-  return static_cast<uint64_t>(step);
+  return std::stoull(m[1].str());
 }
 
 std::vector<fs::path> list_checkpoints(const fs::path& dir) {  // ascending step

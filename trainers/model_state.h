@@ -10,9 +10,9 @@
 
 namespace zt {
 
-// auto: cuda:0 when a GPU is visible, else cpu. cuda without a GPU is an error naming the
-// setting `key` (train.device for the trainer, --device for the tools).
-Device resolve_device(const std::string& name, const std::string& key = "train.device");
+// auto: cuda:0 when a GPU is visible, else cpu. cuda without a GPU is an error naming
+// `setting`, where the name came from (the config key, or a tool's --device).
+Device resolve_device(const std::string& name, const std::string& setting = "train.device");
 
 void save_model(const Gpt& model, Checkpoint& ckpt);
 // Before anything is built from a checkpoint's stated config: its model tensors must be f32
