@@ -37,5 +37,19 @@ TEST(MemoryEstimate, ShortfallNamesSizesAndKeys) {
 
 TEST(MemoryEstimate, HostMemoryIsKnownOnLinux) { EXPECT_GT(available_memory(Device::cpu()), 1e6); }
 
+// GPU: cudaMemGetInfo's free bytes, and a config larger than the card is refused naming it.
+TEST(MemoryEstimate, DeviceMemoryIsKnownOnAGpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  const double free_b = available_memory(Device::cuda(0));
+  EXPECT_GT(free_b, 1e8);
+  EXPECT_LT(free_b, 1e12);
+  GptConfig huge;
+  huge.n_layer = 1024;
+  huge.d_model = 8192;
+  huge.n_head = 64;
+  const std::string msg = memory_shortfall(estimate_training_memory(huge, 8, DType::bf16), free_b, Device::cuda(0), "x");
+  EXPECT_NE(msg.find("of cuda:0 memory is free"), std::string::npos) << msg;
+}
+
 }  // namespace
 }  // namespace zt
