@@ -13,6 +13,7 @@
 #include "trainers/checkpoint.h"
 #include "trainers/config.h"
 #include "trainers/data/gpt2_tokenizer.h"
+#include "trainers/memory_estimate.h"
 #include "trainers/model_state.h"
 
 int main(int argc, char** argv) {
@@ -44,13 +45,23 @@ int main(int argc, char** argv) {
     ZT_CHECK(max_tokens >= 0, "--max-tokens must be >= 0, got ", max_tokens);
     ZT_CHECK(temperature >= 0 && std::isfinite(temperature), "--temperature must be >= 0, got ", temperature);
     ZT_CHECK(top_k >= 0, "--top-k must be >= 0, got ", top_k);
-    const auto path = zt::newest_checkpoint(checkpoint);
-    ZT_CHECK(path, "no checkpoint found at '", checkpoint, "' (give a run directory, its checkpoints/ folder or a .ckpt file)");
-    // A tensor-parallel run's checkpoint (a manifest and shard files) is joined into the whole
-    // model: one rank needs no split rule, the manifest knows how the shards join.
-    const zt::Checkpoint ck = zt::read_checkpoint_for_rank(*path, 0, 1, [](const std::string&) { return zt::ShardSpec{}; });
-    const zt::Config cfg = zt::parse_config(ck.config_yaml, *path + " (stored config)");
-    const zt::Device device = zt::resolve_device(device_name);
+    // The newest intact checkpoint; a damaged newer one is named and skipped.
+    const zt::CheckpointChoice choice = zt::newest_good_checkpoint(checkpoint);
+    for (const auto& note : choice.skipped) std::cerr << "generate: " << note << "\n";
+    const auto& path = choice.path;
+    ZT_CHECK(path || !choice.skipped.empty(), "no checkpoint found at '", checkpoint,
+             "' (give a run directory, its checkpoints/ folder or a .ckpt file)");
+    ZT_CHECK(path, "no intact checkpoint at '", checkpoint, "' (every one is damaged, see above)");
+    // Judge the header (config, tensor table, memory) before building or reading anything large.
+    const zt::CheckpointHeader header = zt::read_checkpoint_header(*path);
+    const zt::Config cfg = zt::parse_config(header.config_yaml, *path + " (stored config)");
+    // A tensor-parallel run's manifest holds no tensors; its shard files are checked (checksums,
+    // shapes) as they are read and joined into the whole model.
+    if (!header.meta.contains("tensor_parallel")) zt::check_checkpoint_matches_config(header, cfg.model, *path);
+    const zt::Device device = zt::resolve_device(device_name, "--device");
+    zt::check_memory_fits(zt::estimate_inference_memory(cfg.model, 1), device, "generate with the model of '" + *path + "'");
+    const zt::Checkpoint ck =
+        zt::read_checkpoint_for_rank(*path, 0, 1, [](const std::string&) { return zt::ShardSpec{}; }, nullptr, "model/");
     zt::Generator init(0);
     zt::Gpt model(cfg.model, init, device);
     zt::load_model(model, ck, *path);

@@ -13,6 +13,7 @@ packages=(
   libcli11-dev       # command-line parsing of the tools
   nlohmann-json3-dev # metrics.jsonl, manifests, tokenizer's encoder.json
   libpcre2-dev       # GPT-2 pre-tokenizer regex (Unicode properties)
+  zlib1g-dev         # crc32 checksums of checkpoints
   python3-matplotlib # loss-curve plots of ablations
 )
 

@@ -59,6 +59,13 @@ int main(int argc, char** argv) {
     ZT_CHECK(stop_after >= 0, "--stop-after must be >= 0, got ", stop_after);
     options.stop_after = stop_after;
     const zt::TrainSummary s = zt::train(config, options);
+    if (resume && s.first_step == s.last_step && rank.rank == 0) {  // nothing ran: there is no loss to report
+      std::printf("done: the run in %s already finished at step %lld (train.max_steps = %lld); nothing to do "
+                  "(raise train.max_steps with --set to train further)\n",
+                  config.log.out_dir.c_str(), static_cast<long long>(s.last_step),
+                  static_cast<long long>(config.train.max_steps));
+      return 0;
+    }
     if (rank.rank == 0)
       std::printf("done: step %lld, loss %.4f, val_loss %.4f, %.1f s; metrics in %s/metrics.jsonl\n",
                 static_cast<long long>(s.last_step), s.last_loss, s.last_val_loss, s.seconds,

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -18,9 +20,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr char kMagic[8] = {'Z', 'T', 'C', 'K', 'P', 'T', '0', '1'};
+constexpr char kMagic[8] = {'Z', 'T', 'C', 'K', 'P', 'T', '0', '2'};
+constexpr char kMagicV1[8] = {'Z', 'T', 'C', 'K', 'P', 'T', '0', '1'};
+constexpr int kVersion = 2;
+constexpr uint64_t kPrefix = 24;  // magic, header length, header crc32, zero
 constexpr uint64_t kAlign = 64;
 constexpr uint64_t kMaxHeader = 1ull << 30;
+
+uint32_t crc32_of(const void* data, size_t n, uint32_t crc = 0) {
+  return static_cast<uint32_t>(::crc32_z(crc, static_cast<const Bytef*>(data), n));
+}
 
 uint64_t align_up(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -118,22 +127,25 @@ void write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
                      {"dtype", dtype_name(h.dtype())},
                      {"shape", h.shape()},
                      {"offset", offset},
-                     {"nbytes", h.nbytes()}});
+                     {"nbytes", h.nbytes()},
+                     {"crc32", crc32_of(h.raw_data(), h.nbytes())}});
     offset = align_up(offset + h.nbytes());
     host.push_back(h);
   }
   nlohmann::json header = {{"format", "ztrain checkpoint"},
-                           {"version", 1},
+                           {"version", kVersion},
                            {"meta", ckpt.meta},
                            {"config", ckpt.config_yaml},
                            {"tensors", index},
                            {"data_bytes", offset}};
   std::string htext = header.dump();
-  htext.resize(align_up(htext.size() + 16) - 16, ' ');  // data starts 64-byte aligned in the file
+  htext.resize(align_up(htext.size() + kPrefix) - kPrefix, ' ');  // data starts 64-byte aligned in the file
   write_atomic(path, [&](File& f) {
     const uint64_t hlen = htext.size();
+    const uint32_t hcrc[2] = {crc32_of(htext.data(), htext.size()), 0};
     f.write_all(kMagic, 8);
     f.write_all(&hlen, 8);
+    f.write_all(hcrc, 8);
     f.write_all(htext.data(), htext.size());
     static const char zeros[kAlign] = {};
     uint64_t written = 0;
@@ -147,55 +159,137 @@ void write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
   });
 }
 
-Checkpoint read_checkpoint(const std::string& path) {
-  std::error_code ec;
-  ZT_CHECK(fs::is_regular_file(path, ec), "checkpoint '", path, "' does not exist or is not a file");
-  const uint64_t file_size = fs::file_size(path);
-  std::ifstream in(path, std::ios::binary);
-  ZT_CHECK(in, "cannot open checkpoint '", path, "'");
-  char magic[8] = {};
-  uint64_t hlen = 0;
-  in.read(magic, 8);
-  ZT_CHECK(in && std::memcmp(magic, kMagic, 8) == 0, "'", path, "' is not a ztrain checkpoint (bad magic)");
-  in.read(reinterpret_cast<char*>(&hlen), 8);
-  ZT_CHECK(in && hlen <= kMaxHeader && 16 + hlen <= file_size, "checkpoint '", path,
-           "' is truncated or corrupt (header of ", hlen, " bytes in a file of ", file_size, ")");
-  std::string htext(hlen, '\0');
-  in.read(htext.data(), static_cast<std::streamsize>(hlen));
-  ZT_CHECK(in, "checkpoint '", path, "' is truncated (header)");
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(htext);
-  } catch (const nlohmann::json::exception& e) {
-    ZT_FAIL("checkpoint '", path, "' has a corrupt header: ", e.what());
-  }
-  Checkpoint ckpt;
-  try {
-    ZT_CHECK(header.at("version").get<int>() == 1, "checkpoint '", path, "' has format version ",
-             header.at("version").dump(), "; this ztrain reads version 1");
-    const uint64_t data_bytes = header.at("data_bytes").get<uint64_t>();
-    const uint64_t data_start = 16 + hlen;
-    ZT_CHECK(file_size == data_start + data_bytes, "checkpoint '", path, "' is truncated: ", file_size,
-             " bytes, expected ", data_start + data_bytes);
-    ckpt.meta = header.at("meta");
-    ckpt.config_yaml = header.at("config").get<std::string>();
-    for (const auto& e : header.at("tensors")) {
-      const std::string name = e.at("name").get<std::string>();
-      const Shape shape = e.at("shape").get<Shape>();
-      const DType dtype = parse_dtype(e.at("dtype").get<std::string>());
-      const uint64_t off = e.at("offset").get<uint64_t>(), nbytes = e.at("nbytes").get<uint64_t>();
-      Tensor t = Tensor::empty(shape, dtype);
-      ZT_CHECK(t.nbytes() == nbytes && off + nbytes <= data_bytes, "checkpoint '", path, "': tensor '", name,
-               "' has an inconsistent extent");
-      in.seekg(static_cast<std::streamoff>(data_start + off));
-      in.read(static_cast<char*>(t.raw_data()), static_cast<std::streamsize>(nbytes));
-      ZT_CHECK(in, "checkpoint '", path, "' is truncated in tensor '", name, "'");
-      ckpt.tensors.emplace(name, std::move(t));
+namespace {
+
+// An open checkpoint whose header has been read and checked; tensors are read on demand.
+struct OpenCheckpoint {
+  std::string path;
+  std::ifstream in;
+  CheckpointHeader header;
+  uint64_t data_start = 0;
+
+  explicit OpenCheckpoint(const std::string& p) : path(p) {
+    std::error_code ec;
+    ZT_CHECK(fs::is_regular_file(path, ec), "checkpoint '", path, "' does not exist or is not a regular file");
+    const uint64_t file_size = fs::file_size(path);
+    in.open(path, std::ios::binary);
+    ZT_CHECK(in, "cannot open checkpoint '", path, "'");
+    char magic[8] = {};
+    in.read(magic, 8);
+    ZT_CHECK(!(in && std::memcmp(magic, kMagicV1, 8) == 0), "checkpoint '", path,
+             "' is format version 1 (written by an older ztrain, without checksums); this ztrain reads version ",
+             kVersion, " only: finish that run with the ztrain that wrote it, or start over with --overwrite");
+    ZT_CHECK(in && std::memcmp(magic, kMagic, 8) == 0, "'", path, "' is not a ztrain checkpoint (bad magic)");
+    uint64_t hlen = 0;
+    uint32_t hcrc[2] = {};
+    in.read(reinterpret_cast<char*>(&hlen), 8);
+    in.read(reinterpret_cast<char*>(hcrc), 8);
+    ZT_CHECK(in && hlen <= kMaxHeader && kPrefix + hlen <= file_size, "checkpoint '", path,
+             "' is truncated or corrupt (header of ", hlen, " bytes in a file of ", file_size, ")");
+    std::string htext(hlen, '\0');
+    in.read(htext.data(), static_cast<std::streamsize>(hlen));
+    ZT_CHECK(in, "checkpoint '", path, "' is truncated (header)");
+    ZT_CHECK(crc32_of(htext.data(), htext.size()) == hcrc[0], "checkpoint '", path,
+             "': the header fails its checksum (the file is damaged or was edited)");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(htext);
+    } catch (const nlohmann::json::exception& e) {
+      ZT_FAIL("checkpoint '", path, "' has a corrupt header: ", e.what());
     }
-  } catch (const nlohmann::json::exception& e) {
-    ZT_FAIL("checkpoint '", path, "' has a malformed header: ", e.what());
+    try {
+      ZT_CHECK(j.at("version").get<int>() == kVersion, "checkpoint '", path, "' has format version ",
+               j.at("version").dump(), "; this ztrain reads version ", kVersion);
+      const uint64_t data_bytes = j.at("data_bytes").get<uint64_t>();
+      data_start = kPrefix + hlen;
+      ZT_CHECK(data_bytes <= file_size && file_size - data_bytes >= data_start, "checkpoint '", path,
+               "' is truncated: ", file_size, " bytes, expected ", data_start, " + ", data_bytes);
+      ZT_CHECK(file_size == data_start + data_bytes, "checkpoint '", path, "' is ", file_size,
+               " bytes, longer than the ", data_start + data_bytes,
+               " its header accounts for (damaged, or appended to after it was written)");
+      header.meta = j.at("meta");
+      header.config_yaml = j.at("config").get<std::string>();
+      for (const auto& e : j.at("tensors")) {
+        CheckpointTensorEntry t;
+        t.name = e.at("name").get<std::string>();
+        t.dtype = parse_dtype(e.at("dtype").get<std::string>());
+        t.shape = e.at("shape").get<Shape>();
+        t.offset = e.at("offset").get<uint64_t>();
+        t.nbytes = e.at("nbytes").get<uint64_t>();
+        t.crc32 = e.at("crc32").get<uint32_t>();
+        // The byte count the shape implies, overflow-checked: a crafted shape must not
+        // become an allocation.
+        uint64_t bytes = dtype_size(t.dtype);
+        for (int64_t d : t.shape) {
+          ZT_CHECK(d >= 0 && (d == 0 || bytes <= data_bytes / static_cast<uint64_t>(d)), "checkpoint '", path,
+                   "': tensor '", t.name, "' has shape ", shape_str(t.shape), ", larger than the file");
+          bytes *= static_cast<uint64_t>(d);
+        }
+        ZT_CHECK(bytes == t.nbytes && t.offset <= data_bytes && t.nbytes <= data_bytes - t.offset, "checkpoint '",
+                 path, "': tensor '", t.name, "' has an inconsistent extent");
+        header.tensors.push_back(std::move(t));
+      }
+    } catch (const nlohmann::json::exception& e) {
+      ZT_FAIL("checkpoint '", path, "' has a malformed header: ", e.what());
+    }
+  }
+
+  // Reads tensor bytes into `dst` (nbytes of them) and checks the checksum.
+  void read_into(const CheckpointTensorEntry& t, char* dst) {
+    in.seekg(static_cast<std::streamoff>(data_start + t.offset));
+    in.read(dst, static_cast<std::streamsize>(t.nbytes));
+    ZT_CHECK(in, "checkpoint '", path, "' is truncated in tensor '", t.name, "'");
+    check_crc(t, crc32_of(dst, t.nbytes));
+  }
+
+  // Streams the tensor's bytes through the checksum without keeping them.
+  void verify(const CheckpointTensorEntry& t) {
+    static constexpr uint64_t kChunk = 16 << 20;
+    std::vector<char> buf(std::min<uint64_t>(kChunk, t.nbytes));
+    in.seekg(static_cast<std::streamoff>(data_start + t.offset));
+    uint32_t crc = crc32_of(nullptr, 0);
+    for (uint64_t done = 0; done < t.nbytes;) {
+      const uint64_t n = std::min<uint64_t>(kChunk, t.nbytes - done);
+      in.read(buf.data(), static_cast<std::streamsize>(n));
+      ZT_CHECK(in, "checkpoint '", path, "' is truncated in tensor '", t.name, "'");
+      crc = crc32_of(buf.data(), n, crc);
+      done += n;
+    }
+    check_crc(t, crc);
+  }
+
+  void check_crc(const CheckpointTensorEntry& t, uint32_t crc) const {
+    ZT_CHECK(crc == t.crc32, "checkpoint '", path, "': tensor '", t.name,
+             "' fails its checksum (crc32 ", crc, ", stored ", t.crc32, "): the file is damaged");
+  }
+};
+
+}  // namespace
+
+CheckpointHeader read_checkpoint_header(const std::string& path) { return OpenCheckpoint(path).header; }
+
+Checkpoint read_checkpoint(const std::string& path, const std::string& prefix) {
+  OpenCheckpoint f(path);
+  Checkpoint ckpt;
+  ckpt.meta = f.header.meta;
+  ckpt.config_yaml = f.header.config_yaml;
+  for (const auto& e : f.header.tensors) {
+    if (e.name.rfind(prefix, 0) != 0) continue;
+    Tensor t = Tensor::empty(e.shape, e.dtype);
+    f.read_into(e, static_cast<char*>(t.raw_data()));
+    ckpt.tensors.emplace(e.name, std::move(t));
   }
   return ckpt;
+}
+
+std::string checkpoint_damage(const std::string& path) {
+  try {
+    OpenCheckpoint f(path);
+    for (const auto& e : f.header.tensors) f.verify(e);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 std::string checkpoint_path(const std::string& run_dir, int64_t step) {
@@ -204,14 +298,63 @@ std::string checkpoint_path(const std::string& run_dir, int64_t step) {
   return (fs::path(run_dir) / "checkpoints" / name).string();
 }
 
+namespace {
+
+// The folder `where` keeps its checkpoints in: where/checkpoints, or where itself.
+std::vector<fs::path> checkpoints_under(const std::string& where) {
+  for (const fs::path& dir : {fs::path(where) / "checkpoints", fs::path(where)}) {
+    auto all = list_checkpoints(dir);
+    if (!all.empty()) return all;
+  }
+  return {};
+}
+
+}  // namespace
+
 std::optional<std::string> newest_checkpoint(const std::string& where) {
   std::error_code ec;
   if (fs::is_regular_file(where, ec)) return where;
-  for (const fs::path& dir : {fs::path(where) / "checkpoints", fs::path(where)}) {
-    auto all = list_checkpoints(dir);
-    if (!all.empty()) return all.back().string();
+  auto all = checkpoints_under(where);
+  if (all.empty()) return std::nullopt;
+  return all.back().string();
+}
+
+CheckpointChoice newest_good_checkpoint(const std::string& where) {
+  CheckpointChoice c;
+  std::error_code ec;
+  if (fs::is_regular_file(where, ec)) {
+    c.path = where;
+    return c;
   }
-  return std::nullopt;
+  auto all = checkpoints_under(where);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    const std::string p = it->string();
+    std::string why = checkpoint_damage(p);
+    if (why.empty()) {
+      // A sound file under another step's name (renamed or copied) would resume the wrong step.
+      const nlohmann::json step = read_checkpoint_header(p).meta.value("step", nlohmann::json());
+      if (!step.is_number_integer() || step.get<int64_t>() != static_cast<int64_t>(step_of(*it)))
+        why = "checkpoint '" + p + "' holds step " + step.dump() + ", not the step its name says";
+    }
+    if (why.empty()) {
+      c.path = p;
+      break;
+    }
+    c.skipped.push_back("skipping damaged checkpoint '" + p + "': " + why);
+    c.damaged.push_back(p);
+  }
+  return c;
+}
+
+std::vector<std::string> set_aside_damaged(const std::vector<std::string>& damaged) {
+  std::vector<std::string> out;
+  for (const auto& p : damaged) {
+    const std::string to = p + ".damaged";
+    ZT_CHECK(::rename(p.c_str(), to.c_str()) == 0, "renaming damaged checkpoint '", p, "' to '", to,
+             "' failed: ", std::strerror(errno));
+    out.push_back(to);
+  }
+  return out;
 }
 
 void prune_checkpoints(const std::string& run_dir, int64_t keep) {

@@ -3,11 +3,14 @@
 // directory, fsync, rename, fsync of the directory), so a crash at any moment leaves
 // either the previous newest checkpoint or the new one, never a torn file.
 //
-// Layout (little-endian): 8-byte magic "ZTCKPT01", u64 header length, the header (JSON:
-// metadata, the resolved config, and an index of tensors: name, dtype, shape, offset,
-// nbytes), then the tensor bytes, each 64-byte aligned relative to the end of the header.
-// Reading checks the magic, the header, every tensor's extent and the total file size, so
-// a truncated or foreign file is an error naming the file.
+// Layout, format version 2 (little-endian): 8-byte magic "ZTCKPT02", u64 header length,
+// u32 crc32 of the header bytes, u32 zero, the header (JSON: metadata, the resolved config,
+// and an index of tensors: name, dtype, shape, offset, nbytes, crc32 of the tensor's bytes),
+// then the tensor bytes, each 64-byte aligned (the data section starts 64-byte aligned).
+// Reading checks the magic, the header's checksum, every tensor's extent against the file
+// size and every tensor's checksum (zlib's crc32), so a truncated, overlong, edited, damaged
+// or foreign file is an error naming the file (and the tensor). Version 1 files (no
+// checksums) are refused with a clear message.
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -26,18 +29,58 @@ struct Checkpoint {
   std::map<std::string, Tensor> tensors;  // host or device tensors; read back on the host
 };
 
+// One row of the tensor table, as the header states it (checked for consistency with
+// the file size and the dtype, so nbytes == numel(shape) * dtype size, without overflow).
+struct CheckpointTensorEntry {
+  std::string name;
+  DType dtype = DType::f32;
+  Shape shape;
+  uint64_t offset = 0, nbytes = 0;  // offset within the data section
+  uint32_t crc32 = 0;
+};
+
+// Everything but the tensor bytes: cheap to read, so a file can be judged (its config, its
+// tensor table) before anything large is allocated.
+struct CheckpointHeader {
+  nlohmann::json meta;
+  std::string config_yaml;
+  std::vector<CheckpointTensorEntry> tensors;
+};
+
 void write_checkpoint(const std::string& path, const Checkpoint& ckpt);
-Checkpoint read_checkpoint(const std::string& path);
+CheckpointHeader read_checkpoint_header(const std::string& path);
+// Reads (and verifies) every tensor whose name starts with `prefix` ("" = all).
+Checkpoint read_checkpoint(const std::string& path, const std::string& prefix = "");
+// Reads the whole file in chunks, checking the header and every tensor's checksum without
+// keeping the data: "" when it is sound, else the error message (naming file and tensor).
+std::string checkpoint_damage(const std::string& path);
 
 // <run_dir>/checkpoints/step_00000100.ckpt
 std::string checkpoint_path(const std::string& run_dir, int64_t step);
-// The newest complete checkpoint under `where`: a checkpoint file itself, a run directory,
-// or its checkpoints/ folder. nullopt when there is none.
+// The newest checkpoint under `where`: a checkpoint file itself, a run directory, or its
+// checkpoints/ folder. nullopt when there is none. Does not read the files.
 std::optional<std::string> newest_checkpoint(const std::string& where);
-// Deletes all but the newest `keep` checkpoints of a run (keep == 0: keeps all).
+
+// The newest checkpoint under `where` that reads back intact (checksums, and a header step
+// equal to the file name's step). Damaged newer ones are skipped with one message each
+// (`skipped`) and listed in `damaged`. A file given directly is chosen as it is (reading it
+// verifies it). Why fall back rather than stop: docs/reliability.md.
+struct CheckpointChoice {
+  std::optional<std::string> path;
+  std::vector<std::string> skipped;  // "skipping damaged checkpoint 'X': <why>"
+  std::vector<std::string> damaged;  // their paths, newest first
+};
+CheckpointChoice newest_good_checkpoint(const std::string& where);
+// Renames each damaged checkpoint to <name>.damaged (kept for inspection, never chosen or
+// pruned again); call only while holding the run directory's lock. Returns the new names.
+std::vector<std::string> set_aside_damaged(const std::vector<std::string>& damaged);
+
+// Deletes all but the newest `keep` checkpoints of a run (keep == 0: keeps all). Touches
+// only files named step_<N>.ckpt in <run_dir>/checkpoints.
 void prune_checkpoints(const std::string& run_dir, int64_t keep);
 
-// Writes `text` to `path` atomically (temp file, fsync, rename, fsync of the directory).
+// Writes `text` to `path` atomically (temp file <path>.tmp.<pid>, fsync, rename, fsync of
+// the directory).
 void write_file_atomic(const std::string& path, const std::string& text);
 
 }  // namespace zt

@@ -268,6 +268,10 @@ const std::vector<KeySpec>& key_table() {
                  "auto (cuda when available, else cpu) | cpu | cuda | cuda:N"),
       choice_key("train", "on_nonfinite", ZT_FIELD(train.on_nonfinite), {"stop", "skip"},
                  "non-finite loss or gradient norm: stop with the step, or skip that update"),
+      int_key("train", "max_skipped_consecutive", ZT_FIELD(train.max_skipped_consecutive), 1, kMax,
+              "on_nonfinite=skip: the run stops (no checkpoint) after more skipped updates in a row than this"),
+      int_key("train", "max_skipped_total", ZT_FIELD(train.max_skipped_total), 1, kMax,
+              "on_nonfinite=skip: the run stops (no checkpoint) after more skipped updates in all than this"),
       int_key("train", "threads", ZT_FIELD(train.threads), 0, 4096, "CPU threads; 0 = OpenMP's default"),
 
       string_key("log", "out_dir", ZT_FIELD(log.out_dir), non_empty,

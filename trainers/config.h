@@ -61,6 +61,8 @@ struct TrainConfig {
   std::string dtype = "f32";        // f32 | bf16 (compute dtype; parameters stay f32)
   std::string device = "auto";      // auto | cpu | cuda | cuda:N
   std::string on_nonfinite = "stop";  // stop | skip
+  int64_t max_skipped_consecutive = 5;  // skip: stop after more skipped updates in a row than this
+  int64_t max_skipped_total = 20;       // skip: stop after more skipped updates in the run than this
   int64_t threads = 0;              // CPU threads for the ops; 0 = OpenMP's default
 };
 

@@ -52,7 +52,10 @@ MetricsWriter::MetricsWriter(std::string path, const char* mode) : path_(std::mo
   ZT_CHECK(f_, "cannot open '", path_, "' for writing: ", std::strerror(errno));
 }
 
-MetricsWriter::MetricsWriter(MetricsWriter&& o) noexcept : path_(std::move(o.path_)), f_(o.f_) { o.f_ = nullptr; }
+MetricsWriter::MetricsWriter(MetricsWriter&& o) noexcept
+    : path_(std::move(o.path_)), f_(o.f_), notes_(std::move(o.notes_)) {
+  o.f_ = nullptr;
+}
 
 MetricsWriter::~MetricsWriter() {
   if (f_) std::fclose(f_);
@@ -62,22 +65,44 @@ MetricsWriter MetricsWriter::fresh(const std::string& path) { return MetricsWrit
 
 MetricsWriter MetricsWriter::resume(const std::string& path, int64_t step) {
   // Keep every complete record up to the checkpoint's step; drop what the interrupted run
-  // wrote after it (those steps run again) and a last line cut short by the crash.
-  std::string kept;
+  // wrote after it (those steps run again) and a last line cut short by the crash. A line
+  // that is not a record (damaged on disk, edited) is neither kept nor lost: it moves to
+  // <path>.damaged, and a note names the line numbers.
+  std::string kept, damaged;
+  std::vector<int64_t> damaged_lines;
   std::ifstream in(path);
   std::string line;
-  while (in && std::getline(in, line)) {
+  for (int64_t number = 1; in && std::getline(in, line); ++number) {
     if (in.eof()) break;  // no newline: an unfinished write
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception&) {
+    }
+    if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) {
+      damaged += line + "\n";
+      damaged_lines.push_back(number);
       continue;
     }
-    if (j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step) kept += line + "\n";
+    if (j["step"].get<int64_t>() <= step) kept += line + "\n";
+  }
+  std::vector<std::string> notes;
+  if (!damaged_lines.empty()) {
+    const std::string aside = path + ".damaged";
+    std::FILE* f = std::fopen(aside.c_str(), "a");
+    ZT_CHECK(f && std::fwrite(damaged.data(), 1, damaged.size(), f) == damaged.size() && std::fclose(f) == 0,
+             "cannot save the damaged lines of '", path, "' to '", aside, "': ", std::strerror(errno));
+    std::string numbers;
+    for (size_t i = 0; i < damaged_lines.size() && i < 20; ++i)
+      numbers += (i ? ", " : "") + std::to_string(damaged_lines[i]);
+    if (damaged_lines.size() > 20) numbers += ", ...";
+    notes.push_back("note: '" + path + "' had " + std::to_string(damaged_lines.size()) +
+                    " line(s) that are not metrics records (line " + numbers + "); moved them to '" + aside + "'");
   }
   write_file_atomic(path, kept);
-  return MetricsWriter(path, "a");
+  MetricsWriter w(path, "a");
+  w.notes_ = std::move(notes);
+  return w;
 }
 
 void MetricsWriter::write(const nlohmann::json& record) {

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -42,18 +43,22 @@ bool is_timing_field(const std::string& key);
 class MetricsWriter {
  public:
   // fresh: starts an empty file. Resuming at step s: keeps the records with step <= s
-  // (what the run had written up to its checkpoint) and appends after them.
+  // (what the run had written up to its checkpoint) and appends after them; lines that are
+  // not records move to <path>.damaged, with a note (notes()) naming their line numbers.
   static MetricsWriter fresh(const std::string& path);
   static MetricsWriter resume(const std::string& path, int64_t step);
   MetricsWriter(MetricsWriter&&) noexcept;
   ~MetricsWriter();
 
   void write(const nlohmann::json& record);  // one line, flushed
+  // What resume() had to tell the user (damaged lines set aside); print each.
+  const std::vector<std::string>& notes() const { return notes_; }
 
  private:
   explicit MetricsWriter(std::string path, const char* mode);
   std::string path_;
   std::FILE* f_ = nullptr;
+  std::vector<std::string> notes_;
 };
 
 }  // namespace zt

@@ -4,14 +4,14 @@
 
 namespace zt {
 
-Device resolve_device(const std::string& name) {
+Device resolve_device(const std::string& name, const std::string& setting) {
   if (name == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
   const Device d = parse_device(name);
   if (d.is_cuda()) {
     const int n = cuda_device_count();
-    ZT_CHECK(n > 0, "train.device: '", name, "' requested but no GPU is available",
-             " (or this ztrain was built without CUDA); use train.device=cpu or auto");
-    ZT_CHECK(d.index < n, "train.device: '", name, "' requested but only ", n, " GPU(s) are visible");
+    ZT_CHECK(n > 0, setting, ": '", name, "' requested but no GPU is available",
+             " (or this ztrain was built without CUDA); use ", setting, "=cpu or auto");
+    ZT_CHECK(d.index < n, setting, ": '", name, "' requested but only ", n, " GPU(s) are visible");
   }
   return d;
 }
@@ -30,6 +30,20 @@ SplitOf checkpoint_splits(const Gpt& model) {
   };
 }
 
+void check_checkpoint_matches_config(const CheckpointHeader& header, const GptConfig& model, const std::string& source) {
+  int64_t held = 0;
+  for (const auto& t : header.tensors) {
+    if (t.name.rfind("model/", 0) != 0) continue;
+    ZT_CHECK(t.dtype == DType::f32, "checkpoint '", source, "': parameter '", t.name.substr(6), "' is ",
+             dtype_name(t.dtype), ", not f32");
+    held += shape_numel(t.shape);  // the header check bounds each by the file size
+  }
+  const int64_t needed = model.num_parameters();
+  ZT_CHECK(held == needed, "checkpoint '", source, "' holds ", held, " model parameters but the config it states (",
+           model.n_layer, " layers, d_model ", model.d_model, ", vocab ", model.vocab_size, ", seq_len ",
+           model.seq_len, ") has ", needed, ": the file is damaged or was not written by this model");
+}
+
 void load_model(Gpt& model, const Checkpoint& ckpt, const std::string& source) {
   for (auto& p : model.parameters().all()) {
     auto it = ckpt.tensors.find("model/" + p.name);
@@ -38,6 +52,8 @@ void load_model(Gpt& model, const Checkpoint& ckpt, const std::string& source) {
     ZT_CHECK(it->second.shape() == p.var.shape(), "checkpoint '", source, "': parameter '", p.name, "' has shape ",
              shape_str(it->second.shape()), " but the model's is ", shape_str(p.var.shape()),
              " (the model section of the config differs from the checkpoint's)");
+    ZT_CHECK(it->second.dtype() == DType::f32, "checkpoint '", source, "': parameter '", p.name, "' is ",
+             dtype_name(it->second.dtype()), ", not f32");
     p.var.tensor().copy_(it->second);
   }
 }

@@ -43,8 +43,8 @@ void write_checkpoint_manifest(const std::string& manifest_path, Checkpoint meta
 }
 
 Checkpoint read_checkpoint_for_rank(const std::string& path, int tp_rank, int tp_size, const SplitOf& split_of,
-                                    int* saved_tp_size) {
-  Checkpoint manifest = read_checkpoint(path);
+                                    int* saved_tp_size, const std::string& prefix) {
+  Checkpoint manifest = read_checkpoint(path, prefix);
   const nlohmann::json* tp = manifest.meta.contains("tensor_parallel") ? &manifest.meta["tensor_parallel"] : nullptr;
   int saved = 1;
   std::vector<Checkpoint> parts;
@@ -59,9 +59,9 @@ Checkpoint read_checkpoint_for_rank(const std::string& path, int tp_rank, int tp
       const fs::path dir = fs::path(path).parent_path();
       // Same layout: this rank's file is all it needs.
       if (saved == tp_size) {
-        parts.push_back(read_checkpoint((dir / files[static_cast<size_t>(tp_rank)]).string()));
+        parts.push_back(read_checkpoint((dir / files[static_cast<size_t>(tp_rank)]).string(), prefix));
       } else {
-        for (const auto& f : files) parts.push_back(read_checkpoint((dir / f).string()));
+        for (const auto& f : files) parts.push_back(read_checkpoint((dir / f).string(), prefix));
       }
     }
   } catch (const nlohmann::json::exception& e) {

@@ -35,9 +35,11 @@ void write_checkpoint_manifest(const std::string& manifest_path, Checkpoint meta
 
 // The checkpoint at `path` (a manifest or a plain file) as tensor-parallel rank `tp_rank` of
 // `tp_size` sees it: its shards of the split tensors, the replicated ones whole. The meta and
-// config are the manifest's. `saved_tp_size` (optional) receives the layout it was saved with.
+// config are the manifest's. `saved_tp_size` (optional) receives the layout it was saved with;
+// only tensors whose name starts with `prefix` are read ("" = all). Every file's checksums are
+// verified as it is read (trainers/checkpoint.h).
 Checkpoint read_checkpoint_for_rank(const std::string& path, int tp_rank, int tp_size, const SplitOf& split_of,
-                                    int* saved_tp_size = nullptr);
+                                    int* saved_tp_size = nullptr, const std::string& prefix = "");
 
 // prune_checkpoints, plus the shard files whose manifest is gone.
 void prune_sharded_checkpoints(const std::string& run_dir, int64_t keep);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -19,10 +20,14 @@
 #include "trainers/checkpoint.h"
 #include "trainers/data/data_loader.h"
 #include "trainers/lr_schedule.h"
+#include "trainers/memory_estimate.h"
 #include "trainers/metrics.h"
 #include "trainers/model_state.h"
+#include "trainers/nonfinite_policy.h"
 #include "trainers/parallel_context.h"
 #include "trainers/progress.h"
+#include "trainers/resume_check.h"
+#include "trainers/run_dir.h"
 #include "trainers/sharded_checkpoint.h"
 #include "trainers/training_step.h"
 #include "trainers/z_loss_schedule.h"
@@ -63,12 +68,20 @@ class Trainer {
         par_(make_parallel_context(cfg, config_to_yaml(cfg))),
         out_(par_.layout.is_logger() ? opts.out : null_output()),
         progress_(out_, opts.terminal < 0 ? Progress::is_terminal(out_) : opts.terminal == 1, cfg.train.max_steps,
-                  cfg.log.log_every) {
+                  cfg.log.log_every),
+        nonfinite_(cfg.train.on_nonfinite, cfg.train.max_skipped_consecutive, cfg.train.max_skipped_total) {
     if (cfg_.train.threads > 0) omp_set_num_threads(static_cast<int>(cfg_.train.threads));
     device_ = par_.device;
     compute_ = parse_dtype(cfg_.train.dtype);
     tokens_per_step_ = cfg_.train.batch_size * cfg_.train.grad_accum * cfg_.model.seq_len;
     const ParallelLayout& l = par_.layout;
+    // A config that cannot fit is refused before anything is allocated. Per rank: its rows of
+    // the micro-batch, and at least 1/T of the model and its activations under T-way tensor
+    // parallelism (still a lower bound).
+    MemoryEstimate need = estimate_training_memory(cfg_.model, micro_batch_rows(cfg_, l), compute_);
+    for (double* part : {&need.parameters, &need.gradients, &need.optimizer, &need.activations})
+      *part /= static_cast<double>(l.tp_size);
+    check_memory_fits(need, device_, "training this config");
 
     // Data first: a missing or bad shard should fail before anything is written. Each
     // data-parallel rank reads its own rows of every global micro-batch.
@@ -129,20 +142,23 @@ class Trainer {
                 (cfg_.log.peak_tflops * 1e12 * static_cast<double>(par_.layout.world_size));
       if (metrics_) metrics_->write(m.to_json());
       summary.last_loss = m.loss;
-      if (m.skipped) {
+      // Non-finite steps: skip (within the limits) or stop, never checkpointing the broken model.
+      const NonFinitePolicy::Decision nf = nonfinite_.on_step(std::isfinite(m.loss) && std::isfinite(m.grad_norm));
+      if (nf.action == NonFinitePolicy::Action::skip) {
         progress_.event("step " + std::to_string(m.step) + ": non-finite loss " + std::to_string(m.loss) +
-                        " or grad_norm " + std::to_string(m.grad_norm) + "; update skipped (train.on_nonfinite=skip)");
-      } else if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
+                        " or grad_norm " + std::to_string(m.grad_norm) + "; " + nf.reason);
+      } else if (nf.action == NonFinitePolicy::Action::stop) {
         progress_.finish();
         ZT_FAIL("non-finite ", std::isfinite(m.loss) ? "gradient norm" : "loss", " at step ", m.step, " (loss ",
-                m.loss, ", grad_norm ", m.grad_norm, ", lr ", m.lr, "); stopped. Metrics are in ", run_dir_,
-                "/metrics.jsonl; set train.on_nonfinite=skip to skip such updates instead");
+                m.loss, ", grad_norm ", m.grad_norm, ", lr ", m.lr, "); stopped: ", nf.reason, ". Metrics are in ",
+                run_dir_, "/metrics.jsonl");
       }
       progress_.step(step_, m.loss, m.tokens_per_s, avg_step_s, m.lr, m.grad_norm);
 
       const bool last = step_ == cfg_.train.max_steps;
       if (last || (cfg_.log.eval_every > 0 && step_ % cfg_.log.eval_every == 0)) summary.last_val_loss = evaluate();
-      if (last || (cfg_.log.checkpoint_every > 0 && step_ % cfg_.log.checkpoint_every == 0))
+      if (last || (cfg_.log.checkpoint_every > 0 && step_ % cfg_.log.checkpoint_every == 0 &&
+                   nonfinite_.may_checkpoint()))
         save_checkpoint(elapsed_before_ + seconds_since(start));
     }
     progress_.finish();
@@ -158,24 +174,46 @@ class Trainer {
     return f;
   }
 
-  // Run files (metrics.jsonl, config.yaml, pruning) are the logger rank's; every rank reads
-  // the checkpoint it resumes from (the run directory is on a filesystem they all see).
+  // The run directory is the logger rank's (0): the lock, the start decision, temp-file
+  // cleanup, metrics.jsonl, config.yaml, pruning. Every rank reads the checkpoint it resumes
+  // from (the run directory is on a filesystem they all see).
   void prepare_run_dir() {
     const bool logger = par_.layout.is_logger();
-    if (logger) fs::create_directories(run_dir_);
     const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
-    if (opts_.resume) {
-      auto newest = newest_checkpoint((fs::path(run_dir_) / "checkpoints").string());
-      ZT_CHECK(newest, "--resume: no checkpoint in '", (fs::path(run_dir_) / "checkpoints").string(),
-               "' (nothing to resume; run without --resume to start)");
-      restore(*newest);
-      if (logger) metrics_ = std::make_unique<MetricsWriter>(MetricsWriter::resume(metrics_path, step_));
+    const std::string ckpt_dir = (fs::path(run_dir_) / "checkpoints").string();
+    // Rank 0 decides; the others learn [resume?, the checkpoint's step] from a broadcast.
+    std::vector<int64_t> decision = {0, -1};
+    CheckpointChoice choice;
+    RunStart start = RunStart::fresh;
+    if (logger) {
+      // Lock the directory for the life of the run, decide fresh/overwrite/resume from what
+      // it holds, drop temp files of interrupted writes, pick the newest intact checkpoint.
+      lock_.emplace(run_dir_);
+      start = plan_run_start(run_dir_, opts_.resume, opts_.overwrite);
+      for (const auto& f : remove_stale_temp_files(*lock_))
+        progress_.event("removed the temp file of an interrupted write: " + f);
+      if (start == RunStart::resume) {
+        choice = newest_good_checkpoint(ckpt_dir);
+        for (const auto& why : choice.skipped) progress_.event(why);
+        ZT_CHECK(choice.path, "--resume: no intact checkpoint in '", ckpt_dir, "' (",
+                 choice.skipped.empty() ? std::string("none") : choice.skipped.front(), ")");
+        decision = {1, read_checkpoint_header(*choice.path).meta.value("step", int64_t{-1})};
+      }
+    }
+    if (par_.layout.world_size > 1) {
+      Tensor t = Tensor::from_vector(decision, {2}, device_);
+      par_.world->broadcast(t, 0);
+      decision = t.to_vector<int64_t>();
+    }
+    if (decision[0] == 1) {
+      restore(logger ? *choice.path : checkpoint_path(run_dir_, decision[1]));
+      if (!logger) return;
+      for (const auto& p : set_aside_damaged(choice.damaged))
+        progress_.event("kept the damaged checkpoint as " + p + "; resumed from " + *choice.path + " instead");
+      metrics_ = std::make_unique<MetricsWriter>(MetricsWriter::resume(metrics_path, step_));
+      for (const auto& note : metrics_->notes()) progress_.event(note);
     } else if (logger) {
-      const bool has_run = fs::exists(metrics_path) || newest_checkpoint((fs::path(run_dir_) / "checkpoints").string());
-      if (has_run) {
-        ZT_CHECK(opts_.overwrite, "log.out_dir '", run_dir_, "' already holds a run (metrics.jsonl or checkpoints); "
-                 "pass --resume to continue it, --overwrite to start over, or choose another directory with "
-                 "--set log.out_dir=DIR");
+      if (start == RunStart::overwrite) {
         std::error_code ec;
         fs::remove(metrics_path, ec);
         prune_all_checkpoints();
@@ -274,7 +312,8 @@ class Trainer {
                {"elapsed_s", elapsed},
                {"data", {{"epoch", pos.epoch}, {"batch", pos.batch}}},
                {"adamw_steps", adam_->steps_taken()},
-               {"layout", {{"tensor_parallel_size", l.tp_size}, {"data_parallel_size", l.dp_size}}}};
+               {"layout", {{"tensor_parallel_size", l.tp_size}, {"data_parallel_size", l.dp_size}}},
+               {"nonfinite", nonfinite_.state()}};
     ck.config_yaml = config_to_yaml(cfg_);
     const std::string path = checkpoint_path(run_dir_, step_);
     if (l.dp_rank == 0) {
@@ -301,9 +340,18 @@ class Trainer {
 
   void restore(const std::string& path) {
     const ParallelLayout& l = par_.layout;
+    // Same model shape, or no resume; the parallel layout may differ (re-sharded below).
+    const auto incompatible = resume_incompatibilities(read_checkpoint_header(path).config_yaml, cfg_);
+    if (!incompatible.empty()) {
+      std::string list;
+      for (const auto& d : incompatible) list += (list.empty() ? "" : "; ") + d;
+      ZT_FAIL("--resume: the config differs from the checkpoint '", path, "' in keys a resume cannot change (", list,
+              "); use the checkpoint's values, or start a new run in another log.out_dir");
+    }
     int saved_tp = 1;
     const Checkpoint ck =
         read_checkpoint_for_rank(path, l.tp_rank, l.tp_size, checkpoint_splits(*model_), &saved_tp);
+    nonfinite_.restore(ck.meta.value("nonfinite", nlohmann::json()));
     load_model(*model_, ck, path);
     std::map<std::string, Tensor> m, v;
     for (const auto& p : model_->parameters().all()) {
@@ -358,6 +406,8 @@ class Trainer {
   double elapsed_before_ = 0;  // training time of the run before this invocation (resume)
   Clock::time_point start_;
   std::string resumed_from_;
+  NonFinitePolicy nonfinite_;
+  std::optional<RunDirLock> lock_;  // rank 0: held from prepare_run_dir() to the end of the run
 };
 
 }  // namespace

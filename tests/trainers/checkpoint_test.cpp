@@ -1,9 +1,11 @@
-// Checkpoint files: round trip, atomic replacement, truncated and foreign files, and the
-// metrics.jsonl writer's resume truncation.
+// Checkpoint files: round trip, atomic replacement, truncated, overlong, damaged, edited,
+// old-version and foreign files, the fallback to the newest intact checkpoint, and the
+// metrics.jsonl writer's resume truncation (damaged lines set aside with a note).
 #include "trainers/checkpoint.h"
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -105,6 +107,155 @@ TEST(Checkpoint, AtomicWriteReplaces) {
   in >> s;
   EXPECT_EQ(s, "two");
   EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1);
+  fs::remove_all(dir);
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void spit(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary | std::ios::trunc) << bytes; }
+
+// The file offset of a tensor's first byte: 24-byte prefix, header, then the data section.
+uint64_t data_offset(const std::string& path, const std::string& tensor) {
+  const std::string bytes = slurp(path);
+  uint64_t hlen = 0;
+  std::memcpy(&hlen, bytes.data() + 8, 8);
+  for (const auto& t : read_checkpoint_header(path).tensors)
+    if (t.name == tensor) return 24 + hlen + t.offset;
+  ADD_FAILURE() << "no tensor " << tensor;
+  return 0;
+}
+
+void flip_byte(const std::string& path, uint64_t at) {
+  std::string bytes = slurp(path);
+  bytes.at(at) ^= 0x10;
+  spit(path, bytes);
+}
+
+TEST(Checkpoint, LongerThanItsHeaderIsNotCalledTruncated) {
+  const fs::path dir = fresh_dir("ckpt_long");
+  const std::string path = (dir / "step_00000001.ckpt").string();
+  write_checkpoint(path, sample());
+  std::ofstream(path, std::ios::binary | std::ios::app) << "trailing";
+  const std::string msg = error_of([&] { read_checkpoint(path); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("longer than"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("truncated"), std::string::npos) << msg;
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, FlippedTensorByteIsAnErrorNamingFileAndTensor) {
+  const fs::path dir = fresh_dir("ckpt_flip");
+  const std::string path = (dir / "step_00000001.ckpt").string();
+  for (const std::string tensor : {"a", "b", "c"}) {
+    write_checkpoint(path, sample());
+    EXPECT_EQ(checkpoint_damage(path), "");
+    flip_byte(path, data_offset(path, tensor) + 5);
+    const std::string msg = error_of([&] { read_checkpoint(path); });
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    EXPECT_NE(msg.find("tensor '" + tensor + "' fails its checksum"), std::string::npos) << msg;
+    EXPECT_EQ(checkpoint_damage(path), msg);  // the streaming check finds the same
+    // A reader asking only for other tensors does not read (or trip over) the damaged one.
+    if (tensor == "a") EXPECT_EQ(read_checkpoint(path, "b").tensors.size(), 1u);
+  }
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, EditedHeaderFailsItsChecksum) {
+  const fs::path dir = fresh_dir("ckpt_edit");
+  const std::string path = (dir / "step_00000042.ckpt").string();
+  write_checkpoint(path, sample());
+  std::string bytes = slurp(path);
+  const auto at = bytes.find("\"step\":42");
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, 9, "\"step\":99");  // same length: only the checksum can tell
+  spit(path, bytes);
+  const std::string msg = error_of([&] { read_checkpoint_header(path); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("header fails its checksum"), std::string::npos) << msg;
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, OldFormatVersionIsAClearError) {
+  const fs::path dir = fresh_dir("ckpt_v1");
+  const std::string path = (dir / "step_00000001.ckpt").string();
+  write_checkpoint(path, sample());
+  std::string bytes = slurp(path);
+  bytes[7] = '1';  // "ZTCKPT01"
+  spit(path, bytes);
+  const std::string msg = error_of([&] { read_checkpoint(path); });
+  EXPECT_NE(msg.find("format version 1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, ReadsOnlyThePrefixAskedFor) {
+  const fs::path dir = fresh_dir("ckpt_prefix");
+  const std::string path = (dir / "x.ckpt").string();
+  Checkpoint c = sample();
+  c.tensors["model/w"] = Tensor::zeros({2}, DType::f32);
+  write_checkpoint(path, c);
+  const Checkpoint r = read_checkpoint(path, "model/");
+  ASSERT_EQ(r.tensors.size(), 1u);
+  EXPECT_TRUE(r.tensors.count("model/w"));
+  EXPECT_EQ(read_checkpoint_header(path).tensors.size(), c.tensors.size());
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, FallsBackToTheNewestIntactCheckpoint) {
+  const fs::path dir = fresh_dir("ckpt_fallback");
+  for (int64_t s : {5, 20, 100}) {
+    Checkpoint c = sample();
+    c.meta["step"] = s;
+    write_checkpoint(checkpoint_path(dir.string(), s), c);
+  }
+  const std::string newest = checkpoint_path(dir.string(), 100);
+  CheckpointChoice ok = newest_good_checkpoint(dir.string());
+  EXPECT_EQ(*ok.path, newest);
+  EXPECT_TRUE(ok.skipped.empty());
+
+  flip_byte(newest, data_offset(newest, "a"));
+  // A sound file under another step's name is not trusted either.
+  fs::copy_file(checkpoint_path(dir.string(), 5), checkpoint_path(dir.string(), 200));
+  CheckpointChoice c = newest_good_checkpoint(dir.string());
+  ASSERT_TRUE(c.path.has_value());
+  EXPECT_EQ(*c.path, checkpoint_path(dir.string(), 20));
+  ASSERT_EQ(c.skipped.size(), 2u);
+  EXPECT_NE(c.skipped[0].find("not the step its name says"), std::string::npos) << c.skipped[0];
+  EXPECT_NE(c.skipped[1].find(newest), std::string::npos) << c.skipped[1];
+  EXPECT_NE(c.skipped[1].find("tensor 'a' fails its checksum"), std::string::npos) << c.skipped[1];
+  ASSERT_EQ(c.damaged.size(), 2u);
+
+  const auto aside = set_aside_damaged(c.damaged);
+  EXPECT_EQ(aside[1], newest + ".damaged");
+  EXPECT_TRUE(fs::exists(newest + ".damaged"));
+  EXPECT_EQ(*newest_checkpoint(dir.string()), checkpoint_path(dir.string(), 20));
+  prune_checkpoints(dir.string(), 1);  // never touches the set-aside files
+  EXPECT_TRUE(fs::exists(newest + ".damaged"));
+  EXPECT_FALSE(fs::exists(checkpoint_path(dir.string(), 5)));
+
+  flip_byte(checkpoint_path(dir.string(), 20), 30);  // in the header
+  CheckpointChoice none = newest_good_checkpoint(dir.string());
+  EXPECT_FALSE(none.path.has_value());
+  ASSERT_EQ(none.skipped.size(), 1u);
+  EXPECT_NE(none.skipped[0].find("header fails its checksum"), std::string::npos) << none.skipped[0];
+  fs::remove_all(dir);
+}
+
+TEST(Metrics, ResumeSetsDamagedLinesAsideAndSaysSo) {
+  const fs::path dir = fresh_dir("metrics_damaged");
+  const std::string path = (dir / "metrics.jsonl").string();
+  spit(path, "{\"step\": 1, \"loss\": 1}\nnot json at all\n{\"step\": 2, \"loss\": 0.5}\n[1, 2]\n{\"step\": 3}\n");
+  MetricsWriter w = MetricsWriter::resume(path, 2);
+  ASSERT_EQ(w.notes().size(), 1u);
+  const std::string note = w.notes()[0];
+  EXPECT_NE(note.find(path), std::string::npos) << note;
+  EXPECT_NE(note.find("line 2, 4"), std::string::npos) << note;
+  EXPECT_EQ(slurp(path), "{\"step\": 1, \"loss\": 1}\n{\"step\": 2, \"loss\": 0.5}\n");
+  EXPECT_EQ(slurp(path + ".damaged"), "not json at all\n[1, 2]\n");
+  EXPECT_TRUE(MetricsWriter::resume(path, 2).notes().empty());  // a clean file: nothing to say
   fs::remove_all(dir);
 }
 

@@ -3,10 +3,13 @@
 // "generate: <message>" with exit status 1.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
+#include "trainers/checkpoint.h"
 #include "trainers/data/token_shard.h"
+#include "trainers/model_state.h"
 #include "trainers/trainer.h"
 
 namespace zt {
@@ -73,6 +76,44 @@ TEST(GenerateTool, SamplesFromATrainedCheckpoint) {
   Result bad_temp = run("--checkpoint " + (dir / "run").string() + " --temperature -1" + common, dir);
   EXPECT_EQ(bad_temp.status, 1);
   EXPECT_NE(bad_temp.err.find("--temperature"), std::string::npos) << bad_temp.err;
+  fs::remove_all(dir);
+}
+
+// A tiny crafted checkpoint that states a huge model is refused from its header, before the
+// model is built (which would take minutes and gigabytes).
+TEST(GenerateTool, CraftedCheckpointFailsFast) {
+  if (!fs::exists(std::string(ZTRAIN_BIN_DIR) + "/generate")) GTEST_SKIP() << "generate tool not built";
+  const fs::path dir = fs::temp_directory_path() / ("ztrain_generate_crafted_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  Checkpoint c;
+  c.meta = {{"step", 1}};
+  c.config_yaml = "model: {n_layer: 1024, n_head: 16, d_model: 4096}\ndata: {train: t.bin, val: v.bin}\n";
+  c.tensors["model/wte.weight"] = Tensor::zeros({2, 2}, DType::f32);
+  const std::string path = (dir / "crafted.ckpt").string();
+  write_checkpoint(path, c);
+  const auto t0 = std::chrono::steady_clock::now();
+  Result r = run("--checkpoint " + path + " --prompt hi --vocab-dir " + dir.string(), dir);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("holds 4 model parameters"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(path), std::string::npos) << r.err;
+
+  // A damaged checkpoint named directly is an error naming the tensor.
+  c.config_yaml = "model: {n_layer: 1, n_head: 1, d_model: 2, seq_len: 2, vocab_size: 2, vocab_multiple: 1}\n"
+                  "data: {train: t.bin, val: v.bin}\n";
+  Generator init(0);
+  c.tensors.clear();
+  save_model(Gpt(parse_config(c.config_yaml, "crafted").model, init), c);
+  write_checkpoint(path, c);
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-64, std::ios::end);  // the last tensor (wte, 2 x 2 f32), padded to 64 bytes
+    f.put('\x7f');
+  }
+  r = run("--checkpoint " + path + " --prompt hi --vocab-dir " + dir.string(), dir);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("tensor 'model/wte.weight' fails its checksum"), std::string::npos) << r.err;
   fs::remove_all(dir);
 }
 

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include "trainers/checkpoint.h"
 #include "trainers/data/token_shard.h"
 #include "trainers/metrics.h"
+#include "trainers/run_dir.h"
 #include "tests/support/check.h"
 
 namespace zt {
@@ -229,6 +231,94 @@ TEST(Trainer, RunDirectoryRules) {
   fs::remove_all(r.dir);
 }
 
+TEST(Trainer, ASecondTrainerOnTheRunDirectoryIsRefused) {
+  TestRun r = make_run("locked", {"train.max_steps=2", "log.eval_every=0"});
+  {
+    RunDirLock other(r.cfg.log.out_dir);  // as a trainer running in this directory holds it
+    const std::string msg = error_of([&] { train(r.cfg, quiet()); });
+    EXPECT_NE(msg.find("in use by another trainer"), std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(fs::path(r.cfg.log.out_dir) / "metrics.jsonl"));  // nothing touched
+  }
+  EXPECT_EQ(train(r.cfg, quiet()).last_step, 2);
+  fs::remove_all(r.dir);
+}
+
+TEST(Trainer, ResumeFallsBackFromADamagedCheckpointAndCleansTempFiles) {
+  const std::vector<std::string> extra = {"train.max_steps=9", "log.eval_every=3", "log.checkpoint_every=3",
+                                          "log.keep_checkpoints=0"};
+  TestRun a = make_run("fallback_a", extra);
+  TestRun b = make_run("fallback_b", extra);
+  train(a.cfg, quiet());
+  TrainOptions interrupted = quiet();
+  interrupted.stop_after = 7;  // checkpoints at 3 and 6
+  train(b.cfg, interrupted);
+  const std::string six = checkpoint_path(b.cfg.log.out_dir, 6);
+  {
+    std::fstream f(six, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-100, std::ios::end);  // inside the last tensor's data
+    f.put('\x7f');
+  }
+  const std::string tmp = six + ".tmp.123456";  // a write killed mid-way
+  std::ofstream(tmp) << "partial";
+  TrainOptions resume = quiet();
+  resume.resume = true;
+  const TrainSummary s = train(b.cfg, resume);
+  EXPECT_EQ(s.first_step, 3);
+  EXPECT_EQ(s.last_step, 9);
+  EXPECT_FALSE(fs::exists(tmp));
+  EXPECT_TRUE(fs::exists(six + ".damaged"));
+  EXPECT_EQ(checkpoint_damage(six), "");  // written again by the resumed run
+  const auto ma = without_timing(read_metrics(a.cfg.log.out_dir));
+  const auto mb = without_timing(read_metrics(b.cfg.log.out_dir));
+  ASSERT_EQ(ma.size(), mb.size());
+  for (size_t i = 0; i < ma.size(); ++i) EXPECT_EQ(ma[i].dump(), mb[i].dump()) << "record " << i;
+  fs::remove_all(a.dir);
+  fs::remove_all(b.dir);
+}
+
+TEST(Trainer, ResumeWithADifferentModelIsRefusedAndPrunesNothing) {
+  TestRun r = make_run("othermodel", {"train.max_steps=4", "log.eval_every=0", "log.checkpoint_every=2",
+                                      "log.keep_checkpoints=1"});
+  TrainOptions interrupted = quiet();
+  interrupted.stop_after = 3;
+  train(r.cfg, interrupted);
+  const Config bigger = parse_config(config_to_yaml(r.cfg), "resolved", {"model.n_layer=3", "model.d_model=64"});
+  TrainOptions resume = quiet();
+  resume.resume = true;
+  const std::string msg = error_of([&] { train(bigger, resume); });
+  EXPECT_NE(msg.find("model.n_layer: 2 -> 3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.d_model: 32 -> 64"), std::string::npos) << msg;
+  EXPECT_TRUE(fs::exists(checkpoint_path(r.cfg.log.out_dir, 2)));
+  EXPECT_EQ(read_metrics(r.cfg.log.out_dir).back()["step"], 3);  // metrics untouched too
+  // Other keys may change.
+  const Config tuned = parse_config(config_to_yaml(r.cfg), "resolved", {"optim.lr=5e-3"});
+  EXPECT_EQ(train(tuned, resume).last_step, 4);
+  fs::remove_all(r.dir);
+}
+
+TEST(Trainer, SkippingStopsPastTheLimitWithoutACheckpointOfTheBrokenModel) {
+  // lr 1e30: step 1 sends the weights to +-1e30, every later step is non-finite.
+  TestRun r = make_run("skiplimit", {"optim.lr=1e30", "optim.min_lr=0", "schedule.warmup_steps=0",
+                                     "optim.grad_clip=0", "train.on_nonfinite=skip", "log.checkpoint_every=1",
+                                     "log.keep_checkpoints=0", "log.eval_every=0"});
+  const std::string msg = error_of([&] { train(r.cfg, quiet()); });
+  EXPECT_NE(msg.find("at step 7"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("too many skipped updates: 6 in a row (train.max_skipped_consecutive = 5)"), std::string::npos)
+      << msg;
+  EXPECT_EQ(*newest_checkpoint(r.cfg.log.out_dir), checkpoint_path(r.cfg.log.out_dir, 1));  // none while skipping
+  EXPECT_EQ(read_metrics(r.cfg.log.out_dir).back()["step"], 7);
+  fs::remove_all(r.dir);
+}
+
+TEST(Trainer, AConfigThatCannotFitIsRefusedBeforeAllocating) {
+  TestRun r = make_run("toobig", {"model.n_layer=1024", "model.d_model=65536", "model.n_head=1"});
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string msg = error_of([&] { train(r.cfg, quiet()); });
+  EXPECT_NE(msg.find("training this config needs at least"), std::string::npos) << msg;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  fs::remove_all(r.dir);
+}
+
 // The command-line tool: errors print "train: <message>" and exit 1.
 TEST(TrainTool, ConfigErrorsExitOneWithMessage) {
   const std::string bin = std::string(ZTRAIN_BIN_DIR) + "/train";
@@ -244,6 +334,24 @@ TEST(TrainTool, ConfigErrorsExitOneWithMessage) {
   EXPECT_EQ(err.rfind("train: ", 0), 0u) << err;
   EXPECT_NE(err.find("bad.yaml:4:18: loss.z_loss_weight: must be >= 0"), std::string::npos) << err;
   fs::remove_all(dir);
+}
+
+// Resuming a finished run says so instead of printing a loss of 0.
+TEST(TrainTool, ResumingAFinishedRunSaysItIsFinished) {
+  const std::string bin = std::string(ZTRAIN_BIN_DIR) + "/train";
+  if (!fs::exists(bin)) GTEST_SKIP() << "build the train tool first: " << bin;
+  TestRun r = make_run("finished_tool", {"train.max_steps=2", "log.eval_every=0"});
+  std::ofstream(r.dir / "cfg.yaml") << config_to_yaml(r.cfg);
+  const std::string base = bin + " --config " + (r.dir / "cfg.yaml").string();
+  ASSERT_EQ(std::system((base + " > /dev/null").c_str()), 0);
+  const int rc = std::system((base + " --resume > " + (r.dir / "out.txt").string()).c_str());
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 0);
+  std::ifstream in(r.dir / "out.txt");
+  std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(out.find("already finished at step 2"), std::string::npos) << out;
+  EXPECT_EQ(out.find("loss 0.0000"), std::string::npos) << out;
+  fs::remove_all(r.dir);
 }
 
 }  // namespace

@@ -1,0 +1,55 @@
+// The up-front memory estimate: exact parameter bytes, a lower bound for the rest, and a
+// refusal that names the sizes and the keys to shrink.
+#include "trainers/memory_estimate.h"
+
+#include <gtest/gtest.h>
+
+namespace zt {
+namespace {
+
+TEST(MemoryEstimate, Gpt2SmallParameterAndOptimizerBytes) {
+  const GptConfig gpt2;  // the defaults: GPT-2 124M, vocab padded to 50304
+  const MemoryEstimate e = estimate_training_memory(gpt2, 16, DType::f32);
+  const double n = static_cast<double>(gpt2.num_parameters());
+  EXPECT_EQ(n, 124475904.0);
+  EXPECT_EQ(e.parameters, 4 * n);
+  EXPECT_EQ(e.gradients, 4 * n);
+  EXPECT_EQ(e.optimizer, 8 * n);
+  EXPECT_GT(e.activations, 16.0 * 1024 * 50304 * 4);  // at least the logits
+  EXPECT_EQ(estimate_training_memory(gpt2, 16, DType::bf16).parameters, 6 * n);  // + the bf16 copy
+  EXPECT_EQ(estimate_inference_memory(gpt2, 1).optimizer, 0);
+}
+
+TEST(MemoryEstimate, ShortfallNamesSizesAndKeys) {
+  GptConfig huge;
+  huge.n_layer = 1024;
+  huge.d_model = 65536;
+  huge.n_head = 1;
+  const MemoryEstimate e = estimate_training_memory(huge, 8, DType::f32);
+  EXPECT_GT(e.total(), 5e14);  // no overflow at the validator's limits
+  const std::string msg = memory_shortfall(e, 64e9, Device::cpu(), "training this config");
+  EXPECT_NE(msg.find("training this config needs at least"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("64.00 GB of host memory"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.n_layer"), std::string::npos) << msg;
+  EXPECT_EQ(memory_shortfall(estimate_training_memory(GptConfig{}, 1, DType::f32), 1e12, Device::cpu(), "x"), "");
+  EXPECT_EQ(memory_shortfall(e, 0, Device::cpu(), "x"), "");  // unknown: no refusal
+}
+
+TEST(MemoryEstimate, HostMemoryIsKnownOnLinux) { EXPECT_GT(available_memory(Device::cpu()), 1e6); }
+
+// GPU: cudaMemGetInfo's free bytes, and a config larger than the card is refused naming it.
+TEST(MemoryEstimate, DeviceMemoryIsKnownOnAGpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no GPU";
+  const double free_b = available_memory(Device::cuda(0));
+  EXPECT_GT(free_b, 1e8);
+  EXPECT_LT(free_b, 1e12);
+  GptConfig huge;
+  huge.n_layer = 1024;
+  huge.d_model = 8192;
+  huge.n_head = 64;
+  const std::string msg = memory_shortfall(estimate_training_memory(huge, 8, DType::bf16), free_b, Device::cuda(0), "x");
+  EXPECT_NE(msg.find("of cuda:0 memory is free"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace zt

@@ -1,0 +1,116 @@
+#include "trainers/memory_estimate.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "framework/error.h"
+
+#ifdef ZTRAIN_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace zt {
+
+namespace {
+
+std::string gb(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
+  return buf;
+}
+
+// Doubles throughout: a config at the validator's limits overflows int64 byte counts.
+double parameter_count(const GptConfig& m) {
+  const double C = static_cast<double>(m.d_model);
+  const double per_block = 12 * C * C + 13 * C;
+  return static_cast<double>(m.padded_vocab()) * C + static_cast<double>(m.seq_len) * C +
+         static_cast<double>(m.n_layer) * per_block + 2 * C;
+}
+
+double read_number_file(const char* path) {  // a cgroup file: a number, or "max"
+  std::ifstream in(path);
+  std::string s;
+  if (!(in >> s) || s == "max") return 0;
+  try {
+    return std::stod(s);
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+double host_available() {
+  double avail = 0;
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") avail = kb * 1024;
+  const double limit = read_number_file("/sys/fs/cgroup/memory.max");
+  if (limit > 0) {
+    const double room = std::max(0.0, limit - read_number_file("/sys/fs/cgroup/memory.current"));
+    avail = avail > 0 ? std::min(avail, room) : room;
+  }
+  return avail;
+}
+
+}  // namespace
+
+std::string MemoryEstimate::describe() const {
+  return "parameters " + gb(parameters) + " + gradients " + gb(gradients) + " + AdamW moments " + gb(optimizer) +
+         " + activations " + gb(activations) + " = " + gb(total()) + ", a lower bound";
+}
+
+MemoryEstimate estimate_training_memory(const GptConfig& m, int64_t batch_size, DType compute) {
+  const double n = parameter_count(m), cs = static_cast<double>(dtype_size(compute));
+  const double tokens = static_cast<double>(batch_size) * static_cast<double>(m.seq_len);
+  MemoryEstimate e;
+  e.parameters = 4 * n + (compute == DType::f32 ? 0 : cs * n);
+  e.gradients = 4 * n;
+  e.optimizer = 8 * n;
+  // Per token and block, backward keeps at least LN outputs, qkv, attention output and the
+  // MLP's 4C pre- and post-GELU values: 12 C values (more in practice); plus the logits.
+  e.activations = tokens * cs *
+                  (12.0 * static_cast<double>(m.n_layer) * static_cast<double>(m.d_model) +
+                   static_cast<double>(m.padded_vocab()));
+  return e;
+}
+
+MemoryEstimate estimate_inference_memory(const GptConfig& m, int64_t batch_size) {
+  MemoryEstimate e;
+  e.parameters = 4 * parameter_count(m);
+  e.activations = 4.0 * static_cast<double>(batch_size) * static_cast<double>(m.seq_len) *
+                  static_cast<double>(m.padded_vocab());
+  return e;
+}
+
+double available_memory(Device device) {
+  if (device.is_cpu()) return host_available();
+#ifdef ZTRAIN_WITH_CUDA
+  int previous = 0;
+  size_t free_b = 0, total_b = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(device.index) != cudaSuccess) return 0;
+  const bool ok = cudaMemGetInfo(&free_b, &total_b) == cudaSuccess;
+  cudaSetDevice(previous);
+  return ok ? static_cast<double>(free_b) : 0;
+#else
+  return 0;
+#endif
+}
+
+std::string memory_shortfall(const MemoryEstimate& need, double available, Device device, const std::string& what) {
+  if (available <= 0 || need.total() <= available) return "";
+  return what + " needs at least " + gb(need.total()) + " (" + need.describe() + ") but only " + gb(available) +
+         " of " + (device.is_cpu() ? std::string("host") : device.str()) +
+         " memory is free; make the model (model.n_layer, model.d_model, model.vocab_size) or train.batch_size "
+         "smaller";
+}
+
+void check_memory_fits(const MemoryEstimate& need, Device device, const std::string& what) {
+  const std::string why = memory_shortfall(need, available_memory(device), device, what);
+  ZT_CHECK(why.empty(), why);
+}
+
+}  // namespace zt

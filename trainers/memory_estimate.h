@@ -1,0 +1,39 @@
+#pragma once
+// Up-front memory check: a config that cannot fit is refused in milliseconds with the sizes,
+// instead of allocating for a minute and then failing (or swapping). The estimate is a lower
+// bound (the tensors that must exist at once, not the allocator's slack or temporaries), so
+// a refused run could not have run; one that passes can still run out.
+#include <cstdint>
+#include <string>
+
+#include "framework/device.h"
+#include "framework/dtype.h"
+#include "models/gpt.h"
+
+namespace zt {
+
+struct MemoryEstimate {
+  double parameters = 0;   // f32 master weights (+ a bf16 copy under bf16 compute)
+  double gradients = 0;    // f32
+  double optimizer = 0;    // AdamW first and second moments, f32
+  double activations = 0;  // kept for backward (training) or live in one forward, in the compute dtype
+  double total() const { return parameters + gradients + optimizer + activations; }
+  std::string describe() const;  // "parameters 0.50 GB + gradients ... (a lower bound)"
+};
+
+// One training step of `model` with micro-batches of `batch_size` sequences of seq_len tokens.
+MemoryEstimate estimate_training_memory(const GptConfig& model, int64_t batch_size, DType compute);
+// One forward of `batch_size` sequences (generate): parameters and activations only.
+MemoryEstimate estimate_inference_memory(const GptConfig& model, int64_t batch_size);
+
+// Bytes free for a new allocation: for the CPU the smaller of /proc/meminfo's MemAvailable
+// and the cgroup's limit minus its usage; for a GPU cudaMemGetInfo's free bytes. 0 when unknown.
+double available_memory(Device device);
+
+// "" when `need` fits in `available` bytes (or available is 0, unknown); else the message,
+// naming `what` (e.g. "training of this config") and the keys that shrink it.
+std::string memory_shortfall(const MemoryEstimate& need, double available, Device device, const std::string& what);
+// Throws memory_shortfall's message when it is not empty.
+void check_memory_fits(const MemoryEstimate& need, Device device, const std::string& what);
+
+}  // namespace zt
