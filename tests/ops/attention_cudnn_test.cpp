@@ -46,16 +46,24 @@ struct Result {
   Tensor out, dqkv;  // f64 on the host
 };
 
-Result run(const Tensor& qkv, const Tensor& dout, int64_t H, Device device) {
+// misaligned_grad: the output gradient is a contiguous view 2 bytes past a block's start (as
+// a slice of a larger gradient can be), which the fused backends' 16-byte loads cannot read.
+Result run(const Tensor& qkv, const Tensor& dout, int64_t H, Device device, bool misaligned_grad = false) {
   Variable x(qkv.to(device), true);
   Variable y = ops::causal_self_attention(x, H);
-  y.backward(dout.to(device));
+  Tensor g = dout.to(device);
+  if (misaligned_grad) {
+    Tensor flat = Tensor::empty({dout.numel() + 1}, dout.dtype(), device);
+    g = flat.slice(0, 1, dout.numel() + 1).view(dout.shape());
+    g.copy_(dout.to(device));
+  }
+  y.backward(g);
   return {y.tensor().to(Device::cpu()).to(DType::f64), x.grad().to(Device::cpu()).to(DType::f64)};
 }
 
 // Runs s on the GPU in bf16 with the current backend choice, checks it against the CPU op in
 // f32, and returns the backend that ran it (forward and backward must agree).
-AttentionBackend check_against_cpu(const Shape4& s) {
+AttentionBackend check_against_cpu(const Shape4& s, bool misaligned_grad = false) {
   const int64_t C = s.H * s.D;
   const Tensor qkv = Tensor::randn({s.B, s.T, 3 * C}, DType::f64, test::test_generator(), 0.0, 1.0).to(DType::bf16);
   const Tensor dout = Tensor::randn({s.B, s.T, C}, DType::f64, test::test_generator(), 0.0, 1.0).to(DType::bf16);
@@ -64,7 +72,7 @@ AttentionBackend check_against_cpu(const Shape4& s) {
   const AttentionBackend all[3] = {AttentionBackend::cudnn, AttentionBackend::flash, AttentionBackend::unfused};
   for (int i = 0; i < 3; ++i) before[i] = ops::attention_calls(all[i]);
   test::stock_poisoned_blocks({{s.B, s.T, C}, {s.B, s.T, 3 * C}, {s.B, s.H, s.T}}, DType::bf16, kGpu);
-  const Result got = run(qkv, dout, s.H, kGpu);
+  const Result got = run(qkv, dout, s.H, kGpu, misaligned_grad);
   EXPECT_TRUE(test::close_rel(got.out, want.out, kTol)) << s.str() << ": output";
   EXPECT_TRUE(test::close_rel(got.dqkv, want.dqkv, kTol)) << s.str() << ": d qkv";
   AttentionBackend ran = AttentionBackend::unfused;
@@ -127,6 +135,17 @@ TEST(CudnnAttention, TheChosenBackendRuns) {
   // Down the list: D = 128 is no flash size, so flash gives it to the composite.
   ops::set_attention_backend(AttentionBackend::flash);
   EXPECT_EQ(check_against_cpu({1, 80, 2, 128}), AttentionBackend::unfused);
+  ops::set_attention_backend(AttentionBackend::cudnn);
+}
+
+// An output gradient at an odd address (a view into a larger buffer) is copied to aligned
+// memory for the fused backward instead of failing its alignment check.
+TEST(CudnnAttention, MisalignedOutputGradient) {
+  REQUIRE_CUDNN_GPU();
+  for (AttentionBackend b : {AttentionBackend::cudnn, AttentionBackend::flash}) {
+    ops::set_attention_backend(b);
+    EXPECT_EQ(check_against_cpu({2, 70, 2, 64}, /*misaligned_grad=*/true), b);
+  }
   ops::set_attention_backend(AttentionBackend::cudnn);
 }
 
