@@ -35,7 +35,8 @@ void set_attention_backend(AttentionBackend backend);
 AttentionBackend parse_attention_backend(const char* zt_attention, const char* zt_flash_attention);
 
 // How many causal_self_attention forward and backward passes each backend ran so far in this
-// process (tests and tools check which implementation actually ran).
+// process (tests and tools check which implementation actually ran). CPU calls count as
+// unfused forwards; the unfused composite's backward is its parts' and is not counted.
 struct AttentionCalls {
   int64_t forward = 0, backward = 0;
 };
