@@ -1,8 +1,13 @@
 #include "ops/attention.h"
 
+#include <array>
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "framework/autograd/node.h"
+#include "ops/attention_cudnn.h"
 #include "ops/attention_kernels.h"
 #include "ops/device_dispatch.h"
 #include "ops/op_checks.h"
@@ -34,8 +39,9 @@ struct AttentionNode : Node {
   void release_saved() override { q = k = v = out = lse = Tensor(); }
 };
 
-// The heads of a contiguous [B, T, 3C] projection as three [B, H, T, D] views.
-FlashArgs flash_args(const Tensor& qkv, int64_t H) {
+// The heads of a contiguous [B, T, 3C] projection as three [B, H, T, D] views. (Both
+// helpers are used only in CUDA builds.)
+[[maybe_unused]] FlashArgs flash_args(const Tensor& qkv, int64_t H) {
   FlashArgs a;
   const int64_t C = qkv.size(2) / 3;
   const size_t part = static_cast<size_t>(C) * dtype_size(qkv.dtype());
@@ -51,27 +57,51 @@ FlashArgs flash_args(const Tensor& qkv, int64_t H) {
 }
 
 // The heads of a [B, T, C] activation (merged heads) as a [B, H, T, D] view.
-AttentionLayout merged_layout(const Tensor& qkv, int64_t H) {
+[[maybe_unused]] AttentionLayout merged_layout(const Tensor& qkv, int64_t H) {
   const int64_t T = qkv.size(1), C = qkv.size(2) / 3;
   return {T * C, C / H, C};
 }
 
-// The fused path of causal_self_attention. Saves the (contiguous) qkv, the merged output
-// and the row log-sum-exp; d qkv is written by the kernels in one [B, T, 3C] buffer.
+std::array<std::atomic<int64_t>, 3> g_forward_calls{}, g_backward_calls{};
+std::atomic<int> g_backend_override{-1};
+
+void count_call(std::array<std::atomic<int64_t>, 3>& calls, AttentionBackend backend) {
+  ++calls[static_cast<size_t>(backend)];
+}
+
+// The fused path of causal_self_attention (cuDNN's or our flash kernels). Saves the
+// (contiguous) qkv, the merged output and the row log-sum-exp (both backends save the same
+// statistics); d qkv is written by the backend in one [B, T, 3C] buffer.
 struct SelfAttentionNode : Node {
   Tensor qkv, out, lse;
   int64_t H;
-  SelfAttentionNode(const Variable& input, Tensor x, Tensor o, Tensor l, int64_t n_head)
-      : Node("causal_self_attention", {input}), qkv(std::move(x)), out(std::move(o)), lse(std::move(l)), H(n_head) {}
+  AttentionBackend backend;
+  SelfAttentionNode(const Variable& input, Tensor x, Tensor o, Tensor l, int64_t n_head, AttentionBackend b)
+      : Node("causal_self_attention", {input}),
+        qkv(std::move(x)),
+        out(std::move(o)),
+        lse(std::move(l)),
+        H(n_head),
+        backend(b) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
     Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
 #ifdef ZTRAIN_WITH_CUDA
-    const Tensor g = grad_as(grad, qkv.dtype()).contiguous();
+    Tensor g = grad_as(grad, qkv.dtype()).contiguous();
+    if (reinterpret_cast<uintptr_t>(g.raw_data()) % 16 != 0) g = g.clone();  // a view at an odd offset
     char* d = static_cast<char*>(dqkv.raw_data());
     const size_t part = static_cast<size_t>(qkv.size(2) / 3) * dtype_size(qkv.dtype());
-    flash_attention_backward_cuda(flash_args(qkv, H), out.raw_data(), g.raw_data(), merged_layout(qkv, H),
-                                  static_cast<const float*>(lse.raw_data()), d, d + part, d + 2 * part,
-                                  flash_args(qkv, H).in, qkv.device().index);
+    const FlashArgs args = flash_args(qkv, H);
+    const float* stats = static_cast<const float*>(lse.raw_data());
+    if (backend == AttentionBackend::cudnn) {
+#ifdef ZTRAIN_WITH_CUDNN
+      cudnn_attention_backward(args, qkv.dtype(), out.raw_data(), g.raw_data(), merged_layout(qkv, H), stats, d,
+                               d + part, d + 2 * part, qkv.device().index);
+#endif
+    } else {
+      flash_attention_backward_cuda(args, out.raw_data(), g.raw_data(), merged_layout(qkv, H), stats, d, d + part,
+                                    d + 2 * part, args.in, qkv.device().index);
+    }
+    count_call(g_backward_calls, backend);
 #else
     (void)grad;
 #endif
@@ -80,17 +110,30 @@ struct SelfAttentionNode : Node {
   void release_saved() override { qkv = out = lse = Tensor(); }
 };
 
-// Whether the fused CUDA kernels take this call: bf16 on a GPU, D = 32 or 64, 16-byte
-// aligned rows. ZT_FLASH_ATTENTION=0 turns them off (for A/B timing).
+// Whether our flash kernels take this call: bf16 on a GPU, D = 32 or 64, 16-byte aligned rows.
 bool use_flash(const Tensor& x, int64_t D) {
 #ifdef ZTRAIN_WITH_CUDA
-  return flash_attention_enabled() && x.device().is_cuda() && flash_attention_supported(x.dtype(), D) &&
+  return x.device().is_cuda() && flash_attention_supported(x.dtype(), D) &&
          reinterpret_cast<uintptr_t>(x.raw_data()) % 16 == 0;
 #else
   (void)x;
   (void)D;
   return false;
 #endif
+}
+
+// The backend that runs causal_self_attention on the contiguous projection x: the first
+// choice (attention_backend()) if it takes the call, else the next one down the list.
+AttentionBackend choose_backend(const Tensor& x, int64_t H, int64_t D) {
+  if (!x.device().is_cuda() || x.numel() == 0) return AttentionBackend::unfused;
+  const AttentionBackend first = attention_backend();
+#ifdef ZTRAIN_WITH_CUDNN
+  if (first == AttentionBackend::cudnn &&
+      cudnn_attention_supported(flash_args(x, H), x.dtype(), merged_layout(x, H), x.device().index))
+    return AttentionBackend::cudnn;
+#endif
+  if (first != AttentionBackend::unfused && use_flash(x, D)) return AttentionBackend::flash;
+  return AttentionBackend::unfused;
 }
 
 }  // namespace
@@ -104,7 +147,9 @@ Variable causal_self_attention(const Variable& qkv, int64_t n_head) {
   ZT_CHECK(n_head >= 1 && (s[2] / 3) % n_head == 0, op, ": n_head ", n_head, " does not divide C = ", s[2] / 3);
   const int64_t B = s[0], T = s[1], C = s[2] / 3, H = n_head, D = C / n_head;
   const Tensor x = qkv.tensor().contiguous();
-  if (!use_flash(x, D) || B * T * C == 0) {
+  const AttentionBackend backend = choose_backend(x, H, D);
+  count_call(g_forward_calls, backend);
+  if (backend == AttentionBackend::unfused) {
     std::vector<Variable> parts = split_last(qkv, 3);
     auto heads = [&](const Variable& v) { return transpose(reshape(v, {B, T, H, D}), 1, 2); };
     Variable y = causal_attention(heads(parts[0]), heads(parts[1]), heads(parts[2]));  // [B, H, T, D]
@@ -113,12 +158,57 @@ Variable causal_self_attention(const Variable& qkv, int64_t n_head) {
   Tensor out = Tensor::empty({B, T, C}, x.dtype(), x.device());
   Tensor lse = Tensor::empty({B, H, T}, DType::f32, x.device());
 #ifdef ZTRAIN_WITH_CUDA
-  flash_attention_forward_cuda(flash_args(x, H), out.raw_data(), merged_layout(x, H),
-                               static_cast<float*>(lse.raw_data()), x.device().index);
+  float* stats = static_cast<float*>(lse.raw_data());
+  if (backend == AttentionBackend::cudnn) {
+#ifdef ZTRAIN_WITH_CUDNN
+    cudnn_attention_forward(flash_args(x, H), x.dtype(), out.raw_data(), merged_layout(x, H), stats, x.device().index);
+#endif
+  } else {
+    flash_attention_forward_cuda(flash_args(x, H), out.raw_data(), merged_layout(x, H), stats, x.device().index);
+  }
 #endif
   if (!needs_grad({qkv})) return Variable(out);
-  return Variable::from_op(out, std::make_shared<SelfAttentionNode>(qkv, x, out, lse, H));
+  return Variable::from_op(out, std::make_shared<SelfAttentionNode>(qkv, x, out, lse, H, backend));
 }
+
+const char* attention_backend_name(AttentionBackend backend) {
+  switch (backend) {
+    case AttentionBackend::cudnn: return "cudnn";
+    case AttentionBackend::flash: return "flash";
+    case AttentionBackend::unfused: return "unfused";
+  }
+  return "?";
+}
+
+AttentionBackend parse_attention_backend(const char* zt_attention, const char* zt_flash_attention) {
+  if (zt_attention && zt_attention[0] != '\0') {
+    const std::string v = zt_attention;
+    for (AttentionBackend b : {AttentionBackend::cudnn, AttentionBackend::flash, AttentionBackend::unfused})
+      if (v == attention_backend_name(b)) return b;
+    ZT_FAIL("ZT_ATTENTION=", v, ": expected cudnn, flash or unfused");
+  }
+  if (zt_flash_attention && zt_flash_attention[0] == '0') return AttentionBackend::unfused;
+  return AttentionBackend::cudnn;
+}
+
+AttentionBackend attention_backend() {
+  const int chosen = g_backend_override.load();
+  if (chosen >= 0) return static_cast<AttentionBackend>(chosen);
+  static const AttentionBackend from_env =
+      parse_attention_backend(std::getenv("ZT_ATTENTION"), std::getenv("ZT_FLASH_ATTENTION"));
+  return from_env;
+}
+
+void set_attention_backend(AttentionBackend backend) { g_backend_override.store(static_cast<int>(backend)); }
+
+AttentionCalls attention_calls(AttentionBackend backend) {
+  const size_t i = static_cast<size_t>(backend);
+  return {g_forward_calls[i].load(), g_backward_calls[i].load()};
+}
+
+#ifdef ZTRAIN_WITH_CUDA
+bool flash_attention_enabled() { return attention_backend() != AttentionBackend::unfused; }
+#endif
 
 Variable causal_attention(const Variable& q, const Variable& k, const Variable& v) {
   const char* op = "causal_attention";

@@ -47,8 +47,9 @@ struct FlashArgs {
 inline bool flash_attention_supported(DType dtype, int64_t D) { return dtype == DType::bf16 && (D == 32 || D == 64); }
 
 #ifdef ZTRAIN_WITH_CUDA
-// False when the environment sets ZT_FLASH_ATTENTION=0: every attention then takes the
-// unfused path (cuBLASLt products around a softmax kernel), for A/B timing.
+// False when attention_backend() (ops/attention.h: ZT_ATTENTION, ZT_FLASH_ATTENTION) is
+// unfused: every attention then takes the cuBLASLt products around a softmax kernel, for A/B
+// timing. Defined in ops/attention.cpp.
 bool flash_attention_enabled();
 // out (bf16, out_layout) = causal attention; lse [B, H, T] f32 (natural log). Current stream.
 void flash_attention_forward_cuda(const FlashArgs& a, void* out, const AttentionLayout& out_layout, float* lse,

@@ -512,14 +512,6 @@ bool layout_aligned(const AttentionLayout& l) { return l.batch % 8 == 0 && l.hea
 
 }  // namespace
 
-bool flash_attention_enabled() {
-  static const bool enabled = [] {
-    const char* e = std::getenv("ZT_FLASH_ATTENTION");
-    return !(e && e[0] == '0');
-  }();
-  return enabled;
-}
-
 void flash_attention_forward_cuda(const FlashArgs& a, void* out, const AttentionLayout& out_layout, float* lse,
                                   int device) {
   ZT_CHECK(flash_attention_supported(DType::bf16, a.D), "flash attention: head size ", a.D, " not supported");

@@ -1,5 +1,5 @@
 // causal_attention against softmax(q k^T / sqrt(D) + causal mask) v computed in float64,
-// causality, finite differences on q, k and v, and errors.
+// causality, finite differences on q, k and v, errors, and the backend switch's parsing.
 #include "ops/attention.h"
 
 #include <cmath>
@@ -139,6 +139,32 @@ TEST(CausalSelfAttention, ShapeErrors) {
   EXPECT_EQ(err({2, 3, 10}, 1), "causal_self_attention: qkv [2, 3, 10]: expected [B, T, 3C]");
   EXPECT_EQ(err({2, 3, 12}, 3), "causal_self_attention: n_head 3 does not divide C = 4");
   EXPECT_EQ(err({2, 3, 12}, 0), "causal_self_attention: n_head 0 does not divide C = 4");
+}
+
+// ZT_ATTENTION picks the first choice; ZT_FLASH_ATTENTION=0 (the older switch) means unfused
+// when ZT_ATTENTION is unset; anything else is one error naming the variable.
+TEST(AttentionBackend, ParsesTheEnvironment) {
+  using ops::AttentionBackend;
+  using ops::parse_attention_backend;
+  EXPECT_EQ(parse_attention_backend(nullptr, nullptr), AttentionBackend::cudnn);
+  EXPECT_EQ(parse_attention_backend("", nullptr), AttentionBackend::cudnn);
+  EXPECT_EQ(parse_attention_backend("cudnn", nullptr), AttentionBackend::cudnn);
+  EXPECT_EQ(parse_attention_backend("flash", nullptr), AttentionBackend::flash);
+  EXPECT_EQ(parse_attention_backend("unfused", nullptr), AttentionBackend::unfused);
+  EXPECT_EQ(parse_attention_backend(nullptr, "0"), AttentionBackend::unfused);
+  EXPECT_EQ(parse_attention_backend(nullptr, "1"), AttentionBackend::cudnn);
+  EXPECT_EQ(parse_attention_backend("flash", "0"), AttentionBackend::flash);
+  EXPECT_EQ(test::error_of([] { parse_attention_backend("cuDNN", nullptr); }),
+            "ZT_ATTENTION=cuDNN: expected cudnn, flash or unfused");
+  for (AttentionBackend b : {AttentionBackend::cudnn, AttentionBackend::flash, AttentionBackend::unfused})
+    EXPECT_EQ(parse_attention_backend(ops::attention_backend_name(b), nullptr), b);
+}
+
+// On the CPU every backend choice runs the composite, and it is counted as such.
+TEST(AttentionBackend, CpuCallsRunTheComposite) {
+  const ops::AttentionCalls before = ops::attention_calls(ops::AttentionBackend::unfused);
+  ops::causal_self_attention(Variable(random({1, 3, 12}, DType::f32)), 2);
+  EXPECT_EQ(ops::attention_calls(ops::AttentionBackend::unfused).forward, before.forward + 1);
 }
 
 }  // namespace

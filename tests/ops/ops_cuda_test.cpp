@@ -287,20 +287,27 @@ TEST(OpsCuda, CausalAttention) {
   }
 }
 
-// The fused op: bf16 takes the flash kernels (D = 32 or 64), f32 and other head sizes the
-// split / causal_attention / merge composite. Sequence lengths around the 64-row blocks.
+// The fused op under each backend choice: bf16 takes cuDNN's fused attention (D a multiple of
+// 8, where cuDNN takes the shape) or our flash kernels (D = 32 or 64); f32 and other head
+// sizes the split / causal_attention / merge composite. Sequence lengths around the 64-row
+// blocks. (tests/ops/attention_cudnn_test.cpp checks which backend ran.)
 TEST(OpsCuda, CausalSelfAttention) {
   REQUIRE_GPU();
   struct Case {
     int64_t B, T, C, H;
   };
-  for (DType t : {DType::bf16, DType::f32})
-    for (const Case& c : {Case{2, 3, 64, 2}, Case{1, 63, 128, 2}, Case{2, 64, 128, 4}, Case{1, 130, 256, 4},
-                          Case{1, 257, 128, 2}, Case{1, 40, 96, 6}})
-      expect_cuda_matches_cpu("self-attention B " + std::to_string(c.B) + " T " + std::to_string(c.T) + " C " +
-                                  std::to_string(c.C) + " H " + std::to_string(c.H),
-                              [&](const auto& v) { return ops::causal_self_attention(v[0], c.H); },
-                              {random({c.B, c.T, 3 * c.C})}, t);
+  for (ops::AttentionBackend b : {ops::AttentionBackend::cudnn, ops::AttentionBackend::flash}) {
+    ops::set_attention_backend(b);
+    for (DType t : {DType::bf16, DType::f32})
+      for (const Case& c : {Case{2, 3, 64, 2}, Case{1, 63, 128, 2}, Case{2, 64, 128, 4}, Case{1, 130, 256, 4},
+                            Case{1, 257, 128, 2}, Case{1, 40, 96, 6}})
+        expect_cuda_matches_cpu(std::string(ops::attention_backend_name(b)) + " self-attention B " +
+                                    std::to_string(c.B) + " T " + std::to_string(c.T) + " C " + std::to_string(c.C) +
+                                    " H " + std::to_string(c.H),
+                                [&](const auto& v) { return ops::causal_self_attention(v[0], c.H); },
+                                {random({c.B, c.T, 3 * c.C})}, t);
+  }
+  ops::set_attention_backend(ops::AttentionBackend::cudnn);
 }
 
 TEST(OpsCuda, MlpWithGeluOnTheEpilogues) {

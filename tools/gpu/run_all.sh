@@ -78,7 +78,7 @@ timeout 120 "$B/bin/bench_attention" >"$OUT/bench_attention.log" 2>&1
 timeout 200 "$B/bin/bench_gemm" --out "$OUT/bench_gemm.json" >"$OUT/bench_gemm.log" 2>&1
 note "bench_gemm rc=$?"
 if [ "${FULL_BENCH:-1}" = 1 ]; then  # FULL_BENCH=0 skips the unfused attention and bench_xent
-  ZT_FLASH_ATTENTION=0 timeout 120 "$B/bin/bench_attention" --reps 5 >"$OUT/bench_attention_unfused.log" 2>&1
+  timeout 120 "$B/bin/bench_attention" --backends unfused --reps 5 >"$OUT/bench_attention_unfused.log" 2>&1
   timeout 200 "$B/bin/bench_xent" --device cuda >"$OUT/bench_xent.log" 2>&1
   note "bench_xent rc=$?"
 fi
