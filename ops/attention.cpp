@@ -13,7 +13,7 @@ namespace zt::ops {
 namespace {
 
 struct AttentionNode : Node {
-  Tensor q, k, v, out, lse;
+  SavedTensor q, k, v, out, lse;
   AttentionNode(const Variable& vq, const Variable& vk, const Variable& vv, Tensor o, Tensor l)
       : Node("causal_attention", {vq, vk, vv}),
         q(vq.tensor()),
@@ -23,15 +23,19 @@ struct AttentionNode : Node {
         lse(std::move(l)) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
     std::vector<Tensor> grads(3);
-    const Tensor g = grad_as(grad, q.dtype());
+    const Tensor &sq = q.get(*this), &sk = k.get(*this), &sv = v.get(*this);
+    const Tensor &so = out.get(*this), &sl = lse.get(*this);
+    const Tensor g = grad_as(grad, sq.dtype());
     Tensor* dq = needs_input_grad(0) ? &grads[0] : nullptr;
     Tensor* dk = needs_input_grad(1) ? &grads[1] : nullptr;
     Tensor* dv = needs_input_grad(2) ? &grads[2] : nullptr;
-    ZT_ON_DEVICE(g, attention_backward_cpu(g, q, k, v, out, lse, dq, dk, dv),
-                 attention_backward_cuda(g, q, k, v, out, lse, dq, dk, dv));
+    ZT_ON_DEVICE(g, attention_backward_cpu(g, sq, sk, sv, so, sl, dq, dk, dv),
+                 attention_backward_cuda(g, sq, sk, sv, so, sl, dq, dk, dv));
     return grads;
   }
-  void release_saved() override { q = k = v = out = lse = Tensor(); }
+  void release_saved() override {
+    for (SavedTensor* t : {&q, &k, &v, &out, &lse}) t->release();
+  }
 };
 
 // The heads of a contiguous [B, T, 3C] projection as three [B, H, T, D] views.
@@ -59,13 +63,16 @@ AttentionLayout merged_layout(const Tensor& qkv, int64_t H) {
 // The fused path of causal_self_attention. Saves the (contiguous) qkv, the merged output
 // and the row log-sum-exp; d qkv is written by the kernels in one [B, T, 3C] buffer.
 struct SelfAttentionNode : Node {
-  Tensor qkv, out, lse;
+  SavedTensor saved_qkv, saved_out, saved_lse;
   int64_t H;
   SelfAttentionNode(const Variable& input, Tensor x, Tensor o, Tensor l, int64_t n_head)
-      : Node("causal_self_attention", {input}), qkv(std::move(x)), out(std::move(o)), lse(std::move(l)), H(n_head) {}
+      : Node("causal_self_attention", {input}), saved_qkv(std::move(x)), saved_out(std::move(o)),
+        saved_lse(std::move(l)), H(n_head) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
+    const Tensor& qkv = saved_qkv.get(*this);
     Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
 #ifdef ZTRAIN_WITH_CUDA
+    const Tensor &out = saved_out.get(*this), &lse = saved_lse.get(*this);
     const Tensor g = grad_as(grad, qkv.dtype()).contiguous();
     char* d = static_cast<char*>(dqkv.raw_data());
     const size_t part = static_cast<size_t>(qkv.size(2) / 3) * dtype_size(qkv.dtype());
@@ -77,7 +84,9 @@ struct SelfAttentionNode : Node {
 #endif
     return {dqkv};
   }
-  void release_saved() override { qkv = out = lse = Tensor(); }
+  void release_saved() override {
+    for (SavedTensor* t : {&saved_qkv, &saved_out, &saved_lse}) t->release();
+  }
 };
 
 // Whether the fused CUDA kernels take this call: bf16 on a GPU, D = 32 or 64, 16-byte

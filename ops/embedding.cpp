@@ -10,17 +10,18 @@ namespace zt::ops {
 namespace {
 
 struct EmbeddingNode : Node {
-  Tensor ids;
+  SavedTensor saved_ids;
   int64_t vocab;
   DType dtype;
   EmbeddingNode(const Variable& weight, const Variable& id_var)
-      : Node("embedding", {weight, id_var}), ids(id_var.tensor()), vocab(weight.shape()[0]), dtype(weight.dtype()) {}
+      : Node("embedding", {weight, id_var}), saved_ids(id_var.tensor()), vocab(weight.shape()[0]), dtype(weight.dtype()) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
+    const Tensor& ids = saved_ids.get(*this);
     const Tensor g = grad_as(grad, dtype);
     return {ZT_ON_DEVICE(g, embedding_backward_cpu(g, ids, vocab, dtype), embedding_backward_cuda(g, ids, vocab, dtype)),
             Tensor()};
   }
-  void release_saved() override { ids = Tensor(); }
+  void release_saved() override { saved_ids.release(); }
 };
 
 }  // namespace

@@ -13,6 +13,10 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "ops/cross_entropy_kernels.h"
+#include "ops/elementwise.h"
+#include "ops/gelu.h"
+#include "ops/matmul.h"
+#include "ops/reduce.h"
 #include "tests/support/check.h"
 #include "tests/support/xent_reference.h"
 
@@ -512,6 +516,65 @@ TEST(CrossEntropy, SecondBackwardThroughTheSameLossIsAnError) {
   auto r = ops::cross_entropy(x, targets_tensor({1, 2}, DType::i64));
   r.loss.backward(1.0, /*retain_graph=*/true);
   EXPECT_THROW(r.loss.backward(), Error);
+}
+
+// The in-place gradient overwrites the logits. Another op that saved them (here gelu, a
+// consumer of the same logits) would backpropagate through gradient values: its backward
+// is an error naming it instead. Out of place, the same graph backpropagates correctly.
+TEST(CrossEntropy, InPlaceGradientUnderAnotherConsumerOfTheLogitsIsAnError) {
+  for (bool inplace : {true, false}) {
+    SCOPED_TRACE(inplace ? "in place" : "out of place");
+    Variable h(random_logits(4, 8, DType::f64), true), w(random_logits(8, 16, DType::f64), true);
+    const std::vector<int64_t> y = random_targets(4, 16, Ignored::none);
+    auto forward = [&](bool in_place) {
+      Variable logits = ops::matmul(h, w);
+      Variable other = ops::sum(ops::gelu(logits));  // saves the logits
+      CrossEntropyOptions opt;
+      opt.inplace_grad = in_place;
+      return ops::add(ops::cross_entropy(logits, targets_tensor(y, DType::i64), opt).loss, other);
+    };
+    Variable loss = forward(inplace);
+    if (inplace) {
+      const std::string msg = test::error_of([&] { loss.backward(); });
+      EXPECT_NE(msg.find("backward of 'gelu': a tensor it saved (shape [4, 16], f64) was modified in place"),
+                std::string::npos)
+          << msg;
+      EXPECT_NE(msg.find("inplace_grad=false"), std::string::npos) << msg;
+      continue;
+    }
+    loss.backward();
+    // Against a finite-difference check of the same function (out of place throughout).
+    EXPECT_TRUE(test::gradcheck(
+        [&](const std::vector<Variable>& in) {
+          Variable logits = ops::matmul(in[0], in[1]);
+          CrossEntropyOptions opt;
+          opt.inplace_grad = false;
+          return ops::add(ops::cross_entropy(logits, targets_tensor(y, DType::i64), opt).loss,
+                          ops::sum(ops::gelu(logits)));
+        },
+        {h.tensor(), w.tensor()}));
+    EXPECT_TRUE(h.has_grad() && w.has_grad());
+  }
+}
+
+// A write into the logits between the forward pass and backward changes the gradient the
+// forward pass stored there (in place): backward is an error, not that gradient.
+TEST(CrossEntropy, LogitsWrittenBeforeBackwardIsAnError) {
+  Variable x(random_logits(3, 10, DType::f32), true);
+  auto r = ops::cross_entropy(x, targets_tensor({1, 2, 3}, DType::i64));
+  x.tensor().fill_(0);
+  const std::string msg = test::error_of([&] { r.loss.backward(); });
+  EXPECT_NE(msg.find("backward of 'cross_entropy': a tensor it saved (shape [3, 10], f32) was modified in place"),
+            std::string::npos)
+      << msg;
+}
+
+TEST(CrossEntropy, SecondBackwardThroughAReleasedGraphBelowTheLossIsAnError) {
+  Variable h(random_logits(4, 8, DType::f32), true), w(random_logits(8, 16, DType::f32), true);
+  Variable loss = ops::sum(ops::matmul(h, w));
+  loss.backward();
+  const std::string msg = test::error_of([&] { loss.backward(); });
+  EXPECT_NE(msg.find("backward of 'matmul': its saved tensors were already freed"), std::string::npos) << msg;
 }
 
 TEST(CrossEntropy, StridedLogitsAreReadCorrectly) {
