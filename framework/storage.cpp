@@ -59,8 +59,8 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     return;
   }
 #ifdef ZTRAIN_WITH_CUDA
-  cuda::copy(dst, src, nbytes);
-  // The host just waited for the device: report inputs that kernels found bad (embedding ids).
+  cuda::copy(dst, dst_device.is_cuda(), src, src_device.is_cuda(), nbytes);
+  // The host just waited for the stream: report inputs that kernels found bad (embedding ids).
   if (dst_device.is_cpu()) cuda::run_deferred_checks();
 #else
   no_cuda();

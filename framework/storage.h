@@ -36,7 +36,9 @@ class Storage {
   Device device_;
 };
 
-// Raw byte copy between any two devices (host<->device, device<->device).
+// Raw byte copy between any two devices (host<->device, device<->device), on the current
+// CUDA stream when a device is involved: device to device is stream-ordered and returns at
+// once; to or from the host returns when the data is there (framework/cuda/cuda_memory.h).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
 
 }  // namespace zt

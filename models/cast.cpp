@@ -27,9 +27,10 @@ Tensor cached_copy(VariableImpl& leaf, DType dtype) {
   const Tensor& d = leaf.data;
   const uint64_t version = d.storage()->version();
   if (c.copy.defined() && c.copy.dtype() == dtype && c.version == version && c.offset == d.offset() &&
-      c.strides == d.strides() && c.copy.shape() == d.shape())
+      c.strides == d.strides() && c.copy.shape() == d.shape() && c.copy.storage()->version() == c.copy_version)
     return c.copy;
-  c = {convert(d, dtype), version, d.offset(), d.strides()};
+  Tensor copy = convert(d, dtype);
+  c = {copy, version, copy.storage()->version(), d.offset(), d.strides()};
   return c.copy;
 }
 

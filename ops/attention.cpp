@@ -18,7 +18,7 @@ namespace zt::ops {
 namespace {
 
 struct AttentionNode : Node {
-  Tensor q, k, v, out, lse;
+  SavedTensor q, k, v, out, lse;
   AttentionNode(const Variable& vq, const Variable& vk, const Variable& vv, Tensor o, Tensor l)
       : Node("causal_attention", {vq, vk, vv}),
         q(vq.tensor()),
@@ -28,15 +28,19 @@ struct AttentionNode : Node {
         lse(std::move(l)) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
     std::vector<Tensor> grads(3);
-    const Tensor g = grad_as(grad, q.dtype());
+    const Tensor &sq = q.get(*this), &sk = k.get(*this), &sv = v.get(*this);
+    const Tensor &so = out.get(*this), &sl = lse.get(*this);
+    const Tensor g = grad_as(grad, sq.dtype());
     Tensor* dq = needs_input_grad(0) ? &grads[0] : nullptr;
     Tensor* dk = needs_input_grad(1) ? &grads[1] : nullptr;
     Tensor* dv = needs_input_grad(2) ? &grads[2] : nullptr;
-    ZT_ON_DEVICE(g, attention_backward_cpu(g, q, k, v, out, lse, dq, dk, dv),
-                 attention_backward_cuda(g, q, k, v, out, lse, dq, dk, dv));
+    ZT_ON_DEVICE(g, attention_backward_cpu(g, sq, sk, sv, so, sl, dq, dk, dv),
+                 attention_backward_cuda(g, sq, sk, sv, so, sl, dq, dk, dv));
     return grads;
   }
-  void release_saved() override { q = k = v = out = lse = Tensor(); }
+  void release_saved() override {
+    for (SavedTensor* t : {&q, &k, &v, &out, &lse}) t->release();
+  }
 };
 
 // The heads of a contiguous [B, T, 3C] projection as three [B, H, T, D] views. (Both
@@ -73,19 +77,21 @@ void count_call(std::array<std::atomic<int64_t>, 3>& calls, AttentionBackend bac
 // (contiguous) qkv, the merged output and the row log-sum-exp (both backends save the same
 // statistics); d qkv is written by the backend in one [B, T, 3C] buffer.
 struct SelfAttentionNode : Node {
-  Tensor qkv, out, lse;
+  SavedTensor saved_qkv, saved_out, saved_lse;
   int64_t H;
   AttentionBackend backend;
   SelfAttentionNode(const Variable& input, Tensor x, Tensor o, Tensor l, int64_t n_head, AttentionBackend b)
       : Node("causal_self_attention", {input}),
-        qkv(std::move(x)),
-        out(std::move(o)),
-        lse(std::move(l)),
+        saved_qkv(std::move(x)),
+        saved_out(std::move(o)),
+        saved_lse(std::move(l)),
         H(n_head),
         backend(b) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
+    const Tensor& qkv = saved_qkv.get(*this);
     Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
 #ifdef ZTRAIN_WITH_CUDA
+    const Tensor &out = saved_out.get(*this), &lse = saved_lse.get(*this);
     Tensor g = grad_as(grad, qkv.dtype()).contiguous();
     if (reinterpret_cast<uintptr_t>(g.raw_data()) % 16 != 0) g = g.clone();  // a view at an odd offset
     char* d = static_cast<char*>(dqkv.raw_data());
@@ -107,7 +113,9 @@ struct SelfAttentionNode : Node {
 #endif
     return {dqkv};
   }
-  void release_saved() override { qkv = out = lse = Tensor(); }
+  void release_saved() override {
+    for (SavedTensor* t : {&saved_qkv, &saved_out, &saved_lse}) t->release();
+  }
 };
 
 // Whether our flash kernels take this call: bf16 on a GPU, D = 32 or 64, 16-byte aligned rows.

@@ -153,6 +153,8 @@ void scale_rows(Tensor& g, const Tensor& w) {
 // only hands it back, scaled by the upstream gradient when that is not 1.
 class CrossEntropyNode : public Node {
  public:
+  // `grad` is saved with its version: a write into it between forward and backward (into the
+  // logits, when the gradient was written in place) is an error rather than a wrong gradient.
   CrossEntropyNode(const Variable& logits, Tensor grad, Reduction reduction)
       : Node("cross_entropy", {logits}), grad_(std::move(grad)), reduction_(reduction) {}
 
@@ -169,7 +171,7 @@ class CrossEntropyNode : public Node {
     return {g};
   }
 
-  void release_saved() override { grad_ = Tensor(); }
+  void release_saved() override { grad_.release(); }
 
  private:
   Tensor take_grad() {
@@ -177,10 +179,10 @@ class CrossEntropyNode : public Node {
              "cross_entropy: backward reached this loss a second time; its gradient is computed in the forward "
              "pass and handed back once (call cross_entropy again for another backward)");
     handed_back_ = true;
-    return grad_;
+    return grad_.get(*this);
   }
 
-  Tensor grad_;
+  SavedTensor grad_;
   Reduction reduction_;
   bool handed_back_ = false;
 };
@@ -263,6 +265,9 @@ CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_i
   result.z_loss = out.z_row;
   result.target_check = {out.bad_target, targets, p.classes(), p.ignore_index};
   if (with_grad) {
+    // The kernels wrote the gradient over the logits (inplace_grad): other nodes that saved
+    // them, and cast()'s cached copies, see the new version and refuse the stale values.
+    if (out.grad.shares_storage(x)) x.storage()->bump_version();
     result.loss = Variable::from_op(loss, std::make_shared<CrossEntropyNode>(logits, out.grad, o.reduction));
   } else {
     result.loss = Variable(loss);

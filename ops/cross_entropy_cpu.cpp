@@ -234,18 +234,20 @@ ZT_INLINE void write_grad(const A* e, T* g, int64_t n, A c, A b) {
   for (; j < n; ++j) g[j] = narrow<T>(e[j] * c - b);
 }
 
-// TP gradient: g_j = exp(x_j - lse) c - b in one read and one write (x may be g: in place).
+// TP gradient: g_j = exp(x_j - m) c - b in one read and one write (x may be g: in place).
+// m is the global max (a logit, exact in A) and c carries 1/d: exp(x - lse) would inherit
+// lse's rounding in A (5e-4 relative at |x| ~ 1e4 in f32).
 template <class T, int W, class A = acc_t<T>>
-ZT_INLINE void write_grad_from_logits(const T* x, T* g, int64_t n, A lse, A c, A b, const T* next) {
+ZT_INLINE void write_grad_from_logits(const T* x, T* g, int64_t n, A m, A c, A b, const T* next) {
   int64_t j = 0;
   if constexpr (kVector<T>) {
-    const auto vl = splat<W>(lse), vc = splat<W>(c), vb = splat<W>(b);
+    const auto vm = splat<W>(m), vc = splat<W>(c), vb = splat<W>(b);
     for (; j + W <= n; j += W) {
       prefetch_next<T, W>(next, j);
-      store<W>(g + j, exp_nonpositive_v<W>(load<W>(x + j) - vl) * vc - vb);
+      store<W>(g + j, exp_nonpositive_v<W>(load<W>(x + j) - vm) * vc - vb);
     }
   }
-  for (; j < n; ++j) g[j] = narrow<T>(exp_nonpositive(widen<A>(x[j]) - lse) * c - b);
+  for (; j < n; ++j) g[j] = narrow<T>(exp_nonpositive(widen<A>(x[j]) - m) * c - b);
 }
 
 // ---- per-row work ----------------------------------------------------------------------
@@ -254,13 +256,16 @@ ZT_INLINE void write_grad_from_logits(const T* x, T* g, int64_t n, A lse, A c, A
 struct RowTerms {
   double lse, ce, z_row;
 };
+// ce = lse - (1-e) x_y - (e/V) S is summed as (1-e)(m - x_y) + log d [+ e (m - S/V)]: the
+// differences to m are exact, where lse = m + log d rounds log d away for huge logits
+// (all at 3e38: lse - x_y would be 0, not log V).
 ZT_INLINE RowTerms row_terms(double m, double d, double x_y, double sum_x, const Params& p) {
   RowTerms r;
   r.lse = m + std::log(d);
   const double e = p.label_smoothing;
-  r.ce = r.lse - (1 - e) * x_y;
+  r.ce = (1 - e) * (m - x_y) + std::log(d);
   // Without smoothing the term is absent, not 0 * sum: a masked (-inf) logit would make it NaN.
-  if (e != 0) r.ce -= (e / static_cast<double>(p.classes())) * sum_x;
+  if (e != 0) r.ce += e * (m - sum_x / static_cast<double>(p.classes()));
   r.z_row = p.z_loss_weight * r.lse * r.lse;
   return r;
 }
@@ -307,19 +312,19 @@ ZT_INLINE void stats_row(const T* x, int64_t v, int64_t y_local, acc_t<T>* out, 
   out[3] = s;
 }
 
-// This shard's gradient row (its v real-class columns) from the global lse.
+// This shard's gradient row (its v real-class columns) from the global max m, sum d and lse.
 template <class T, int W>
-ZT_INLINE void finish_row(const T* x, T* g, int64_t v, int64_t y_local, double lse, const Params& p, double scale,
-                          const T* next) {
+ZT_INLINE void finish_row(const T* x, T* g, int64_t v, int64_t y_local, double m, double d, double lse,
+                          const Params& p, double scale, const T* next) {
   using A = acc_t<T>;
-  const double c = scale * (1 + 2 * p.z_loss_weight * lse);
+  const double c = scale * (1 + 2 * p.z_loss_weight * lse) / d;
   const double b = scale * p.label_smoothing / static_cast<double>(p.classes());
   const bool owns_y = y_local >= 0 && y_local < v;
   const A x_y = owns_y ? widen<A>(x[y_local]) : A(0);  // read before x may be overwritten
-  write_grad_from_logits<T, W>(x, g, v, static_cast<A>(lse), static_cast<A>(c), static_cast<A>(b), next);
+  write_grad_from_logits<T, W>(x, g, v, static_cast<A>(m), static_cast<A>(c), static_cast<A>(b), next);
   if (owns_y) {
-    const A p_y = exp_nonpositive(static_cast<A>(x_y - static_cast<A>(lse)));
-    g[y_local] = narrow<T>(static_cast<A>(p_y * c - b - scale * (1 - p.label_smoothing)));
+    const A e_y = exp_nonpositive(static_cast<A>(x_y - static_cast<A>(m)));
+    g[y_local] = narrow<T>(static_cast<A>(e_y * c - b - scale * (1 - p.label_smoothing)));
   }
 }
 
@@ -329,7 +334,7 @@ template <class T>
 struct RowFns {
   RowTerms (*fused)(const T*, T*, float*, int64_t, int64_t, const Params&, double, const T*);
   void (*stats)(const T*, int64_t, int64_t, acc_t<T>*, const T*);
-  void (*finish)(const T*, T*, int64_t, int64_t, double, const Params&, double, const T*);
+  void (*finish)(const T*, T*, int64_t, int64_t, double, double, double, const Params&, double, const T*);
 };
 
 template <class T>
@@ -342,9 +347,9 @@ void stats_row_sse2(const T* x, int64_t v, int64_t y, acc_t<T>* out, const T* ne
   stats_row<T, 4>(x, v, y, out, next);
 }
 template <class T>
-void finish_row_sse2(const T* x, T* g, int64_t v, int64_t y, double lse, const Params& p, double scale,
-                     const T* next) {
-  finish_row<T, 4>(x, g, v, y, lse, p, scale, next);
+void finish_row_sse2(const T* x, T* g, int64_t v, int64_t y, double m, double d, double lse, const Params& p,
+                     double scale, const T* next) {
+  finish_row<T, 4>(x, g, v, y, m, d, lse, p, scale, next);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -360,9 +365,9 @@ __attribute__((target("avx2,fma"))) void stats_row_avx2(const T* x, int64_t v, i
   stats_row<T, 8>(x, v, y, out, next);
 }
 template <class T>
-__attribute__((target("avx2,fma"))) void finish_row_avx2(const T* x, T* g, int64_t v, int64_t y, double lse,
-                                                         const Params& p, double scale, const T* next) {
-  finish_row<T, 8>(x, g, v, y, lse, p, scale, next);
+__attribute__((target("avx2,fma"))) void finish_row_avx2(const T* x, T* g, int64_t v, int64_t y, double m, double d,
+                                                         double lse, const Params& p, double scale, const T* next) {
+  finish_row<T, 8>(x, g, v, y, m, d, lse, p, scale, next);
 }
 #endif
 
@@ -522,7 +527,7 @@ void finish_typed(const Tensor& logits, const Tensor& targets, const Tensor& gat
     const RowTerms rt = row_terms(m, d, x_y, sum_x, p);
     write_row_terms<T>(rt, i, out);
     if (g) {
-      fns.finish(x_all + i * v, g, valid, tg[i] - p.vocab_offset, rt.lse, p, scale,
+      fns.finish(x_all + i * v, g, valid, tg[i] - p.vocab_offset, m, d, rt.lse, p, scale,
                  i + 1 < n ? x_all + (i + 1) * v : nullptr);
       zero_padding(g, valid, v);
     }

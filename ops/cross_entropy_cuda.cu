@@ -95,12 +95,14 @@ __device__ __forceinline__ float exp2_approx(float x) {
   return y;
 }
 
-// exp(x - m) with the reference m prepared once per row: float works in base 2 (one FFMA and
-// one MUFU per element), double calls exp.
+// exp(x - m) with the reference m prepared once per row: float works in base 2 (an FADD, an
+// FMUL and one MUFU per element), double calls exp. The difference x - m is taken first: it
+// is exact for the logits that matter (those near m), where the one-FMA form x log2e -
+// m log2e carried m log2e's rounding (2^-10 at |m| ~ 1e4) into every exponent.
 template <class A> struct Exp;
 template <> struct Exp<float> {
-  static __device__ __forceinline__ float ref(float m) { return m * kLog2e; }
-  static __device__ __forceinline__ float of(float x, float ref) { return exp2_approx(fmaf(x, kLog2e, -ref)); }
+  static __device__ __forceinline__ float ref(float m) { return m; }
+  static __device__ __forceinline__ float of(float x, float ref) { return exp2_approx((x - ref) * kLog2e); }
   static __device__ __forceinline__ float diff(float a, float b) { return exp2_approx((a - b) * kLog2e); }
 };
 template <> struct Exp<double> {
@@ -199,34 +201,42 @@ __device__ __forceinline__ Stats<A> block_reduce(Stats<A> v, Stats<A>* scratch) 
 }
 
 // Per-row results from the combined statistics over the global vocabulary.
+// p_j = exp(x_j - m) / d, not exp(x_j - lse): lse = m + log d is rounded to A, and that
+// rounding (5e-4 relative at |x| ~ 1e4 in f32) would reach every p_j. The loss likewise is
+// (1-e)(m - x_y) + log d [+ e (m - S/V)], differences to m that stay exact where lse - x_y
+// loses log d (logits all at 3e38: 0 instead of log V).
 template <class A>
 struct RowTerms {
   A lse;
   A row_loss, z_row;
-  A coef;      // multiplies p_j:            (1 + 2 z lse) * scale
+  A coef;      // multiplies exp(x_j - m):   (1 + 2 z lse) * scale / d
   A uniform;   // added to every column:     -e/V * scale
   A at_target; // added at the target:       -(1 - e) * scale
-  A lse_ref;   // Exp<A>::ref(lse)
+  A m_ref;     // Exp<A>::ref(m)
 };
 
 template <class A>
 __device__ __forceinline__ RowTerms<A> row_terms(const Stats<A>& st, A vocab, A smoothing, A z, A scale) {
   RowTerms<A> r;
-  if constexpr (std::is_same_v<A, float>) r.lse = st.m + logf(st.d);
-  else r.lse = st.m + log(st.d);
-  const A ce = r.lse - (A(1) - smoothing) * st.xy - smoothing / vocab * st.s;
+  A log_d;
+  if constexpr (std::is_same_v<A, float>) log_d = logf(st.d);
+  else log_d = log(st.d);
+  r.lse = st.m + log_d;
+  A ce = (A(1) - smoothing) * (st.m - st.xy) + log_d;
+  // Without smoothing the term is absent, not 0 * S: a masked (-inf) logit makes S = -inf.
+  if (smoothing != A(0)) ce += smoothing * (st.m - st.s / vocab);
   r.z_row = z * r.lse * r.lse;
   r.row_loss = ce + r.z_row;
-  r.coef = (A(1) + A(2) * z * r.lse) * scale;
+  r.coef = (A(1) + A(2) * z * r.lse) * scale / st.d;
   r.uniform = -smoothing / vocab * scale;
   r.at_target = -(A(1) - smoothing) * scale;
-  r.lse_ref = Exp<A>::ref(r.lse);
+  r.m_ref = Exp<A>::ref(st.m);
   return r;
 }
 
 template <class A>
 __device__ __forceinline__ A grad_of(A x, const RowTerms<A>& r) {
-  return Exp<A>::of(x, r.lse_ref) * r.coef + r.uniform;
+  return Exp<A>::of(x, r.m_ref) * r.coef + r.uniform;
 }
 
 // ------------------------------------------------------------------------------------------

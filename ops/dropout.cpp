@@ -14,13 +14,18 @@ struct DropoutNode : Node {
   std::vector<uint8_t> keep;  // one byte per element: the mask the forward drew
   double p;
   DType dtype;
+  bool released = false;
   DropoutNode(const Variable& x, std::vector<uint8_t> k, double prob)
       : Node("dropout", {x}), keep(std::move(k)), p(prob), dtype(x.dtype()) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
+    if (released) fail_released(*this);
     require_cpu("dropout", {&grad});
     return {dropout_apply_cpu(grad_as(grad, dtype), keep, p)};
   }
-  void release_saved() override { std::vector<uint8_t>().swap(keep); }
+  void release_saved() override {
+    std::vector<uint8_t>().swap(keep);
+    released = true;
+  }
 };
 
 }  // namespace

@@ -44,7 +44,7 @@ Tensor reduce_to_b(const Tensor& per_element, const Shape& b_shape) {
 
 struct BinaryNode : Node {
   BinaryOp op;
-  Tensor a, b;  // mul only: a saved when b needs a gradient, b when a does
+  SavedTensor a, b;  // mul only: a saved when b needs a gradient, b when a does
   Shape b_shape;
   DType dtype;
   BinaryNode(BinaryOp o, const Variable& va, const Variable& vb)
@@ -75,14 +75,19 @@ struct BinaryNode : Node {
         if (needs_input_grad(1)) gb = scale_k(reduce_to_b(g, b_shape), -1.0);
         break;
       case BinaryOp::mul:
-        if (needs_input_grad(0)) ga = mul_k(g, b);
-        if (needs_input_grad(1))
-          gb = broadcast ? mul_sum_rows_k(g, a, shape_numel(b_shape)).view(b_shape) : mul_k(g, a);
+        if (needs_input_grad(0)) ga = mul_k(g, b.get(*this));
+        if (needs_input_grad(1)) {
+          const Tensor& sa = a.get(*this);
+          gb = broadcast ? mul_sum_rows_k(g, sa, shape_numel(b_shape)).view(b_shape) : mul_k(g, sa);
+        }
         break;
     }
     return {ga, gb};
   }
-  void release_saved() override { a = b = Tensor(); }
+  void release_saved() override {
+    a.release();
+    b.release();
+  }
 };
 
 Variable binary(BinaryOp op, const Variable& a, const Variable& b) {

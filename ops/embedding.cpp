@@ -10,23 +10,24 @@ namespace zt::ops {
 namespace {
 
 struct EmbeddingNode : Node {
-  Tensor ids;
+  SavedTensor saved_ids;
   int64_t vocab;  // rows of the table (shard)
   int64_t offset;
   DType dtype;
   EmbeddingNode(const Variable& weight, const Variable& id_var, int64_t first_row)
       : Node("embedding", {weight, id_var}),
-        ids(id_var.tensor()),
+        saved_ids(id_var.tensor()),
         vocab(weight.shape()[0]),
         offset(first_row),
         dtype(weight.dtype()) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
+    const Tensor& ids = saved_ids.get(*this);
     const Tensor g = grad_as(grad, dtype);
     return {ZT_ON_DEVICE(g, embedding_backward_cpu(g, ids, vocab, dtype, offset),
                          embedding_backward_cuda(g, ids, vocab, dtype, offset)),
             Tensor()};
   }
-  void release_saved() override { ids = Tensor(); }
+  void release_saved() override { saved_ids.release(); }
 };
 
 }  // namespace

@@ -10,13 +10,14 @@ namespace zt::ops {
 namespace {
 
 struct GeluNode : Node {
-  Tensor x;
-  explicit GeluNode(const Variable& vx) : Node("gelu", {vx}), x(vx.tensor()) {}
+  SavedTensor saved_x;
+  explicit GeluNode(const Variable& vx) : Node("gelu", {vx}), saved_x(vx.tensor()) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
+    const Tensor& x = saved_x.get(*this);
     const Tensor g = grad_as(grad, x.dtype());
     return {ZT_ON_DEVICE(g, gelu_backward_cpu(g, x), gelu_backward_cuda(g, x))};
   }
-  void release_saved() override { x = Tensor(); }
+  void release_saved() override { saved_x.release(); }
 };
 
 }  // namespace

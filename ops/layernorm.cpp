@@ -12,7 +12,7 @@ namespace zt::ops {
 namespace {
 
 struct LayerNormNode : Node {
-  Tensor x, gamma, mean, rstd;
+  SavedTensor x, gamma, mean, rstd;
   DType dtype;
   LayerNormNode(const Variable& vx, const Variable& vg, const Variable& vb, Tensor m, Tensor s)
       : Node("layernorm", {vx, vg, vb}),
@@ -27,11 +27,14 @@ struct LayerNormNode : Node {
     Tensor* dx = needs_input_grad(0) ? &grads[0] : nullptr;
     Tensor* dgamma = needs_input_grad(1) ? &grads[1] : nullptr;
     Tensor* dbeta = needs_input_grad(2) ? &grads[2] : nullptr;
-    ZT_ON_DEVICE(g, layernorm_backward_cpu(g, x, gamma, mean, rstd, dx, dgamma, dbeta),
-                 layernorm_backward_cuda(g, x, gamma, mean, rstd, dx, dgamma, dbeta));
+    const Tensor &sx = x.get(*this), &sg = gamma.get(*this), &sm = mean.get(*this), &sr = rstd.get(*this);
+    ZT_ON_DEVICE(g, layernorm_backward_cpu(g, sx, sg, sm, sr, dx, dgamma, dbeta),
+                 layernorm_backward_cuda(g, sx, sg, sm, sr, dx, dgamma, dbeta));
     return grads;
   }
-  void release_saved() override { x = gamma = mean = rstd = Tensor(); }
+  void release_saved() override {
+    for (SavedTensor* t : {&x, &gamma, &mean, &rstd}) t->release();
+  }
 };
 
 }  // namespace

@@ -80,7 +80,7 @@ Tensor grad_b(const Tensor& g, const Tensor& a, const GemmDims& d, const Shape& 
 }
 
 struct MatmulNode : Node {
-  Tensor a, b;  // each saved only when the other operand needs a gradient
+  SavedTensor a, b;  // each saved only when the other operand needs a gradient
   GemmDims dims;
   Shape a_shape, b_shape;
   DType dtype;
@@ -91,10 +91,13 @@ struct MatmulNode : Node {
   }
   std::vector<Tensor> backward(const Tensor& grad) override {
     const Tensor g = grad_as(grad, dtype);
-    return {needs_input_grad(0) ? grad_a(g, b, dims, a_shape) : Tensor(),
-            needs_input_grad(1) ? grad_b(g, a, dims, b_shape) : Tensor()};
+    return {needs_input_grad(0) ? grad_a(g, b.get(*this), dims, a_shape) : Tensor(),
+            needs_input_grad(1) ? grad_b(g, a.get(*this), dims, b_shape) : Tensor()};
   }
-  void release_saved() override { a = b = Tensor(); }
+  void release_saved() override {
+    a.release();
+    b.release();
+  }
 };
 
 }  // namespace
@@ -128,7 +131,7 @@ LinearGrads linear_backward(const Tensor& g, const Tensor& x, const Tensor& w, c
 namespace {
 
 struct LinearNode : Node {
-  Tensor x, w;  // x saved when w needs a gradient, w when x does
+  SavedTensor x, w;  // x saved when w needs a gradient, w when x does
   Shape x_shape;
   DType dtype;
   LinearNode(const Variable& vx, const Variable& vw, const Variable& vb)
@@ -137,11 +140,14 @@ struct LinearNode : Node {
     if (needs_input_grad(0)) w = vw.tensor();
   }
   std::vector<Tensor> backward(const Tensor& grad) override {
-    LinearGrads l = linear_backward(grad_as(grad, dtype), x, w, x_shape, needs_input_grad(0), needs_input_grad(1),
+    LinearGrads l = linear_backward(grad_as(grad, dtype), x.get(*this), w.get(*this), x_shape, needs_input_grad(0), needs_input_grad(1),
                                     needs_input_grad(2));
     return {l.dx, l.dw, l.db};
   }
-  void release_saved() override { x = w = Tensor(); }
+  void release_saved() override {
+    x.release();
+    w.release();
+  }
 };
 
 }  // namespace

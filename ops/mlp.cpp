@@ -25,7 +25,7 @@ Variable composite(const Variable& x, const Variable& w_fc, const Variable& b_fc
 // gradients, the pre-activation for d pre, the activation for w_proj's gradient, and w_proj
 // (a weight: held by its parameter anyway).
 struct MlpNode : Node {
-  Tensor w_proj, x, w_fc, pre, act;  // pre, act: [rows, hidden]
+  SavedTensor w_proj, x, w_fc, pre, act;  // pre, act: [rows, hidden]
   Shape x_shape, hidden_shape;  // hidden_shape: [rows, hidden]
   DType dtype;
   MlpNode(const Variable& vx, const Variable& vw_fc, const Variable& vb_fc, const Variable& vw_proj,
@@ -41,24 +41,28 @@ struct MlpNode : Node {
 
   std::vector<Tensor> backward(const Tensor& grad) override {
     const Tensor g = grad_as(grad, dtype);  // [rows, out] in memory
+    const Tensor& sw_proj = w_proj.get(*this);
     LinearGrads proj;
     if (needs_input_grad(3) || needs_input_grad(4))
-      proj = linear_backward(g, act, w_proj, hidden_shape, false, needs_input_grad(3), needs_input_grad(4));
+      proj = linear_backward(g, act.get(*this), sw_proj, hidden_shape, false, needs_input_grad(3), needs_input_grad(4));
     if (!needs_fc_grads()) return {Tensor(), Tensor(), Tensor(), proj.dw, proj.db};
     Tensor dpre = Tensor::empty(hidden_shape, dtype, g.device());
-    if (gelu_input_grad_cuda(g, w_proj, pre, dpre)) {
+    const Tensor& spre = pre.get(*this);
+    if (gelu_input_grad_cuda(g, sw_proj, spre, dpre)) {
       g_fused_backward.fetch_add(1, std::memory_order_relaxed);
     } else {  // d act = g w_proj, then the GELU kernel
-      const Tensor dact = linear_backward(g, Tensor(), w_proj, hidden_shape, true, false, false).dx;
-      dpre = gelu_backward_cuda(dact, pre);
+      const Tensor dact = linear_backward(g, Tensor(), sw_proj, hidden_shape, true, false, false).dx;
+      dpre = gelu_backward_cuda(dact, spre);
     }
     // b_fc's gradient from the packed column reduction, as the linear layer's: cuBLASLt's
     // DGELU_BGRAD measured slower (framework/cuda/blas.h).
-    LinearGrads fc = linear_backward(dpre, x, w_fc, x_shape, needs_input_grad(0), needs_input_grad(1),
+    LinearGrads fc = linear_backward(dpre, x.get(*this), w_fc.get(*this), x_shape, needs_input_grad(0), needs_input_grad(1),
                                      needs_input_grad(2));
     return {fc.dx, fc.dw, fc.db, proj.dw, proj.db};
   }
-  void release_saved() override { x = w_fc = w_proj = pre = act = Tensor(); }
+  void release_saved() override {
+    for (SavedTensor* t : {&x, &w_fc, &w_proj, &pre, &act}) t->release();
+  }
 };
 #endif
 

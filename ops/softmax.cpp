@@ -10,13 +10,14 @@ namespace zt::ops {
 namespace {
 
 struct SoftmaxNode : Node {
-  Tensor y;  // the output: backward needs nothing else
-  SoftmaxNode(const Variable& x, Tensor out) : Node("softmax", {x}), y(std::move(out)) {}
+  SavedTensor saved_y;  // the output: backward needs nothing else
+  SoftmaxNode(const Variable& x, Tensor out) : Node("softmax", {x}), saved_y(std::move(out)) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
+    const Tensor& y = saved_y.get(*this);
     const Tensor g = grad_as(grad, y.dtype());
     return {ZT_ON_DEVICE(g, softmax_backward_cpu(g, y), softmax_backward_cuda(g, y))};
   }
-  void release_saved() override { y = Tensor(); }
+  void release_saved() override { saved_y.release(); }
 };
 
 }  // namespace

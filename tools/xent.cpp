@@ -65,10 +65,19 @@ Inputs load_inputs(const Args& a) {
   return in;
 }
 
-Device pick_device(const Args& a, const RankInfo& info) {
-  if (a.device == "cpu") return Device::cpu();
+// --device cuda: a GPU for each of the ranks (NCCL refuses two ranks on one GPU, in its own
+// words, deep inside its init).
+void check_gpus(const Args& a) {
+  if (a.device == "cpu") return;
   ZT_CHECK(cuda_available(), "--device cuda: no CUDA device available (this build or machine has none)");
-  return Device::cuda(info.local_rank % cuda_device_count());
+  const int found = cuda_device_count();
+  ZT_CHECK(found >= a.tp, "--tp ", a.tp, " --device cuda needs ", a.tp, " GPUs (one per rank), found ", found);
+}
+
+Device pick_device(const Args& a, const RankInfo& info) {
+  check_gpus(a);
+  if (a.device == "cpu") return Device::cpu();
+  return Device::cuda(info.local_rank);
 }
 
 // One rank's share of the work (the only one without --tp): this rank's vocabulary shard.
@@ -120,8 +129,8 @@ int run(const Args& a, const std::vector<std::string>& argv) {
     return 0;
   }
   // The parent: check the inputs here, where the message is clearest, then start the ranks.
+  check_gpus(a);
   load_inputs(a);
-  ZT_CHECK(a.device == "cpu" || cuda_available(), "--device cuda: no CUDA device available");
   LaunchOptions launch;
   launch.nproc = a.tp;
   launch.command = {current_executable()};

@@ -1,6 +1,6 @@
 #pragma once
 // Node: one op's backward in the graph. An op's forward creates a Node subclass holding
-// what its backward needs (saved tensors), wired to the op's inputs by edges.
+// what its backward needs (SavedTensors: saved_tensor.h), wired to the op's inputs by edges.
 //
 //   Variable gelu(const Variable& x) {
 //     Tensor y = gelu_forward(x.tensor());
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/autograd/saved_tensor.h"
 #include "framework/autograd/variable.h"
 
 namespace zt {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "framework/cuda/cuda_check.h"
+#include "framework/cuda/stream.h"
 
 namespace zt::cuda {
 
@@ -117,22 +118,17 @@ void deallocate(void* ptr, int device) {
 
 namespace {
 std::atomic<int64_t> g_copies_to_host{0}, g_copies_to_device{0};
-
-bool is_device_memory(const void* p) {
-  cudaPointerAttributes a{};
-  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-    cudaGetLastError();  // not a pointer CUDA knows: plain host memory
-    return false;
-  }
-  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
-}
 }  // namespace
 
-void copy(void* dst, const void* src, size_t nbytes) {
+void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t nbytes) {
   if (nbytes == 0) return;
-  ZT_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDefault));
-  const bool dst_device = is_device_memory(dst), src_device = is_device_memory(src);
-  if (dst_device != src_device) ++(dst_device ? g_copies_to_device : g_copies_to_host);
+  const cudaStream_t stream = current_stream();
+  ZT_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream));
+  if (dst_on_device && src_on_device) return;
+  // Pageable host memory: the copy may still be reading the source or writing the
+  // destination when cudaMemcpyAsync returns.
+  ZT_CUDA_CHECK(cudaStreamSynchronize(stream));
+  ++(dst_on_device ? g_copies_to_device : g_copies_to_host);
 }
 
 HostCopyCounts host_copy_counts() { return {g_copies_to_host.load(), g_copies_to_device.load()}; }

@@ -19,11 +19,15 @@ namespace zt::cuda {
 
 void* allocate(size_t nbytes, int device);
 void deallocate(void* ptr, int device);
-// Synchronous copy; kind inferred from the two pointers (unified addressing).
-void copy(void* dst, const void* src, size_t nbytes);
+// A copy on the current stream (stream.h), ordered after the work queued there and before
+// the work queued after it (so also inside a CUDA graph capture, for device to device).
+// Device to device: queued only, the host does not wait. To or from the host: the host waits
+// for that stream (not the whole device), so host data is ready to read and a host source
+// may be freed when the call returns. Devices of the pointers: unified addressing.
+void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t nbytes);
 
 // Copies through copy() so far between host and device memory. Each one makes the host wait
-// for the device, so benchmarks count them per step (bench_step).
+// for the stream, so benchmarks count them per step (bench_step).
 struct HostCopyCounts {
   int64_t to_host = 0;
   int64_t to_device = 0;

@@ -1,8 +1,8 @@
 #pragma once
-// The CUDA stream that ztrain issues its kernels and collectives on, per host thread.
-// It starts as the legacy default stream (0), which orders itself with every blocking
-// stream and with the synchronous copies of cuda_memory.h. Set another stream with
-// StreamGuard, e.g. to capture a CUDA graph (capture needs a non-default stream).
+// The CUDA stream that ztrain issues its kernels, collectives and tensor copies
+// (cuda_memory.h) on, per host thread. It starts as the legacy default stream (0), which
+// orders itself with every blocking stream. Set another stream with StreamGuard, e.g. to
+// capture a CUDA graph (capture needs a non-default stream): copies follow it.
 #include <cuda_runtime.h>
 
 namespace zt::cuda {

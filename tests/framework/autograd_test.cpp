@@ -1,4 +1,9 @@
 // Engine tests with tiny test-local ops, so they depend on nothing but the framework.
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "framework/autograd/engine.h"
@@ -11,11 +16,13 @@ namespace {
 
 // y = a * b elementwise (f64, CPU), counting how often backward runs.
 struct MulNode : Node {
-  Tensor a, b;
+  SavedTensor saved_a, saved_b;
   int* calls;
-  MulNode(const Variable& x, const Variable& y, int* c) : Node("mul", {x, y}), a(x.tensor()), b(y.tensor()), calls(c) {}
+  MulNode(const Variable& x, const Variable& y, int* c)
+      : Node("mul", {x, y}), saved_a(x.tensor()), saved_b(y.tensor()), calls(c) {}
   std::vector<Tensor> backward(const Tensor& g) override {
     ++*calls;
+    const Tensor &a = saved_a.get(*this), &b = saved_b.get(*this);
     Tensor ga = Tensor::empty(a.shape(), DType::f64), gb = Tensor::empty(b.shape(), DType::f64);
     for (int64_t i = 0; i < a.numel(); ++i) {
       ga.data<double>()[i] = g.contiguous().data<double>()[i] * b.data<double>()[i];
@@ -23,7 +30,10 @@ struct MulNode : Node {
     }
     return {needs_input_grad(0) ? ga : Tensor(), needs_input_grad(1) ? gb : Tensor()};
   }
-  void release_saved() override { a = b = Tensor(); }
+  void release_saved() override {
+    saved_a.release();
+    saved_b.release();
+  }
 };
 
 int g_calls = 0;
@@ -161,11 +171,68 @@ TEST(Autograd, FreesSavedBuffersAfterBackward) {
   auto node = std::dynamic_pointer_cast<MulNode>(y.grad_fn());
   ASSERT_TRUE(node);
   sum(y).backward();
-  EXPECT_FALSE(node->a.defined()) << "saved tensors must be released after backward";
+  EXPECT_FALSE(node->saved_a.defined()) << "saved tensors must be released after backward";
   Variable y2 = mul(x, x);
   auto node2 = std::dynamic_pointer_cast<MulNode>(y2.grad_fn());
   sum(y2).backward(1.0, /*retain_graph=*/true);
-  EXPECT_TRUE(node2->a.defined());
+  EXPECT_TRUE(node2->saved_a.defined());
+}
+
+// ---- version counters and released graphs (framework/autograd/saved_tensor.h) ------------
+
+// Every in-place write of Tensor (and a write through a view sharing the storage) after the
+// node saved its input makes that node's backward an error naming it, not a wrong gradient.
+TEST(Autograd, SavedTensorWrittenInPlaceIsAnErrorNamingTheOp) {
+  const std::vector<std::pair<std::string, std::function<void(Tensor&)>>> writes = {
+      {"fill_", [](Tensor& t) { t.fill_(5); }},
+      {"add_", [](Tensor& t) { t.add_(Tensor::full(t.shape(), 1, DType::f64)); }},
+      {"scale_", [](Tensor& t) { t.scale_(2); }},
+      {"copy_", [](Tensor& t) { t.copy_(Tensor::zeros(t.shape(), DType::f64)); }},
+      {"copy_ into a view", [](Tensor& t) { t.slice(0, 1, 2).copy_(Tensor::zeros({1}, DType::f64)); }},
+      {"bump_version", [](Tensor& t) { t.storage()->bump_version(); }},
+  };
+  for (const auto& [name, write] : writes) {
+    SCOPED_TRACE(name);
+    Variable x = leaf({1, 2});
+    Variable loss = sum(mul(x, leaf({3, 4})));
+    write(x.tensor());
+    const std::string msg = test::error_of([&] { loss.backward(); });
+    EXPECT_NE(msg.find("backward of 'mul': a tensor it saved (shape [2], f64) was modified in place (version "),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find(", saved at "), std::string::npos) << msg;
+    EXPECT_FALSE(x.has_grad());
+  }
+}
+
+TEST(Autograd, WritesBeforeTheNodeSavedOrToOtherStoragesAreFine) {
+  Variable x = leaf({1, 2});
+  x.tensor().fill_(3);  // before mul saves it
+  Variable c = leaf({3, 4}, false);
+  Variable loss = sum(mul(x, c));
+  Tensor other = x.tensor().clone();
+  other.fill_(7);  // a copy: another storage
+  loss.backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{3, 4}));
+}
+
+TEST(Autograd, SecondBackwardThroughAReleasedGraphIsAnError) {
+  Variable x = leaf({1, 2});
+  Variable loss = sum(mul(x, x));
+  loss.backward();
+  const std::string msg = test::error_of([&] { loss.backward(); });
+  EXPECT_NE(msg.find("backward of 'mul': its saved tensors were already freed by an earlier backward"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("retain_graph=true"), std::string::npos) << msg;
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{2, 4})) << "the failed backward added nothing";
+
+  Variable y = leaf({1, 2});
+  Variable kept = sum(mul(y, y));
+  kept.backward(1.0, /*retain_graph=*/true);
+  kept.backward();  // allowed once more, and it releases
+  EXPECT_EQ(y.grad().to_vector<double>(), (std::vector<double>{4, 8}));
+  EXPECT_THROW(kept.backward(), Error);
 }
 
 TEST(Autograd, ClearErrors) {

@@ -77,6 +77,27 @@ TEST(Cast, GradientsReachTheMasterThroughTheCachedCopy) {
   EXPECT_TRUE(test::close_rel(x.grad(), want, 1e-6));
 }
 
+// Logits that are the cached cast of a leaf: the cross-entropy writes its gradient into the
+// cached copy in place. The next cast must not hand back those gradient values, and a node
+// that saved the copy must refuse to backpropagate through them.
+TEST(Cast, CrossEntropyGradientWrittenIntoTheCachedCopyIsNotReused) {
+  for (DType to : {DType::bf16, DType::f64}) {
+    SCOPED_TRACE(dtype_name(to));
+    Variable x(random({4, 16}), true, "w");
+    const Tensor targets = Tensor::from_vector<int64_t>({1, 5, 9, 15}, {4});
+    const Variable logits = cast(x, to);
+    ops::cross_entropy(logits, targets).loss.backward();
+    ASSERT_TRUE(x.has_grad());
+    EXPECT_TRUE(is_fresh_cast(cast(x, to), x)) << "the cached copy now holds the gradient";
+
+    const Variable copy = cast(x, to);
+    Variable saved_by_mul = ops::sum(ops::mul(copy, copy));  // mul saves the copy
+    ops::cross_entropy(copy, targets);                       // overwrites it in place
+    const std::string msg = test::error_of([&] { saved_by_mul.backward(); });
+    EXPECT_NE(msg.find("backward of 'mul': a tensor it saved"), std::string::npos) << msg;
+  }
+}
+
 TEST(Cast, CudaBf16GradientsReachTheF32MastersThroughTheBatchedConversion) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU";
   // Many f32 leaves, each cast to bf16 once per forward (the engine widens their bf16

@@ -18,6 +18,7 @@
 #include "ops/cross_entropy.h"
 #include "ops/cross_entropy_kernels.h"
 #include "tests/support/check.h"
+#include "tests/support/xent_reference.h"
 
 #ifdef ZTRAIN_WITH_CUDA
 #include <cuda_runtime.h>
@@ -571,6 +572,121 @@ TEST(CrossEntropyCuda, OpWithNumClassesMatchesCpuF64) {
 
 // No host synchronisation and no allocation inside: the three kernels of a step are captured
 // into a CUDA graph, and replays on new input values give the new results.
+// ---- numerics against the f64 reference (tests/support/xent_reference) ----------------------
+
+// The op on the GPU (reduction none, upstream gradient 1 per row) and, for `ranks` > 1, the
+// vocab-parallel kernels on `ranks` shards, each against the f64 reference of the same
+// (rounded) logits: loss rows elementwise (rtol, atol), lse relative, the gradient
+// elementwise (rtol, atol). kernel: "" (automatic) or "rowwise" (ZT_XENT_KERNEL).
+struct NumericsCase {
+  Tensor logits;  // host, f32 or bf16
+  std::vector<int64_t> targets;
+  double smoothing = 0, z = 0;
+  // The old formulas were off by ~5e-4 in the loss and ~7e-4 (relative) in the gradient.
+  double loss_rtol = 1e-5, loss_atol = 1e-5, grad_rtol = 2e-5, grad_atol = 1e-7;
+};
+
+void check_numerics(const NumericsCase& c, const std::string& kernel, int ranks) {
+  const int64_t rows = c.logits.size(0), vocab = c.logits.size(1);
+  SCOPED_TRACE(std::string(dtype_name(c.logits.dtype())) + " V=" + std::to_string(vocab) + " kernel '" + kernel +
+               "' ranks " + std::to_string(ranks));
+  const test::XentReference ref = test::xent_reference(c.logits, c.targets, c.smoothing, c.z, -100, "none");
+  const Tensor ref_grad = Tensor::from_vector(ref.grad, {rows, vocab});
+  const Tensor targets = Tensor::from_vector(c.targets, {rows});
+  auto check_rows = [&](const Tensor& loss, const Tensor& lse) {
+    EXPECT_TRUE(test::close_elementwise(loss.to(Device::cpu()), Tensor::from_vector(ref.row_loss, {rows}),
+                                        c.loss_rtol, c.loss_atol))
+        << "loss";
+    EXPECT_TRUE(test::close_rel(lse.to(Device::cpu()), Tensor::from_vector(ref.lse, {rows}), 1e-6)) << "lse";
+  };
+  if (ranks == 1) {
+    std::unique_ptr<EnvGuard> env;
+    if (!kernel.empty()) env = std::make_unique<EnvGuard>("ZT_XENT_KERNEL", kernel);
+    ops::CrossEntropyOptions opt;
+    opt.label_smoothing = c.smoothing;
+    opt.z_loss_weight = c.z;
+    opt.reduction = Reduction::none;
+    Variable x(c.logits.to(kGpu).clone(), true);
+    ops::CrossEntropyResult r = ops::cross_entropy(x, targets.to(kGpu), opt);
+    r.check();
+    r.loss.backward(Tensor::full({rows}, 1.0, r.loss.dtype(), kGpu));
+    check_rows(r.loss.tensor(), r.lse);
+    EXPECT_TRUE(test::close_elementwise(x.grad().to(Device::cpu()), ref_grad, c.grad_rtol, c.grad_atol)) << "grad";
+    return;
+  }
+  const int64_t local = vocab / ranks;
+  xent::Params p = params(rows, vocab, c.smoothing, c.z, -100);
+  p.vocab_local = local;
+  const Tensor t = targets.to(kGpu);
+  Tensor gathered = Tensor::empty({ranks, rows, 4}, DType::f32, kGpu);
+  std::vector<Tensor> shards;
+  for (int r = 0; r < ranks; ++r) {
+    shards.push_back(c.logits.slice(1, r * local, (r + 1) * local).contiguous().to(kGpu));
+    p.vocab_offset = r * local;
+    Tensor stats = gathered.select(0, r);
+    xent::local_stats_cuda(shards[r], t, p, stats);
+  }
+  for (int r = 0; r < ranks; ++r) {
+    p.vocab_offset = r * local;
+    xent::Outputs o = device_outputs(shards[r], /*inplace=*/false, true);
+    Tensor count = Tensor::empty({}, DType::i64, kGpu);
+    xent::count_rows_cuda(t, -100, /*mean=*/false, count, o.grad_scale);
+    xent::finish_cuda(shards[r], t, gathered, p, o);
+    SCOPED_TRACE("rank " + std::to_string(r));
+    check_rows(o.row_loss, o.lse);
+    EXPECT_TRUE(test::close_elementwise(o.grad.to(Device::cpu()),
+                                        ref_grad.slice(1, r * local, (r + 1) * local).contiguous(), c.grad_rtol,
+                                        c.grad_atol))
+        << "grad";
+  }
+}
+
+// Widths for each kernel: a short row (row per CTA), one CTA of the fast path, a cluster of
+// the fast path (f32 128256: 5 CTAs); each also through the row-per-CTA kernel.
+const std::vector<int64_t> kNumericsWidths = {96, 4096, 128256};
+
+// Logits near +-1e4 (and 3e5) with a spread of a few units: p_j = exp(x_j - lse) carried lse's
+// f32 rounding (and the kernels' x log2e - m log2e exponent, m log2e's), 7e-4 of error in
+// the gradient. Logits all at 3e38: loss log V, not lse - x_y = 0.
+TEST(CrossEntropyCuda, LargeLogitsKeepFullPrecision) {
+  REQUIRE_GPU();
+  for (int64_t vocab : kNumericsWidths)
+    for (auto [offset, spread] : {std::pair{1e4, 2.0}, {-1e4, 2.0}, {3e5, 2.0}, {3e38, 0.0}}) {
+      SCOPED_TRACE("logits " + std::to_string(offset) + " + N(0, " + std::to_string(spread) + ")");
+      NumericsCase c;
+      const int64_t rows = 5;
+      c.logits = Tensor::randn({rows, vocab}, DType::f64, test::test_generator(), offset, spread).to(DType::f32);
+      for (int64_t i = 0; i < rows; ++i)
+        c.targets.push_back(static_cast<int64_t>(test::test_generator().below(static_cast<uint64_t>(vocab))));
+      for (const std::string kernel : {"", "rowwise"}) check_numerics(c, kernel, 1);
+      check_numerics(c, "", 2);
+    }
+}
+
+// A vocabulary masked with -inf (z-loss on, smoothing 0) gave a NaN loss on CUDA: the absent
+// smoothing term was computed as 0 * (sum of logits = -inf). Masked columns in some rows, a
+// masked tail, and (vocab-parallel) a row whose second shard is all masked.
+TEST(CrossEntropyCuda, MaskedVocabularyWithZLoss) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::f32, DType::bf16})
+    for (int64_t vocab : kNumericsWidths) {
+      const int64_t rows = 4;
+      Tensor x = random_logits(rows, vocab, DType::f64);
+      double* p = x.data<double>();
+      const double inf = std::numeric_limits<double>::infinity();
+      for (int64_t j = 0; j < vocab; j += 3) p[0 * vocab + j] = -inf;  // every third column
+      for (int64_t j = vocab / 2; j < vocab; ++j) p[2 * vocab + j] = -inf;  // the second half
+      p[3 * vocab + 7] = -inf;
+      NumericsCase c;
+      c.logits = x.to(dtype);
+      c.targets = {1, 4, 3, 8};
+      c.z = 1e-2;
+      if (dtype == DType::bf16) c.grad_rtol = 1e-2, c.grad_atol = 1e-4;  // the gradient is rounded to bf16
+      for (const std::string kernel : {"", "rowwise"}) check_numerics(c, kernel, 1);
+      check_numerics(c, "", 2);
+    }
+}
+
 TEST(CrossEntropyCuda, CapturedInACudaGraph) {
   REQUIRE_GPU();
   for (int64_t vocab : {int64_t{50304}, int64_t{32}}) {

@@ -13,6 +13,10 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "ops/cross_entropy_kernels.h"
+#include "ops/elementwise.h"
+#include "ops/gelu.h"
+#include "ops/matmul.h"
+#include "ops/reduce.h"
 #include "tests/support/check.h"
 #include "tests/support/xent_reference.h"
 
@@ -332,6 +336,59 @@ TEST(CrossEntropy, LogitsOfMagnitude1e4) {
       }
 }
 
+// Logits near +-1e4 with a spread of a few units (so many p_j matter) and logits all at
+// 3e38, against the f64 reference with the f32 tolerances: the one-rank kernel and the
+// vocab-parallel kernels (local_stats + finish). p = exp(x - lse) with lse rounded to f32
+// was off by up to 5e-4 in the vocab-parallel gradient, and lse - x_y gave loss 0 at 3e38.
+void check_large_logits(double offset, double spread, int64_t v, int ranks) {
+  SCOPED_TRACE(detail::cat("logits ", offset, " + N(0, ", spread, "), V ", v, ", ranks ", ranks));
+  const int64_t n = 6, local = v / ranks;
+  Tensor logits64 = Tensor::randn({n, v}, DType::f64, test::test_generator(), offset, spread);
+  const Tensor logits = logits64.to(DType::f32);
+  const std::vector<int64_t> y = random_targets(n, v, Ignored::none);
+  const Tensor targets = targets_tensor(y, DType::i64);
+  const auto ref = test::xent_reference(logits, y, 0.0, 0.0, kIgnore, "sum");
+  ops::xent::Params p;
+  p.rows = n;
+  p.vocab_local = local;
+  p.vocab_global = v;
+  Tensor gathered = Tensor::empty({ranks, n, 4}, DType::f32);
+  std::vector<Tensor> shards;
+  for (int r = 0; r < ranks; ++r) {
+    shards.push_back(logits.slice(1, r * local, (r + 1) * local).contiguous());
+    p.vocab_offset = r * local;
+    Tensor stats = gathered.select(0, r);
+    if (ranks > 1) ops::xent::local_stats_cpu(shards[r], targets, p, stats);
+  }
+  for (int r = 0; r < ranks; ++r) {
+    p.vocab_offset = r * local;
+    ops::xent::Outputs out;
+    out.row_loss = Tensor::empty({n}, DType::f32);
+    out.lse = Tensor::empty({n}, DType::f32);
+    out.z_row = Tensor::empty({n}, DType::f32);
+    out.grad = Tensor::empty({n, local}, DType::f32);
+    out.bad_target = Tensor::zeros({}, DType::i32);
+    out.grad_scale = Tensor::scalar(1.0, DType::f32);
+    if (ranks == 1) ops::xent::fused_cpu(shards[r], targets, p, out);
+    else ops::xent::finish_cpu(shards[r], targets, gathered, p, out);
+    SCOPED_TRACE(detail::cat("rank ", r));
+    // The loss is (m - x_y) + log d: its error is relative to itself, not to lse's size.
+    EXPECT_TRUE(test::close_elementwise(out.row_loss, f64_tensor(ref.row_loss, {n}), 2e-6, 1e-6));
+    if (spread == 0)  // all logits equal: p = 1/V, whatever the reference computes
+      EXPECT_TRUE(test::close_rel(out.row_loss, Tensor::full({n}, std::log(static_cast<double>(v)), DType::f64), 1e-6));
+    EXPECT_TRUE(test::close_rel(out.lse, f64_tensor(ref.lse, {n}), 1e-7));
+    const Tensor expected = f64_tensor(ref.grad, {n, v}).slice(1, r * local, (r + 1) * local).contiguous();
+    EXPECT_TRUE(test::close_elementwise(out.grad, expected, 2e-6, 1e-7));
+  }
+}
+
+TEST(CrossEntropy, LargeLogitsKeepFullPrecision) {
+  for (int ranks : {1, 2})
+    for (double offset : {1e4, -1e4, 3e5}) check_large_logits(offset, 2.0, 96, ranks);
+  // All logits equal at the top of f32: p = 1/V everywhere, loss log V (was 0).
+  for (int ranks : {1, 2}) check_large_logits(3e38, 0.0, 96, ranks);
+}
+
 // Masked vocabulary: -inf logits have p = 0 and, without smoothing, a zero gradient. With
 // smoothing the loss is +inf (the sum of logits is -inf: the math, as in PyTorch) while the
 // gradient stays finite: p_j (1 + 2 z lse) - e/V = -e/V at a masked column.
@@ -512,6 +569,65 @@ TEST(CrossEntropy, SecondBackwardThroughTheSameLossIsAnError) {
   auto r = ops::cross_entropy(x, targets_tensor({1, 2}, DType::i64));
   r.loss.backward(1.0, /*retain_graph=*/true);
   EXPECT_THROW(r.loss.backward(), Error);
+}
+
+// The in-place gradient overwrites the logits. Another op that saved them (here gelu, a
+// consumer of the same logits) would backpropagate through gradient values: its backward
+// is an error naming it instead. Out of place, the same graph backpropagates correctly.
+TEST(CrossEntropy, InPlaceGradientUnderAnotherConsumerOfTheLogitsIsAnError) {
+  for (bool inplace : {true, false}) {
+    SCOPED_TRACE(inplace ? "in place" : "out of place");
+    Variable h(random_logits(4, 8, DType::f64), true), w(random_logits(8, 16, DType::f64), true);
+    const std::vector<int64_t> y = random_targets(4, 16, Ignored::none);
+    auto forward = [&](bool in_place) {
+      Variable logits = ops::matmul(h, w);
+      Variable other = ops::sum(ops::gelu(logits));  // saves the logits
+      CrossEntropyOptions opt;
+      opt.inplace_grad = in_place;
+      return ops::add(ops::cross_entropy(logits, targets_tensor(y, DType::i64), opt).loss, other);
+    };
+    Variable loss = forward(inplace);
+    if (inplace) {
+      const std::string msg = test::error_of([&] { loss.backward(); });
+      EXPECT_NE(msg.find("backward of 'gelu': a tensor it saved (shape [4, 16], f64) was modified in place"),
+                std::string::npos)
+          << msg;
+      EXPECT_NE(msg.find("inplace_grad=false"), std::string::npos) << msg;
+      continue;
+    }
+    loss.backward();
+    // Against a finite-difference check of the same function (out of place throughout).
+    EXPECT_TRUE(test::gradcheck(
+        [&](const std::vector<Variable>& in) {
+          Variable logits = ops::matmul(in[0], in[1]);
+          CrossEntropyOptions opt;
+          opt.inplace_grad = false;
+          return ops::add(ops::cross_entropy(logits, targets_tensor(y, DType::i64), opt).loss,
+                          ops::sum(ops::gelu(logits)));
+        },
+        {h.tensor(), w.tensor()}));
+    EXPECT_TRUE(h.has_grad() && w.has_grad());
+  }
+}
+
+// A write into the logits between the forward pass and backward changes the gradient the
+// forward pass stored there (in place): backward is an error, not that gradient.
+TEST(CrossEntropy, LogitsWrittenBeforeBackwardIsAnError) {
+  Variable x(random_logits(3, 10, DType::f32), true);
+  auto r = ops::cross_entropy(x, targets_tensor({1, 2, 3}, DType::i64));
+  x.tensor().fill_(0);
+  const std::string msg = test::error_of([&] { r.loss.backward(); });
+  EXPECT_NE(msg.find("backward of 'cross_entropy': a tensor it saved (shape [3, 10], f32) was modified in place"),
+            std::string::npos)
+      << msg;
+}
+
+TEST(CrossEntropy, SecondBackwardThroughAReleasedGraphBelowTheLossIsAnError) {
+  Variable h(random_logits(4, 8, DType::f32), true), w(random_logits(8, 16, DType::f32), true);
+  Variable loss = ops::sum(ops::matmul(h, w));
+  loss.backward();
+  const std::string msg = test::error_of([&] { loss.backward(); });
+  EXPECT_NE(msg.find("backward of 'matmul': its saved tensors were already freed"), std::string::npos) << msg;
 }
 
 TEST(CrossEntropy, StridedLogitsAreReadCorrectly) {

@@ -25,8 +25,10 @@ XentReference xent_reference(const Tensor& x_t, const std::vector<int64_t>& y, d
     double d = 0;
     for (int64_t j = 0; j < v; ++j) d += std::exp(row[j] - m);
     const double lse = m + std::log(d);
-    double ce = lse - (1 - e) * row[y[i]];
-    if (e != 0) ce -= e / static_cast<double>(v) * s;  // absent without smoothing (s may be -inf)
+    // ce = lse - (1-e) x_y - (e/V) S, with lse - x_y taken as (m - x_y) + log d: at logits of
+    // 3e38 even f64 rounds log d away from m + log d.
+    double ce = (1 - e) * (m - row[y[i]]) + std::log(d);
+    if (e != 0) ce += e * (m - s / static_cast<double>(v));  // absent without smoothing (s may be -inf)
     r.lse[i] = lse;
     r.z_row[i] = z * lse * lse;
     r.row_loss[i] = ce + r.z_row[i];
@@ -37,7 +39,7 @@ XentReference xent_reference(const Tensor& x_t, const std::vector<int64_t>& y, d
     else if (reduction == "sum") w = seed;
     else if (!row_weights.empty()) w = row_weights[i];
     for (int64_t j = 0; j < v; ++j) {
-      const double p = std::exp(row[j] - lse);
+      const double p = std::exp(row[j] - m) / d;  // exp(x - lse) would carry lse's rounding
       r.grad[i * width + j] = w * (p * (1 + 2 * z * lse) - (j == y[i] ? 1 - e : 0) - e / static_cast<double>(v));
     }
   }

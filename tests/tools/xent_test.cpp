@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "framework/device.h"
 #include "framework/io/npy.h"
 #include "tests/support/check.h"
 #include "tests/support/multi_rank.h"
@@ -176,6 +177,15 @@ TEST_F(XentTool, ErrorsAreOneClearLine) {
   expect_error(inputs() + " --reduction avg" + o, "--reduction");
   expect_error(inputs(), "--out is required");
   expect_error("--logits " + path("nope.npy") + " --targets " + path("T.npy") + o, "cannot open");
+  if (cuda_available()) {
+    // More ranks than GPUs: said before any rank starts, not in NCCL's words.
+    const int gpus = cuda_device_count();
+    expect_error(inputs() + " --device cuda --tp " + std::to_string(gpus + 1) + o,
+                 "--tp " + std::to_string(gpus + 1) + " --device cuda needs " + std::to_string(gpus + 1) +
+                     " GPUs (one per rank), found " + std::to_string(gpus));
+  } else {
+    expect_error(inputs() + " --device cuda --tp 2" + o, "--device cuda: no CUDA device available");
+  }
 #ifdef ZTRAIN_WITH_GLOO
   // Under --tp the rank reports the cause and the parent names the rank.
   io::write_npy(path("Tbad32.npy"), Tensor::from_vector(std::vector<int64_t>{0, 1, 31, 2}, {4}));
