@@ -1,8 +1,9 @@
 // Tensor and data parallelism end to end, through the real tools: build/bin/launch starts
 // build/bin/train on N CPU ranks (Gloo), and every layout must train the same model as one
 // rank: per-step loss, grad norm and val_loss within 1e-4 relative (f32; label smoothing 0.1,
-// z-loss 1e-3, two micro-batches per step). Also: resume at TP=2 is exact, a TP=2
-// checkpoint resumes on one rank (re-sharded), and the layout errors name their values.
+// z-loss 1e-3, two micro-batches per step). Also: resume at TP=2 and at DP=2 is exact, a TP=2
+// checkpoint resumes on one rank and a one-rank checkpoint on TP=2 x DP=2 (re-sharded), and
+// the layout errors name their values.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -121,7 +122,7 @@ TEST_F(ParallelTraining, EveryLayoutTrainsTheSingleRankModel) {
   EXPECT_TRUE(fs::exists(dir_.path() + "/tp2/checkpoints/step_00000006.tp1of2.ckpt"));
 }
 
-TEST_F(ParallelTraining, ResumeAtTp2IsExactAndATp2CheckpointResumesOnOneRank) {
+TEST_F(ParallelTraining, ResumeIsExactAndCheckpointsReshardAcrossLayouts) {
   ASSERT_EQ(train("full", 2, 2).status, 0);
   const Result first = train("cut", 2, 2, "--stop-after 3");
   ASSERT_EQ(first.status, 0) << first.output;
@@ -134,6 +135,14 @@ TEST_F(ParallelTraining, ResumeAtTp2IsExactAndATp2CheckpointResumesOnOneRank) {
     EXPECT_EQ(v.first, cut.at(step).first) << "loss at " << step;
     EXPECT_EQ(v.second, cut.at(step).second) << "grad_norm at " << step;
   }
+
+  // Data parallel too: DP=2, interrupted and resumed, equals its uninterrupted run exactly.
+  ASSERT_EQ(train("dpfull", 2, 1).status, 0);
+  ASSERT_EQ(train("dpcut", 2, 1, "--stop-after 3").status, 0);
+  ASSERT_EQ(train("dpcut", 2, 1, "--resume").status, 0);
+  const auto dpfull = metrics("dpfull"), dpcut = metrics("dpcut");
+  ASSERT_EQ(dpfull.size(), dpcut.size());
+  for (const auto& [step, v] : dpfull) EXPECT_EQ(v.first, dpcut.at(step).first) << "DP=2 loss at " << step;
 
   // The TP=2 checkpoint at step 3, resumed by one rank: re-sharded, the same training.
   fs::copy(dir_.path() + "/cut", dir_.path() + "/one", fs::copy_options::recursive);
