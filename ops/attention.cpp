@@ -73,6 +73,14 @@ void count_call(std::array<std::atomic<int64_t>, 3>& calls, AttentionBackend bac
   ++calls[static_cast<size_t>(backend)];
 }
 
+// choose_backend picks a fused backend only for CUDA tensors, so a CPU-only build never takes
+// the fused path; were it to, this fails loudly rather than hand back an output or gradient
+// that nothing wrote.
+[[maybe_unused]] [[noreturn]] void fail_fused_without_cuda(AttentionBackend backend) {
+  ZT_FAIL("causal_self_attention: the fused (", attention_backend_name(backend),
+          ") attention path exists only in CUDA builds; a CPU-only build runs the unfused composite");
+}
+
 // The fused path of causal_self_attention (cuDNN's or our flash kernels). Saves the
 // (contiguous) qkv, the merged output and the row log-sum-exp (both backends save the same
 // statistics); d qkv is written by the backend in one [B, T, 3C] buffer.
@@ -88,9 +96,12 @@ struct SelfAttentionNode : Node {
         H(n_head),
         backend(b) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
+#ifndef ZTRAIN_WITH_CUDA
+    (void)grad;
+    fail_fused_without_cuda(backend);
+#else
     const Tensor& qkv = saved_qkv.get(*this);
     Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
-#ifdef ZTRAIN_WITH_CUDA
     const Tensor &out = saved_out.get(*this), &lse = saved_lse.get(*this);
     Tensor g = grad_as(grad, qkv.dtype()).contiguous();
     if (reinterpret_cast<uintptr_t>(g.raw_data()) % 16 != 0) g = g.clone();  // a view at an odd offset
@@ -108,10 +119,8 @@ struct SelfAttentionNode : Node {
                                     d + 2 * part, args.in, qkv.device().index);
     }
     count_call(g_backward_calls, backend);
-#else
-    (void)grad;
-#endif
     return {dqkv};
+#endif
   }
   void release_saved() override {
     for (SavedTensor* t : {&saved_qkv, &saved_out, &saved_lse}) t->release();
@@ -174,6 +183,8 @@ Variable causal_self_attention(const Variable& qkv, int64_t n_head) {
   } else {
     flash_attention_forward_cuda(flash_args(x, H), out.raw_data(), merged_layout(x, H), stats, x.device().index);
   }
+#else
+  fail_fused_without_cuda(backend);
 #endif
   if (!needs_grad({qkv})) return Variable(out);
   return Variable::from_op(out, std::make_shared<SelfAttentionNode>(qkv, x, out, lse, H, backend));

@@ -1,5 +1,5 @@
-// CUDA kernels of the cross-entropy op (interface: cross_entropy_kernels.h; math: DESIGN.md;
-// measurements: docs/notes/xent_cuda.md).
+// CUDA kernels of the cross-entropy op (interface: cross_entropy_kernels.h; math:
+// docs/cross_entropy.md; measurements: docs/notes/xent_cuda.md).
 //
 // One rank, 16-byte-aligned f32/bf16 rows (the fast path, fused_cluster_kernel): a cluster
 // of C CTAs owns one row at a time; CTA k copies its slice of the row from HBM into shared

@@ -147,6 +147,7 @@ int main(int argc, char** argv) {
              "bad --batch-size/--seq-len/--steps/--grad-accum");
     Bench b;
     b.cfg = zt::load_config(config_path, overrides);
+    zt::validate_for_device(b.cfg, b.dev);
     b.B = batch;
     b.T = seq_len;
     b.compute = zt::parse_dtype(dtype);

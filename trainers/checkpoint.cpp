@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +18,10 @@
 namespace zt {
 
 namespace fs = std::filesystem;
+
+// The format is little-endian (checkpoint.h); header fields and tensor bytes are written and
+// read as they lie in memory.
+static_assert(std::endian::native == std::endian::little, "checkpoints are little-endian; add byte swapping");
 
 namespace {
 

@@ -211,7 +211,7 @@ const std::vector<KeySpec>& key_table() {
               "embedding rows padded up to a multiple of this (50257 -> 50304); padded logits "
               "never enter the loss or sampling"),
       real_key("model", "dropout", ZT_FIELD(model.dropout), unit_open,
-               "dropout on embeddings and residual branches, in [0, 1)"),
+               "dropout on embeddings and residual branches, in [0, 1); CPU only (no CUDA kernel)"),
 
       real_key("loss", "z_loss_weight", ZT_FIELD(loss.z_loss_weight), non_negative,
                "z-loss weight z (loss += z * lse^2); the target value of the z-loss schedule"),
@@ -408,9 +408,17 @@ void validate(const Config& c) {
     if (spec.required)
       ZT_CHECK(c.where.count(spec.section + "." + spec.key), c.source, ": ", spec.section, ".", spec.key,
                ": required key missing (", spec.doc, ")");
+  if (c.train.device != "auto") validate_for_device(c, parse_device(c.train.device));
 }
 
 }  // namespace
+
+void validate_for_device(const Config& c, Device device) {
+  const std::string named = c.train.device == "auto" ? "auto, resolved to " + device.str() : c.train.device;
+  ZT_CHECK(c.model.dropout == 0 || device.is_cpu(), at(c, "model.dropout"), ": model.dropout: ",
+           shortest(c.model.dropout), " needs train.device: cpu (dropout has no CUDA kernel), but train.device is ",
+           named, " (", at(c, "train.device"), "); set model.dropout: 0 or train.device: cpu");
+}
 
 Config parse_config(const std::string& yaml_text, const std::string& source, const std::vector<std::string>& overrides) {
   Config c;

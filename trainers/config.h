@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/device.h"
 #include "models/gpt.h"
 
 namespace zt {
@@ -97,6 +98,12 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 // Same from text; `source` names it in error messages.
 Config parse_config(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides = {});
+
+// The checks that need the device the run takes: model.dropout > 0 has no CUDA kernel, so it
+// needs the CPU. parse_config runs them when train.device names a device; "auto" resolves only
+// at run time, so the trainer runs them again once it knows the device, before it builds the
+// model. Errors name model.dropout and train.device with where each got its value.
+void validate_for_device(const Config& c, Device device);
 
 // The resolved configuration as YAML (every key, defaults filled in); parse_config of it
 // gives the same Config back.

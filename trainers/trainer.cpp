@@ -72,6 +72,7 @@ class Trainer {
         nonfinite_(cfg.train.on_nonfinite, cfg.train.max_skipped_consecutive, cfg.train.max_skipped_total) {
     if (cfg_.train.threads > 0) omp_set_num_threads(static_cast<int>(cfg_.train.threads));
     device_ = par_.device;
+    validate_for_device(cfg_, device_);  // train.device: auto is resolved only now
     compute_ = parse_dtype(cfg_.train.dtype);
     tokens_per_step_ = cfg_.train.batch_size * cfg_.train.grad_accum * cfg_.model.seq_len;
     const ParallelLayout& l = par_.layout;

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include "framework/autograd/node.h"
+#include "ops/reduce.h"
 #include "tests/ops/op_test_util.h"
 
 namespace zt {
@@ -165,6 +167,25 @@ TEST(AttentionBackend, CpuCallsRunTheComposite) {
   const ops::AttentionCalls before = ops::attention_calls(ops::AttentionBackend::unfused);
   ops::causal_self_attention(Variable(random({1, 3, 12}, DType::f32)), 2);
   EXPECT_EQ(ops::attention_calls(ops::AttentionBackend::unfused).forward, before.forward + 1);
+}
+
+// The fused node (whose backward fails in a CPU-only build) is never made for CPU tensors,
+// whichever backend is asked for first: forward and backward run the composite's nodes.
+TEST(AttentionBackend, CpuNeverMakesTheFusedNode) {
+  const ops::AttentionBackend chosen = ops::attention_backend();
+  for (ops::AttentionBackend b : {ops::AttentionBackend::cudnn, ops::AttentionBackend::flash}) {
+    ops::set_attention_backend(b);
+    const ops::AttentionCalls fused_before = ops::attention_calls(b);
+    Variable qkv(random({1, 3, 12}, DType::f32), /*requires_grad=*/true);
+    Variable out = ops::causal_self_attention(qkv, 2);
+    ASSERT_TRUE(out.grad_fn());
+    EXPECT_NE(out.grad_fn()->name(), "causal_self_attention") << ops::attention_backend_name(b);
+    ops::sum(out).backward();
+    EXPECT_TRUE(qkv.grad().defined());
+    EXPECT_EQ(ops::attention_calls(b).forward, fused_before.forward);
+    EXPECT_EQ(ops::attention_calls(b).backward, fused_before.backward);
+  }
+  ops::set_attention_backend(chosen);
 }
 
 }  // namespace

@@ -120,8 +120,30 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"override_no_section", "", {"lr=3"}, {"--set lr=3", "section.key=value"}},
         BadCase{"override_no_equals", "", {"optim.lr"}, {"--set optim.lr", "section.key=value"}},
         BadCase{"override_wrong_type", "", {"train.batch_size=big"}, {"--set train.batch_size=big", "expected an integer"}},
+        BadCase{"dropout_on_cuda", "train:\n  device: cuda\n", {"model.dropout=0.1"},
+                {"--set model.dropout=0.1: model.dropout: 0.1 needs train.device: cpu",
+                 "train.device is cuda (test.yaml:9:11)", "set model.dropout: 0 or train.device: cpu"}},
         BadCase{"not_yaml", "model: [\n", {}, {"test.yaml:", "not valid YAML"}}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
+
+// Dropout needs the CPU. train.device auto passes parsing and is checked against the device it
+// resolves to (the trainer calls validate_for_device at start-up).
+TEST(Config, DropoutIsCheckedAgainstTheDevice) {
+  const Config cpu = parse_config(kMinimal, "test.yaml", {"model.dropout=0.1", "train.device=cpu"});
+  EXPECT_NO_THROW(validate_for_device(cpu, Device::cpu()));
+  const Config aut = parse_config(kMinimal, "test.yaml", {"model.dropout=0.1"});
+  EXPECT_NO_THROW(validate_for_device(aut, Device::cpu()));
+  try {
+    validate_for_device(aut, Device::cuda(1));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "--set model.dropout=0.1: model.dropout: 0.1 needs train.device: cpu (dropout has no CUDA kernel), but "
+              "train.device is auto, resolved to cuda:1 (test.yaml); set model.dropout: 0 or train.device: cpu");
+  }
+  const Config none = parse_config(kMinimal, "test.yaml", {"train.device=cuda:1"});
+  EXPECT_NO_THROW(validate_for_device(none, Device::cuda(1)));  // dropout 0 runs anywhere
+}
 
 TEST(Config, MissingRequiredDataKey) {
   try {

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "framework/device.h"
 #include "framework/error.h"
 #include "trainers/checkpoint.h"
 #include "trainers/data/token_shard.h"
@@ -316,6 +317,18 @@ TEST(Trainer, AConfigThatCannotFitIsRefusedBeforeAllocating) {
   const std::string msg = error_of([&] { train(r.cfg, quiet()); });
   EXPECT_NE(msg.find("training this config needs at least"), std::string::npos) << msg;
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  fs::remove_all(r.dir);
+}
+
+// Dropout has no CUDA kernel: train.device auto that resolves to a GPU is refused at start-up,
+// naming both keys, before the model is built or anything is written.
+TEST(Trainer, DropoutOnAGpuIsRefusedAtStartUp) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU (train.device auto resolves to the CPU)";
+  TestRun r = make_run("dropout_gpu", {"train.device=auto", "model.dropout=0.1"});
+  const std::string msg = error_of([&] { train(r.cfg, quiet()); });
+  EXPECT_NE(msg.find("--set model.dropout=0.1: model.dropout: 0.1 needs train.device: cpu"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("train.device is auto, resolved to cuda:"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(fs::path(r.cfg.log.out_dir) / "metrics.jsonl"));
   fs::remove_all(r.dir);
 }
 

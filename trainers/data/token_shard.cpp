@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -14,7 +15,7 @@
 
 namespace zt::data {
 
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "token shards are little-endian; add byte swapping");
+static_assert(std::endian::native == std::endian::little, "token shards are little-endian; add byte swapping");
 
 // ---- writer ---------------------------------------------------------------------------
 
