@@ -4,13 +4,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 
+#include "framework/checked_size.h"
 #include "framework/error.h"
+#include "framework/io/input_file.h"
 
 namespace zt {
 
@@ -88,7 +91,20 @@ uint64_t step_of(const fs::path& p) {  // step_00000100.ckpt -> 100; not a check
   std::smatch m;
   const std::string name = p.filename().string();
   if (!std::regex_match(name, m, re)) return UINT64_MAX;
-  return std::stoull(m[1].str());
+  uint64_t step = 0;
+  const std::string digits = m[1].str();
+  const auto r = std::from_chars(digits.data(), digits.data() + digits.size(), step);
+  ZT_CHECK(r.ec == std::errc() && step < UINT64_MAX, "checkpoint file '", p.string(),
+           "': the step number in its name does not fit in 64 bits (rename or remove the file)");
+  return step;
+}
+
+// A count of the header: JSON's other numbers (negative, fractional, 1e300) would wrap or be
+// undefined when cast, so they are refused here.
+uint64_t header_count(const nlohmann::json& v, const std::string& path, const char* what) {
+  ZT_CHECK(v.is_number_unsigned(), "checkpoint '", path, "' has a malformed header: ", what,
+           " is not a non-negative integer: ", v.dump());
+  return v.get<uint64_t>();
 }
 
 std::vector<fs::path> list_checkpoints(const fs::path& dir) {  // ascending step
@@ -148,8 +164,7 @@ void write_checkpoint(const std::string& path, const Checkpoint& ckpt) {
 }
 
 Checkpoint read_checkpoint(const std::string& path) {
-  std::error_code ec;
-  ZT_CHECK(fs::is_regular_file(path, ec), "checkpoint '", path, "' does not exist or is not a file");
+  io::require_regular_file(path, "checkpoint");
   const uint64_t file_size = fs::file_size(path);
   std::ifstream in(path, std::ios::binary);
   ZT_CHECK(in, "cannot open checkpoint '", path, "'");
@@ -171,22 +186,28 @@ Checkpoint read_checkpoint(const std::string& path) {
   }
   Checkpoint ckpt;
   try {
-    ZT_CHECK(header.at("version").get<int>() == 1, "checkpoint '", path, "' has format version ",
+    ZT_CHECK(header.at("version") == 1, "checkpoint '", path, "' has format version ",
              header.at("version").dump(), "; this ztrain reads version 1");
-    const uint64_t data_bytes = header.at("data_bytes").get<uint64_t>();
+    const uint64_t data_bytes = header_count(header.at("data_bytes"), path, "data_bytes");
     const uint64_t data_start = 16 + hlen;
-    ZT_CHECK(file_size == data_start + data_bytes, "checkpoint '", path, "' is truncated: ", file_size,
-             " bytes, expected ", data_start + data_bytes);
+    ZT_CHECK(file_size - data_start == data_bytes, "checkpoint '", path, "' is truncated: ", file_size,
+             " bytes, expected ", data_start, " + ", data_bytes);
     ckpt.meta = header.at("meta");
     ckpt.config_yaml = header.at("config").get<std::string>();
     for (const auto& e : header.at("tensors")) {
       const std::string name = e.at("name").get<std::string>();
-      const Shape shape = e.at("shape").get<Shape>();
+      const nlohmann::json& dims = e.at("shape");
+      ZT_CHECK(dims.is_array(), "checkpoint '", path, "': tensor '", name, "' has no shape list");
+      Shape shape;
+      for (const auto& d : dims) shape.push_back(static_cast<int64_t>(header_count(d, path, "a dimension")));
       const DType dtype = parse_dtype(e.at("dtype").get<std::string>());
-      const uint64_t off = e.at("offset").get<uint64_t>(), nbytes = e.at("nbytes").get<uint64_t>();
+      const uint64_t off = header_count(e.at("offset"), path, "offset");
+      const uint64_t nbytes = header_count(e.at("nbytes"), path, "nbytes");
+      // Sizes from the file are checked before anything is allocated.
+      const std::string what = "checkpoint '" + path + "': tensor '" + name + "'";
+      ZT_CHECK(checked_nbytes(shape, dtype, what) == nbytes && nbytes <= data_bytes && off <= data_bytes - nbytes, what,
+               " has an inconsistent extent");
       Tensor t = Tensor::empty(shape, dtype);
-      ZT_CHECK(t.nbytes() == nbytes && off + nbytes <= data_bytes, "checkpoint '", path, "': tensor '", name,
-               "' has an inconsistent extent");
       in.seekg(static_cast<std::streamoff>(data_start + off));
       in.read(static_cast<char*>(t.raw_data()), static_cast<std::streamsize>(nbytes));
       ZT_CHECK(in, "checkpoint '", path, "' is truncated in tensor '", name, "'");
