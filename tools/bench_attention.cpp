@@ -8,13 +8,13 @@
 //
 //   bench_attention                          B = 16, T = 1024, C = 768, 12 heads, bf16
 //   ZT_FLASH_ATTENTION=0 bench_attention     the unfused path, for comparison
-#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <cstdio>
 #include <vector>
 
 #include "framework/error.h"
+#include "tools/tool_main.h"
 #include "framework/random.h"
 #include "framework/tensor.h"
 #ifdef ZTRAIN_WITH_CUDA
@@ -63,10 +63,9 @@ int main(int argc, char** argv) {
   app.add_option("--d-model", C, "model width C")->check(CLI::PositiveNumber);
   app.add_option("--heads", H, "attention heads (C / heads = head size)")->check(CLI::PositiveNumber);
   app.add_option("--reps", reps, "timed runs (median reported)")->check(CLI::PositiveNumber);
-  CLI11_PARSE(app, argc, argv);
-  try {
+  return zt::tool::run_tool("bench_attention", app, argc, argv, [&]() -> int {
 #ifndef ZTRAIN_WITH_CUDA
-    ZT_FAIL("bench_attention: this build has no CUDA");
+    ZT_FAIL("this ztrain was built without CUDA");
 #else
     ZT_CHECK(C % H == 0, "--heads ", H, " does not divide --d-model ", C);
     zt::Generator gen(1234);
@@ -103,8 +102,5 @@ int main(int argc, char** argv) {
     row("backward (diff)", both_ms - fwd_ms, bwd_flops);
     return 0;
 #endif
-  } catch (const zt::Error& e) {
-    std::fprintf(stderr, "bench_attention: %s\n", e.what());
-    return 1;
-  }
+  });
 }

@@ -2,12 +2,13 @@
 //   train --config configs/gpt_tiny.yaml
 //   train --config configs/gpt_small.yaml --set train.batch_size=32 --set loss.z_loss_weight=1e-3
 //   train --config configs/gpt_tiny.yaml --resume        continue from the newest checkpoint
-// Errors (bad config, missing data, non-finite loss) print "train: <message>" and exit 1.
-#include <CLI/CLI.hpp>
-
+// Errors print "train: <message>" and exit 2 for a bad command line, 1 for anything else
+// (bad config, missing data, non-finite loss); see tools/tool_main.h.
+#include <cstdio>
 #include <iostream>
 
 #include "framework/error.h"
+#include "tools/tool_main.h"
 #include "trainers/config.h"
 #include "trainers/trainer.h"
 
@@ -22,22 +23,13 @@ int main(int argc, char** argv) {
   app.add_flag("--overwrite", overwrite, "start over in a log.out_dir that holds a previous run");
   app.add_flag("--print-config", print_config, "print the resolved config and exit");
   app.add_flag("--list-keys", list_keys, "print the table of config keys (markdown) and exit");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::cerr << "train: " << e.what() << " (see --help)\n";
-    return 1;
-  }
-
-  try {
+  return zt::tool::run_tool("train", app, argc, argv, [&] {
     if (list_keys) {
       std::cout << zt::config_keys_markdown();
       return 0;
     }
-    ZT_CHECK(!config_path.empty(), "--config FILE is required (e.g. --config configs/gpt_tiny.yaml)");
-    ZT_CHECK(!(resume && overwrite), "--resume and --overwrite exclude each other");
+    zt::tool::usage_check(!config_path.empty(), "--config FILE is required (e.g. --config configs/gpt_tiny.yaml)");
+    zt::tool::usage_check(!(resume && overwrite), "--resume and --overwrite exclude each other");
     const zt::Config config = zt::load_config(config_path, overrides);
     if (print_config) {
       std::cout << zt::config_to_yaml(config);
@@ -51,9 +43,5 @@ int main(int argc, char** argv) {
                 static_cast<long long>(s.last_step), s.last_loss, s.last_val_loss, s.seconds,
                 config.log.out_dir.c_str());
     return 0;
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::cerr << "train: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }

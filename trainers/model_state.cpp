@@ -4,14 +4,14 @@
 
 namespace zt {
 
-Device resolve_device(const std::string& name) {
+Device resolve_device(const std::string& name, const std::string& setting) {
   if (name == "auto") return cuda_available() ? Device::cuda(0) : Device::cpu();
   const Device d = parse_device(name);
   if (d.is_cuda()) {
     const int n = cuda_device_count();
-    ZT_CHECK(n > 0, "train.device: '", name, "' requested but no GPU is available",
-             " (or this ztrain was built without CUDA); use train.device=cpu or auto");
-    ZT_CHECK(d.index < n, "train.device: '", name, "' requested but only ", n, " GPU(s) are visible");
+    ZT_CHECK(n > 0, setting, ": '", name, "' requested but no GPU is available",
+             " (or this ztrain was built without CUDA); use ", setting, "=cpu or auto");
+    ZT_CHECK(d.index < n, setting, ": '", name, "' requested but only ", n, " GPU(s) are visible");
   }
   return d;
 }

@@ -10,8 +10,9 @@
 
 namespace zt {
 
-// auto: cuda:0 when a GPU is visible, else cpu. cuda without a GPU is an error naming the key.
-Device resolve_device(const std::string& name);
+// auto: cuda:0 when a GPU is visible, else cpu. cuda without a GPU is an error naming
+// `setting`, where the name came from (the config key, or a tool's --device).
+Device resolve_device(const std::string& name, const std::string& setting = "train.device");
 
 void save_model(const Gpt& model, Checkpoint& ckpt);
 // Every parameter must be present with its shape; `source` names the file in errors.

@@ -151,9 +151,10 @@ TEST_F(XentTool, TensorParallelEqualsOneRank) {
 
 TEST_F(XentTool, ErrorsAreOneClearLine) {
   make_inputs(4, 30);
-  auto expect_error = [&](const std::string& args, const std::string& part) {
+  // Exit 1 for what the inputs hold, 2 for a bad command line (tools/tool_main.h).
+  auto expect_error = [&](const std::string& args, const std::string& part, int status = 1) {
     const ToolRun r = xent(args);
-    EXPECT_EQ(r.status, 1) << args << "\n" << r.output;
+    EXPECT_EQ(r.status, status) << args << "\n" << r.output;
     EXPECT_EQ(r.output.rfind("xent: ", 0), 0u) << r.output;
     EXPECT_NE(r.output.find(part), std::string::npos) << "expected '" << part << "' in: " << r.output;
   };
@@ -182,8 +183,10 @@ TEST_F(XentTool, ErrorsAreOneClearLine) {
                "target 30 at row 2 is outside [0, 30) (ignore_index is -100)");
   expect_error(inputs() + " --label-smoothing 1" + o, "label_smoothing must be in [0, 1), got 1");
   expect_error(inputs() + " --z-loss-weight -1" + o, "z_loss_weight must be finite and >= 0, got -1");
-  expect_error(inputs() + " --reduction avg" + o, "--reduction");
-  expect_error(inputs(), "--out is required");
+  expect_error(inputs() + " --reduction avg" + o, "--reduction", 2);
+  expect_error(inputs(), "--out is required", 2);
+  expect_error(inputs() + " --tp x" + o, "--tp", 2);
+  expect_error(inputs() + " --no-such-flag" + o, "--no-such-flag", 2);
   expect_error("--logits " + path("nope.npy") + " --targets " + path("T.npy") + o, "nope.npy' does not exist");
 #ifdef ZTRAIN_WITH_GLOO
   // Under --tp the rank reports the cause and the parent names the rank.
