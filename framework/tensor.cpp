@@ -7,6 +7,7 @@
 #include <iomanip>
 #include <sstream>
 
+#include "framework/checked_size.h"
 #include "framework/op_range.h"
 #ifdef ZTRAIN_WITH_CUDA
 #include "framework/cuda/strided_copy.h"
@@ -109,8 +110,7 @@ int64_t normalize_dim(int64_t d, int64_t ndim, const char* what) {
 // ---- factories ----
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t d : shape) ZT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
-  auto st = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+  auto st = std::make_shared<Storage>(checked_nbytes(shape, dtype, "Tensor::empty"), device);
   return make_tensor(std::move(st), 0, shape, contiguous_strides(shape), dtype);
 }
 

@@ -14,13 +14,12 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-
 #include "framework/error.h"
 #include "trainers/ablation/grid.h"
 #include "trainers/ablation/runner.h"
 #include "trainers/ablation/spikes.h"
 #include "trainers/ablation/sweep.h"
+#include "tools/tool_main.h"
 #include "trainers/config.h"
 
 namespace fs = std::filesystem;
@@ -107,76 +106,76 @@ int main(int argc, char** argv) {
   app.add_option("--spike-factor", spikes.factor, "loss spikes: loss > factor x rolling median")->capture_default_str();
   app.add_flag("--show-train-output", show_output, "train's output to this terminal instead of <run>/train.log");
   app.add_flag("--dry-run", dry_run, "print the runs and their train commands, run nothing");
-  CLI11_PARSE(app, argc, argv);
+  return zt::tool::run_tool("ablate", app, argc, argv, [&] {
+    std::vector<RunOutcome> outcomes;
+    AblationPlan plan;
+    try {
+      ZT_CHECK(!ema || (*ema >= 0 && *ema < 1), "--ema must be in [0, 1), got ", ema.value_or(0));
+      validate(spikes);
+      plan.config = config;
+      for (const std::string& s : sweep_args) plan.sweeps.push_back(parse_sweep(s));
+      plan.seeds = seeds;
+      plan.sets = sets;
+      plan.out_dir = out.empty() ? fs::path("runs") / ("ablate-" + fs::path(config).stem().string()) : fs::path(out);
+      plan.train_bin = train_bin.empty() ? this_program_dir() / "train" : fs::path(train_bin);
+      plan.stream_train_output = show_output;
+      validate_plan(plan);
+      const std::vector<RunSpec> runs = expand_grid(plan.sweeps, plan.seeds);
 
-  std::vector<RunOutcome> outcomes;
-  AblationPlan plan;
-  try {
-    ZT_CHECK(!ema || (*ema >= 0 && *ema < 1), "--ema must be in [0, 1), got ", ema.value_or(0));
-    validate(spikes);
-    plan.config = config;
-    for (const std::string& s : sweep_args) plan.sweeps.push_back(parse_sweep(s));
-    plan.seeds = seeds;
-    plan.sets = sets;
-    plan.out_dir = out.empty() ? fs::path("runs") / ("ablate-" + fs::path(config).stem().string()) : fs::path(out);
-    plan.train_bin = train_bin.empty() ? this_program_dir() / "train" : fs::path(train_bin);
-    plan.stream_train_output = show_output;
-    validate_plan(plan);
-    const std::vector<RunSpec> runs = expand_grid(plan.sweeps, plan.seeds);
+      // Every grid point's config is checked up front, so a typo in a key or value fails now,
+      // not hours later at the fifth run.
+      for (const RunSpec& run : runs) (void)zt::load_config(plan.config.string(), train_overrides(plan, run));
 
-    // Every grid point's config is checked up front, so a typo in a key or value fails now,
-    // not hours later at the fifth run.
-    for (const RunSpec& run : runs) (void)zt::load_config(plan.config.string(), train_overrides(plan, run));
-
-    if (dry_run) {
-      std::cout << runs.size() << " runs under " << plan.out_dir.string() << ":\n";
-      for (const RunSpec& run : runs) {
-        const fs::path dir = run_directory(plan, run);
-        const Attempt attempt = next_attempt(dir);
-        std::cout << "  " << run.label
-                  << (run_finished(dir)                 ? "  [finished]"
-                      : attempt == Attempt::kResume    ? "  [would resume]"
-                      : attempt == Attempt::kStartOver ? "  [would start over]"
-                                                       : "")
-                  << "\n    ";
-        for (const std::string& a : train_command(plan, run, run_finished(dir) ? Attempt::kFresh : attempt)) {
-          std::cout << shell_quote(a) << " ";
+      if (dry_run) {
+        std::cout << runs.size() << " runs under " << plan.out_dir.string() << ":\n";
+        for (const RunSpec& run : runs) {
+          const fs::path dir = run_directory(plan, run);
+          const Attempt attempt = next_attempt(dir);
+          std::cout << "  " << run.label
+                    << (run_finished(dir)                 ? "  [finished]"
+                        : attempt == Attempt::kResume    ? "  [would resume]"
+                        : attempt == Attempt::kStartOver ? "  [would start over]"
+                                                         : "")
+                    << "\n    ";
+          for (const std::string& a : train_command(plan, run, run_finished(dir) ? Attempt::kFresh : attempt)) {
+            std::cout << shell_quote(a) << " ";
+          }
+          std::cout << "\n";
         }
-        std::cout << "\n";
+        return 0;
       }
-      return 0;
+      outcomes = run_ablation(plan, std::cout);
+    } catch (const zt::Error& e) {
+      // The plan and every run's config are what the command line asked for.
+      throw zt::tool::UsageError(e.what());
     }
-    outcomes = run_ablation(plan, std::cout);
-  } catch (const zt::Error& e) {
-    std::cerr << "ablate: " << e.what() << "\n";
-    return 2;
-  }
 
-  if (!no_plots) make_plots(python, plot_script, plan.out_dir, ema ? std::to_string(*ema) : std::string());
-  try {
-    write_summary(plan, collect_summary(plan, spikes), spikes);
-  } catch (const zt::Error& e) {
-    std::cerr << "ablate: writing the summary: " << e.what() << "\n";
-    return 1;
-  }
-
-  size_t failed = 0, skipped = 0;
-  std::string failed_labels;
-  for (const RunOutcome& o : outcomes) {
-    if (o.status == RunStatus::kFailed) {
-      ++failed;
-      failed_labels += "\n  " + o.run.label + ": " + o.detail + " (" +
-                       (run_directory(plan, o.run) / "train.log").string() + ")";
+    if (!no_plots) make_plots(python, plot_script, plan.out_dir, ema ? std::to_string(*ema) : std::string());
+    try {
+      write_summary(plan, collect_summary(plan, spikes), spikes);
+    } catch (const zt::Error& e) {
+      std::cerr << "ablate: writing the summary: " << e.what() << "\n";
+      return 1;
     }
-    if (o.status == RunStatus::kAlreadyDone) ++skipped;
-  }
-  std::cout << "ablate: " << outcomes.size() << (outcomes.size() == 1 ? " run, " : " runs, ")
-            << outcomes.size() - failed << " finished ("
-            << skipped << " already before), " << failed << " failed. Summary: "
-            << (plan.out_dir / "summary.md").string() << "\n";
-  if (failed) {
-    std::cerr << "ablate: failed runs (rerun the same command to resume them):" << failed_labels << "\n";
-    return 1;
-  }
-  return 0;
+
+    size_t failed = 0, skipped = 0;
+    std::string failed_labels;
+    for (const RunOutcome& o : outcomes) {
+      if (o.status == RunStatus::kFailed) {
+        ++failed;
+        failed_labels += "\n  " + o.run.label + ": " + o.detail + " (" +
+                         (run_directory(plan, o.run) / "train.log").string() + ")";
+      }
+      if (o.status == RunStatus::kAlreadyDone) ++skipped;
+    }
+    std::cout << "ablate: " << outcomes.size() << (outcomes.size() == 1 ? " run, " : " runs, ")
+              << outcomes.size() - failed << " finished ("
+              << skipped << " already before), " << failed << " failed. Summary: "
+              << (plan.out_dir / "summary.md").string() << "\n";
+    if (failed) {
+      std::cerr << "ablate: failed runs (rerun the same command to resume them):" << failed_labels << "\n";
+      return 1;
+    }
+    return 0;
+  });
 }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "framework/error.h"
+#include "tools/tool_main.h"
 #include "framework/random.h"
 #include "framework/tensor.h"
 #ifdef ZTRAIN_WITH_CUDA
@@ -72,10 +73,9 @@ int main(int argc, char** argv) {
   app.add_option("--heads", H, "attention heads (C / heads = head size)")->check(CLI::PositiveNumber);
   app.add_option("--reps", reps, "timed runs (median reported)")->check(CLI::PositiveNumber);
   app.add_option("--backends", backends, "comma-separated, in order: cudnn, flash, unfused");
-  CLI11_PARSE(app, argc, argv);
-  try {
+  return zt::tool::run_tool("bench_attention", app, argc, argv, [&]() -> int {
 #ifndef ZTRAIN_WITH_CUDA
-    ZT_FAIL("bench_attention: this build has no CUDA");
+    ZT_FAIL("this ztrain was built without CUDA");
 #else
     using zt::ops::AttentionBackend;
     ZT_CHECK(C % H == 0, "--heads ", H, " does not divide --d-model ", C);
@@ -137,8 +137,5 @@ int main(int argc, char** argv) {
     }
     return 0;
 #endif
-  } catch (const zt::Error& e) {
-    std::fprintf(stderr, "bench_attention: %s\n", e.what());
-    return 1;
-  }
+  });
 }

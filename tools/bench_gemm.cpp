@@ -17,7 +17,6 @@
 // runs first (the tuned plan is timed there). Operands are random bf16 (a random block tiled
 // over each buffer: filling 800M values on the host would take longer than the benchmark) and
 // stay the same between runs, so small products may run partly from L2.
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -31,6 +30,7 @@
 
 #include "framework/device.h"
 #include "framework/error.h"
+#include "tools/tool_main.h"
 #include "framework/random.h"
 #include "framework/tensor.h"
 #ifdef ZTRAIN_WITH_CUDA
@@ -120,13 +120,10 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters, "timed runs per product and setting (median reported)");
   app.add_option("--warmup", warmup, "untimed runs first (the tuned plan is made there)");
   app.add_option("--out", out_path, "also write the results as JSON here");
-  CLI11_PARSE(app, argc, argv);
-
+  return zt::tool::run_tool("bench_gemm", app, argc, argv, [&]() -> int {
 #ifndef ZTRAIN_WITH_CUDA
-  std::cerr << "bench_gemm: this ztrain was built without CUDA\n";
-  return 1;
+    ZT_FAIL("this ztrain was built without CUDA");
 #else
-  try {
     ZT_CHECK(zt::cuda_available(), "no CUDA GPU visible");
     ZT_CHECK(rows >= 1 && layers >= 1 && d_model >= 1 && vocab >= 1 && vocab_padded >= 1 && ceiling >= 1,
              "--rows, --layers, --d-model, --vocab, --vocab-padded and --ceiling must be >= 1");
@@ -299,10 +296,6 @@ int main(int argc, char** argv) {
       f << out.dump(2) << "\n";
     }
     return 0;
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::cerr << "bench_gemm: " << e.what() << "\n";
-    return 1;
-  }
 #endif
+  });
 }

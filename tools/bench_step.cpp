@@ -16,7 +16,6 @@
 // autograd engine's gradient sums), "copy" / "fill" / "add_" / "scale_" (Tensor's own
 // kernels: contiguous, clone, to, zeros, ...). A phase's "other" is its
 // device span outside every range: idle gaps (launch overhead, host syncs) and unmarked work.
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -28,6 +27,7 @@
 #include <optional>
 
 #include "framework/error.h"
+#include "tools/tool_main.h"
 #ifdef ZTRAIN_WITH_CUDA
 #include <cuda_runtime.h>
 
@@ -135,13 +135,10 @@ int main(int argc, char** argv) {
   app.add_option("--profile-steps", profile_steps, "steps in the profiled run");
   app.add_option("--peak-tflops", peak_tflops, "device peak for MFU");
   app.add_option("--out", out_path, "write the results as JSON here");
-  CLI11_PARSE(app, argc, argv);
-
+  return zt::tool::run_tool("bench_step", app, argc, argv, [&]() -> int {
 #ifndef ZTRAIN_WITH_CUDA
-  std::cerr << "bench_step: this ztrain was built without CUDA\n";
-  return 1;
+    ZT_FAIL("this ztrain was built without CUDA");
 #else
-  try {
     ZT_CHECK(zt::cuda_available(), "no CUDA GPU visible");
     ZT_CHECK(batch >= 1 && seq_len >= 1 && steps >= 1 && warmup >= 0 && grad_accum >= 1,
              "bad --batch-size/--seq-len/--steps/--grad-accum");
@@ -281,10 +278,6 @@ int main(int argc, char** argv) {
       f << out.dump(2) << "\n";
     }
     return 0;
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::cerr << "bench_step: " << e.what() << "\n";
-    return 1;
-  }
 #endif
+  });
 }

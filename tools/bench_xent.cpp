@@ -23,12 +23,12 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <omp.h>
 
 #include "framework/autograd/variable.h"
 #include "framework/error.h"
+#include "tools/tool_main.h"
 #include "framework/random.h"
 #include "framework/tensor.h"
 #include "ops/cross_entropy.h"
@@ -456,9 +456,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   app.add_option("--warmup", warmup, "untimed runs first (default 3)")->check(CLI::Range(0, 1000));
   app.add_option("--out", out, "also write the table to this path (.json for JSON, else markdown)");
-  CLI11_PARSE(app, argc, argv);
-
-  try {
+  return tool::run_tool("bench_xent", app, argc, argv, [&] {
     if (shapes_s.empty()) shapes_s = device == "cpu" ? "2048x50304" : "8192x50304,16384x128256";
     ops::CrossEntropyOptions opt;
     opt.z_loss_weight = z;
@@ -516,9 +514,6 @@ int main(int argc, char** argv) {
       else f << table;
       ZT_CHECK(f.good(), "--out ", out, ": write failed");
     }
-  } catch (const std::exception& ex) {
-    std::cerr << "bench_xent: " << ex.what() << "\n";
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -2,14 +2,16 @@
 //   generate --checkpoint runs/gpt_tiny --prompt "The jury said" --max-tokens 50 --temperature 0.8 --top-k 40
 // --checkpoint takes a run directory (its newest checkpoint), its checkpoints/ folder, or a
 // checkpoint file. The model's architecture comes from the config stored in the checkpoint.
-#include <CLI/CLI.hpp>
-
+// Exit status: 0, 2 for a bad command line, 1 for other errors (tools/tool_main.h).
+#include <cmath>
+#include <cstdio>
 #include <iostream>
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/error.h"
 #include "models/gpt.h"
 #include "models/sampling.h"
+#include "tools/tool_main.h"
 #include "trainers/checkpoint.h"
 #include "trainers/config.h"
 #include "trainers/data/gpt2_tokenizer.h"
@@ -32,19 +34,12 @@ int main(int argc, char** argv) {
   app.add_option("--device", device_name, "cpu | cuda | cuda:N | auto")->capture_default_str();
   app.add_option("--vocab-dir", vocab_dir, "directory with encoder.json and vocab.bpe")->capture_default_str();
   app.add_flag("!--no-stop", stop_at_eot, "keep going after <|endoftext|>");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::cerr << "generate: " << e.what() << " (see --help)\n";
-    return 1;
-  }
-
-  try {
-    ZT_CHECK(max_tokens >= 0, "--max-tokens must be >= 0, got ", max_tokens);
-    ZT_CHECK(temperature >= 0 && std::isfinite(temperature), "--temperature must be >= 0, got ", temperature);
-    ZT_CHECK(top_k >= 0, "--top-k must be >= 0, got ", top_k);
+  return zt::tool::run_tool("generate", app, argc, argv, [&] {
+    zt::tool::usage_check(max_tokens >= 0, "--max-tokens must be >= 0, got ", max_tokens);
+    zt::tool::usage_check(temperature >= 0 && std::isfinite(temperature), "--temperature must be >= 0, got ",
+                          temperature);
+    zt::tool::usage_check(top_k >= 0, "--top-k must be >= 0, got ", top_k);
+    const zt::Device device = zt::resolve_device(device_name, "--device");
     // The newest intact checkpoint; a damaged newer one is named and skipped.
     const zt::CheckpointChoice choice = zt::newest_good_checkpoint(checkpoint);
     for (const auto& note : choice.skipped) std::cerr << "generate: " << note << "\n";
@@ -58,7 +53,6 @@ int main(int argc, char** argv) {
     // A tensor-parallel run's manifest holds no tensors; its shard files are checked (checksums,
     // shapes) as they are read and joined into the whole model.
     if (!header.meta.contains("tensor_parallel")) zt::check_checkpoint_matches_config(header, cfg.model, *path);
-    const zt::Device device = zt::resolve_device(device_name, "--device");
     zt::check_memory_fits(zt::estimate_inference_memory(cfg.model, 1), device, "generate with the model of '" + *path + "'");
     const zt::Checkpoint ck =
         zt::read_checkpoint_for_rank(*path, 0, 1, [](const std::string&) { return zt::ShardSpec{}; }, nullptr, "model/");
@@ -94,9 +88,5 @@ int main(int argc, char** argv) {
     }
     std::cout << "\n";
     return 0;
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::cerr << "generate: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }

@@ -17,6 +17,12 @@ packages=(
   python3-matplotlib # loss-curve plots of ablations
 )
 
+# The fuzz build (ZTRAIN_FUZZ=ON, tools/fuzz.sh) compiles with clang: libFuzzer and the
+# sanitizer runtimes come in libclang-rt, OpenMP for clang in libomp.
+if [ "${ZTRAIN_FUZZ:-}" = ON ]; then
+  packages+=(clang libclang-rt-14-dev libomp-dev)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

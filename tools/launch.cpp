@@ -4,14 +4,13 @@
 //
 // Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE and ZTRAIN_STORE_DIR (a fresh
 // temporary directory unless --store-dir), and OMP_NUM_THREADS = cores / N when unset. Exits
-// 0 when every rank does; otherwise stops the others and exits 1 naming the failed rank.
-#include <iostream>
+// 0 when every rank does; otherwise stops the others and exits 1 naming the failed rank
+// (2 for a bad command line).
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-
 #include "framework/distributed/local_launcher.h"
+#include "tools/tool_main.h"
 
 int main(int argc, char** argv) {
   // Everything after "--" is the program; CLI11 sees only what comes before.
@@ -27,19 +26,8 @@ int main(int argc, char** argv) {
   CLI::App app{"launch: run N local ranks of PROGRAM (launch --nproc N [--store-dir DIR] -- PROGRAM ARGS...)"};
   app.add_option("--nproc", opt.nproc, "number of ranks")->required()->check(CLI::Range(1, 1024));
   app.add_option("--store-dir", opt.store_dir, "rendezvous directory (default: a fresh temporary one)");
-  try {
-    app.parse(split, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::cerr << "launch: " << e.what() << "\n";
-    return 1;
-  }
-  try {
+  return zt::tool::run_tool("launch", app, split, argv, [&] {
     zt::run_local_ranks(opt);
-  } catch (const std::exception& e) {
-    std::cerr << "launch: " << e.what() << "\n";
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

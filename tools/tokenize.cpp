@@ -4,13 +4,11 @@
 //   tokenize --file notes.txt            -> the ids of a file's bytes
 // "<|endoftext|>" in the text becomes the special id 50256 unless --no-special is given
 // (then it is encoded as ordinary text, like the reference JavaScript encoder does).
-#include <CLI/CLI.hpp>
-
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "framework/error.h"
+#include "framework/io/input_file.h"
+#include "tools/tool_main.h"
 #include "trainers/data/gpt2_tokenizer.h"
 
 int main(int argc, char** argv) {
@@ -26,10 +24,8 @@ int main(int argc, char** argv) {
   app.add_option("--vocab-dir", vocab_dir, "directory holding encoder.json and vocab.bpe")->capture_default_str();
   app.add_flag("--no-special", no_special, "encode \"<|endoftext|>\" as plain text instead of id 50256");
   app.add_flag("--pieces", show_pieces, "with --text/--file: print each id with the bytes it stands for");
-  CLI11_PARSE(app, argc, argv);
-
-  try {
-    ZT_CHECK(*text_opt || *file_opt || *decode_opt, "give one of --text, --file or --decode (see --help)");
+  return zt::tool::run_tool("tokenize", app, argc, argv, [&] {
+    zt::tool::usage_check(*text_opt || *file_opt || *decode_opt, "give one of --text, --file or --decode (see --help)");
     const auto tok = zt::data::Gpt2Tokenizer::from_dir(vocab_dir);
     if (*decode_opt) {
       std::vector<int32_t> ids;
@@ -41,13 +37,7 @@ int main(int argc, char** argv) {
       std::cout << tok.decode(ids) << "\n";
       return 0;
     }
-    if (*file_opt) {
-      std::ifstream in(file, std::ios::binary);
-      ZT_CHECK(in, "--file: cannot open '", file, "'");
-      std::ostringstream s;
-      s << in.rdbuf();
-      text = s.str();
-    }
+    if (*file_opt) text = zt::io::read_regular_file(file, "--file");
     const auto special = no_special ? zt::data::SpecialTokens::as_text : zt::data::SpecialTokens::allowed;
     const std::vector<int32_t> ids = tok.encode(text, special);
     if (show_pieces) {
@@ -57,8 +47,5 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
     std::cout << "\n";
     return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "tokenize: error: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }

@@ -19,8 +19,6 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-
 #include "framework/autograd/variable.h"
 #include "framework/device.h"
 #include "framework/distributed/local_launcher.h"
@@ -28,6 +26,7 @@
 #include "framework/error.h"
 #include "framework/io/npy.h"
 #include "ops/cross_entropy.h"
+#include "tools/tool_main.h"
 
 namespace {
 
@@ -160,18 +159,5 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"f32", "bf16", "f64"}));
   app.add_option("--out", a.out, "output directory (created when missing)")->required();
   app.add_flag("--tp-worker", a.worker, "internal: this process is one rank of --tp")->group("");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    std::cerr << "xent: " << e.what() << "\n";
-    return 1;
-  }
-  try {
-    return run(a, std::vector<std::string>(argv, argv + argc));
-  } catch (const std::exception& e) {
-    std::cerr << "xent: " << e.what() << "\n";
-    return 1;
-  }
+  return tool::run_tool("xent", app, argc, argv, [&] { return run(a, std::vector<std::string>(argv, argv + argc)); });
 }

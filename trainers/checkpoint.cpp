@@ -7,13 +7,16 @@
 
 #include <algorithm>
 #include <bit>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 
+#include "framework/checked_size.h"
 #include "framework/error.h"
+#include "framework/io/input_file.h"
 
 namespace zt {
 
@@ -102,7 +105,20 @@ uint64_t step_of(const fs::path& p) {  // step_00000100.ckpt -> 100; not a check
   std::smatch m;
   const std::string name = p.filename().string();
   if (!std::regex_match(name, m, re)) return UINT64_MAX;
-  return std::stoull(m[1].str());
+  uint64_t step = 0;
+  const std::string digits = m[1].str();
+  const auto r = std::from_chars(digits.data(), digits.data() + digits.size(), step);
+  ZT_CHECK(r.ec == std::errc() && step < UINT64_MAX, "checkpoint file '", p.string(),
+           "': the step number in its name does not fit in 64 bits (rename or remove the file)");
+  return step;
+}
+
+// A count of the header: JSON's other numbers (negative, fractional, 1e300) would wrap or be
+// undefined when cast, so they are refused here.
+uint64_t header_count(const nlohmann::json& v, const std::string& path, const char* what) {
+  ZT_CHECK(v.is_number_unsigned(), "checkpoint '", path, "' has a malformed header: ", what,
+           " is not a non-negative integer: ", v.dump());
+  return v.get<uint64_t>();
 }
 
 std::vector<fs::path> list_checkpoints(const fs::path& dir) {  // ascending step
@@ -174,8 +190,7 @@ struct OpenCheckpoint {
   uint64_t data_start = 0;
 
   explicit OpenCheckpoint(const std::string& p) : path(p) {
-    std::error_code ec;
-    ZT_CHECK(fs::is_regular_file(path, ec), "checkpoint '", path, "' does not exist or is not a regular file");
+    io::require_regular_file(path, "checkpoint");  // never blocks on a FIFO
     const uint64_t file_size = fs::file_size(path);
     in.open(path, std::ios::binary);
     ZT_CHECK(in, "cannot open checkpoint '", path, "'");
@@ -205,7 +220,7 @@ struct OpenCheckpoint {
     try {
       ZT_CHECK(j.at("version").get<int>() == kVersion, "checkpoint '", path, "' has format version ",
                j.at("version").dump(), "; this ztrain reads version ", kVersion);
-      const uint64_t data_bytes = j.at("data_bytes").get<uint64_t>();
+      const uint64_t data_bytes = header_count(j.at("data_bytes"), path, "data_bytes");
       data_start = kPrefix + hlen;
       ZT_CHECK(data_bytes <= file_size && file_size - data_bytes >= data_start, "checkpoint '", path,
                "' is truncated: ", file_size, " bytes, expected ", data_start, " + ", data_bytes);
@@ -218,20 +233,18 @@ struct OpenCheckpoint {
         CheckpointTensorEntry t;
         t.name = e.at("name").get<std::string>();
         t.dtype = parse_dtype(e.at("dtype").get<std::string>());
-        t.shape = e.at("shape").get<Shape>();
-        t.offset = e.at("offset").get<uint64_t>();
-        t.nbytes = e.at("nbytes").get<uint64_t>();
+        const nlohmann::json& dims = e.at("shape");
+        ZT_CHECK(dims.is_array(), "checkpoint '", path, "': tensor '", t.name, "' has no shape list");
+        for (const auto& d : dims) t.shape.push_back(static_cast<int64_t>(header_count(d, path, "a dimension")));
+        t.offset = header_count(e.at("offset"), path, "offset");
+        t.nbytes = header_count(e.at("nbytes"), path, "nbytes");
         t.crc32 = e.at("crc32").get<uint32_t>();
-        // The byte count the shape implies, overflow-checked: a crafted shape must not
-        // become an allocation.
-        uint64_t bytes = dtype_size(t.dtype);
-        for (int64_t d : t.shape) {
-          ZT_CHECK(d >= 0 && (d == 0 || bytes <= data_bytes / static_cast<uint64_t>(d)), "checkpoint '", path,
-                   "': tensor '", t.name, "' has shape ", shape_str(t.shape), ", larger than the file");
-          bytes *= static_cast<uint64_t>(d);
-        }
-        ZT_CHECK(bytes == t.nbytes && t.offset <= data_bytes && t.nbytes <= data_bytes - t.offset, "checkpoint '",
-                 path, "': tensor '", t.name, "' has an inconsistent extent");
+        // The byte count the shape implies, overflow-checked (framework/checked_size.h): a
+        // crafted shape must not become an allocation; the extent must lie inside the file.
+        const std::string what = "checkpoint '" + path + "': tensor '" + t.name + "'";
+        ZT_CHECK(checked_nbytes(t.shape, t.dtype, what) == t.nbytes && t.offset <= data_bytes &&
+                     t.nbytes <= data_bytes - t.offset,
+                 what, " has an inconsistent extent");
         header.tensors.push_back(std::move(t));
       }
     } catch (const nlohmann::json::exception& e) {

@@ -5,12 +5,12 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
-#include <fstream>
 #include <functional>
 #include <set>
 #include <sstream>
 
 #include "framework/error.h"
+#include "framework/io/input_file.h"
 
 namespace zt {
 
@@ -36,14 +36,22 @@ std::string show(const YAML::Node& n) {
 
 // ---- typed readers ----
 
+// Decimal only, as YAML 1.2's core schema reads integers: yaml-cpp's own conversion takes a
+// leading 0 for octal ("010" would be 8) and 0x for hex.
 int64_t read_int(const YAML::Node& n) {
   if (n.IsScalar()) {
-    try {
-      return n.as<int64_t>();
-    } catch (const YAML::Exception&) {
+    const std::string& s = n.Scalar();
+    const size_t digits = !s.empty() && (s[0] == '+' || s[0] == '-') ? 1 : 0;
+    const bool decimal = s.size() > digits && s.find_first_not_of("0123456789", digits) == std::string::npos;
+    if (decimal) {
+      int64_t v = 0;
+      const char* first = s.data() + (s[0] == '+' ? 1 : 0);
+      const auto r = std::from_chars(first, s.data() + s.size(), v);
+      if (r.ec == std::errc::result_out_of_range) throw BadValue{"integer " + show(n) + " is out of range"};
+      if (r.ec == std::errc() && r.ptr == s.data() + s.size()) return v;
     }
   }
-  throw BadValue{"expected an integer, got " + show(n)};
+  throw BadValue{"expected an integer (decimal digits), got " + show(n)};
 }
 
 double read_real(const YAML::Node& n) {
@@ -436,11 +444,7 @@ Config parse_config(const std::string& yaml_text, const std::string& source, con
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path);
-  ZT_CHECK(in, "cannot open config file '", path, "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_config(ss.str(), path, overrides);
+  return parse_config(io::read_regular_file(path, "config file"), path, overrides);
 }
 
 std::string config_to_yaml(const Config& c) {

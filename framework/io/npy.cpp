@@ -5,7 +5,9 @@
 #include <cstring>
 #include <fstream>
 
+#include "framework/checked_size.h"
 #include "framework/error.h"
+#include "framework/io/input_file.h"
 
 namespace zt::io {
 
@@ -105,8 +107,11 @@ class HeaderParser {
 }  // namespace
 
 Tensor read_npy(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  require_regular_file(path, ".npy file");
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   ZT_CHECK(f.good(), path, ": cannot open for reading");
+  const auto file_bytes = static_cast<int64_t>(f.tellg());
+  f.seekg(0);
   char magic[8] = {};
   f.read(magic, 8);
   ZT_CHECK(f.gcount() == 8 && std::memcmp(magic, kMagic, 6) == 0, path,
@@ -144,12 +149,16 @@ Tensor read_npy(const std::string& path) {
   else
     ZT_FAIL(path, ": dtype '", descr, "' is not supported (little-endian f4, f8, i4, i8 only)");
 
+  // Sizes come from the file: checked before anything is allocated or read.
+  const auto nbytes = static_cast<int64_t>(checked_nbytes(shape, dtype, path));
+  const int64_t data_bytes = file_bytes - static_cast<int64_t>(f.tellg());
+  ZT_CHECK(data_bytes >= nbytes, path, ": truncated data: shape ", shape_str(shape), " ", descr, " needs ", nbytes,
+           " bytes, found ", data_bytes);
+  ZT_CHECK(data_bytes == nbytes, path, ": ", data_bytes - nbytes, " trailing bytes after the ", shape_str(shape),
+           " array");
   Tensor t = Tensor::empty(shape, dtype);
-  f.read(static_cast<char*>(t.raw_data()), static_cast<std::streamsize>(t.nbytes()));
-  ZT_CHECK(f.gcount() == static_cast<std::streamsize>(t.nbytes()), path, ": truncated data: shape ",
-           shape_str(shape), " ", descr, " needs ", t.nbytes(), " bytes, found ", f.gcount());
-  f.peek();
-  ZT_CHECK(f.eof(), path, ": trailing bytes after the ", shape_str(shape), " array");
+  f.read(static_cast<char*>(t.raw_data()), static_cast<std::streamsize>(nbytes));
+  ZT_CHECK(f.gcount() == static_cast<std::streamsize>(nbytes), path, ": truncated data (the file shrank while read)");
   return t;
 }
 

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/check.h"
+#include "tests/support/input_files.h"
 #include "tests/support/multi_rank.h"
 
 namespace zt {
@@ -89,7 +90,7 @@ TEST(Npy, ReadsHandWrittenHeadersLikeNumpys) {
 TEST(Npy, ClearErrors) {
   test::TempDir dir;
   const std::string p = dir.path() + "/bad.npy";
-  EXPECT_NE(error_of_read(dir.path() + "/missing.npy").find("cannot open"), std::string::npos);
+  EXPECT_NE(error_of_read(dir.path() + "/missing.npy").find("missing.npy' does not exist"), std::string::npos);
   std::ofstream(p) << "a,b,c\n1,2,3\n";
   EXPECT_NE(error_of_read(p).find("not a .npy file"), std::string::npos);
   const std::string four(16, '\0');
@@ -110,6 +111,38 @@ TEST(Npy, ClearErrors) {
   write_raw(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", four, std::string("\x93NUMPY\x09\x00", 8));
   EXPECT_NE(error_of_read(p).find("unsupported .npy format version 9"), std::string::npos);
   EXPECT_NE(error_of_read(p).find(p), std::string::npos);  // every message names the file
+}
+
+// Regression: a shape whose element count wraps past 2^64 made the old reader allocate a
+// few bytes and read past them (xent crashed with SIGSEGV).
+TEST(Npy, ShapesFromTheFileAreCheckedBeforeAllocating) {
+  test::TempDir dir;
+  const std::string p = dir.path() + "/huge.npy";
+  const std::string four(16, '\0');
+  // 2^32 x 2^32 elements: the product is exactly 2^64, i.e. 0 after wrapping.
+  write_raw(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }", four);
+  std::string e = error_of_read(p);
+  EXPECT_NE(e.find(p), std::string::npos) << e;
+  EXPECT_NE(e.find("is too large: its dimensions multiply past 2^63-1"), std::string::npos) << e;
+  // Fits in int64 as elements but not as bytes.
+  write_raw(p, "{'descr': '<f8', 'fortran_order': False, 'shape': (999999999999999, 5000), }", four);
+  e = error_of_read(p);
+  EXPECT_NE(e.find("more than 2^63-1 bytes"), std::string::npos) << e;
+  // No element, but dimensions whose strides would overflow.
+  write_raw(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4294967296, 4294967296), }", "");
+  e = error_of_read(p);
+  EXPECT_NE(e.find("is too large"), std::string::npos) << e;
+  // Representable but far larger than the file: refused before a terabyte allocation.
+  write_raw(p, "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000,), }", four);
+  e = error_of_read(p);
+  EXPECT_NE(e.find("needs 4000000000000 bytes, found 16"), std::string::npos) << e;
+}
+
+TEST(Npy, RefusesAFifoAndADirectoryWithoutBlocking) {
+  test::TempDir dir;
+  const std::string e = test::error_of_reading_fifo(dir.path() + "/pipe.npy", [](const std::string& p) { io::read_npy(p); });
+  EXPECT_NE(e.find("pipe.npy' is a FIFO (named pipe), not a regular file"), std::string::npos) << e;
+  EXPECT_NE(error_of_read(dir.path()).find("is a directory"), std::string::npos);
 }
 
 }  // namespace

@@ -152,9 +152,10 @@ TEST_F(XentTool, TensorParallelEqualsOneRank) {
 
 TEST_F(XentTool, ErrorsAreOneClearLine) {
   make_inputs(4, 30);
-  auto expect_error = [&](const std::string& args, const std::string& part) {
+  // Exit 1 for what the inputs hold, 2 for a bad command line (tools/tool_main.h).
+  auto expect_error = [&](const std::string& args, const std::string& part, int status = 1) {
     const ToolRun r = xent(args);
-    EXPECT_EQ(r.status, 1) << args << "\n" << r.output;
+    EXPECT_EQ(r.status, status) << args << "\n" << r.output;
     EXPECT_EQ(r.output.rfind("xent: ", 0), 0u) << r.output;
     EXPECT_NE(r.output.find(part), std::string::npos) << "expected '" << part << "' in: " << r.output;
   };
@@ -162,6 +163,15 @@ TEST_F(XentTool, ErrorsAreOneClearLine) {
   expect_error(inputs() + " --tp 4" + o, "vocabulary of 30 columns is not divisible by --tp 4");
   std::ofstream(path("text.npy")) << "not numpy\n";
   expect_error("--logits " + path("text.npy") + " --targets " + path("T.npy") + o, "not a .npy file");
+  {  // Regression: a shape whose byte count wraps past 2^64 made xent read past its buffer (SIGSEGV).
+    std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }";
+    while ((10 + header.size() + 1) % 64) header += ' ';
+    header += '\n';
+    std::ofstream(path("huge.npy"), std::ios::binary)
+        << std::string("\x93NUMPY\x01\x00", 8) << static_cast<char>(header.size()) << '\0' << header;
+  }
+  expect_error("--logits " + path("huge.npy") + " --targets " + path("T.npy") + o,
+               "huge.npy: shape [4294967296, 4294967296] is too large");
   io::write_npy(path("Tf.npy"), Tensor::zeros({4}, DType::f32));
   expect_error("--logits " + path("L.npy") + " --targets " + path("Tf.npy") + o, "targets must be i32 or i64, got f32");
   io::write_npy(path("Li.npy"), Tensor::zeros({4, 30}, DType::i32));
@@ -174,9 +184,11 @@ TEST_F(XentTool, ErrorsAreOneClearLine) {
                "target 30 at row 2 is outside [0, 30) (ignore_index is -100)");
   expect_error(inputs() + " --label-smoothing 1" + o, "label_smoothing must be in [0, 1), got 1");
   expect_error(inputs() + " --z-loss-weight -1" + o, "z_loss_weight must be finite and >= 0, got -1");
-  expect_error(inputs() + " --reduction avg" + o, "--reduction");
-  expect_error(inputs(), "--out is required");
-  expect_error("--logits " + path("nope.npy") + " --targets " + path("T.npy") + o, "cannot open");
+  expect_error(inputs() + " --reduction avg" + o, "--reduction", 2);
+  expect_error(inputs(), "--out is required", 2);
+  expect_error(inputs() + " --tp x" + o, "--tp", 2);
+  expect_error(inputs() + " --no-such-flag" + o, "--no-such-flag", 2);
+  expect_error("--logits " + path("nope.npy") + " --targets " + path("T.npy") + o, "nope.npy' does not exist");
   if (cuda_available()) {
     // More ranks than GPUs: said before any rank starts, not in NCCL's words.
     const int gpus = cuda_device_count();

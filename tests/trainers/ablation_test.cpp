@@ -132,7 +132,8 @@ TEST(SweepParser, RejectsBadArguments) {
       {"data.train=[a,b", "unbalanced"},
       {"data.train=a],[b", "unbalanced"},
   };
-  for (const auto& [argument, reason] : bad) {
+  for (const auto& [argument_in, reason] : bad) {
+    const std::string& argument = argument_in;  // clang 14 cannot capture a structured binding
     EXPECT_TRUE(throws_error_containing([&] { parse_sweep(argument); }, reason)) << argument;
     // The message names the argument, so the user sees which --sweep is wrong.
     EXPECT_TRUE(throws_error_containing([&] { parse_sweep(argument); }, "--sweep '" + argument + "'")) << argument;

@@ -8,6 +8,8 @@
 #include <fstream>
 
 #include "framework/error.h"
+#include "tests/support/input_files.h"
+#include "tests/support/multi_rank.h"
 
 namespace zt {
 namespace {
@@ -123,6 +125,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"dropout_on_cuda", "train:\n  device: cuda\n", {"model.dropout=0.1"},
                 {"--set model.dropout=0.1: model.dropout: 0.1 needs train.device: cpu",
                  "train.device is cuda (test.yaml:9:11)", "set model.dropout: 0 or train.device: cpu"}},
+        BadCase{"hex_int", "train:\n  batch_size: 0x10\n", {}, {"test.yaml:9:15", "train.batch_size", "expected an integer (decimal digits)", "'0x10'"}},
+        BadCase{"int_out_of_range", "train:\n  max_steps: 99999999999999999999\n", {}, {"train.max_steps", "out of range"}},
         BadCase{"not_yaml", "model: [\n", {}, {"test.yaml:", "not valid YAML"}}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
 
@@ -165,6 +169,31 @@ TEST(Config, LoadsFileAndNamesIt) {
   }
   std::filesystem::remove(path);
   EXPECT_THROW(load_config("/nonexistent/ztrain.yaml"), Error);
+}
+
+// Regression: yaml-cpp reads a leading zero as octal, so "010" became 8 without a word.
+TEST(Config, IntegersAreDecimalEvenWithLeadingZeros) {
+  const Config c = parse_config(std::string(kMinimal) + "train:\n  batch_size: 010\n  max_steps: +0300\n", "test.yaml",
+                                {"log.log_every=007"});
+  EXPECT_EQ(c.train.batch_size, 10);
+  EXPECT_EQ(c.train.max_steps, 300);
+  EXPECT_EQ(c.log.log_every, 7);
+  EXPECT_EQ(parse_config(std::string(kMinimal) + "loss:\n  ignore_index: -0100\n", "t.yaml").loss.ignore_index, -100);
+}
+
+// Regression: `--config DIR` opened the directory, read nothing and reported a missing key.
+TEST(Config, ADirectoryOrAFifoIsRefusedNamingThePath) {
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  std::string msg;
+  try {
+    load_config(dir);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("config file '" + dir + "' is a directory"), std::string::npos) << msg;
+  test::TempDir tmp;
+  msg = test::error_of_reading_fifo(tmp.path() + "/pipe.yaml", [](const std::string& p) { load_config(p); });
+  EXPECT_NE(msg.find("pipe.yaml' is a FIFO"), std::string::npos) << msg;
 }
 
 TEST(Config, ShippedConfigsLoad) {

@@ -1,6 +1,6 @@
 // The generate tool on a checkpoint written by the trainer: it loads the model from the
 // checkpoint's stored config, continues a prompt, and reports bad arguments as
-// "generate: <message>" with exit status 1.
+// "generate: <message>" with exit status 1 (2 for a bad command line).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -74,7 +74,7 @@ TEST(GenerateTool, SamplesFromATrainedCheckpoint) {
   EXPECT_EQ(missing.status, 1);
   EXPECT_EQ(missing.err.rfind("generate: no checkpoint found", 0), 0u) << missing.err;
   Result bad_temp = run("--checkpoint " + (dir / "run").string() + " --temperature -1" + common, dir);
-  EXPECT_EQ(bad_temp.status, 1);
+  EXPECT_EQ(bad_temp.status, 2);  // a usage error
   EXPECT_NE(bad_temp.err.find("--temperature"), std::string::npos) << bad_temp.err;
   fs::remove_all(dir);
 }

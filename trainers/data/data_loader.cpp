@@ -75,11 +75,11 @@ void DataLoader::restore(const DataLoaderState& state) {
   state_ = state;
 }
 
-const uint16_t* DataLoader::window_tokens(int64_t window) const {
+void DataLoader::read_window(int64_t window, uint16_t* out) const {
   const auto it = std::upper_bound(window_end_.begin(), window_end_.end(), window);
   const auto s = static_cast<size_t>(it - window_end_.begin());
   const int64_t first = s == 0 ? 0 : window_end_[s - 1];
-  return shards_[s].tokens() + (window - first) * options_.seq_len;
+  shards_[s].read((window - first) * options_.seq_len, options_.seq_len + 1, out);
 }
 
 int64_t DataLoader::window_at(int64_t epoch, int64_t position) {
@@ -103,8 +103,9 @@ Batch DataLoader::next() {
   int64_t* in = batch.inputs.data<int64_t>();
   int64_t* tg = batch.targets.data<int64_t>();
   const int64_t first = (state_.batch * options_.world + options_.rank) * B;
+  std::vector<uint16_t> w(static_cast<size_t>(T + 1));
   for (int64_t row = 0; row < B; ++row) {
-    const uint16_t* w = window_tokens(window_at(state_.epoch, first + row));
+    read_window(window_at(state_.epoch, first + row), w.data());
     for (int64_t t = 0; t < T; ++t) {
       in[row * T + t] = w[t];
       tg[row * T + t] = w[t + 1];

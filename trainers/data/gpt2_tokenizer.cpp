@@ -1,13 +1,13 @@
 #include "trainers/data/gpt2_tokenizer.h"
 
 #include <atomic>
-#include <fstream>
 #include <sstream>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
 #include "framework/error.h"
+#include "framework/io/input_file.h"
 #include "trainers/data/byte_unicode.h"
 
 namespace zt::data {
@@ -15,12 +15,11 @@ namespace zt::data {
 namespace {
 
 std::string read_file(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  ZT_CHECK(in, "cannot open ", what, " '", path,
-           "' (run tools/fetch_data.sh to download the GPT-2 vocabulary into data/gpt2)");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  try {
+    return io::read_regular_file(path, what);
+  } catch (const Error& e) {
+    ZT_FAIL(e.what(), " (run tools/fetch_data.sh to download the GPT-2 vocabulary into data/gpt2)");
+  }
 }
 
 std::atomic<uint64_t> next_serial{1};

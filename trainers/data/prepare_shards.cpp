@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "framework/error.h"
+#include "framework/io/input_file.h"
 #include "trainers/data/brown_corpus.h"
 #include "trainers/data/gpt2_tokenizer.h"
 #include "trainers/data/progress_bar.h"
@@ -55,6 +56,9 @@ bool hidden(const fs::path& p) {
 
 std::vector<InputFile> list_inputs(const PrepareOptions& o) {
   ZT_CHECK(!o.inputs.empty(), "prepare_data: no --input given");
+  // --out may lie inside an --input directory: its shards, manifest and temp files are this
+  // program's output, never documents (a second run would otherwise tokenize them).
+  const fs::path out_dir = fs::weakly_canonical(o.out_dir);
   std::vector<InputFile> files;
   for (const std::string& input : o.inputs) {
     std::error_code ec;
@@ -69,7 +73,7 @@ std::vector<InputFile> list_inputs(const PrepareOptions& o) {
     std::vector<std::string> found;
     for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::follow_directory_symlink);
          it != fs::recursive_directory_iterator(); ++it) {
-      if (hidden(it->path())) {
+      if (hidden(it->path()) || (it->is_directory() && fs::weakly_canonical(it->path()) == out_dir)) {
         if (it->is_directory()) it.disable_recursion_pending();
         continue;
       }
@@ -83,14 +87,6 @@ std::vector<InputFile> list_inputs(const PrepareOptions& o) {
     for (const std::string& f : found) files.push_back(stat_file(f));
   }
   return files;
-}
-
-std::string read_whole(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  ZT_CHECK(in, "cannot read '", path, "'");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 json file_json(const InputFile& f) { return {{"path", f.path}, {"bytes", f.bytes}, {"mtime_ns", f.mtime_ns}}; }
@@ -312,7 +308,7 @@ PrepareReport prepare_shards(const PrepareOptions& o) {
     bar.update(done_bytes, std::to_string(train.tokens() + val.tokens()) + " tokens");
   };
   for (const InputFile& f : files) {
-    std::string content = read_whole(f.path);
+    std::string content = io::read_regular_file(f.path, "input file");
     batch_file_bytes += f.bytes;
     batch_bytes += content.size();
     if (o.format == TextFormat::brown) {

@@ -1,7 +1,6 @@
 #include "trainers/data/token_shard.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <utility>
 
 #include "framework/error.h"
+#include "framework/io/input_file.h"
 
 namespace zt::data {
 
@@ -85,35 +85,24 @@ void write_token_shard(const std::string& path, const std::vector<int32_t>& ids)
 // ---- reader ---------------------------------------------------------------------------
 
 TokenShard TokenShard::open(const std::string& path) {
+  io::require_regular_file(path, "token shard");  // a FIFO would block open() forever
   TokenShard s;
   s.path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  ZT_CHECK(fd >= 0, "cannot open token shard '", path, "': ", std::strerror(errno));
+  s.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // from here on the destructor closes
+  ZT_CHECK(s.fd_ >= 0, "cannot open token shard '", path, "': ", std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    ZT_FAIL("token shard '", path, "' is not a regular file");
-  }
+  ZT_CHECK(::fstat(s.fd_, &st) == 0 && S_ISREG(st.st_mode), "token shard '", path, "' is not a regular file");
   const auto bytes = static_cast<int64_t>(st.st_size);
-  if (bytes < kShardHeaderBytes) {
-    ::close(fd);
-    ZT_FAIL("token shard '", path, "' is truncated: ", bytes, " bytes, shorter than the ", kShardHeaderBytes,
-            "-byte header");
-  }
-  void* map = ::mmap(nullptr, static_cast<size_t>(bytes), PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_errno = errno;
-  ::close(fd);
-  ZT_CHECK(map != MAP_FAILED, "cannot map token shard '", path, "': ", std::strerror(map_errno));
-  s.map_ = map;
-  s.map_bytes_ = static_cast<size_t>(bytes);  // from here on the destructor unmaps
-
+  ZT_CHECK(bytes >= kShardHeaderBytes, "token shard '", path, "' is truncated: ", bytes,
+           " bytes, shorter than the ", kShardHeaderBytes, "-byte header");
   int32_t header[3];
-  std::memcpy(header, map, sizeof(header));
+  ZT_CHECK(::pread(s.fd_, header, sizeof(header), 0) == static_cast<ssize_t>(sizeof(header)),
+           "cannot read the header of token shard '", path, "': ", std::strerror(errno));
   ZT_CHECK(header[0] == kShardMagic, "'", path, "' is not a token shard: magic number ", header[0], " (expected ",
            kShardMagic, ", llm.c's format)");
   ZT_CHECK(header[1] == kShardVersion, "token shard '", path, "' has version ", header[1], "; only version ",
            kShardVersion, " (uint16 tokens) is supported");
-  const int64_t count = header[2];
+  const int64_t count = header[2];  // an int32: 2 * count cannot overflow
   ZT_CHECK(count >= 0, "token shard '", path, "' has a negative token count ", count, " in its header");
   const int64_t expected = kShardHeaderBytes + 2 * count;
   ZT_CHECK(bytes >= expected, "token shard '", path, "' is truncated: header says ", count, " tokens (", expected,
@@ -121,35 +110,64 @@ TokenShard TokenShard::open(const std::string& path) {
   ZT_CHECK(bytes == expected, "token shard '", path, "' has ", bytes - expected, " bytes after the ", count,
            " tokens its header declares (", bytes, " bytes, expected ", expected, ")");
   s.count_ = count;
-  s.tokens_ = reinterpret_cast<const uint16_t*>(static_cast<const char*>(map) + kShardHeaderBytes);
   return s;
 }
 
+void TokenShard::read(int64_t first, int64_t n, uint16_t* out) const {
+  ZT_CHECK(first >= 0 && n >= 0 && n <= count_ - first, "token shard '", path_, "': tokens [", first, ", ",
+           first + n, ") are outside its ", count_, " tokens");
+  auto* dst = reinterpret_cast<char*>(out);
+  size_t left = static_cast<size_t>(n) * 2;
+  off_t at = kShardHeaderBytes + 2 * first;
+  while (left > 0) {
+    const ssize_t got = ::pread(fd_, dst, left, at);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      const int err = errno;
+      struct stat st {};
+      const int64_t now = ::fstat(fd_, &st) == 0 ? static_cast<int64_t>(st.st_size) : -1;
+      ZT_CHECK(got == 0, "reading token shard '", path_, "' failed: ", std::strerror(err));
+      ZT_FAIL("token shard '", path_, "' changed while in use: it had ", kShardHeaderBytes + 2 * count_,
+              " bytes when opened and now has ", now, " (do not rewrite shards while a run reads them)");
+    }
+    dst += got;
+    left -= static_cast<size_t>(got);
+    at += got;
+  }
+}
+
 TokenShard::~TokenShard() {
-  if (map_) ::munmap(map_, map_bytes_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 TokenShard::TokenShard(TokenShard&& other) noexcept { *this = std::move(other); }
 
 TokenShard& TokenShard::operator=(TokenShard&& other) noexcept {
   if (this != &other) {
-    if (map_) ::munmap(map_, map_bytes_);
+    if (fd_ >= 0) ::close(fd_);
     path_ = std::move(other.path_);
-    map_ = std::exchange(other.map_, nullptr);
-    map_bytes_ = std::exchange(other.map_bytes_, 0);
-    tokens_ = std::exchange(other.tokens_, nullptr);
+    fd_ = std::exchange(other.fd_, -1);
     count_ = std::exchange(other.count_, 0);
   }
   return *this;
 }
 
 uint16_t TokenShard::max_token() const {
-  return count_ == 0 ? 0 : *std::max_element(tokens_, tokens_ + count_);
+  std::vector<uint16_t> chunk(static_cast<size_t>(std::min<int64_t>(count_, 1 << 20)));
+  uint16_t top = 0;
+  for (int64_t first = 0; first < count_; first += static_cast<int64_t>(chunk.size())) {
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(chunk.size()), count_ - first);
+    read(first, n, chunk.data());
+    top = std::max(top, *std::max_element(chunk.begin(), chunk.begin() + n));
+  }
+  return top;
 }
 
 std::vector<uint16_t> read_token_shard(const std::string& path) {
   const TokenShard s = TokenShard::open(path);
-  return std::vector<uint16_t>(s.tokens(), s.tokens() + s.size());
+  std::vector<uint16_t> tokens(static_cast<size_t>(s.size()));
+  s.read(0, s.size(), tokens.data());
+  return tokens;
 }
 
 }  // namespace zt::data

@@ -45,8 +45,13 @@ class TokenShardWriter {
 // Writes a whole shard at once.
 void write_token_shard(const std::string& path, const std::vector<int32_t>& ids);
 
-// A shard opened read-only (memory-mapped). Opening validates magic, version and that the
-// file length matches the header; errors are zt::Error naming the file and the problem.
+// A shard opened read-only. Opening validates magic, version and that the file length
+// matches the header; errors are zt::Error naming the file and the problem.
+//
+// Tokens are read with pread(2) into the caller's buffer, not memory-mapped: a shard that is
+// truncated while a run has it open would make a mapped read die of SIGBUS, whereas here a
+// short read is a zt::Error naming the file. (A shard replaced by rename keeps serving the
+// original file, which this descriptor still holds.)
 class TokenShard {
  public:
   static TokenShard open(const std::string& path);
@@ -59,15 +64,14 @@ class TokenShard {
 
   const std::string& path() const { return path_; }
   int64_t size() const { return count_; }
-  const uint16_t* tokens() const { return tokens_; }
-  uint16_t operator[](int64_t i) const { return tokens_[i]; }
+  // Tokens [first, first + n) into out; a range outside the shard or a file that no longer
+  // holds it is a zt::Error naming the file.
+  void read(int64_t first, int64_t n, uint16_t* out) const;
   uint16_t max_token() const;  // scans the shard
 
  private:
   std::string path_;
-  void* map_ = nullptr;
-  size_t map_bytes_ = 0;
-  const uint16_t* tokens_ = nullptr;
+  int fd_ = -1;
   int64_t count_ = 0;
 };
 

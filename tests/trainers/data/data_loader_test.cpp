@@ -200,6 +200,34 @@ TEST(DataLoader, ClearErrors) {
   EXPECT_NE(msg.find("train_zz.bin"), std::string::npos) << msg;
 }
 
+// Regression: shards were memory-mapped, and truncating one while a run read it killed the
+// trainer with SIGBUS. Now the next batch is a zt::Error naming the shard.
+TEST(DataLoader, AShardTruncatedWhileOpenIsAClearErrorNotASignal) {
+  Corpus c({1000});
+  DataLoader dl(opts(c.glob(), 4, 16));
+  dl.next();
+  std::filesystem::resize_file(c.paths[0], kShardHeaderBytes + 10);
+  const DataLoaderState before = dl.state();
+  const std::string msg = error_of([&] { dl.next(); });
+  EXPECT_NE(msg.find("token shard '" + c.paths[0] + "' changed while in use"), std::string::npos) << msg;
+  EXPECT_EQ(dl.state(), before) << "a failed batch must not advance the position";
+}
+
+// A shard replaced by rename (as prepare_data writes them) keeps serving the file the loader
+// opened: same batches as before, no error.
+TEST(DataLoader, AShardReplacedByRenameKeepsServingTheOpenedFile) {
+  Corpus c({200});
+  DataLoader dl(opts(c.glob(), 2, 8));
+  write_token_shard(c.paths[0] + ".new", std::vector<int32_t>(300, 7));
+  std::filesystem::rename(c.paths[0] + ".new", c.paths[0]);
+  for (int k = 0; k < 3; ++k) {
+    const std::vector<int64_t> in = dl.next().inputs.to_vector<int64_t>();
+    for (size_t i = 0; i < in.size(); i += 8) EXPECT_EQ(in[i] % 8, 0) << "windows of the original file start at p = 8 w";
+    for (size_t i = 1; i < in.size(); ++i)
+      if (i % 8) EXPECT_EQ(in[i], in[i - 1] + 1) << "the original file holds 0, 1, 2, ...";
+  }
+}
+
 TEST(DataLoader, LoadsThePreparedBrownShards) {
   const std::string dir = test::data_dir() + "/brown";
   if (!std::filesystem::exists(dir + "/train_000.bin"))

@@ -123,6 +123,27 @@ TEST(PrepareShards, SkipsWhenUpToDateAndRebuildsWhenSomethingChanged) {
   EXPECT_FALSE(prepare_shards(o).up_to_date);
 }
 
+// Regression: with --out inside an --input directory, a second run read the first run's
+// shards and manifest as documents (and was never up to date).
+TEST(PrepareShards, AnOutputDirectoryInsideAnInputDirectoryIsNotRead) {
+  Workspace w;
+  for (int i = 0; i < 5; ++i) test::write_file(w.dir / ("in/" + std::to_string(i) + ".txt"), w.docs[i]);
+  auto o = w.options();
+  o.out_dir = w.dir / "in/shards";
+  const PrepareReport first = prepare_shards(o);
+  EXPECT_EQ(first.input_files, 5);
+  const PrepareReport again = prepare_shards(o);
+  EXPECT_TRUE(again.up_to_date) << "the outputs must not count as new inputs";
+  o.force = true;
+  const PrepareReport forced = prepare_shards(o);
+  EXPECT_EQ(forced.input_files, 5);
+  EXPECT_EQ(forced.documents, 5);
+  EXPECT_EQ(forced.train_tokens, first.train_tokens);
+  // The same directory named through a relative path with "..".
+  o.out_dir = w.dir / "in/../in/shards";
+  EXPECT_EQ(prepare_shards(o).input_files, 5);
+}
+
 TEST(PrepareShards, SplitsIntoShardsAndRemovesStaleOnes) {
   Workspace w;
   for (int i = 0; i < 25; ++i) test::write_file(w.dir / ("in/" + std::to_string(100 + i) + ".txt"), w.docs[i]);

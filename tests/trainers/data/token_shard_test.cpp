@@ -9,6 +9,7 @@
 #include "framework/error.h"
 #include "framework/random.h"
 #include "tests/support/check.h"
+#include "tests/support/input_files.h"
 #include "tests/trainers/data/data_test_util.h"
 
 namespace zt::data {
@@ -99,6 +100,25 @@ TEST(TokenShard, CorruptTruncatedAndForeignFilesAreClearErrors) {
 
   const std::string missing = error_of([&] { TokenShard::open(dir / "nope.bin"); });
   EXPECT_NE(missing.find("nope.bin"), std::string::npos) << missing;
+}
+
+TEST(TokenShard, AFifoIsRefusedWithoutBlocking) {
+  TempDir dir;
+  const std::string msg =
+      zt::test::error_of_reading_fifo(dir / "pipe.bin", [](const std::string& p) { TokenShard::open(p); });
+  EXPECT_NE(msg.find("token shard '" + (dir / "pipe.bin") + "' is a FIFO"), std::string::npos) << msg;
+}
+
+TEST(TokenShard, ReadsRangesAndRefusesOnesOutside) {
+  TempDir dir;
+  const std::vector<int32_t> ids = random_ids(50);
+  write_token_shard(dir / "s.bin", ids);
+  const TokenShard s = TokenShard::open(dir / "s.bin");
+  std::vector<uint16_t> got(10);
+  s.read(40, 10, got.data());
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(got[i], ids[40 + i]);
+  const std::string msg = error_of([&] { s.read(41, 10, got.data()); });
+  EXPECT_NE(msg.find("tokens [41, 51) are outside its 50 tokens"), std::string::npos) << msg;
 }
 
 }  // namespace

@@ -1,0 +1,99 @@
+// The command-line contract of every tool (tools/tool_main.h): exit 2 and one line for a bad
+// command line, exit 1 and one line naming the thing for a runtime error, never CLI11's own
+// exit codes (100+) or a silent success.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "framework/device.h"
+#include "tests/support/multi_rank.h"
+#include "tests/support/tool_run.h"
+
+namespace zt {
+namespace {
+
+// One line on stderr, starting with the tool's name.
+void expect_one_line(const test::ToolResult& r, const std::string& tool, const std::string& part) {
+  EXPECT_EQ(r.err.rfind(tool + ": ", 0), 0u) << r.err;
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "more than one line: " << r.err;
+  EXPECT_NE(r.err.find(part), std::string::npos) << "expected '" << part << "' in: " << r.err;
+}
+
+TEST(ToolExit, UsageErrorsExitTwoEverywhere) {
+  for (const char* tool : {"train", "generate", "xent", "tokenize", "prepare_data", "ablate", "launch", "bench_xent",
+                           "bench_step", "bench_gemm", "bench_attention"}) {
+    if (!test::tool_built(tool)) continue;
+    SCOPED_TRACE(tool);
+    const test::ToolResult r = test::run_tool(tool, "--no-such-option 1");
+    EXPECT_EQ(r.status, 2) << r.err;
+    expect_one_line(r, tool, "(see --help)");
+    EXPECT_EQ(test::run_tool(tool, "--help").status, 0);
+  }
+}
+
+TEST(ToolExit, TrainNamesADirectoryGivenAsConfig) {
+  if (!test::tool_built("train")) GTEST_SKIP() << "train not built";
+  test::TempDir dir;
+  test::ToolResult r = test::run_tool("train", "--config " + dir.path());
+  EXPECT_EQ(r.status, 1);
+  expect_one_line(r, "train", "config file '" + dir.path() + "' is a directory");
+  r = test::run_tool("train", "");  // no --config
+  EXPECT_EQ(r.status, 2);
+  expect_one_line(r, "train", "--config FILE is required");
+  r = test::run_tool("train", "--set model.n_layer=x");  // CLI11: --set takes values, --config missing
+  EXPECT_EQ(r.status, 2);
+}
+
+// Regression: `tokenize --file DIR` printed nothing and exited 0.
+TEST(ToolExit, TokenizeNamesADirectoryGivenAsFile) {
+  if (!test::tool_built("tokenize")) GTEST_SKIP() << "tokenize not built";
+  test::TempDir dir;
+  const std::string vocab = " --vocab-dir " + std::string(ZTRAIN_SOURCE_DIR) + "/tests/fuzz/tiny_vocab";
+  test::ToolResult r = test::run_tool("tokenize", "--file " + dir.path() + vocab);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.out, "");
+  expect_one_line(r, "tokenize", "--file '" + dir.path() + "' is a directory");
+  r = test::run_tool("tokenize", "--text hello" + vocab);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "259\n");  // the tiny vocabulary's "hello"
+  r = test::run_tool("tokenize", vocab);  // neither --text, --file nor --decode
+  EXPECT_EQ(r.status, 2);
+  expect_one_line(r, "tokenize", "give one of --text, --file or --decode");
+  r = test::run_tool("tokenize", "--decode 99999" + vocab);
+  EXPECT_EQ(r.status, 1);
+  expect_one_line(r, "tokenize", "--decode: id 99999 is outside the vocabulary");
+}
+
+// Regression: generate's device error named the config key train.device.
+TEST(ToolExit, GenerateNamesItsDeviceOption) {
+  if (!test::tool_built("generate")) GTEST_SKIP() << "generate not built";
+  if (cuda_available()) GTEST_SKIP() << "a GPU is visible: --device cuda is no error here";
+  test::TempDir dir;
+  test::ToolResult r = test::run_tool("generate", "--checkpoint " + dir.path() + " --prompt hi --device cuda");
+  EXPECT_EQ(r.status, 1);
+  expect_one_line(r, "generate", "--device: 'cuda' requested but no GPU is available");
+  EXPECT_EQ(r.err.find("train.device"), std::string::npos) << r.err;
+  r = test::run_tool("generate", "--checkpoint " + dir.path() + " --prompt hi --temperature -1");
+  EXPECT_EQ(r.status, 2);
+  expect_one_line(r, "generate", "--temperature must be >= 0");
+  r = test::run_tool("generate", "--prompt hi");  // --checkpoint missing
+  EXPECT_EQ(r.status, 2);
+  expect_one_line(r, "generate", "--checkpoint is required");
+}
+
+TEST(ToolExit, PrepareDataChecksItsOptions) {
+  if (!test::tool_built("prepare_data")) GTEST_SKIP() << "prepare_data not built";
+  test::TempDir dir;
+  test::ToolResult r = test::run_tool("prepare_data", "--input " + dir.path() + " --out " + dir.path() + "/o --val-fraction 1");
+  EXPECT_EQ(r.status, 2);
+  expect_one_line(r, "prepare_data", "--val-fraction must be in [0, 1), got 1");
+  r = test::run_tool("prepare_data", "--input " + dir.path() + " --out " + dir.path() + "/o --format csv");
+  EXPECT_EQ(r.status, 2);
+  expect_one_line(r, "prepare_data", "--format");
+  r = test::run_tool("prepare_data", "--input " + dir.path() + "/missing --out " + dir.path() + "/o --quiet");
+  EXPECT_EQ(r.status, 1);
+  expect_one_line(r, "prepare_data", "missing' does not exist");
+}
+
+}  // namespace
+}  // namespace zt
