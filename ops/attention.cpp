@@ -207,7 +207,9 @@ AttentionBackend parse_attention_backend(const char* zt_attention, const char* z
     ZT_FAIL("ZT_ATTENTION=", v, ": expected cudnn, flash or unfused");
   }
   if (zt_flash_attention && zt_flash_attention[0] == '0') return AttentionBackend::unfused;
-  return AttentionBackend::cudnn;
+  // Our flash kernels stay the default until cuDNN's path has been checked on a GPU (its
+  // tests and bench_attention in docs/benchmarks.md); ZT_ATTENTION=cudnn opts in.
+  return AttentionBackend::flash;
 }
 
 AttentionBackend attention_backend() {
