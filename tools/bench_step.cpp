@@ -51,7 +51,6 @@ struct Bench {
   zt::Config cfg;
   int64_t B = 16, T = 1024;
   zt::DType compute = zt::DType::bf16;
-  zt::Device dev = zt::Device::cuda(0);
   zt::ParallelContext par = zt::single_rank_context(zt::Device::cuda(0));
   std::unique_ptr<zt::Gpt> model;
   std::unique_ptr<zt::AdamW> adam;
@@ -144,7 +143,7 @@ int main(int argc, char** argv) {
              "bad --batch-size/--seq-len/--steps/--grad-accum");
     Bench b;
     b.cfg = zt::load_config(config_path, overrides);
-    zt::validate_for_device(b.cfg, b.dev);
+    zt::validate_for_device(b.cfg, b.par.device);
     b.B = batch;
     b.T = seq_len;
     b.compute = zt::parse_dtype(dtype);
@@ -153,7 +152,7 @@ int main(int argc, char** argv) {
     b.cfg.train.grad_accum = grad_accum;
     b.cfg.train.dtype = dtype;
     zt::Generator init(static_cast<uint64_t>(b.cfg.train.seed));
-    b.model = std::make_unique<zt::Gpt>(b.cfg.model, init, b.dev);
+    b.model = std::make_unique<zt::Gpt>(b.cfg.model, init, b.par.device);
     b.adam = std::make_unique<zt::AdamW>(
         b.model->parameters().all(),
         zt::AdamWOptions{b.cfg.optim.weight_decay, b.cfg.optim.beta1, b.cfg.optim.beta2, b.cfg.optim.eps});
