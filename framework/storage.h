@@ -25,7 +25,7 @@ class Storage {
   // Identifies the storage's contents: a value no other storage or earlier contents had.
   // Tensor's in-place writes (copy_, fill_, add_, scale_) change it, and so must code that
   // writes the memory by other means (AdamW's update); caches of values computed from the
-  // contents (models/cast.h) compare it. Writes through data<T>() pointers are not seen.
+  // contents (framework/autograd/mixed_precision.h) compare it. Writes through data<T>() pointers are not seen.
   uint64_t version() const { return version_; }
   void bump_version();
 

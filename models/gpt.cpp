@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "framework/distributed/process_group.h"
-#include "models/cast.h"
+#include "ops/cast.h"
 #include "ops/attention.h"
 #include "ops/dropout.h"
 #include "ops/elementwise.h"
@@ -102,13 +102,13 @@ int Gpt::tp_size() const { return tp_ ? tp_->size() : 1; }
 int Gpt::tp_rank() const { return tp_ ? tp_->rank() : 0; }
 
 Variable Gpt::row_parallel_out(const Variable& partial, const Variable& bias, DType compute) const {
-  return ops::add(ops::reduce_from_tensor_parallel(partial, tp_), cast(bias, compute));
+  return ops::add(ops::reduce_from_tensor_parallel(partial, tp_), ops::cast(bias, compute));
 }
 
 Variable Gpt::block_forward(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const {
   const int64_t H = config_.n_head / tp_size();  // this rank's heads
   const double p = config_.dropout;
-  auto c = [&](const Variable& w) { return cast(w, compute); };
+  auto c = [&](const Variable& w) { return ops::cast(w, compute); };
   const bool tp = tp_size() > 1;
 
   Variable h = ops::copy_to_tensor_parallel(ops::layernorm(x, c(b.ln_1_w), c(b.ln_1_b)), tp_);
@@ -141,14 +141,14 @@ Variable Gpt::forward(const Tensor& ids, DType compute, bool training, Generator
   // The tied table (this rank's rows), cast once. The lookup checks ids against the real
   // vocabulary, so an id in the padding is rejected like any other out-of-range id; ids of
   // other ranks' rows give zero rows here and the all-reduce sums the shards' lookups.
-  const Variable wte = cast(wte_, compute);
+  const Variable wte = ops::cast(wte_, compute);
   const int64_t first_row = tp_rank() * wte_.shape()[0];
   Variable tokens = ops::reduce_from_tensor_parallel(
       ops::embedding_shard(wte, Variable(ids), first_row, config_.vocab_size), tp_);
-  Variable x = ops::add(tokens, ops::embedding(cast(wpe_, compute), Variable(positions)));
+  Variable x = ops::add(tokens, ops::embedding(ops::cast(wpe_, compute), Variable(positions)));
   x = ops::dropout(x, config_.dropout, dropout_gen, training);
   for (const Block& b : blocks_) x = block_forward(b, x, compute, training, dropout_gen);
-  x = ops::layernorm(x, cast(ln_f_w_, compute), cast(ln_f_b_, compute));
+  x = ops::layernorm(x, ops::cast(ln_f_w_, compute), ops::cast(ln_f_b_, compute));
   // The head multiplies by the whole padded table (this rank's rows of it): rows of
   // padded_vocab() elements keep the logits' leading dimension aligned (cuBLASLt's fast
   // kernels). The loss leaves the padded columns out (num_classes = vocab_size) and gives

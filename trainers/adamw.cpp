@@ -25,20 +25,6 @@ void update_host(float* p, const float* g, float* m, float* v, int64_t n, const 
   }
 }
 
-#ifdef ZTRAIN_WITH_CUDA
-// The bf16 copy cast() keeps of this parameter (models/cast.h), when the update kernel can
-// rewrite it in place: current, a contiguous copy of the whole parameter, and referenced by
-// nothing but the cache (no live graph saved it). Then the next forward needs no cast.
-uint16_t* refreshable_bf16_copy(VariableImpl& leaf) {
-  VariableImpl::CastCache& c = leaf.cast_cache;
-  const Tensor& w = leaf.data;
-  if (!c.copy.defined() || c.copy.dtype() != DType::bf16 || !c.copy.is_contiguous() || !w.is_contiguous() ||
-      c.copy.numel() != w.numel() || c.version != w.storage()->version() || c.offset != w.offset() ||
-      c.strides != w.strides() || c.copy.storage().use_count() != 1 || c.copy.device() != w.device())
-    return nullptr;
-  return static_cast<uint16_t*>(c.copy.raw_data());
-}
-#endif
 
 }  // namespace
 
@@ -71,7 +57,10 @@ void AdamW::step(double lr) {
               static_cast<float>(1.0 / std::sqrt(bc2))};
     Tensor& w = p.var.tensor();
 #ifdef ZTRAIN_WITH_CUDA
-    uint16_t* shadow = refreshable_bf16_copy(*p.var.impl());
+    // The bf16 compute copy, when the update kernel may rewrite it: then the next forward
+    // needs no cast (framework/autograd/mixed_precision.h).
+    Tensor* copy = rewritable_compute_copy(*p.var.impl());
+    uint16_t* shadow = copy ? static_cast<uint16_t*>(copy->raw_data()) : nullptr;
 #endif
     w.storage()->bump_version();  // written below through raw pointers: cached casts are stale
     Tensor g = p.var.grad().to(DType::f32);
@@ -91,7 +80,7 @@ void AdamW::step(double lr) {
       device_tensors.push_back({w.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), w.numel(),
                                 s.decay_factor, shadow});
       // The kernel rewrites the cached bf16 copy with the new weights: it is current again.
-      if (shadow) p.var.impl()->cast_cache.version = w.storage()->version();
+      if (shadow) compute_copy_rewritten(*p.var.impl());
 #else
       ZT_FAIL("AdamW: parameter '", p.name, "' on ", w.device().str(), " in a build without CUDA");
 #endif

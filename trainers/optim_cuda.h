@@ -17,7 +17,7 @@ struct AdamWTensor {
   int64_t n = 0;
   float decay_factor = 1;  // 1 - lr * weight_decay, or 1 for parameters without decay
   // Optional bf16 copy of p (n elements) rewritten with the updated weights, rounded to
-  // nearest even as a cast would: the compute copy the next forward uses (models/cast.h).
+  // nearest even as a cast would: the compute copy the next forward uses (framework/autograd/mixed_precision.h).
   uint16_t* p_bf16 = nullptr;
 };
 

@@ -4,11 +4,9 @@
 #include <vector>
 
 #include "framework/autograd/grad_mode.h"
+#include "framework/autograd/mixed_precision.h"
 #include "framework/autograd/node.h"
 #include "framework/op_range.h"
-#ifdef ZTRAIN_WITH_CUDA
-#include "framework/cuda/tensor_kernels.h"
-#endif
 
 namespace zt {
 
@@ -58,49 +56,6 @@ void check_grad(const Node& node, size_t i, const Tensor& g) {
   const Edge& e = node.edges()[i];
   ZT_CHECK(g.shape() == e.shape, "backward of '", node.name(), "': gradient of input ", i, " has shape ",
            shape_str(g.shape()), " but the input has shape ", shape_str(e.shape));
-}
-
-// A leaf's gradient that arrived in another dtype than the leaf's (through a cast: the f32
-// master weights of a bf16 model), converted once the whole graph has run.
-struct PendingLeafGrad {
-  std::shared_ptr<VariableImpl> leaf;
-  Tensor grad;
-  DType dtype;  // the leaf's
-};
-
-// Converts the pending leaf gradients into the leaves' .grad. On CUDA the bf16 -> f32 ones
-// go through one multi-tensor kernel (a launch per parameter cost more than the conversion
-// itself); a leaf listed twice, other dtypes, the CPU and a slot someone else also holds take
-// the one-by-one path. The result is the same either way: slot (+)= f32(grad).
-void convert_pending(std::vector<PendingLeafGrad>& pending) {
-  if (pending.empty()) return;
-  ZT_OP_RANGE("cast");
-#ifdef ZTRAIN_WITH_CUDA
-  std::unordered_map<VariableImpl*, int> times;
-  for (const PendingLeafGrad& p : pending) ++times[p.leaf.get()];
-  std::unordered_map<int, std::vector<cuda::WidenJob>> jobs;  // per device
-#endif
-  for (PendingLeafGrad& p : pending) {
-    Tensor& slot = p.leaf->grad;
-#ifdef ZTRAIN_WITH_CUDA
-    const Device d = p.grad.device();
-    const bool batched =
-        d.is_cuda() && p.grad.dtype() == DType::bf16 && p.dtype == DType::f32 && p.grad.is_contiguous() &&
-        times[p.leaf.get()] == 1 &&
-        (!slot.defined() || (slot.dtype() == DType::f32 && slot.device() == d &&
-                             (exclusively_owned(slot) || (p.leaf->grad_preassigned && slot.is_contiguous()))));
-    if (batched) {
-      const bool accumulate = slot.defined();
-      if (!accumulate) slot = Tensor::empty(p.grad.shape(), DType::f32, d);
-      jobs[d.index].push_back({static_cast<float*>(slot.raw_data()), p.grad.raw_data(), p.grad.numel(), accumulate});
-      continue;  // p.grad stays alive in `pending` until the launches are queued
-    }
-#endif
-    accumulate_leaf_grad(*p.leaf, p.grad.to(p.dtype));
-  }
-#ifdef ZTRAIN_WITH_CUDA
-  for (auto& [device, list] : jobs) cuda::widen_bf16_to_f32_many(device, list);
-#endif
 }
 
 }  // namespace
@@ -155,7 +110,7 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
   // Keep the nodes alive while we run them even if the caller drops the graph.
   std::shared_ptr<Node> keep_root = root.grad_fn();
   std::unordered_map<Node*, Tensor> grads;  // gradient of each pending node's output
-  std::vector<PendingLeafGrad> leaf_conversions;
+  std::vector<PendingMasterGrad> leaf_conversions;
   std::vector<Node*> ready{root_node};
   while (!ready.empty()) {
     Node* n = ready.back();
@@ -194,7 +149,7 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
         }
         if (hook && --leaf_edges[e.leaf.get()] == 0) {
           // Final: its conversions now (not batched at the end), then the hook.
-          std::vector<PendingLeafGrad> mine;
+          std::vector<PendingMasterGrad> mine;
           for (auto it = leaf_conversions.begin(); it != leaf_conversions.end();) {
             if (it->leaf == e.leaf) {
               mine.push_back(std::move(*it));
@@ -203,14 +158,14 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
               ++it;
             }
           }
-          convert_pending(mine);
+          widen_master_grads(mine, accumulate_leaf_grad);
           hook(*e.leaf);
         }
       }
     }
     if (!retain_graph) n->release_saved();
   }
-  convert_pending(leaf_conversions);
+  widen_master_grads(leaf_conversions, accumulate_leaf_grad);
 }
 
 }  // namespace zt

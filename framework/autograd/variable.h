@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "framework/autograd/mixed_precision.h"
 #include "framework/tensor.h"
 
 namespace zt {
@@ -21,16 +22,9 @@ struct VariableImpl {
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;  // null for leaves
   std::string name;
-  // cast()'s copy of a leaf's data in another dtype (models/cast.h: the bf16 compute copy of
-  // an f32 master weight), valid while `data` is the same view with the same contents and
-  // nothing wrote into the copy (cross_entropy's in-place gradient may, when it is logits).
-  struct CastCache {
-    Tensor copy;
-    uint64_t version = 0;  // data.storage()->version() when the copy was made
-    uint64_t copy_version = 0;  // copy.storage()->version() then
-    int64_t offset = 0;
-    Shape strides;
-  } cast_cache;
+  // The compute-dtype copy of this leaf's data (the bf16 copy of an f32 master weight):
+  // framework/autograd/mixed_precision.h owns it.
+  ComputeCopy compute_copy;
 };
 
 class Variable {

@@ -1,7 +1,7 @@
-// models/cast.h: the compute copy of a leaf is reused while the leaf is unchanged and made
+// ops/cast.h: the compute copy of a leaf is reused while the leaf is unchanged and made
 // again after any write (Tensor's in-place methods, a new data tensor, an AdamW step);
 // gradients reach the f32 master; a GPT forward after an optimizer step sees the new weights.
-#include "models/cast.h"
+#include "ops/cast.h"
 
 #include <gtest/gtest.h>
 
@@ -27,10 +27,10 @@ Tensor random(const Shape& shape, DType dtype = DType::f32) {
 TEST(Cast, LeafCopyIsReusedUntilTheLeafChanges) {
   for (DType to : {DType::bf16, DType::f64}) {
     Variable x(random({37, 5}), true, "w");
-    const Variable first = cast(x, to);
+    const Variable first = ops::cast(x, to);
     EXPECT_EQ(first.dtype(), to);
     EXPECT_TRUE(is_fresh_cast(first, x));
-    EXPECT_TRUE(cast(x, to).tensor().shares_storage(first.tensor())) << "an unchanged leaf was cast again";
+    EXPECT_TRUE(ops::cast(x, to).tensor().shares_storage(first.tensor())) << "an unchanged leaf was cast again";
 
     // Every way of writing the leaf gives a fresh copy with the new values.
     const Tensor big = random({74, 5});
@@ -47,29 +47,29 @@ TEST(Cast, LeafCopyIsReusedUntilTheLeafChanges) {
     Variable previous = first;
     for (const auto& [what, write] : writes) {
       write();
-      const Variable y = cast(x, to);
+      const Variable y = ops::cast(x, to);
       EXPECT_FALSE(y.tensor().shares_storage(previous.tensor())) << what;
       EXPECT_TRUE(is_fresh_cast(y, x)) << what;
       previous = y;
     }
     // Switching dtypes back and forth is still right.
     const DType other = to == DType::bf16 ? DType::f64 : DType::bf16;
-    EXPECT_TRUE(is_fresh_cast(cast(x, other), x));
-    EXPECT_TRUE(is_fresh_cast(cast(x, to), x));
+    EXPECT_TRUE(is_fresh_cast(ops::cast(x, other), x));
+    EXPECT_TRUE(is_fresh_cast(ops::cast(x, to), x));
   }
 }
 
 TEST(Cast, NonLeafIsCastEveryTime) {
   Variable x(random({4, 3}), true);
   Variable h = ops::scale(x, 2.0);
-  EXPECT_FALSE(cast(h, DType::f64).tensor().shares_storage(cast(h, DType::f64).tensor()));
+  EXPECT_FALSE(ops::cast(h, DType::f64).tensor().shares_storage(ops::cast(h, DType::f64).tensor()));
 }
 
 TEST(Cast, GradientsReachTheMasterThroughTheCachedCopy) {
   // loss = sum(cast(x) * c) twice (the second forward reuses the copy): x.grad = 2 c, in f32.
   Variable x(random({6, 4}), true);
   const Tensor c = random({6, 4}, DType::f64);
-  for (int i = 0; i < 2; ++i) ops::sum(ops::mul(cast(x, DType::f64), Variable(c))).backward();
+  for (int i = 0; i < 2; ++i) ops::sum(ops::mul(ops::cast(x, DType::f64), Variable(c))).backward();
   ASSERT_TRUE(x.has_grad());
   EXPECT_EQ(x.grad().dtype(), DType::f32);
   Tensor want = c.clone();
@@ -85,12 +85,12 @@ TEST(Cast, CrossEntropyGradientWrittenIntoTheCachedCopyIsNotReused) {
     SCOPED_TRACE(dtype_name(to));
     Variable x(random({4, 16}), true, "w");
     const Tensor targets = Tensor::from_vector<int64_t>({1, 5, 9, 15}, {4});
-    const Variable logits = cast(x, to);
+    const Variable logits = ops::cast(x, to);
     ops::cross_entropy(logits, targets).loss.backward();
     ASSERT_TRUE(x.has_grad());
-    EXPECT_TRUE(is_fresh_cast(cast(x, to), x)) << "the cached copy now holds the gradient";
+    EXPECT_TRUE(is_fresh_cast(ops::cast(x, to), x)) << "the cached copy now holds the gradient";
 
-    const Variable copy = cast(x, to);
+    const Variable copy = ops::cast(x, to);
     Variable saved_by_mul = ops::sum(ops::mul(copy, copy));  // mul saves the copy
     ops::cross_entropy(copy, targets);                       // overwrites it in place
     const std::string msg = test::error_of([&] { saved_by_mul.backward(); });
@@ -114,9 +114,9 @@ TEST(Cast, CudaBf16GradientsReachTheF32MastersThroughTheBatchedConversion) {
   Variable twice(Tensor::randn({300}, DType::f32, test::test_generator(), 0, 1, gpu), true);
   const Tensor c_twice = Tensor::randn({300}, DType::bf16, test::test_generator(), 0, 1, gpu);
   for (int pass = 0; pass < 2; ++pass) {
-    Variable loss = ops::sum(ops::mul(cast(twice, DType::bf16), Variable(c_twice)));
-    loss = ops::add(loss, ops::sum(ops::mul(cast(twice, DType::bf16), Variable(c_twice))));
-    for (size_t i = 0; i < xs.size(); ++i) loss = ops::add(loss, ops::sum(ops::mul(cast(xs[i], DType::bf16), Variable(cs[i]))));
+    Variable loss = ops::sum(ops::mul(ops::cast(twice, DType::bf16), Variable(c_twice)));
+    loss = ops::add(loss, ops::sum(ops::mul(ops::cast(twice, DType::bf16), Variable(c_twice))));
+    for (size_t i = 0; i < xs.size(); ++i) loss = ops::add(loss, ops::sum(ops::mul(ops::cast(xs[i], DType::bf16), Variable(cs[i]))));
     loss.backward();
   }
   for (size_t i = 0; i < xs.size(); ++i) {
@@ -157,7 +157,7 @@ void check_forward_after_step(Device device, bool* refreshed = nullptr) {
   if (refreshed) {
     *refreshed = true;
     for (Parameter& p : model.parameters().all()) {
-      const VariableImpl::CastCache& c = p.var.impl()->cast_cache;
+      const ComputeCopy& c = p.var.impl()->compute_copy;
       *refreshed = *refreshed && c.copy.defined() && c.version == p.var.tensor().storage()->version();
     }
   }

@@ -1,0 +1,79 @@
+#include "framework/autograd/mixed_precision.h"
+
+#include <unordered_map>
+
+#include "framework/autograd/engine.h"
+#include "framework/autograd/variable.h"
+#include "framework/op_range.h"
+#ifdef ZTRAIN_WITH_CUDA
+#include "framework/cuda/tensor_kernels.h"
+#endif
+
+namespace zt {
+
+namespace {
+
+bool is_current(const ComputeCopy& c, const Tensor& master) {
+  return c.copy.defined() && c.version == master.storage()->version() && c.offset == master.offset() &&
+         c.strides == master.strides() && c.copy.shape() == master.shape() &&
+         c.copy.storage()->version() == c.copy_version;
+}
+
+}  // namespace
+
+Tensor compute_copy(VariableImpl& leaf, DType dtype) {
+  ComputeCopy& c = leaf.compute_copy;
+  const Tensor& master = leaf.data;
+  if (is_current(c, master) && c.copy.dtype() == dtype) return c.copy;
+  Tensor copy;
+  {
+    ZT_OP_RANGE("cast");
+    copy = master.to(dtype);
+  }
+  c = {copy, master.storage()->version(), copy.storage()->version(), master.offset(), master.strides()};
+  return c.copy;
+}
+
+Tensor* rewritable_compute_copy(VariableImpl& leaf) {
+  ComputeCopy& c = leaf.compute_copy;
+  const Tensor& master = leaf.data;
+  if (!is_current(c, master) || c.copy.dtype() != DType::bf16 || !c.copy.is_contiguous() ||
+      !master.is_contiguous() || c.copy.device() != master.device() || c.copy.storage().use_count() != 1)
+    return nullptr;
+  return &c.copy;
+}
+
+void compute_copy_rewritten(VariableImpl& leaf) { leaf.compute_copy.version = leaf.data.storage()->version(); }
+
+void widen_master_grads(std::vector<PendingMasterGrad>& pending, LeafGradSum accumulate) {
+  if (pending.empty()) return;
+  ZT_OP_RANGE("cast");
+#ifdef ZTRAIN_WITH_CUDA
+  std::unordered_map<VariableImpl*, int> times;
+  for (const PendingMasterGrad& p : pending) ++times[p.leaf.get()];
+  std::unordered_map<int, std::vector<cuda::WidenJob>> jobs;  // per device
+#endif
+  for (PendingMasterGrad& p : pending) {
+#ifdef ZTRAIN_WITH_CUDA
+    Tensor& slot = p.leaf->grad;
+    const Device d = p.grad.device();
+    const bool batched =
+        d.is_cuda() && p.grad.dtype() == DType::bf16 && p.dtype == DType::f32 && p.grad.is_contiguous() &&
+        times[p.leaf.get()] == 1 &&
+        (!slot.defined() || (slot.dtype() == DType::f32 && slot.device() == d &&
+                             (exclusively_owned(slot) || (p.leaf->grad_preassigned && slot.is_contiguous()))));
+    if (batched) {
+      const bool sum_into = slot.defined();
+      if (!sum_into) slot = Tensor::empty(p.grad.shape(), DType::f32, d);
+      jobs[d.index].push_back({static_cast<float*>(slot.raw_data()), p.grad.raw_data(), p.grad.numel(), sum_into});
+      continue;  // p.grad stays alive in `pending` until the launches are queued
+    }
+#endif
+    accumulate(*p.leaf, p.grad.to(p.dtype));
+  }
+#ifdef ZTRAIN_WITH_CUDA
+  for (auto& [device, list] : jobs) cuda::widen_bf16_to_f32_many(device, list);
+#endif
+}
+
+}  // namespace zt
