@@ -1,8 +1,9 @@
 #include "trainers/parallel_context.h"
 
 #include <cstdlib>
-#include <functional>
 #include <sstream>
+
+#include <zlib.h>
 
 #include "framework/error.h"
 #include "trainers/model_state.h"
@@ -101,7 +102,10 @@ ParallelContext make_parallel_context(const Config& c, const std::string& config
   ctx.world = make_subgroup(backend, l.rank, all, "world", store, ctx.device);
 
   // Same config everywhere: a rank started with another --set would train another model.
-  const uint64_t mine = std::hash<std::string>{}(config_yaml) & 0x7fffffffffffffffull;
+  // The fingerprint is zlib's crc32 and the length (std::hash may differ between builds, and
+  // ranks on different nodes may run different builds of the same version).
+  const uint64_t crc = ::crc32_z(0, reinterpret_cast<const Bytef*>(config_yaml.data()), config_yaml.size());
+  const uint64_t mine = ((static_cast<uint64_t>(config_yaml.size()) & 0x7fffffffull) << 32) | crc;
   std::vector<int64_t> slots(static_cast<size_t>(l.world_size), 0);
   slots[static_cast<size_t>(l.rank)] = static_cast<int64_t>(mine);
   Tensor h = Tensor::from_vector(slots, {l.world_size}, ctx.device);
