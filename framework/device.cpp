@@ -1,20 +1,15 @@
 #include "framework/device.h"
 
+#include "framework/device_backend.h"
 #include "framework/error.h"
-#ifdef ZTRAIN_WITH_CUDA
-#include "framework/cuda/cuda_memory.h"
-#endif
 
 namespace zt {
 
 bool cuda_available() { return cuda_device_count() > 0; }
 
 int cuda_device_count() {
-#ifdef ZTRAIN_WITH_CUDA
-  return cuda::device_count();
-#else
-  return 0;
-#endif
+  DeviceBackend* cuda = find_device_backend(DeviceType::CUDA);
+  return cuda ? cuda->device_count() : 0;
 }
 
 Device parse_device(const std::string& s) {

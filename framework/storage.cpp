@@ -4,20 +4,13 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "framework/device_backend.h"
 #include "framework/error.h"
-#ifdef ZTRAIN_WITH_CUDA
-#include "framework/cuda/cuda_memory.h"
-#include "framework/cuda/deferred_check.h"
-#endif
 
 namespace zt {
 
 namespace {
 constexpr size_t kHostAlignment = 64;  // one cache line; enough for AVX-512 loads
-
-[[noreturn, maybe_unused]] void no_cuda() {
-  ZT_FAIL("this ztrain was built without CUDA (configure with nvcc present, ZTRAIN_CUDA=ON)");
-}
 
 // One counter for all storages, so a version names one storage's contents at one time.
 uint64_t next_version() {
@@ -34,11 +27,7 @@ Storage::Storage(size_t nbytes, Device device) : version_(next_version()), nbyte
     data_ = std::aligned_alloc(kHostAlignment, rounded == 0 ? kHostAlignment : rounded);
     ZT_CHECK(data_ != nullptr, "out of host memory allocating ", nbytes, " bytes");
   } else {
-#ifdef ZTRAIN_WITH_CUDA
-    data_ = cuda::allocate(nbytes, device.index);
-#else
-    no_cuda();
-#endif
+    data_ = device_backend(device).allocate(nbytes, device.index);
   }
 }
 
@@ -46,9 +35,7 @@ Storage::~Storage() {
   if (device_.is_cpu()) {
     std::free(data_);
   } else {
-#ifdef ZTRAIN_WITH_CUDA
-    cuda::deallocate(data_, device_.index);
-#endif
+    device_backend(device_).deallocate(data_, device_.index);
   }
 }
 
@@ -58,13 +45,10 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     std::memcpy(dst, src, nbytes);
     return;
   }
-#ifdef ZTRAIN_WITH_CUDA
-  cuda::copy(dst, dst_device.is_cuda(), src, src_device.is_cuda(), nbytes);
+  DeviceBackend& backend = device_backend(dst_device.is_cpu() ? src_device : dst_device);
+  backend.copy(dst, !dst_device.is_cpu(), src, !src_device.is_cpu(), nbytes);
   // The host just waited for the stream: report inputs that kernels found bad (embedding ids).
-  if (dst_device.is_cpu()) cuda::run_deferred_checks();
-#else
-  no_cuda();
-#endif
+  if (dst_device.is_cpu()) backend.host_waited();
 }
 
 }  // namespace zt

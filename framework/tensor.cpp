@@ -8,11 +8,8 @@
 #include <sstream>
 
 #include "framework/checked_size.h"
+#include "framework/device_backend.h"
 #include "framework/op_range.h"
-#ifdef ZTRAIN_WITH_CUDA
-#include "framework/cuda/strided_copy.h"
-#include "framework/cuda/tensor_kernels.h"
-#endif
 
 namespace zt {
 
@@ -245,16 +242,16 @@ void Tensor::copy_(const Tensor& src) {
     copy_bytes(raw_data(), device(), src.raw_data(), src.device(), nbytes());
     return;
   }
-#ifdef ZTRAIN_WITH_CUDA
-  if (device().is_cuda() && device() == src.device() && is_contiguous() && src.is_contiguous()) {
-    cuda::convert(device().index, raw_data(), dtype_, src.raw_data(), src.dtype_, numel());
+  // On one device: one conversion or gather kernel of its backend.
+  if (!device().is_cpu() && device() == src.device() && is_contiguous() && src.is_contiguous()) {
+    device_backend(device()).convert(device().index, raw_data(), dtype_, src.raw_data(), src.dtype_, numel());
     return;
   }
-  if (device().is_cuda() && device() == src.device()) {  // strided views: one gather kernel
-    cuda::strided_copy(device().index, raw_data(), dtype_, strides_, src.raw_data(), src.dtype_, src.strides_, shape_);
+  if (!device().is_cpu() && device() == src.device()) {  // strided views
+    device_backend(device()).strided_copy(device().index, raw_data(), dtype_, strides_, src.raw_data(), src.dtype_,
+                                          src.strides_, shape_);
     return;
   }
-#endif
   // General path on the host: stage device tensors through host memory.
   // (Strided or converting copies on the GPU are rare here: setup, I/O and tests.)
   if (!device().is_cpu() || !src.device().is_cpu()) {
@@ -292,12 +289,10 @@ void Tensor::fill_(double value) {
   ZT_CHECK(defined(), "fill_ of an undefined tensor");
   ZT_OP_RANGE("fill");
   storage_->bump_version();
-#ifdef ZTRAIN_WITH_CUDA
-  if (device().is_cuda() && is_contiguous()) {
-    cuda::fill(device().index, raw_data(), dtype_, numel(), value);
+  if (!device().is_cpu() && is_contiguous()) {
+    device_backend(device()).fill(device().index, raw_data(), dtype_, numel(), value);
     return;
   }
-#endif
   if (!device().is_cpu()) {
     Tensor h = full(shape_, value, dtype_);
     copy_(h);
@@ -318,12 +313,11 @@ void Tensor::add_(const Tensor& other, double alpha) {
   ZT_CHECK(device() == other.device(), "add_: tensors on ", device().str(), " and ", other.device().str());
   ZT_OP_RANGE("add_");
   storage_->bump_version();
-#ifdef ZTRAIN_WITH_CUDA
-  if (device().is_cuda() && is_contiguous() && other.is_contiguous()) {
-    cuda::add_scaled(device().index, raw_data(), dtype_, other.raw_data(), other.dtype(), numel(), alpha);
+  if (!device().is_cpu() && is_contiguous() && other.is_contiguous()) {
+    device_backend(device()).add_scaled(device().index, raw_data(), dtype_, other.raw_data(), other.dtype(), numel(),
+                                        alpha);
     return;
   }
-#endif
   if (!device().is_cpu()) {
     // Strided device tensors: staged through the host.
     Tensor h = to(Device::cpu()).contiguous();
@@ -352,12 +346,10 @@ void Tensor::scale_(double factor) {
   ZT_CHECK(defined(), "scale_ of an undefined tensor");
   ZT_OP_RANGE("scale_");
   storage_->bump_version();
-#ifdef ZTRAIN_WITH_CUDA
-  if (device().is_cuda() && is_contiguous()) {
-    cuda::scale(device().index, raw_data(), dtype_, numel(), factor);
+  if (!device().is_cpu() && is_contiguous()) {
+    device_backend(device()).scale(device().index, raw_data(), dtype_, numel(), factor);
     return;
   }
-#endif
   if (!device().is_cpu()) {
     Tensor h = to(Device::cpu()).contiguous();
     h.scale_(factor);

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "framework/autograd/node.h"
-#include "ops/attention_cudnn.h"
 #include "ops/attention_kernels.h"
 #include "ops/device_dispatch.h"
 #include "ops/op_checks.h"
@@ -43,29 +42,6 @@ struct AttentionNode : Node {
   }
 };
 
-// The heads of a contiguous [B, T, 3C] projection as three [B, H, T, D] views. (Both
-// helpers are used only in CUDA builds.)
-[[maybe_unused]] FlashArgs flash_args(const Tensor& qkv, int64_t H) {
-  FlashArgs a;
-  const int64_t C = qkv.size(2) / 3;
-  const size_t part = static_cast<size_t>(C) * dtype_size(qkv.dtype());
-  a.q = qkv.raw_data();
-  a.k = static_cast<const char*>(qkv.raw_data()) + part;
-  a.v = static_cast<const char*>(qkv.raw_data()) + 2 * part;
-  a.B = qkv.size(0);
-  a.T = qkv.size(1);
-  a.H = H;
-  a.D = C / H;
-  a.in = {a.T * 3 * C, a.D, 3 * C};
-  return a;
-}
-
-// The heads of a [B, T, C] activation (merged heads) as a [B, H, T, D] view.
-[[maybe_unused]] AttentionLayout merged_layout(const Tensor& qkv, int64_t H) {
-  const int64_t T = qkv.size(1), C = qkv.size(2) / 3;
-  return {T * C, C / H, C};
-}
-
 std::array<std::atomic<int64_t>, 3> g_forward_calls{}, g_backward_calls{};
 std::atomic<int> g_backend_override{-1};
 
@@ -75,8 +51,8 @@ void count_call(std::array<std::atomic<int64_t>, 3>& calls, AttentionBackend bac
 
 // choose_backend picks a fused backend only for CUDA tensors, so a CPU-only build never takes
 // the fused path; were it to, this fails loudly rather than hand back an output or gradient
-// that nothing wrote.
-[[maybe_unused]] [[noreturn]] void fail_fused_without_cuda(AttentionBackend backend) {
+// that nothing wrote. (Typed as a gradient, to stand in ZT_ON_DEVICE's CPU place.)
+[[noreturn]] Tensor fail_fused_without_cuda(AttentionBackend backend) {
   ZT_FAIL("causal_self_attention: the fused (", attention_backend_name(backend),
           ") attention path exists only in CUDA builds; a CPU-only build runs the unfused composite");
 }
@@ -96,61 +72,23 @@ struct SelfAttentionNode : Node {
         H(n_head),
         backend(b) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
-#ifndef ZTRAIN_WITH_CUDA
-    (void)grad;
-    fail_fused_without_cuda(backend);
-#else
     const Tensor& qkv = saved_qkv.get(*this);
-    Tensor dqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
-    const Tensor &out = saved_out.get(*this), &lse = saved_lse.get(*this);
-    Tensor g = grad_as(grad, qkv.dtype()).contiguous();
-    if (reinterpret_cast<uintptr_t>(g.raw_data()) % 16 != 0) g = g.clone();  // a view at an odd offset
-    char* d = static_cast<char*>(dqkv.raw_data());
-    const size_t part = static_cast<size_t>(qkv.size(2) / 3) * dtype_size(qkv.dtype());
-    const FlashArgs args = flash_args(qkv, H);
-    const float* stats = static_cast<const float*>(lse.raw_data());
-    if (backend == AttentionBackend::cudnn) {
-#ifdef ZTRAIN_WITH_CUDNN
-      cudnn_attention_backward(args, qkv.dtype(), out.raw_data(), g.raw_data(), merged_layout(qkv, H), stats, d,
-                               d + part, d + 2 * part, qkv.device().index);
-#endif
-    } else {
-      flash_attention_backward_cuda(args, out.raw_data(), g.raw_data(), merged_layout(qkv, H), stats, d, d + part,
-                                    d + 2 * part, args.in, qkv.device().index);
-    }
+    Tensor dqkv = ZT_ON_DEVICE(
+        qkv, fail_fused_without_cuda(backend),
+        fused_attention_backward_cuda(backend, qkv, H, saved_out.get(*this), saved_lse.get(*this), grad));
     count_call(g_backward_calls, backend);
     return {dqkv};
-#endif
   }
   void release_saved() override {
     for (SavedTensor* t : {&saved_qkv, &saved_out, &saved_lse}) t->release();
   }
 };
 
-// Whether our flash kernels take this call: bf16 on a GPU, D = 32 or 64, 16-byte aligned rows.
-bool use_flash(const Tensor& x, int64_t D) {
-#ifdef ZTRAIN_WITH_CUDA
-  return x.device().is_cuda() && flash_attention_supported(x.dtype(), D) &&
-         reinterpret_cast<uintptr_t>(x.raw_data()) % 16 == 0;
-#else
-  (void)x;
-  (void)D;
-  return false;
-#endif
-}
-
 // The backend that runs causal_self_attention on the contiguous projection x: the first
 // choice (attention_backend()) if it takes the call, else the next one down the list.
 AttentionBackend choose_backend(const Tensor& x, int64_t H, int64_t D) {
   if (!x.device().is_cuda() || x.numel() == 0) return AttentionBackend::unfused;
-  const AttentionBackend first = attention_backend();
-#ifdef ZTRAIN_WITH_CUDNN
-  if (first == AttentionBackend::cudnn &&
-      cudnn_attention_supported(flash_args(x, H), x.dtype(), merged_layout(x, H), x.device().index))
-    return AttentionBackend::cudnn;
-#endif
-  if (first != AttentionBackend::unfused && use_flash(x, D)) return AttentionBackend::flash;
-  return AttentionBackend::unfused;
+  return ZT_ON_DEVICE(x, AttentionBackend::unfused, fused_attention_backend_cuda(x, H, D, attention_backend()));
 }
 
 }  // namespace
@@ -174,18 +112,8 @@ Variable causal_self_attention(const Variable& qkv, int64_t n_head) {
   }
   Tensor out = Tensor::empty({B, T, C}, x.dtype(), x.device());
   Tensor lse = Tensor::empty({B, H, T}, DType::f32, x.device());
-#ifdef ZTRAIN_WITH_CUDA
-  float* stats = static_cast<float*>(lse.raw_data());
-  if (backend == AttentionBackend::cudnn) {
-#ifdef ZTRAIN_WITH_CUDNN
-    cudnn_attention_forward(flash_args(x, H), x.dtype(), out.raw_data(), merged_layout(x, H), stats, x.device().index);
-#endif
-  } else {
-    flash_attention_forward_cuda(flash_args(x, H), out.raw_data(), merged_layout(x, H), stats, x.device().index);
-  }
-#else
-  fail_fused_without_cuda(backend);
-#endif
+  ZT_ON_DEVICE(x, static_cast<void>(fail_fused_without_cuda(backend)),
+               fused_attention_forward_cuda(backend, x, H, out, lse));
   if (!needs_grad({qkv})) return Variable(out);
   return Variable::from_op(out, std::make_shared<SelfAttentionNode>(qkv, x, out, lse, H, backend));
 }
@@ -227,9 +155,7 @@ AttentionCalls attention_calls(AttentionBackend backend) {
   return {g_forward_calls[i].load(), g_backward_calls[i].load()};
 }
 
-#ifdef ZTRAIN_WITH_CUDA
 bool flash_attention_enabled() { return attention_backend() != AttentionBackend::unfused; }
-#endif
 
 Variable causal_attention(const Variable& q, const Variable& k, const Variable& v) {
   const char* op = "causal_attention";

@@ -8,6 +8,7 @@
 // from it, block by block:
 //   dV += P^T dO,  dP = dO V^T,  dS = P (dP - rowsum(dO o O)) scale,  dQ = dS K,  dK += dS^T Q.
 #include "framework/tensor.h"
+#include "ops/attention.h"
 
 namespace zt::ops {
 
@@ -46,11 +47,22 @@ struct FlashArgs {
 // Whether the fused kernels handle this dtype and head size (bf16; D = 32 or 64).
 inline bool flash_attention_supported(DType dtype, int64_t D) { return dtype == DType::bf16 && (D == 32 || D == 64); }
 
-#ifdef ZTRAIN_WITH_CUDA
 // False when attention_backend() (ops/attention.h: ZT_ATTENTION, ZT_FLASH_ATTENTION) is
 // unfused: every attention then takes the cuBLASLt products around a softmax kernel, for A/B
 // timing. Defined in ops/attention.cpp.
 bool flash_attention_enabled();
+
+#ifdef ZTRAIN_WITH_CUDA
+// causal_self_attention's fused path (ops/attention_fused_cuda.cpp) on x, its contiguous
+// [B, T, 3C] projection on a GPU, with H heads of size D:
+// The backend that takes the call given the first choice: cudnn if first is cudnn and cuDNN
+// takes the problem, else flash if first is not unfused and our kernels take it, else unfused.
+AttentionBackend fused_attention_backend_cuda(const Tensor& x, int64_t H, int64_t D, AttentionBackend first);
+// out [B, T, C] (merged heads) and lse [B, H, T] f32 by `backend` (cudnn or flash).
+void fused_attention_forward_cuda(AttentionBackend backend, const Tensor& x, int64_t H, Tensor& out, Tensor& lse);
+// d qkv [B, T, 3C] from the gradient of out, by the backend that ran the forward pass.
+Tensor fused_attention_backward_cuda(AttentionBackend backend, const Tensor& qkv, int64_t H, const Tensor& out,
+                                     const Tensor& lse, const Tensor& grad);
 // out (bf16, out_layout) = causal attention; lse [B, H, T] f32 (natural log). Current stream.
 void flash_attention_forward_cuda(const FlashArgs& a, void* out, const AttentionLayout& out_layout, float* lse,
                                   int device);

@@ -9,6 +9,7 @@
 #include "framework/autograd/node.h"
 #include "framework/distributed/process_group.h"
 #include "ops/cross_entropy_kernels.h"
+#include "ops/device_dispatch.h"
 
 namespace zt::ops {
 
@@ -59,60 +60,7 @@ void validate(const Variable& logits, const Tensor& targets, const CrossEntropyO
            "cross_entropy: scale applies to a reduced loss (mean or sum), not to reduction none");
 }
 
-// ---- backend choice: the same kernel interface on CPU and CUDA ----
-
 bool on_cuda(const Tensor& t) { return t.device().is_cuda(); }
-
-#ifndef ZTRAIN_WITH_CUDA
-[[noreturn]] void no_cuda() { ZT_FAIL("cross_entropy: logits on CUDA but ztrain was built without CUDA"); }
-#endif
-
-void count_rows(const Tensor& targets, int64_t ignore_index, bool mean, Tensor& count, Tensor& grad_scale) {
-  if (!on_cuda(targets)) return xent::count_rows_cpu(targets, ignore_index, mean, count, grad_scale);
-#ifdef ZTRAIN_WITH_CUDA
-  xent::count_rows_cuda(targets, ignore_index, mean, count, grad_scale);
-#else
-  no_cuda();
-#endif
-}
-
-void fused(const Tensor& logits, const Tensor& targets, const xent::Params& p, xent::Outputs& out) {
-  if (!on_cuda(logits)) return xent::fused_cpu(logits, targets, p, out);
-#ifdef ZTRAIN_WITH_CUDA
-  xent::fused_cuda(logits, targets, p, out);
-#else
-  no_cuda();
-#endif
-}
-
-void local_stats(const Tensor& logits, const Tensor& targets, const xent::Params& p, Tensor& stats) {
-  if (!on_cuda(logits)) return xent::local_stats_cpu(logits, targets, p, stats);
-#ifdef ZTRAIN_WITH_CUDA
-  xent::local_stats_cuda(logits, targets, p, stats);
-#else
-  no_cuda();
-#endif
-}
-
-void finish(const Tensor& logits, const Tensor& targets, const Tensor& gathered, const xent::Params& p,
-            xent::Outputs& out) {
-  if (!on_cuda(logits)) return xent::finish_cpu(logits, targets, gathered, p, out);
-#ifdef ZTRAIN_WITH_CUDA
-  xent::finish_cuda(logits, targets, gathered, p, out);
-#else
-  no_cuda();
-#endif
-}
-
-void reduce_rows(const Tensor& row_loss, const Tensor& z_row, const Tensor& grad_scale, Tensor& loss, Tensor& ce_sum,
-                 Tensor& z_sum) {
-  if (!on_cuda(row_loss)) return xent::reduce_rows_cpu(row_loss, z_row, grad_scale, loss, ce_sum, z_sum);
-#ifdef ZTRAIN_WITH_CUDA
-  xent::reduce_rows_cuda(row_loss, z_row, grad_scale, loss, ce_sum, z_sum);
-#else
-  no_cuda();
-#endif
-}
 
 // ---- scaling the fused gradient by an upstream gradient (the uncommon paths) ----
 
@@ -239,27 +187,32 @@ CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_i
 
   CrossEntropyResult result;
   result.count = Tensor::empty({}, DType::i64, device);
-  count_rows(targets, p.ignore_index, o.reduction == Reduction::mean, result.count, out.grad_scale);
+  const bool mean = o.reduction == Reduction::mean;
+  ZT_ON_DEVICE(targets, xent::count_rows_cpu(targets, p.ignore_index, mean, result.count, out.grad_scale),
+               xent::count_rows_cuda(targets, p.ignore_index, mean, result.count, out.grad_scale));
   if (o.scale != 1.0) out.grad_scale.scale_(o.scale);  // one scalar, before the kernels read it
 
   if (ranks == 1) {
-    fused(x, targets, p, out);
+    ZT_ON_DEVICE(x, xent::fused_cpu(x, targets, p, out), xent::fused_cuda(x, targets, p, out));
   } else {
     // Vocab-parallel: 4 numbers per row and rank, one all_gather, then the global row terms
     // and this shard's gradient.
     Tensor stats = Tensor::empty({p.rows, 4}, acc, device);
-    local_stats(x, targets, p, stats);
+    ZT_ON_DEVICE(x, xent::local_stats_cpu(x, targets, p, stats), xent::local_stats_cuda(x, targets, p, stats));
     Tensor gathered = Tensor::empty({ranks, p.rows, 4}, acc, device);
     o.group->all_gather(stats, gathered);
-    finish(x, targets, gathered, p, out);
+    ZT_ON_DEVICE(x, xent::finish_cpu(x, targets, gathered, p, out),
+                 xent::finish_cuda(x, targets, gathered, p, out));
   }
 
   Tensor loss = o.reduction == Reduction::none ? out.row_loss : Tensor::empty({}, acc, device);
   Tensor no_loss;
   result.ce_sum = Tensor::empty({}, acc, device);
   result.z_sum = Tensor::empty({}, acc, device);
-  reduce_rows(out.row_loss, out.z_row, out.grad_scale, o.reduction == Reduction::none ? no_loss : loss,
-              result.ce_sum, result.z_sum);
+  Tensor& loss_out = o.reduction == Reduction::none ? no_loss : loss;
+  ZT_ON_DEVICE(out.row_loss,
+               xent::reduce_rows_cpu(out.row_loss, out.z_row, out.grad_scale, loss_out, result.ce_sum, result.z_sum),
+               xent::reduce_rows_cuda(out.row_loss, out.z_row, out.grad_scale, loss_out, result.ce_sum, result.z_sum));
 
   result.lse = out.lse;
   result.z_loss = out.z_row;

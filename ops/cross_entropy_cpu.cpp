@@ -548,21 +548,21 @@ void fused_cpu(const Tensor& logits, const Tensor& targets, const Params& p, Out
   check_common(logits, targets, p);
   ZT_CHECK(p.vocab_global == p.vocab_local && p.vocab_offset == 0,
            "cross_entropy fused kernel: one shard must hold the whole vocabulary");
-  dispatch_float(logits.dtype(), "cross_entropy",
-                 [&](auto tag) { fused_typed<decltype(tag)>(logits, targets, p, out); });
+  dispatch_types(logits, targets, "cross_entropy",
+                 [&](auto tag, auto) { fused_typed<decltype(tag)>(logits, targets, p, out); });
 }
 
 void local_stats_cpu(const Tensor& logits, const Tensor& targets, const Params& p, Tensor& stats) {
   check_common(logits, targets, p);
-  dispatch_float(logits.dtype(), "cross_entropy",
-                 [&](auto tag) { local_stats_typed<decltype(tag)>(logits, targets, p, stats); });
+  dispatch_types(logits, targets, "cross_entropy",
+                 [&](auto tag, auto) { local_stats_typed<decltype(tag)>(logits, targets, p, stats); });
 }
 
 void finish_cpu(const Tensor& logits, const Tensor& targets, const Tensor& gathered_stats, const Params& p,
                 Outputs& out) {
   check_common(logits, targets, p);
-  dispatch_float(logits.dtype(), "cross_entropy",
-                 [&](auto tag) { finish_typed<decltype(tag)>(logits, targets, gathered_stats, p, out); });
+  dispatch_types(logits, targets, "cross_entropy",
+                 [&](auto tag, auto) { finish_typed<decltype(tag)>(logits, targets, gathered_stats, p, out); });
 }
 
 void reduce_rows_cpu(const Tensor& row_loss, const Tensor& z_row, const Tensor& grad_scale, Tensor& loss,

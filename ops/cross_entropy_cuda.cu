@@ -878,12 +878,6 @@ void check_inputs(const Tensor& logits, const Tensor& targets, const Params& p) 
            "cross_entropy (cuda): logits dtype ", dtype_name(logits.dtype()), " (expected f32, bf16 or f64)");
 }
 
-template <class F>
-void dispatch_targets(DType t, F&& f) {
-  if (t == DType::i32) f(int32_t{});
-  else f(int64_t{});
-}
-
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Grid of a row-per-CTA kernel: enough CTAs to fill the GPU, at most one per row.
@@ -1113,42 +1107,40 @@ void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Ou
   if (p.rows == 0) return;
   const int device = logits.device().index;
   cuda::set_device(device);
-  dispatch_float(logits.dtype(), "cross_entropy (cuda)", [&](auto ltag) {
+  dispatch_types(logits, targets, "cross_entropy (cuda)", [&](auto ltag, auto ttag) {
     using T = decltype(ltag);
+    using Tgt = decltype(ttag);
     using D = typename device_of<T>::type;
-    dispatch_targets(targets.dtype(), [&](auto ttag) {
-      using Tgt = decltype(ttag);
-      const FastConfig c = fast_config<T>(logits, out.grad, p.classes());
-      if constexpr (!std::is_same_v<T, double>) {
-        if (c.cluster > 0) {
-          FusedArgs a{};
-          a.logits = logits.raw_data();
-          a.grad = out.grad.defined() ? out.grad.raw_data() : nullptr;
-          a.targets = targets.raw_data();
-          a.row_loss = static_cast<float*>(out.row_loss.raw_data());
-          a.lse = static_cast<float*>(out.lse.raw_data());
-          a.z_row = static_cast<float*>(out.z_row.raw_data());
-          a.bad_target = static_cast<int*>(out.bad_target.raw_data());
-          a.grad_scale = out.grad.defined() ? static_cast<const float*>(out.grad_scale.raw_data()) : nullptr;
-          a.rows = p.rows;
-          a.width = p.vocab_local;
-          a.classes = p.classes();
-          a.ignore_index = p.ignore_index;
-          a.smoothing = static_cast<float>(p.label_smoothing);
-          a.z = static_cast<float>(p.z_loss_weight);
-          a.row_vecs = p.vocab_local * static_cast<int64_t>(sizeof(T)) / 16;
-          a.slice_vecs = c.slice_vecs;
-          a.stages = c.stages;
-          a.push = c.push;
-          if (c.threads == 512) launch_fast<D, Tgt, 512>(a, c, device);
-          else launch_fast<D, Tgt, 256>(a, c, device);
-          return;
-        }
+    const FastConfig c = fast_config<T>(logits, out.grad, p.classes());
+    if constexpr (!std::is_same_v<T, double>) {
+      if (c.cluster > 0) {
+        FusedArgs a{};
+        a.logits = logits.raw_data();
+        a.grad = out.grad.defined() ? out.grad.raw_data() : nullptr;
+        a.targets = targets.raw_data();
+        a.row_loss = static_cast<float*>(out.row_loss.raw_data());
+        a.lse = static_cast<float*>(out.lse.raw_data());
+        a.z_row = static_cast<float*>(out.z_row.raw_data());
+        a.bad_target = static_cast<int*>(out.bad_target.raw_data());
+        a.grad_scale = out.grad.defined() ? static_cast<const float*>(out.grad_scale.raw_data()) : nullptr;
+        a.rows = p.rows;
+        a.width = p.vocab_local;
+        a.classes = p.classes();
+        a.ignore_index = p.ignore_index;
+        a.smoothing = static_cast<float>(p.label_smoothing);
+        a.z = static_cast<float>(p.z_loss_weight);
+        a.row_vecs = p.vocab_local * static_cast<int64_t>(sizeof(T)) / 16;
+        a.slice_vecs = c.slice_vecs;
+        a.stages = c.stages;
+        a.push = c.push;
+        if (c.threads == 512) launch_fast<D, Tgt, 512>(a, c, device);
+        else launch_fast<D, Tgt, 256>(a, c, device);
+        return;
       }
-      RowArgs<D> a = row_args<T>(logits, targets, p);
-      set_outputs(a, out);
-      launch_rowwise<RowKernel::fused, D, Tgt>(a, rows_vectorizable<T>(logits, out.grad), device);
-    });
+    }
+    RowArgs<D> a = row_args<T>(logits, targets, p);
+    set_outputs(a, out);
+    launch_rowwise<RowKernel::fused, D, Tgt>(a, rows_vectorizable<T>(logits, out.grad), device);
   });
 }
 
@@ -1161,16 +1153,14 @@ void local_stats_cuda(const Tensor& logits, const Tensor& targets, const Params&
   if (p.rows == 0) return;
   const int device = logits.device().index;
   cuda::set_device(device);
-  dispatch_float(logits.dtype(), "cross_entropy (cuda)", [&](auto ltag) {
+  dispatch_types(logits, targets, "cross_entropy (cuda)", [&](auto ltag, auto ttag) {
     using T = decltype(ltag);
+    using Tgt = decltype(ttag);
     using D = typename device_of<T>::type;
     using A = typename Elem<D>::Acc;
-    dispatch_targets(targets.dtype(), [&](auto ttag) {
-      using Tgt = decltype(ttag);
-      RowArgs<D> a = row_args<T>(logits, targets, p);
-      a.stats = static_cast<A*>(stats.raw_data());
-      launch_rowwise<RowKernel::local_stats, D, Tgt>(a, rows_vectorizable<T>(logits, Tensor()), device);
-    });
+    RowArgs<D> a = row_args<T>(logits, targets, p);
+    a.stats = static_cast<A*>(stats.raw_data());
+    launch_rowwise<RowKernel::local_stats, D, Tgt>(a, rows_vectorizable<T>(logits, Tensor()), device);
   });
 }
 
@@ -1187,18 +1177,16 @@ void finish_cuda(const Tensor& logits, const Tensor& targets, const Tensor& gath
   if (p.rows == 0) return;
   const int device = logits.device().index;
   cuda::set_device(device);
-  dispatch_float(logits.dtype(), "cross_entropy (cuda)", [&](auto ltag) {
+  dispatch_types(logits, targets, "cross_entropy (cuda)", [&](auto ltag, auto ttag) {
     using T = decltype(ltag);
+    using Tgt = decltype(ttag);
     using D = typename device_of<T>::type;
     using A = typename Elem<D>::Acc;
-    dispatch_targets(targets.dtype(), [&](auto ttag) {
-      using Tgt = decltype(ttag);
-      RowArgs<D> a = row_args<T>(logits, targets, p);
-      set_outputs(a, out);
-      a.gathered = static_cast<const A*>(gathered_stats.raw_data());
-      a.ranks = static_cast<int>(gathered_stats.size(0));
-      launch_rowwise<RowKernel::finish, D, Tgt>(a, rows_vectorizable<T>(logits, out.grad), device);
-    });
+    RowArgs<D> a = row_args<T>(logits, targets, p);
+    set_outputs(a, out);
+    a.gathered = static_cast<const A*>(gathered_stats.raw_data());
+    a.ranks = static_cast<int>(gathered_stats.size(0));
+    launch_rowwise<RowKernel::finish, D, Tgt>(a, rows_vectorizable<T>(logits, out.grad), device);
   });
 }
 

@@ -55,6 +55,21 @@ struct Outputs {
   Tensor grad_scale;  // [] f32 (f64 for f64), read by the kernels
 };
 
+// The element types of one call: the one dtype switch of fused, local_stats and finish on both
+// backends. Calls f(T{}, Tgt{}) with T the logits' type (float, bf16 or double; another dtype
+// fails naming `what`) and Tgt the targets' (int32_t for i32, else int64_t: the callers have
+// checked for i32 or i64). dispatch_targets alone is the Tgt half.
+template <class F>
+void dispatch_targets(DType targets, F&& f) {
+  if (targets == DType::i32) f(int32_t{});
+  else f(int64_t{});
+}
+template <class F>
+void dispatch_types(const Tensor& logits, const Tensor& targets, const char* what, F&& f) {
+  dispatch_float(logits.dtype(), what,
+                 [&](auto ltag) { dispatch_targets(targets.dtype(), [&](auto ttag) { f(ltag, ttag); }); });
+}
+
 // count [] i64 := number of rows whose target != ignore_index; grad_scale := 1/count (0 when
 // count == 0) if mean else 1.
 void count_rows_cpu(const Tensor& targets, int64_t ignore_index, bool mean, Tensor& count, Tensor& grad_scale);

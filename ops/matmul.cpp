@@ -116,9 +116,8 @@ LinearGrads linear_backward(const Tensor& g, const Tensor& x, const Tensor& w, c
   if (want_dw) {  // dw = g^T x; on CUDA db may ride on this product (db_epilogue_preferred)
     r.dw = Tensor::empty({out_features, in_features}, g.dtype(), g.device());
     Tensor db;
-#ifdef ZTRAIN_WITH_CUDA
-    if (want_db && g.device().is_cuda() && db_epilogue_preferred()) db = Tensor::empty({out_features}, g.dtype(), g.device());
-#endif
+    if (want_db && ZT_ON_DEVICE(g, false, db_epilogue_preferred()))
+      db = Tensor::empty({out_features}, g.dtype(), g.device());
     db_done = ZT_ON_DEVICE(g, (gemm_cpu(g, x, r.dw, {1, out_features, in_features, rows, true, false}), false),
                            linear_weight_grad_cuda(g, x, r.dw, db));
     if (db_done) r.db = db;

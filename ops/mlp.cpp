@@ -7,6 +7,7 @@
 #include "ops/gelu_kernels.h"
 #include "ops/matmul.h"
 #include "ops/matmul_kernels.h"
+#include "ops/device_dispatch.h"
 #include "ops/op_checks.h"
 
 namespace zt::ops {
@@ -20,7 +21,6 @@ Variable composite(const Variable& x, const Variable& w_fc, const Variable& b_fc
   return linear(gelu(linear(x, w_fc, b_fc)), w_proj, b_proj);
 }
 
-#ifdef ZTRAIN_WITH_CUDA
 // The CUDA MLP with GELU on the epilogues. Saves what its backward reads: x and w_fc for the fc
 // gradients, the pre-activation for d pre, the activation for w_proj's gradient, and w_proj
 // (a weight: held by its parameter anyway).
@@ -48,11 +48,11 @@ struct MlpNode : Node {
     if (!needs_fc_grads()) return {Tensor(), Tensor(), Tensor(), proj.dw, proj.db};
     Tensor dpre = Tensor::empty(hidden_shape, dtype, g.device());
     const Tensor& spre = pre.get(*this);
-    if (gelu_input_grad_cuda(g, sw_proj, spre, dpre)) {
+    if (ZT_ON_DEVICE(g, false, gelu_input_grad_cuda(g, sw_proj, spre, dpre))) {
       g_fused_backward.fetch_add(1, std::memory_order_relaxed);
     } else {  // d act = g w_proj, then the GELU kernel
       const Tensor dact = linear_backward(g, Tensor(), sw_proj, hidden_shape, true, false, false).dx;
-      dpre = gelu_backward_cuda(dact, spre);
+      dpre = ZT_ON_DEVICE(dact, gelu_backward_cpu(dact, spre), gelu_backward_cuda(dact, spre));
     }
     // b_fc's gradient from the packed column reduction, as the linear layer's: cuBLASLt's
     // DGELU_BGRAD measured slower (framework/cuda/blas.h).
@@ -64,7 +64,6 @@ struct MlpNode : Node {
     for (SavedTensor* t : {&x, &w_fc, &w_proj, &pre, &act}) t->release();
   }
 };
-#endif
 
 void check_bias(const Variable& x, const Variable& w, const Variable& b, const char* name) {
   if (!b.defined()) return;
@@ -94,24 +93,25 @@ Variable mlp(const Variable& x, const Variable& w_fc, const Variable& b_fc, cons
   check_bias(x, w_fc, b_fc, "b_fc");
   check_bias(x, w_proj, b_proj, "b_proj");
 
-#ifdef ZTRAIN_WITH_CUDA
+  // The epilogues exist on CUDA only: elsewhere the composite.
   const int64_t rows = shape_numel(Shape(xs.begin(), xs.end() - 1)), hidden = fs[0];
-  if (x.device().is_cuda() && x.dtype() != DType::f64 && mlp_epilogues_enabled() && rows * hidden > 0) {
+  if (ZT_ON_DEVICE(x.tensor(), false, x.dtype() != DType::f64 && mlp_epilogues_enabled()) && rows * hidden > 0) {
     Tensor pre = Tensor::empty({rows, hidden}, x.dtype(), x.device());
     Tensor act = Tensor::empty({rows, hidden}, x.dtype(), x.device());
     const Tensor b_fc_t = b_fc.defined() ? b_fc.tensor() : Tensor();
-    if (linear_gelu_forward_cuda(x.tensor(), w_fc.tensor(), b_fc_t, act, pre)) {
+    if (ZT_ON_DEVICE(x.tensor(), false, linear_gelu_forward_cuda(x.tensor(), w_fc.tensor(), b_fc_t, act, pre))) {
       g_fused_forward.fetch_add(1, std::memory_order_relaxed);
       Shape out_shape(xs.begin(), xs.end() - 1);
       out_shape.push_back(ps[0]);
       Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
       Tensor out2d = out.view({rows, ps[0]});
-      linear_forward_cuda(act, w_proj.tensor(), b_proj.defined() ? b_proj.tensor() : Tensor(), out2d);
+      const Tensor b_proj_t = b_proj.defined() ? b_proj.tensor() : Tensor();
+      ZT_ON_DEVICE(out2d, linear_forward_cpu(act, w_proj.tensor(), b_proj_t, out2d),
+                   linear_forward_cuda(act, w_proj.tensor(), b_proj_t, out2d));
       if (!needs_grad({x, w_fc, b_fc, w_proj, b_proj})) return Variable(out);
       return Variable::from_op(out, std::make_shared<MlpNode>(x, w_fc, b_fc, w_proj, b_proj, pre, act));
     }
   }
-#endif
   return composite(x, w_fc, b_fc, w_proj, b_proj);
 }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "framework/distributed/process_group.h"
+#include "ops/device_dispatch.h"
 #include "trainers/optim_cuda.h"
 
 namespace zt {
@@ -34,16 +35,13 @@ double sum_squares(const Tensor& grad) {
 template <class Keep>
 double squares_of(const std::vector<Parameter>& params, Keep&& keep) {
   double total = 0;
-#ifdef ZTRAIN_WITH_CUDA
   // Device gradients: one multi-tensor reduction and one read back, not a copy per tensor.
   std::vector<Tensor> device_grads;
   std::vector<const float*> data;
   std::vector<int64_t> sizes;
   int device = -1;
-#endif
   for (const auto& p : params) {
     if (!p.var.has_grad() || !keep(p)) continue;
-#ifdef ZTRAIN_WITH_CUDA
     const Tensor& g = p.var.grad();
     if (g.device().is_cuda() && (device < 0 || device == g.device().index)) {
       device = g.device().index;
@@ -52,12 +50,11 @@ double squares_of(const std::vector<Parameter>& params, Keep&& keep) {
       sizes.push_back(g.numel());
       continue;
     }
-#endif
-    total += sum_squares(p.var.grad());
+    total += sum_squares(g);
   }
-#ifdef ZTRAIN_WITH_CUDA
-  if (!data.empty()) total += optim_cuda::sum_squares(device, data, sizes);
-#endif
+  // (device_grads holds CUDA tensors only: the CPU place of ZT_ON_DEVICE is never taken.)
+  if (!data.empty())
+    total += ZT_ON_DEVICE(device_grads.front(), 0.0, optim_cuda::sum_squares(device, data, sizes));
   return total;
 }
 

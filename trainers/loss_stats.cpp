@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/device_dispatch.h"
+
 namespace zt {
 
 LossStats::LossStats(Device device)
@@ -10,9 +12,10 @@ LossStats::LossStats(Device device)
       max_(Tensor::full({1}, -std::numeric_limits<double>::infinity(), DType::f64, device)) {}
 
 void LossStats::add(const ops::CrossEntropyResult& r) {
-#ifdef ZTRAIN_WITH_CUDA
-  if (sums_.device().is_cuda()) return loss_stats_cuda::accumulate(r.ce_sum, r.z_sum, r.count, r.lse, sums_, max_);
-#endif
+  ZT_ON_DEVICE(sums_, add_on_host(r), loss_stats_cuda::accumulate(r.ce_sum, r.z_sum, r.count, r.lse, sums_, max_));
+}
+
+void LossStats::add_on_host(const ops::CrossEntropyResult& r) {
   double* s = sums_.data<double>();
   double& m = max_.data<double>()[0];
   s[0] += r.ce_sum.item();

@@ -24,6 +24,8 @@ class LossStats {
   Totals reduce(ProcessGroup& dp);
 
  private:
+  void add_on_host(const ops::CrossEntropyResult& r);
+
   Tensor sums_;  // f64 [4]: ce, z, lse, count
   Tensor max_;   // f64 [1]: lse max (-inf while empty)
 };

@@ -5,11 +5,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "framework/device_backend.h"
 #include "framework/error.h"
-
-#ifdef ZTRAIN_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
 
 namespace zt {
 
@@ -88,16 +85,8 @@ MemoryEstimate estimate_inference_memory(const GptConfig& m, int64_t batch_size)
 
 double available_memory(Device device) {
   if (device.is_cpu()) return host_available();
-#ifdef ZTRAIN_WITH_CUDA
-  int previous = 0;
-  size_t free_b = 0, total_b = 0;
-  if (cudaGetDevice(&previous) != cudaSuccess || cudaSetDevice(device.index) != cudaSuccess) return 0;
-  const bool ok = cudaMemGetInfo(&free_b, &total_b) == cudaSuccess;
-  cudaSetDevice(previous);
-  return ok ? static_cast<double>(free_b) : 0;
-#else
-  return 0;
-#endif
+  DeviceBackend* backend = find_device_backend(device.type);
+  return backend ? backend->free_memory(device.index) : 0;
 }
 
 std::string memory_shortfall(const MemoryEstimate& need, double available, Device device, const std::string& what) {

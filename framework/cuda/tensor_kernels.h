@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "framework/device_backend.h"
 #include "framework/dtype.h"
 
 namespace zt::cuda {
@@ -19,12 +20,7 @@ void convert(int device, void* dst, DType dst_dtype, const void* src, DType src_
 // block per chunk of one tensor): dst := src, or dst += src when accumulate. The engine's
 // conversion of bf16 parameter gradients into f32 master gradients, ~150 tensors a GPT-2
 // step, most of them too small to fill the GPU alone (a launch each cost 0.9 ms a step).
-struct WidenJob {
-  float* dst = nullptr;
-  const void* src = nullptr;  // bf16
-  int64_t n = 0;
-  bool accumulate = false;
-};
+using WidenJob = ::zt::WidenJob;  // framework/device_backend.h
 void widen_bf16_to_f32_many(int device, const std::vector<WidenJob>& jobs);
 
 }  // namespace zt::cuda
