@@ -5,9 +5,7 @@
 #include "framework/autograd/engine.h"
 #include "framework/autograd/variable.h"
 #include "framework/op_range.h"
-#ifdef ZTRAIN_WITH_CUDA
-#include "framework/cuda/tensor_kernels.h"
-#endif
+#include "framework/device_backend.h"
 
 namespace zt {
 
@@ -48,13 +46,10 @@ void compute_copy_rewritten(VariableImpl& leaf) { leaf.compute_copy.version = le
 void widen_master_grads(std::vector<PendingMasterGrad>& pending, LeafGradSum accumulate) {
   if (pending.empty()) return;
   ZT_OP_RANGE("cast");
-#ifdef ZTRAIN_WITH_CUDA
   std::unordered_map<VariableImpl*, int> times;
   for (const PendingMasterGrad& p : pending) ++times[p.leaf.get()];
-  std::unordered_map<int, std::vector<cuda::WidenJob>> jobs;  // per device
-#endif
+  std::unordered_map<int, std::vector<WidenJob>> jobs;  // per CUDA device
   for (PendingMasterGrad& p : pending) {
-#ifdef ZTRAIN_WITH_CUDA
     Tensor& slot = p.leaf->grad;
     const Device d = p.grad.device();
     const bool batched =
@@ -68,12 +63,9 @@ void widen_master_grads(std::vector<PendingMasterGrad>& pending, LeafGradSum acc
       jobs[d.index].push_back({static_cast<float*>(slot.raw_data()), p.grad.raw_data(), p.grad.numel(), sum_into});
       continue;  // p.grad stays alive in `pending` until the launches are queued
     }
-#endif
     accumulate(*p.leaf, p.grad.to(p.dtype));
   }
-#ifdef ZTRAIN_WITH_CUDA
-  for (auto& [device, list] : jobs) cuda::widen_bf16_to_f32_many(device, list);
-#endif
+  for (auto& [device, list] : jobs) device_backend(Device::cuda(device)).widen_bf16_to_f32_many(device, list);
 }
 
 }  // namespace zt
