@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "ops/device_dispatch.h"
 #include "trainers/optim_cuda.h"
 
 namespace zt {
@@ -42,11 +43,9 @@ void AdamW::step(double lr) {
   ++t_;
   const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(t_));
   const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(t_));
-#ifdef ZTRAIN_WITH_CUDA
   std::vector<optim_cuda::AdamWTensor> device_tensors;  // updated together after the loop
   std::vector<Tensor> keep_alive;                       // f32 copies of non-f32 gradients
-  int cuda_device = -1;
-#endif
+  Tensor on_device;                                     // one of them: where the launch goes
   for (auto& p : params_) {
     if (!p.var.has_grad()) continue;
     Scalars s{static_cast<float>(opt_.beta1),
@@ -56,12 +55,10 @@ void AdamW::step(double lr) {
               static_cast<float>(lr / bc1),
               static_cast<float>(1.0 / std::sqrt(bc2))};
     Tensor& w = p.var.tensor();
-#ifdef ZTRAIN_WITH_CUDA
-    // The bf16 compute copy, when the update kernel may rewrite it: then the next forward
-    // needs no cast (framework/autograd/mixed_precision.h).
+    // The bf16 compute copy, when the device kernel may rewrite it: then the next forward
+    // needs no cast (framework/autograd/mixed_precision.h). Asked before the version bump.
     Tensor* copy = rewritable_compute_copy(*p.var.impl());
     uint16_t* shadow = copy ? static_cast<uint16_t*>(copy->raw_data()) : nullptr;
-#endif
     w.storage()->bump_version();  // written below through raw pointers: cached casts are stale
     Tensor g = p.var.grad().to(DType::f32);
     Tensor& m = m_.at(p.name);
@@ -71,28 +68,24 @@ void AdamW::step(double lr) {
       g = g.contiguous();
       update_host(w.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), w.numel(), s);
     } else {
-#ifdef ZTRAIN_WITH_CUDA
       ZT_CHECK(w.is_contiguous(), "AdamW: parameter '", p.name, "' is not contiguous");
-      ZT_CHECK(cuda_device < 0 || cuda_device == w.device().index, "AdamW: parameters on several GPUs");
-      cuda_device = w.device().index;
+      ZT_CHECK(!on_device.defined() || on_device.device() == w.device(), "AdamW: parameters on ",
+               on_device.device().str(), " and ", w.device().str(), "; one optimizer updates one device");
+      on_device = w;
       g = g.contiguous();
       keep_alive.push_back(g);
       device_tensors.push_back({w.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), w.numel(),
                                 s.decay_factor, shadow});
       // The kernel rewrites the cached bf16 copy with the new weights: it is current again.
       if (shadow) compute_copy_rewritten(*p.var.impl());
-#else
-      ZT_FAIL("AdamW: parameter '", p.name, "' on ", w.device().str(), " in a build without CUDA");
-#endif
     }
   }
-#ifdef ZTRAIN_WITH_CUDA
-  if (!device_tensors.empty()) {  // one multi-tensor kernel (a few launches), no host sync
-    optim_cuda::adamw_update(cuda_device, device_tensors, static_cast<float>(opt_.beta1), static_cast<float>(opt_.beta2),
-                             static_cast<float>(opt_.eps), static_cast<float>(lr / bc1),
-                             static_cast<float>(1.0 / std::sqrt(bc2)));
+  if (on_device.defined()) {  // one multi-tensor kernel (a few launches), no host sync
+    ZT_ON_DEVICE(on_device, ZT_FAIL("AdamW: no kernel for parameters on ", on_device.device().str()),
+                 optim_cuda::adamw_update(on_device.device().index, device_tensors, static_cast<float>(opt_.beta1),
+                                          static_cast<float>(opt_.beta2), static_cast<float>(opt_.eps),
+                                          static_cast<float>(lr / bc1), static_cast<float>(1.0 / std::sqrt(bc2))));
   }
-#endif
 }
 
 void AdamW::load_state(int64_t t, const std::map<std::string, Tensor>& m, const std::map<std::string, Tensor>& v) {

@@ -2,7 +2,8 @@
 // CUDA kernels of the optimizer step (trainers/adamw_cuda.cu, trainers/grad_clip_cuda.cu):
 // multi-tensor launches that walk many parameters per kernel, so an update of GPT-2's 148
 // tensors is a handful of launches and the global gradient norm costs one host read.
-#ifdef ZTRAIN_WITH_CUDA
+// The kernels are declared only in CUDA builds; callers reach them through ZT_ON_DEVICE
+// (ops/device_dispatch.h).
 #include <cstdint>
 #include <vector>
 
@@ -21,6 +22,8 @@ struct AdamWTensor {
   uint16_t* p_bf16 = nullptr;
 };
 
+#ifdef ZTRAIN_WITH_CUDA
+
 // AdamW's update (trainers/adamw.h) on every tensor, all on `device`; step_size = lr / (1 - b1^t),
 // inv_sqrt_bc2 = 1 / sqrt(1 - b2^t). No host synchronisation.
 void adamw_update(int device, const std::vector<AdamWTensor>& tensors, float b1, float b2, float eps,
@@ -30,5 +33,6 @@ void adamw_update(int device, const std::vector<AdamWTensor>& tensors, float b1,
 // every run); one 8-byte read back (a host sync). Tensors are contiguous f32 on `device`.
 double sum_squares(int device, const std::vector<const float*>& data, const std::vector<int64_t>& sizes);
 
-}  // namespace zt::optim_cuda
 #endif
+
+}  // namespace zt::optim_cuda
