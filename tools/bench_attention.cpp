@@ -17,25 +17,20 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "framework/error.h"
-#include "tools/tool_main.h"
-#include "framework/random.h"
-#include "framework/tensor.h"
-#ifdef ZTRAIN_WITH_CUDA
-#include <cuda_runtime.h>
-
-#include "framework/cuda/blas.h"
-#include "framework/cuda/cuda_check.h"
-#include "framework/cuda/stream.h"
-#include "tools/cuda_timing.h"
-#endif
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/variable.h"
+#include "framework/error.h"
+#include "framework/random.h"
+#include "framework/tensor.h"
 #include "ops/attention.h"
+#include "tools/bench_util.h"
+#include "tools/tool_main.h"
+#ifdef ZTRAIN_WITH_CUDA
+#include "framework/cuda/blas.h"
+#endif
 
 namespace {
 
@@ -74,14 +69,12 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "timed runs (median reported)")->check(CLI::PositiveNumber);
   app.add_option("--backends", backends, "comma-separated, in order: cudnn, flash, unfused");
   return zt::tool::run_tool("bench_attention", app, argc, argv, [&]() -> int {
-#ifndef ZTRAIN_WITH_CUDA
-    ZT_FAIL("this ztrain was built without CUDA");
-#else
+    zt::bench::require_gpu();
+#ifdef ZTRAIN_WITH_CUDA
     using zt::ops::AttentionBackend;
     ZT_CHECK(C % H == 0, "--heads ", H, " does not divide --d-model ", C);
     std::vector<AttentionBackend> chosen;
-    std::stringstream list(backends);
-    for (std::string name; std::getline(list, name, ',');) {
+    for (const std::string& name : zt::tool::split_list(backends)) {
       const size_t before = chosen.size();
       for (AttentionBackend b : {AttentionBackend::cudnn, AttentionBackend::flash, AttentionBackend::unfused})
         if (name == zt::ops::attention_backend_name(b)) chosen.push_back(b);
@@ -135,7 +128,7 @@ int main(int argc, char** argv) {
       row(name, "forward+backward", both_ms, fwd_flops + bwd_flops);
       row(name, "backward (diff)", both_ms - fwd_ms, bwd_flops);
     }
-    return 0;
 #endif
+    return 0;
   });
 }
