@@ -64,6 +64,8 @@ struct OpCase {
 
 const DType kFloatTypes[] = {DType::f32, DType::bf16, DType::f64};
 
+using Binary = Variable (*)(const Variable&, const Variable&);
+
 std::vector<OpCase> cases() {
   std::vector<OpCase> rows;
   auto row = [&](OpCase c) { rows.push_back(std::move(c)); };
@@ -88,7 +90,6 @@ std::vector<OpCase> cases() {
 
     // add, sub, mul: same shape, row broadcast, bias broadcast; columns in whole 16-byte packs
     // take the packed column reduction for b's gradient (f32, bf16), over one slab and many.
-    using Binary = Variable (*)(const Variable&, const Variable&);
     for (auto [name, fn] : {std::pair<const char*, Binary>{"add", ops::add}, {"sub", ops::sub}, {"mul", ops::mul}}) {
       auto f = [fn](const auto& v) { return fn(v[0], v[1]); };
       row({name, t, f, {{{17, 33}}, {{17, 33}}}});
@@ -185,6 +186,36 @@ std::vector<OpCase> cases() {
         row({std::string("self_attention_") + ops::attention_backend_name(b) + "_h" + std::to_string(c.H), t,
              [H = c.H](const auto& v) { return ops::causal_self_attention(v[0], H); }, {{{c.B, c.T, 3 * c.C}}}, {}, 0, 0,
              b});
+
+  // The op tests' "f32 (bf16) gradients match f64" cases, with their tolerances (cpu_tol).
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const int64_t M = 19, K = 37, N = 23;
+      const std::string op = std::string("matmul_") + (ta ? "t" : "n") + (tb ? "t" : "n");
+      auto f = [ta, tb](const auto& v) { return ops::matmul(v[0], v[1], ta, tb); };
+      for (auto [t, tol] : {std::pair{DType::f32, 1e-5}, std::pair{DType::bf16, 2e-2}})
+        row({op, t, f, {{ta ? Shape{K, M} : Shape{M, K}}, {tb ? Shape{N, K} : Shape{K, N}}}, {}, 0, tol});
+    }
+  row({"matmul_tn", DType::f32, [](const auto& v) { return ops::matmul(v[0], v[1], true, false); },
+       {{{3, 8, 5}}, {{3, 8, 7}}}, {}, 0, 1e-5});
+  row({"linear", DType::f32, [](const auto& v) { return ops::linear(v[0], v[1], v[2]); },
+       {{{3, 11, 40}}, {{24, 40}}, {{24}}}, {}, 0, 1e-5});
+  row({"attention", DType::f32, [](const auto& v) { return ops::causal_attention(v[0], v[1], v[2]); },
+       {{{2, 3, 131, 16}}, {{2, 3, 131, 16}}, {{2, 3, 131, 16}}}, {}, 0, 1e-5});
+  row({"layernorm", DType::f32, [](const auto& v) { return ops::layernorm(v[0], v[1], v[2], 1e-5); },
+       {{{97, 130}}, {{130}}, {{130}}}, {}, 0, 1e-5});
+  row({"softmax", DType::f32, [](const auto& v) { return ops::softmax(v[0]); }, {{{65, 257}}}, {}, 0, 1e-5});
+  row({"gelu", DType::f32, [](const auto& v) { return ops::gelu(v[0]); }, {{{5, 4099}, 2.0}}, {}, 0, 2e-6});
+  for (auto [name, fn] : {std::pair<const char*, Binary>{"add", ops::add}, {"sub", ops::sub}, {"mul", ops::mul}}) {
+    // b's row reduction in backward included.
+    auto f = [fn](const auto& v) { return fn(v[0], v[1]); };
+    row({name, DType::f32, f, {{{37, 129}}, {{129}}}, {}, 0, 1e-6});
+    row({name, DType::f32, f, {{{37, 129}}, {{37, 129}}}, {}, 0, 1e-6});
+  }
+  row({"scale", DType::f32, [](const auto& v) { return ops::scale(v[0], 1.7); }, {{{33, 7}}}, {}, 0, 1e-7});
+  // Inputs around 1: a sum near zero would turn f32 input rounding into a large relative error.
+  row({"sum", DType::f32, [](const auto& v) { return ops::sum(v[0]); }, {{{33, 7}, 0.3, 1.0}}, {}, 0, 1e-6});
+  row({"mean", DType::f32, [](const auto& v) { return ops::mean(v[0]); }, {{{33, 7}, 0.3, 1.0}}, {}, 0, 1e-6});
   return rows;
 }
 
