@@ -30,11 +30,10 @@
 #include "tools/tool_main.h"
 #ifdef ZTRAIN_WITH_CUDA
 #include "framework/cuda/blas.h"
-#endif
 
+// The benchmark itself: CUDA builds only (main says so in others).
 namespace {
 
-#ifdef ZTRAIN_WITH_CUDA
 using zt::bench::median_ms;
 
 // TFLOP/s of an n^3 bf16 product through the framework's cuBLASLt path (random operands).
@@ -53,9 +52,8 @@ double gemm_ceiling_tflops(int64_t n, zt::Generator& gen) {
   const double ms = median_ms([&] { zt::cuda::gemm(0, g); }, 3, 10);
   return 2.0 * static_cast<double>(n) * n * n / (ms * 1e-3) / 1e12;
 }
-#endif
-
 }  // namespace
+#endif
 
 int main(int argc, char** argv) {
   CLI::App app{"Time causal self-attention on CUDA, per backend, beside its FLOP floor"};

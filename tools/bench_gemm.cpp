@@ -37,11 +37,10 @@
 #include "framework/cuda/blas.h"
 #include "ops/matmul_kernels.h"
 #include "ops/reduce_kernels.h"
-#endif
 
+// The benchmark itself: CUDA builds only (main says so in others).
 namespace {
 
-#ifdef ZTRAIN_WITH_CUDA
 using zt::DType;
 using zt::Shape;
 using zt::Tensor;
@@ -97,9 +96,8 @@ struct Linear {
 struct LinearBuffers {
   Tensor x, w, b, y, g, dx, dw, db, pre;  // pre: the MLP's pre-activation (fc, fc_proj)
 };
-#endif
-
 }  // namespace
+#endif
 
 int main(int argc, char** argv) {
   CLI::App app{"Time every matrix product of one GPT-2-small training step through the ops' cuBLASLt calls"};

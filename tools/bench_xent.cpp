@@ -32,11 +32,6 @@
 #include "tools/bench_util.h"
 #include "tools/tool_main.h"
 
-#ifdef ZTRAIN_WITH_CUDA
-#include "framework/cuda/cuda_memory.h"
-#include "ops/cross_entropy_kernels.h"
-#endif
-
 namespace {
 
 using namespace zt;
@@ -182,11 +177,17 @@ nlohmann::json to_json(const std::vector<Row>& rows, const std::string& device, 
   return j;
 }
 
+}  // namespace
 
+// ---- CUDA (CUDA builds only: its headers and code) -------------------------------------
 #ifdef ZTRAIN_WITH_CUDA
+#include "framework/cuda/cuda_memory.h"
+#include "ops/cross_entropy_kernels.h"
+
+namespace {
+
 namespace xent = zt::ops::xent;
 
-// ---- CUDA ------------------------------------------------------------------------------
 //
 // Per shape, all on one device, timed with CUDA events on the default stream:
 //   copy          cudaMemcpy device-to-device of the logits; bandwidth = (read + written) / time
@@ -394,9 +395,8 @@ nlohmann::json cuda_json(const std::vector<CudaRow>& rows, const std::string& he
                          {"extra_meminfo_mib", r.extra_meminfo_mib}, {"runs", r.iters}});
   return j;
 }
-#endif  // ZTRAIN_WITH_CUDA
-
 }  // namespace
+#endif  // ZTRAIN_WITH_CUDA
 
 int main(int argc, char** argv) {
   CLI::App app{"bench_xent: cross-entropy forward+backward against the memory-copy floor"};
