@@ -17,7 +17,6 @@
 
 #include <cmath>
 #include <optional>
-#include <set>
 
 #include "framework/device.h"
 #include "ops/attention.h"
@@ -220,6 +219,7 @@ std::vector<OpCase> cases() {
 }
 
 // "matmul_tn_f32_53x37_53x29": the stem, the dtype, then each input's shape (ids with theirs).
+// Two rows with one name stop the test binary at start-up (gtest refuses duplicate names).
 std::string case_name(const OpCase& c) {
   std::string name = c.op + "_" + dtype_name(c.dtype);
   for (const Input& in : c.inputs) {
@@ -344,11 +344,6 @@ TEST_P(Case, CudaMatchesCpu) {
 
 INSTANTIATE_TEST_SUITE_P(BackendOps, Case, ::testing::ValuesIn(cases()),
                          [](const ::testing::TestParamInfo<OpCase>& info) { return case_name(info.param); });
-
-TEST(BackendOpsTable, RowNamesAreUnique) {
-  std::set<std::string> names;
-  for (const OpCase& c : cases()) EXPECT_TRUE(names.insert(case_name(c)).second) << case_name(c);
-}
 
 }  // namespace
 }  // namespace zt
