@@ -17,29 +17,23 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "framework/error.h"
-#include "tools/tool_main.h"
-#include "framework/random.h"
-#include "framework/tensor.h"
-#ifdef ZTRAIN_WITH_CUDA
-#include <cuda_runtime.h>
-
-#include "framework/cuda/blas.h"
-#include "framework/cuda/cuda_check.h"
-#include "framework/cuda/stream.h"
-#include "tools/cuda_timing.h"
-#endif
 #include "framework/autograd/grad_mode.h"
 #include "framework/autograd/variable.h"
+#include "framework/error.h"
+#include "framework/random.h"
+#include "framework/tensor.h"
 #include "ops/attention.h"
+#include "tools/bench_util.h"
+#include "tools/tool_main.h"
+#ifdef ZTRAIN_WITH_CUDA
+#include "framework/cuda/blas.h"
 
+// The benchmark itself: CUDA builds only (main says so in others).
 namespace {
 
-#ifdef ZTRAIN_WITH_CUDA
 using zt::bench::median_ms;
 
 // TFLOP/s of an n^3 bf16 product through the framework's cuBLASLt path (random operands).
@@ -58,9 +52,8 @@ double gemm_ceiling_tflops(int64_t n, zt::Generator& gen) {
   const double ms = median_ms([&] { zt::cuda::gemm(0, g); }, 3, 10);
   return 2.0 * static_cast<double>(n) * n * n / (ms * 1e-3) / 1e12;
 }
-#endif
-
 }  // namespace
+#endif
 
 int main(int argc, char** argv) {
   CLI::App app{"Time causal self-attention on CUDA, per backend, beside its FLOP floor"};
@@ -74,14 +67,12 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "timed runs (median reported)")->check(CLI::PositiveNumber);
   app.add_option("--backends", backends, "comma-separated, in order: cudnn, flash, unfused");
   return zt::tool::run_tool("bench_attention", app, argc, argv, [&]() -> int {
-#ifndef ZTRAIN_WITH_CUDA
-    ZT_FAIL("this ztrain was built without CUDA");
-#else
+    zt::bench::require_gpu();
+#ifdef ZTRAIN_WITH_CUDA
     using zt::ops::AttentionBackend;
     ZT_CHECK(C % H == 0, "--heads ", H, " does not divide --d-model ", C);
     std::vector<AttentionBackend> chosen;
-    std::stringstream list(backends);
-    for (std::string name; std::getline(list, name, ',');) {
+    for (const std::string& name : zt::tool::split_list(backends)) {
       const size_t before = chosen.size();
       for (AttentionBackend b : {AttentionBackend::cudnn, AttentionBackend::flash, AttentionBackend::unfused})
         if (name == zt::ops::attention_backend_name(b)) chosen.push_back(b);
@@ -135,7 +126,7 @@ int main(int argc, char** argv) {
       row(name, "forward+backward", both_ms, fwd_flops + bwd_flops);
       row(name, "backward (diff)", both_ms - fwd_ms, bwd_flops);
     }
-    return 0;
 #endif
+    return 0;
   });
 }

@@ -22,7 +22,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <deque>
-#include <fstream>
 #include <functional>
 #include <iostream>
 #include <string>
@@ -30,23 +29,18 @@
 
 #include "framework/device.h"
 #include "framework/error.h"
-#include "tools/tool_main.h"
 #include "framework/random.h"
 #include "framework/tensor.h"
+#include "tools/bench_util.h"
+#include "tools/tool_main.h"
 #ifdef ZTRAIN_WITH_CUDA
-#include <cuda_runtime.h>
-
 #include "framework/cuda/blas.h"
-#include "framework/cuda/cuda_check.h"
-#include "framework/cuda/stream.h"
 #include "ops/matmul_kernels.h"
 #include "ops/reduce_kernels.h"
-#include "tools/cuda_timing.h"
-#endif
 
+// The benchmark itself: CUDA builds only (main says so in others).
 namespace {
 
-#ifdef ZTRAIN_WITH_CUDA
 using zt::DType;
 using zt::Shape;
 using zt::Tensor;
@@ -102,9 +96,8 @@ struct Linear {
 struct LinearBuffers {
   Tensor x, w, b, y, g, dx, dw, db, pre;  // pre: the MLP's pre-activation (fc, fc_proj)
 };
-#endif
-
 }  // namespace
+#endif
 
 int main(int argc, char** argv) {
   CLI::App app{"Time every matrix product of one GPT-2-small training step through the ops' cuBLASLt calls"};
@@ -121,10 +114,8 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed runs first (the tuned plan is made there)");
   app.add_option("--out", out_path, "also write the results as JSON here");
   return zt::tool::run_tool("bench_gemm", app, argc, argv, [&]() -> int {
-#ifndef ZTRAIN_WITH_CUDA
-    ZT_FAIL("this ztrain was built without CUDA");
-#else
-    ZT_CHECK(zt::cuda_available(), "no CUDA GPU visible");
+    zt::bench::require_gpu();
+#ifdef ZTRAIN_WITH_CUDA
     ZT_CHECK(rows >= 1 && layers >= 1 && d_model >= 1 && vocab >= 1 && vocab_padded >= 1 && ceiling >= 1,
              "--rows, --layers, --d-model, --vocab, --vocab-padded and --ceiling must be >= 1");
     ZT_CHECK(iters >= 1 && warmup >= 1, "--iters and --warmup must be >= 1, got ", iters, " and ", warmup);
@@ -291,11 +282,9 @@ int main(int argc, char** argv) {
                                          {"tuned_tflops", ceiling_tflops}}},
                             {"products", jrows},
                             {"step", jsteps}};
-      std::ofstream f(out_path);
-      ZT_CHECK(f.good(), "cannot write '", out_path, "'");
-      f << out.dump(2) << "\n";
+      zt::bench::write_out_file(out_path, out.dump(2) + "\n");
     }
-    return 0;
 #endif
+    return 0;
   });
 }

@@ -21,32 +21,28 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
 
 #include "framework/error.h"
-#include "tools/tool_main.h"
-#ifdef ZTRAIN_WITH_CUDA
-#include <cuda_runtime.h>
-
-#include "framework/cuda/cuda_check.h"
-#include "framework/cuda/cuda_memory.h"
-#include "framework/cuda/op_profiler.h"
-#endif
 #include "models/gpt.h"
+#include "tools/bench_util.h"
+#include "tools/tool_main.h"
 #include "trainers/adamw.h"
 #include "trainers/config.h"
 #include "trainers/model_state.h"
 #include "trainers/parallel_context.h"
 #include "trainers/training_step.h"
+#ifdef ZTRAIN_WITH_CUDA
+#include "framework/cuda/cuda_memory.h"
+#include "framework/cuda/op_profiler.h"
 
+// The benchmark itself: CUDA builds only (main says so in others).
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-#ifdef ZTRAIN_WITH_CUDA
 struct Bench {
   zt::Config cfg;
   int64_t B = 16, T = 1024;
@@ -109,9 +105,8 @@ struct Bench {
     return m.loss;
   }
 };
-#endif
-
 }  // namespace
+#endif
 
 int main(int argc, char** argv) {
   CLI::App app{"Time full GPT training steps on one GPU (tokens/s, MFU, peak memory, per-op breakdown)"};
@@ -135,10 +130,8 @@ int main(int argc, char** argv) {
   app.add_option("--peak-tflops", peak_tflops, "device peak for MFU");
   app.add_option("--out", out_path, "write the results as JSON here");
   return zt::tool::run_tool("bench_step", app, argc, argv, [&]() -> int {
-#ifndef ZTRAIN_WITH_CUDA
-    ZT_FAIL("this ztrain was built without CUDA");
-#else
-    ZT_CHECK(zt::cuda_available(), "no CUDA GPU visible");
+    zt::bench::require_gpu();
+#ifdef ZTRAIN_WITH_CUDA
     ZT_CHECK(batch >= 1 && seq_len >= 1 && steps >= 1 && warmup >= 0 && grad_accum >= 1,
              "bad --batch-size/--seq-len/--steps/--grad-accum");
     Bench b;
@@ -175,26 +168,24 @@ int main(int argc, char** argv) {
     b.phase_host_ms.clear();
     std::vector<double> times;
     double loss = 0;
-    for (int64_t i = 0; i < steps; ++i) {
-      const auto t0 = Clock::now();
-      loss = b.step(false);
-      ZT_CUDA_CHECK(cudaDeviceSynchronize());
-      times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-    }
+    for (int64_t i = 0; i < steps; ++i)
+      times.push_back(zt::bench::wall_seconds([&] {
+        loss = b.step(false);
+        ZT_CUDA_CHECK(cudaDeviceSynchronize());
+      }));
     const zt::cuda::MemoryStats after = zt::cuda::memory_stats(0);
     const zt::cuda::HostCopyCounts copies_after = zt::cuda::host_copy_counts();
     const double copies_to_host = static_cast<double>(copies_after.to_host - copies_before.to_host) / steps;
     const double copies_to_device = static_cast<double>(copies_after.to_device - copies_before.to_device) / steps;
-    std::vector<double> sorted = times;
-    std::sort(sorted.begin(), sorted.end());
-    const double median = sorted[sorted.size() / 2];
+    const double median = zt::bench::percentile(times, 0.5);
+    const auto [fastest, slowest] = std::minmax_element(times.begin(), times.end());
     const double tokens = static_cast<double>(batch * seq_len * grad_accum);
     const double tok_s = tokens / median;
     const double mfu = flops_per_token * tok_s / (peak_tflops * 1e12);
     size_t free_b = 0, total_b = 0;
     ZT_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-    std::printf("step: median %.2f ms (min %.2f, max %.2f over %lld), loss %.4f\n", median * 1e3, sorted.front() * 1e3,
-                sorted.back() * 1e3, static_cast<long long>(steps), loss);
+    std::printf("step: median %.2f ms (min %.2f, max %.2f over %lld), loss %.4f\n", median * 1e3, *fastest * 1e3,
+                *slowest * 1e3, static_cast<long long>(steps), loss);
     std::printf("tokens/s: %.0f   MFU: %.1f%% (%.3g FLOP/token, peak %.0f TFLOP/s)\n", tok_s, 100 * mfu,
                 flops_per_token, peak_tflops);
     std::printf("memory: peak allocated %.2f GiB, peak reserved %.2f GiB, device in use %.2f GiB; cudaMalloc calls "
@@ -217,7 +208,7 @@ int main(int argc, char** argv) {
 
     nlohmann::json out = {{"config", config_path}, {"batch_size", batch}, {"grad_accum", grad_accum},
                           {"seq_len", seq_len}, {"dtype", dtype},
-                          {"step_ms_median", median * 1e3}, {"step_ms_min", sorted.front() * 1e3},
+                          {"step_ms_median", median * 1e3}, {"step_ms_min", *fastest * 1e3},
                           {"tokens_per_s", tok_s}, {"mfu", mfu}, {"flops_per_token", flops_per_token},
                           {"peak_allocated_bytes", after.peak_allocated}, {"peak_reserved_bytes", after.peak_reserved},
                           {"steady_state_cuda_mallocs", after.cuda_mallocs - before.cuda_mallocs}, {"loss", loss},
@@ -272,11 +263,9 @@ int main(int argc, char** argv) {
       out["profile_device_ranged_ms_per_step"] = ranged;
     }
     if (!out_path.empty()) {
-      std::ofstream f(out_path);
-      ZT_CHECK(f.good(), "cannot write '", out_path, "'");
-      f << out.dump(2) << "\n";
+      zt::bench::write_out_file(out_path, out.dump(2) + "\n");
     }
-    return 0;
 #endif
+    return 0;
   });
 }

@@ -11,10 +11,8 @@
 // place), the op with its backward, the two-read fallback kernel for comparison, and the
 // extra device memory each takes.
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <iomanip>
 #include <iostream>
@@ -28,18 +26,11 @@
 
 #include "framework/autograd/variable.h"
 #include "framework/error.h"
-#include "tools/tool_main.h"
 #include "framework/random.h"
 #include "framework/tensor.h"
 #include "ops/cross_entropy.h"
-
-#ifdef ZTRAIN_WITH_CUDA
-#include <cuda_runtime.h>
-
-#include "framework/cuda/cuda_check.h"
-#include "framework/cuda/cuda_memory.h"
-#include "ops/cross_entropy_kernels.h"
-#endif
+#include "tools/bench_util.h"
+#include "tools/tool_main.h"
 
 namespace {
 
@@ -51,9 +42,7 @@ struct Shape2 {
 
 std::vector<Shape2> parse_shapes(const std::string& list) {
   std::vector<Shape2> out;
-  std::stringstream ss(list);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
+  for (const std::string& item : tool::split_list(list)) {
     const size_t x = item.find('x');
     ZT_CHECK(x != std::string::npos, "--shapes: '", item, "' is not NxV (e.g. 2048x50304)");
     try {
@@ -70,11 +59,7 @@ std::vector<Shape2> parse_shapes(const std::string& list) {
   return out;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+using bench::median;
 
 // What differs between devices: how to copy a buffer and how to time a piece of work.
 class Backend {
@@ -104,11 +89,7 @@ class CpuBackend : public Backend {
       }
     });
   }
-  double time(const std::function<void()>& fn) override {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  }
+  double time(const std::function<void()>& fn) override { return bench::wall_seconds(fn); }
 };
 
 std::unique_ptr<Backend> make_backend(const std::string& device) {
@@ -196,11 +177,17 @@ nlohmann::json to_json(const std::vector<Row>& rows, const std::string& device, 
   return j;
 }
 
+}  // namespace
 
+// ---- CUDA (CUDA builds only: its headers and code) -------------------------------------
 #ifdef ZTRAIN_WITH_CUDA
+#include "framework/cuda/cuda_memory.h"
+#include "ops/cross_entropy_kernels.h"
+
+namespace {
+
 namespace xent = zt::ops::xent;
 
-// ---- CUDA ------------------------------------------------------------------------------
 //
 // Per shape, all on one device, timed with CUDA events on the default stream:
 //   copy          cudaMemcpy device-to-device of the logits; bandwidth = (read + written) / time
@@ -220,33 +207,7 @@ struct CudaRow {
   int iters;
 };
 
-class Events {
- public:
-  Events() {
-    ZT_CUDA_CHECK(cudaEventCreate(&start_));
-    ZT_CUDA_CHECK(cudaEventCreate(&stop_));
-  }
-  ~Events() {
-    cudaEventDestroy(start_);
-    cudaEventDestroy(stop_);
-  }
-  void start() { ZT_CUDA_CHECK(cudaEventRecord(start_, nullptr)); }
-  double stop_ms() {
-    ZT_CUDA_CHECK(cudaEventRecord(stop_, nullptr));
-    ZT_CUDA_CHECK(cudaEventSynchronize(stop_));
-    float ms = 0;
-    ZT_CUDA_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
-    return ms;
-  }
-
- private:
-  cudaEvent_t start_, stop_;
-};
-
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
-}
+using bench::percentile;
 
 size_t free_device_bytes() {
   size_t free_b = 0, total_b = 0;
@@ -305,7 +266,7 @@ std::vector<CudaRow> bench_cuda_shape(Shape2 s, DType dtype, const ops::CrossEnt
   for (auto& y : tv) y = static_cast<int64_t>(gen.below(static_cast<uint64_t>(s.vocab)));
   const Tensor targets = Tensor::from_vector(tv, {s.rows}, dev);
   const DType acc = dtype == DType::f64 ? DType::f64 : DType::f32;
-  Events ev;
+  bench::EventTimer ev;  // on the legacy default stream
   auto refill = [&](int b) {
     ZT_CUDA_CHECK(cudaMemcpy(bufs[b].raw_data(), pristine.raw_data(), bytes, cudaMemcpyDeviceToDevice));
   };
@@ -434,9 +395,8 @@ nlohmann::json cuda_json(const std::vector<CudaRow>& rows, const std::string& he
                          {"extra_meminfo_mib", r.extra_meminfo_mib}, {"runs", r.iters}});
   return j;
 }
-#endif  // ZTRAIN_WITH_CUDA
-
 }  // namespace
+#endif  // ZTRAIN_WITH_CUDA
 
 int main(int argc, char** argv) {
   CLI::App app{"bench_xent: cross-entropy forward+backward against the memory-copy floor"};
@@ -464,22 +424,18 @@ int main(int argc, char** argv) {
     opt.reduction = ops::Reduction::mean;
     opt.inplace_grad = true;
     if (device == "cuda") {
+      bench::require_gpu("--device cuda: ");
 #ifdef ZTRAIN_WITH_CUDA
-      ZT_CHECK(cuda_available(), "--device cuda: no CUDA device available");
       if (app.count("--dtype") == 0) dtype_s = "bf16";
       if (app.count("--iters") == 0) iters = 50;
       if (app.count("--warmup") == 0) warmup = 5;
       std::vector<std::string> variants;
-      {
-        std::stringstream ss(variants_s);
-        std::string v;
-        while (std::getline(ss, v, ','))
-          if (!v.empty()) {
-            ZT_CHECK(v == "fused" || v == "fused-oop" || v == "op" || v == "rowwise", "--variants: unknown '", v,
-                     "' (expected fused, fused-oop, op, rowwise)");
-            variants.push_back(v);
-          }
-      }
+      for (const std::string& v : tool::split_list(variants_s))
+        if (!v.empty()) {
+          ZT_CHECK(v == "fused" || v == "fused-oop" || v == "op" || v == "rowwise", "--variants: unknown '", v,
+                   "' (expected fused, fused-oop, op, rowwise)");
+          variants.push_back(v);
+        }
       std::vector<CudaRow> rows;
       for (const Shape2& s : parse_shapes(shapes_s)) {
         std::vector<CudaRow> r = bench_cuda_shape(s, parse_dtype(dtype_s), opt, iters, warmup, variants);
@@ -488,32 +444,18 @@ int main(int argc, char** argv) {
       const std::string header = cuda_header(opt);
       const std::string table = cuda_markdown(rows, header);
       std::cout << table;
-      if (!out.empty()) {
-        std::ofstream f(out);
-        ZT_CHECK(f.good(), "--out ", out, ": cannot open for writing");
-        const bool json = out.size() >= 5 && out.compare(out.size() - 5, 5, ".json") == 0;
-        if (json) f << cuda_json(rows, header).dump(2) << "\n";
-        else f << table;
-        ZT_CHECK(f.good(), "--out ", out, ": write failed");
-      }
-      return 0;
-#else
-      ZT_FAIL("--device cuda: this bench_xent was built without CUDA");
+      if (!out.empty())
+        bench::write_out_file(out, bench::is_json_path(out) ? cuda_json(rows, header).dump(2) + "\n" : table);
 #endif
+      return 0;
     }
     auto be = make_backend(device);
     std::vector<Row> rows;
     for (const Shape2& s : parse_shapes(shapes_s)) rows.push_back(bench_one(*be, s, parse_dtype(dtype_s), opt, iters, warmup));
     const std::string table = markdown(rows, device, opt);
     std::cout << table;
-    if (!out.empty()) {
-      std::ofstream f(out);
-      ZT_CHECK(f.good(), "--out ", out, ": cannot open for writing");
-      const bool json = out.size() >= 5 && out.compare(out.size() - 5, 5, ".json") == 0;
-      if (json) f << to_json(rows, device, opt).dump(2) << "\n";
-      else f << table;
-      ZT_CHECK(f.good(), "--out ", out, ": write failed");
-    }
+    if (!out.empty())
+      bench::write_out_file(out, bench::is_json_path(out) ? to_json(rows, device, opt).dump(2) + "\n" : table);
     return 0;
   });
 }

@@ -12,6 +12,9 @@
 
 #include <cstdio>
 #include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "framework/error.h"
 
@@ -29,6 +32,15 @@ class UsageError : public Error {
 template <class... Args>
 void usage_check(bool ok, const Args&... message) {
   if (!ok) throw UsageError(detail::cat(message...));
+}
+
+// The items of a comma-separated option value, in order ("a,,b" gives "a", "", "b"; a
+// trailing comma adds nothing): the tool judges each item and names a bad one.
+inline std::vector<std::string> split_list(const std::string& list, char separator = ',') {
+  std::vector<std::string> items;
+  std::stringstream ss(list);
+  for (std::string item; std::getline(ss, item, separator);) items.push_back(item);
+  return items;
 }
 
 // Parses argv[0..argc) into `app`, then returns body()'s exit code; errors end as above.

@@ -64,7 +64,6 @@ TEST(Gelu, KnownValues) {
 TEST(Gelu, GradCheck) {
   auto f = [](const std::vector<Variable>& in) { return ops::gelu(in[0]); };
   EXPECT_TRUE(test::gradcheck(f, {random({3, 7}, DType::f64, 2.0)}));
-  test::expect_dtype_matches_f64(f, {random({5, 4099}, DType::f64, 2.0)}, DType::f32, 2e-6);
 }
 
 TEST(Gelu, DtypeErrors) {

@@ -1,6 +1,6 @@
 // The MLP op on the CPU: against a float64 loop (linear, tanh GELU, linear), finite
 // differences with and without biases, and argument errors. The CUDA path (GELU on cuBLASLt
-// epilogues) is compared with this one in ops_cuda_test.cpp.
+// epilogues) is compared with this one in backend_ops_test.cpp.
 #include "ops/mlp.h"
 
 #include <cmath>

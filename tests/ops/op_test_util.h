@@ -41,7 +41,8 @@ inline std::vector<Tensor> run_with_grads(const VarFn& f, const std::vector<Tens
 
 // The op in f32 (or bf16) agrees with the op in f64 on output and every input gradient, for
 // the same f64 inputs and a random output gradient. gradcheck proves the f64 path right;
-// this carries that proof over to the f32 kernels.
+// this carries that proof over to the f32 kernels. For CPU-only ops (dropout): an op with a
+// CUDA kernel gets this check as rows of tests/ops/backend_ops_test.cpp.
 inline void expect_dtype_matches_f64(const VarFn& f, const std::vector<Tensor>& inputs, DType dtype, double tol,
                                      const std::vector<bool>& differentiable = {}) {
   std::vector<Variable> probe;

@@ -61,17 +61,12 @@ TEST(Sum, GradCheck) {
   auto f = [](const std::vector<Variable>& in) { return ops::sum(in[0]); };
   EXPECT_TRUE(test::gradcheck(f, {random({3, 4}, DType::f64)}));
   EXPECT_TRUE(test::gradcheck(f, {random({}, DType::f64)}));
-  // Positive inputs: a sum near zero would turn f32 input rounding into a large relative error.
-  test::expect_dtype_matches_f64(f, {Tensor::rand({33, 7}, DType::f64, test::test_generator(), 0.5, 1.5)}, DType::f32,
-                                 1e-6);
 }
 
 TEST(Mean, GradCheck) {
   auto f = [](const std::vector<Variable>& in) { return ops::mean(in[0]); };
   EXPECT_TRUE(test::gradcheck(f, {random({3, 4}, DType::f64)}));
   EXPECT_TRUE(test::gradcheck(f, {random({2, 1, 5}, DType::f64)}));
-  test::expect_dtype_matches_f64(f, {Tensor::rand({33, 7}, DType::f64, test::test_generator(), 0.5, 1.5)}, DType::f32,
-                                 1e-6);
 }
 
 TEST(Reduce, LossBackwardWithHostSeed) {

@@ -48,7 +48,6 @@ TEST(Softmax, GradCheck) {
   EXPECT_TRUE(test::gradcheck(f, {random({3, 5}, DType::f64)}));
   EXPECT_TRUE(test::gradcheck(f, {random({2, 2, 3}, DType::f64)}));
   EXPECT_TRUE(test::gradcheck(f, {random({4}, DType::f64)}));
-  test::expect_dtype_matches_f64(f, {random({65, 257}, DType::f64)}, DType::f32, 1e-5);
 }
 
 TEST(Softmax, ShapeAndDtypeErrors) {

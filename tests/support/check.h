@@ -46,8 +46,10 @@ using VarFn = std::function<Variable(const std::vector<Variable>&)>;
 
 // Finite-difference check in f64: for random weights w, compares d<w, f(x)>/dx from backward
 // against central differences. inputs must be f64; those in `differentiable` get gradients.
+// max_elements > 0 checks only that many elements of each input, evenly spaced from the first
+// to the last (two forward passes each), so large inputs stay cheap.
 ::testing::AssertionResult gradcheck(const VarFn& f, const std::vector<Tensor>& inputs,
                                      const std::vector<bool>& differentiable = {}, double eps = 1e-6,
-                                     double tol = 1e-5);
+                                     double tol = 1e-5, int64_t max_elements = 0);
 
 }  // namespace zt::test

@@ -31,6 +31,21 @@ TEST(ToolExit, UsageErrorsExitTwoEverywhere) {
   }
 }
 
+// The GPU benchmarks on a machine (or build) without a GPU: exit 1 and one line naming CUDA
+// (tools/bench_util.h's require_gpu), never a success or a crash in the first CUDA call.
+TEST(ToolExit, GpuBenchmarksNeedAGpu) {
+  if (cuda_available()) GTEST_SKIP() << "a GPU is visible";
+  for (auto [tool, args] : {std::pair{"bench_step", ""}, std::pair{"bench_gemm", ""}, std::pair{"bench_attention", ""},
+                            std::pair{"bench_xent", "--device cuda"}}) {
+    if (!test::tool_built(tool)) continue;
+    SCOPED_TRACE(tool);
+    const test::ToolResult r = test::run_tool(tool, args);
+    EXPECT_EQ(r.status, 1) << r.err;
+    expect_one_line(r, tool, "CUDA");
+    EXPECT_EQ(r.out, "");
+  }
+}
+
 TEST(ToolExit, TrainNamesADirectoryGivenAsConfig) {
   if (!test::tool_built("train")) GTEST_SKIP() << "train not built";
   test::TempDir dir;

@@ -30,14 +30,17 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   ctest --test-dir "$B" -j8 --timeout 300 --output-on-failure >"$OUT/ctest.log" 2>&1
   note "ctest rc=$? $(( $(date +%s) - t0 )) s: $(grep -E 'tests passed' "$OUT/ctest.log")"
   grep -E "\(Failed\)|\(Timeout\)|\(SEGFAULT\)|Exception" "$OUT/ctest.log" | head -20
-  for f in "OpsCuda.CausalSelfAttention:OpsCuda.LayerNorm:OpsCuda.Gelu*:OpsCuda.Embedding*:OpsCuda.Mlp*" ; do
-    timeout 200 compute-sanitizer --tool memcheck "$B/tests/ops_cuda_test" --gtest_filter="$f" >"$OUT/memcheck_ops.log" 2>&1
-    note "memcheck ops rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_ops.log")"
-  done
+  rows=BackendOps/Case.CudaMatchesCpu
+  timeout 200 compute-sanitizer --tool memcheck "$B/tests/backend_ops_test" \
+    --gtest_filter="$rows/self_attention*:$rows/layernorm*:$rows/gelu*:$rows/embedding*:$rows/mlp*" >"$OUT/memcheck_ops.log" 2>&1
+  note "memcheck ops rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_ops.log")"
+  timeout 200 compute-sanitizer --tool memcheck "$B/tests/ops_cuda_test" --gtest_filter='OpsCuda.Embedding*:OpsCuda.Mlp*' \
+    >"$OUT/memcheck_ops_checks.log" 2>&1
+  note "memcheck ops checks rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_ops_checks.log")"
   timeout 200 compute-sanitizer --tool memcheck "$B/tests/tensor_cuda_test" --gtest_filter='TensorCuda.WidenMany*' \
     >"$OUT/memcheck_widen.log" 2>&1
   note "memcheck widen rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_widen.log")"
-  timeout 200 compute-sanitizer --tool racecheck "$B/tests/ops_cuda_test" --gtest_filter='OpsCuda.CausalSelfAttention' \
+  timeout 200 compute-sanitizer --tool racecheck "$B/tests/backend_ops_test" --gtest_filter="$rows/self_attention*" \
     >"$OUT/racecheck_attention.log" 2>&1
   note "racecheck attention rc=$? $(grep -E 'RACECHECK SUMMARY' "$OUT/racecheck_attention.log")"
   timeout 200 compute-sanitizer --tool memcheck "$B/tests/cross_entropy_cuda_test" \

@@ -2,7 +2,7 @@
 # The CUDA backend's GPU checks in one command (device tool or by hand):
 #   tools/gpu/run_cudaops.sh
 # Uses binaries carried in $BUILD (default build-cudaops) when they run on this host, else
-# builds ops_cuda_test, gpt_cuda_test and bench_step into build-gpu. Then runs the CUDA op
+# builds backend_ops_test, ops_cuda_test, gpt_cuda_test and bench_step into build-gpu. Then runs the CUDA op
 # tests, the GPT CPU-vs-GPU test and bench_step on configs/gpt_small.yaml at B=16 and B=32
 # (T=1024, bf16, --profile). Logs and JSON go to $OUT (or ./gpu-out); a summary is printed last.
 set -uo pipefail
@@ -19,20 +19,20 @@ summary=()
 note() { summary+=("$*"); echo "== $*"; }
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv,noheader
 
-if ! ./$B/tests/ops_cuda_test --gtest_list_tests >"$OUT/carried.log" 2>&1 || ! ./$B/bin/bench_step --help >>"$OUT/carried.log" 2>&1; then
+if ! ./$B/tests/backend_ops_test --gtest_list_tests >"$OUT/carried.log" 2>&1 || ! ./$B/bin/bench_step --help >>"$OUT/carried.log" 2>&1; then
   [ "${BUILD_FALLBACK:-1}" = 1 ] || { note "carried binaries do not run here: $(tail -2 "$OUT/carried.log")"; exit 1; }
   note "carried binaries do not run here ($(tail -1 "$OUT/carried.log")): building"
   B=build-gpu
   [ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
   t0=$(date +%s)
   { cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 &&
-    ninja -C $B -j"$(nproc)" ops_cuda_test gpt_cuda_test bench_step; } >"$OUT/build.log" 2>&1
+    ninja -C $B -j"$(nproc)" backend_ops_test ops_cuda_test gpt_cuda_test bench_step; } >"$OUT/build.log" 2>&1
   rc=$?
   note "build rc=$rc in $(( $(date +%s) - t0 )) s"
   if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -20; tail -20 "$OUT/build.log"; exit 1; fi
 fi
 
-for t in ops_cuda_test gpt_cuda_test; do
+for t in backend_ops_test ops_cuda_test gpt_cuda_test; do
   t0=$(date +%s)
   timeout ${TEST_TIMEOUT:-150} ./$B/tests/$t >"$OUT/$t.log" 2>&1
   rc=$?
