@@ -51,6 +51,7 @@
 #include <tuple>
 
 #include "framework/cuda/cuda_check.h"
+#include "framework/cuda/kernel_utils.cuh"
 #include "framework/cuda/stream.h"
 
 namespace zt::ops::xent {
@@ -59,11 +60,13 @@ namespace {
 
 namespace cg = cooperative_groups;
 
+using cuda::aligned16;
+using cuda::kLog2e;
+using cuda::smem_addr;
+
 // ------------------------------------------------------------------------------------------
 // Element types and math
 // ------------------------------------------------------------------------------------------
-
-constexpr float kLog2e = 1.4426950408889634f;
 
 template <class T> struct Elem;
 template <> struct Elem<float> {
@@ -319,10 +322,6 @@ struct FusedArgs {
   int stages;        // bulk copies per slice
   bool push;         // exchange: remote stores onto an mbarrier (true) or a cluster barrier
 };
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
@@ -815,9 +814,6 @@ __global__ void __launch_bounds__(THREADS) rowwise_kernel(const RowArgs<T> a) {
 // Host side
 // ------------------------------------------------------------------------------------------
 
-template <class T> struct device_of { using type = T; };
-template <> struct device_of<bf16> { using type = __nv_bfloat16; };
-
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   if (!v || !*v) return fallback;
@@ -843,7 +839,7 @@ void check_cuda_tensor(const Tensor& t, const char* what, Device device) {
 }
 
 void check_row_outputs(const Tensor& logits, const Outputs& out, int64_t rows) {
-  const DType acc = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const DType acc = cuda::acc_dtype(logits.dtype());
   const Device dev = logits.device();
   for (auto [t, name] : {std::pair{&out.row_loss, "row_loss"}, {&out.lse, "lse"}, {&out.z_row, "z_row"}}) {
     check_cuda_tensor(*t, name, dev);
@@ -884,13 +880,8 @@ void dispatch_targets(DType t, F&& f) {
   else f(int64_t{});
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // Grid of a row-per-CTA kernel: enough CTAs to fill the GPU, at most one per row.
-unsigned rowwise_grid(int64_t rows, int device) {
-  const int64_t cap = int64_t{cuda::multiprocessor_count(device)} * 8;
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min(rows, cap)));
-}
+unsigned rowwise_grid(int64_t rows, int device) { return cuda::capped_grid(rows, device, 8); }
 
 template <RowKernel K, class T, class Tgt>
 void launch_rowwise(const RowArgs<T>& args, bool vec, int device) {
@@ -908,8 +899,8 @@ bool rows_vectorizable(const Tensor& logits, const Tensor& grad) {
 }
 
 template <class T>
-RowArgs<typename device_of<T>::type> row_args(const Tensor& logits, const Tensor& targets, const Params& p) {
-  using D = typename device_of<T>::type;
+RowArgs<typename cuda::device_type<T>::type> row_args(const Tensor& logits, const Tensor& targets, const Params& p) {
+  using D = typename cuda::device_type<T>::type;
   using A = typename Elem<D>::Acc;
   RowArgs<D> a{};
   a.logits = static_cast<const D*>(logits.raw_data());
@@ -1115,7 +1106,7 @@ void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Ou
   cuda::set_device(device);
   dispatch_float(logits.dtype(), "cross_entropy (cuda)", [&](auto ltag) {
     using T = decltype(ltag);
-    using D = typename device_of<T>::type;
+    using D = typename cuda::device_type<T>::type;
     dispatch_targets(targets.dtype(), [&](auto ttag) {
       using Tgt = decltype(ttag);
       const FastConfig c = fast_config<T>(logits, out.grad, p.classes());
@@ -1154,7 +1145,7 @@ void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Ou
 
 void local_stats_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Tensor& stats) {
   check_inputs(logits, targets, p);
-  const DType acc = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const DType acc = cuda::acc_dtype(logits.dtype());
   check_cuda_tensor(stats, "stats", logits.device());
   ZT_CHECK(stats.numel() == p.rows * 4 && stats.dtype() == acc, "local_stats_cuda: stats must be [", p.rows, ", 4] ",
            dtype_name(acc), ", got ", shape_str(stats.shape()), " ", dtype_name(stats.dtype()));
@@ -1163,7 +1154,7 @@ void local_stats_cuda(const Tensor& logits, const Tensor& targets, const Params&
   cuda::set_device(device);
   dispatch_float(logits.dtype(), "cross_entropy (cuda)", [&](auto ltag) {
     using T = decltype(ltag);
-    using D = typename device_of<T>::type;
+    using D = typename cuda::device_type<T>::type;
     using A = typename Elem<D>::Acc;
     dispatch_targets(targets.dtype(), [&](auto ttag) {
       using Tgt = decltype(ttag);
@@ -1178,7 +1169,7 @@ void finish_cuda(const Tensor& logits, const Tensor& targets, const Tensor& gath
                  Outputs& out) {
   check_inputs(logits, targets, p);
   check_row_outputs(logits, out, p.rows);
-  const DType acc = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const DType acc = cuda::acc_dtype(logits.dtype());
   check_cuda_tensor(gathered_stats, "gathered stats", logits.device());
   ZT_CHECK(gathered_stats.dim() == 3 && gathered_stats.size(1) == p.rows && gathered_stats.size(2) == 4 &&
                gathered_stats.dtype() == acc,
@@ -1189,7 +1180,7 @@ void finish_cuda(const Tensor& logits, const Tensor& targets, const Tensor& gath
   cuda::set_device(device);
   dispatch_float(logits.dtype(), "cross_entropy (cuda)", [&](auto ltag) {
     using T = decltype(ltag);
-    using D = typename device_of<T>::type;
+    using D = typename cuda::device_type<T>::type;
     using A = typename Elem<D>::Acc;
     dispatch_targets(targets.dtype(), [&](auto ttag) {
       using Tgt = decltype(ttag);
