@@ -24,8 +24,9 @@
 // (one read) and rowwise_kernel<finish> (one read, one write) around the caller's all-gather.
 //
 // No host synchronisation and no allocation anywhere: the row count for the mean comes from
-// count_rows_kernel on the device, bad targets raise a device flag, so the whole sequence can
-// be captured in a CUDA graph. z_loss_weight and label_smoothing are plain kernel arguments.
+// count_rows_kernel on the device, bad targets raise a flag the caller passes (cross_entropy()
+// passes a deferred check's, framework/cuda/deferred_check.h), so the kernel sequence can be
+// captured in a CUDA graph. z_loss_weight and label_smoothing are plain kernel arguments.
 //
 // Tuning knobs (environment, read at every call; for benchmarks and tests):
 //   ZT_XENT_KERNEL=rowwise         force the two-read fallback kernel
@@ -846,9 +847,7 @@ void check_row_outputs(const Tensor& logits, const Outputs& out, int64_t rows) {
     ZT_CHECK(t->numel() == rows && t->dtype() == acc, "cross_entropy (cuda): ", name, " must be [", rows, "] ",
              dtype_name(acc), ", got ", shape_str(t->shape()), " ", dtype_name(t->dtype()));
   }
-  check_cuda_tensor(out.bad_target, "bad_target", dev);
-  ZT_CHECK(out.bad_target.dtype() == DType::i32 && out.bad_target.numel() == 1,
-           "cross_entropy (cuda): bad_target must be a scalar i32");
+  ZT_CHECK(out.bad_target, "cross_entropy (cuda): bad_target is null (the kernels report bad targets there)");
   if (out.grad.defined()) {
     check_cuda_tensor(out.grad, "grad", dev);
     ZT_CHECK(out.grad.shape() == logits.shape() && out.grad.dtype() == logits.dtype(),
@@ -923,7 +922,7 @@ void set_outputs(RowArgs<D>& a, Outputs& out) {
   a.row_loss = static_cast<A*>(out.row_loss.raw_data());
   a.lse = static_cast<A*>(out.lse.raw_data());
   a.z_row = static_cast<A*>(out.z_row.raw_data());
-  a.bad_target = static_cast<int*>(out.bad_target.raw_data());
+  a.bad_target = out.bad_target;
   if (out.grad.defined()) {
     a.grad = static_cast<D*>(out.grad.raw_data());
     a.grad_scale = static_cast<const A*>(out.grad_scale.raw_data());
@@ -1119,7 +1118,7 @@ void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Ou
           a.row_loss = static_cast<float*>(out.row_loss.raw_data());
           a.lse = static_cast<float*>(out.lse.raw_data());
           a.z_row = static_cast<float*>(out.z_row.raw_data());
-          a.bad_target = static_cast<int*>(out.bad_target.raw_data());
+          a.bad_target = out.bad_target;
           a.grad_scale = out.grad.defined() ? static_cast<const float*>(out.grad_scale.raw_data()) : nullptr;
           a.rows = p.rows;
           a.width = p.vocab_local;
