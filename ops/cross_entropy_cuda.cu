@@ -83,14 +83,14 @@ template <> struct Elem<double> {
   static constexpr int kVec = 2;
 };
 
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ double to_acc(double x) { return x; }
+template <class T>
+__device__ __forceinline__ typename Elem<T>::Acc to_acc(T x) {
+  return cuda::convert_element<typename Elem<T>::Acc>(x);
+}
 
 template <class T, class A>
 __device__ __forceinline__ T from_acc(A x) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(x));
-  else return static_cast<T>(x);
+  return cuda::convert_element<T>(x);
 }
 
 __device__ __forceinline__ float exp2_approx(float x) {

@@ -34,14 +34,12 @@ using cuda::smem_addr;
 
 template <class A, class T>
 __device__ __forceinline__ A load(const T* p, int64_t i) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return static_cast<A>(__bfloat162float(p[i]));
-  else return static_cast<A>(p[i]);
+  return cuda::convert_element<A>(p[i]);
 }
 
 template <class T, class A>
 __device__ __forceinline__ void store(T* p, int64_t i, A v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) p[i] = __float2bfloat16_rn(static_cast<float>(v));
-  else p[i] = static_cast<T>(v);
+  p[i] = cuda::convert_element<T>(v);
 }
 
 // Blocks for a grid-stride loop over n elements: enough to fill the device (8 per

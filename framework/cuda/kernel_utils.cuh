@@ -1,13 +1,15 @@
 #pragma once
 // What every CUDA kernel file shares (framework/cuda, ops/, trainers/; built only with
-// ZTRAIN_CUDA): the device element type of a dtype, the type kernels accumulate in, the block
-// size and grid sizing of grid-stride loops, 16-byte alignment, shared-memory addresses for
-// PTX, log2(e), and the table a multi-tensor kernel takes as its parameter. Op-specific
-// compute helpers (loads/stores, block sums, column reductions) are in ops/cuda_compute.cuh.
+// ZTRAIN_CUDA): the device element type of a dtype and conversions between element types, the
+// type kernels accumulate in, the block size and grid sizing of grid-stride loops, 16-byte
+// alignment, shared-memory addresses for PTX, log2(e), and the table a multi-tensor kernel
+// takes as its parameter. Op-specific compute helpers (loads/stores, block sums, column
+// reductions) are in ops/cuda_compute.cuh.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "framework/cuda/stream.h"
 #include "framework/dtype.h"
@@ -21,6 +23,15 @@ namespace zt::cuda {
 // __nv_bfloat16, every other type itself.
 template <class T> struct device_type { using type = T; };
 template <> struct device_type<bf16> { using type = __nv_bfloat16; };
+
+// An element converted to another element type on the device: bf16 widens exactly to float
+// and is rounded to from float once, to nearest even; the rest is static_cast.
+template <class To, class From>
+__device__ __forceinline__ To convert_element(From v) {
+  if constexpr (std::is_same_v<From, __nv_bfloat16>) return convert_element<To>(__bfloat162float(v));
+  else if constexpr (std::is_same_v<To, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(v));
+  else return static_cast<To>(v);
+}
 
 // The type kernels compute in: float for f32 and bf16 (loads widen, stores round once),
 // double for f64 and for the integer dtypes (the tensor kernels' scale and add on i32/i64).

@@ -23,12 +23,11 @@ struct Layout {
   int64_t src_stride[kMaxDims] = {};
 };
 
+// A copy between equal types moves the bits (a bf16 NaN keeps its payload).
 template <class To, class From>
 __device__ __forceinline__ To convert_value(From v) {
   if constexpr (std::is_same_v<To, From>) return v;
-  else if constexpr (std::is_same_v<From, __nv_bfloat16>) return convert_value<To>(__bfloat162float(v));
-  else if constexpr (std::is_same_v<To, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(v));
-  else return static_cast<To>(v);
+  else return convert_element<To>(v);
 }
 
 template <class D, class S>

@@ -16,13 +16,6 @@ namespace zt::cuda {
 
 namespace {
 
-template <class To, class From>
-__device__ __forceinline__ To convert_element(From v) {
-  if constexpr (std::is_same_v<From, __nv_bfloat16>) return convert_element<To>(__bfloat162float(v));
-  else if constexpr (std::is_same_v<To, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(v));
-  else return static_cast<To>(v);
-}
-
 dim3 grid_for(int64_t n) {
   int dev = 0;
   ZT_CUDA_CHECK(cudaGetDevice(&dev));  // set_device() ran just before
