@@ -9,6 +9,8 @@
 // without a host synchronisation, except copies to or from the host (see copy).
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <vector>
 
 #include "framework/device.h"
@@ -41,6 +43,19 @@ class DeviceBackend {
   // The host has just waited for the device (a copy to the host): input checks that kernels
   // deferred (framework/cuda/deferred_check.h) run now and may throw.
   virtual void host_waited() = 0;
+
+  // An input check made by kernels (on CUDA, framework/cuda/deferred_check.h): the kernels
+  // set device_flag() on bad input and stay safe; after commit(), `on_raised` (which throws,
+  // naming the input) runs at the first host wait after those kernels. No synchronisation of
+  // its own. wait_input_checks() waits for this thread's pending checks and runs them.
+  class InputCheck {
+   public:
+    virtual ~InputCheck() = default;
+    virtual int* device_flag() = 0;
+    virtual void commit(std::function<void()> on_raised) = 0;
+  };
+  virtual std::unique_ptr<InputCheck> input_check() = 0;
+  virtual void wait_input_checks() = 0;
 
   // Contiguous n elements of `device`: dst := src converted to dst's dtype.
   virtual void convert(int device, void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n) = 0;

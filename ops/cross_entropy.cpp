@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "framework/autograd/node.h"
+#include "framework/device_backend.h"
 #include "framework/distributed/process_group.h"
 #include "ops/cross_entropy_kernels.h"
 #include "ops/device_dispatch.h"
@@ -140,9 +141,11 @@ class CrossEntropyNode : public Node {
 void CrossEntropyResult::check() const { target_check.check(); }
 
 void CrossEntropyResult::TargetCheck::check() const {
-  const TargetCheck& c = *this;
-  if (!c.flag.defined() || c.flag.item() == 0) return;
-  const std::string msg = bad_target_message(c.targets.to_vector<int64_t>(), c.vocab, c.ignore_index);
+  if (!device.is_cpu()) device_backend(device).wait_input_checks();
+}
+
+void CrossEntropyResult::TargetCheck::fail() const {
+  const std::string msg = bad_target_message(targets.to_vector<int64_t>(), vocab, ignore_index);
   ZT_FAIL(msg.empty() ? "cross_entropy: a target was outside the vocabulary" : msg);
 }
 
@@ -170,7 +173,8 @@ CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_i
   p.ignore_index = o.ignore_index;
 
   // On the host the check is cheap and happens before anything is written (the logits may
-  // be the gradient buffer); on CUDA the kernels raise a flag that check() reads later.
+  // be the gradient buffer); on CUDA the kernels raise a deferred check's flag, reported at
+  // the next host read after them (framework/cuda/deferred_check.h).
   if (device.is_cpu()) {
     const std::string msg = bad_target_message(targets.to_vector<int64_t>(), p.classes(), p.ignore_index);
     ZT_CHECK(msg.empty(), msg);
@@ -181,7 +185,11 @@ CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_i
   out.row_loss = Tensor::empty({p.rows}, acc, device);
   out.lse = Tensor::empty({p.rows}, acc, device);
   out.z_row = Tensor::empty({p.rows}, acc, device);
-  out.bad_target = Tensor::zeros({}, DType::i32, device);
+  std::unique_ptr<DeviceBackend::InputCheck> bad_targets;  // the device kernels' target check
+  if (!device.is_cpu()) {
+    bad_targets = device_backend(device).input_check();
+    out.bad_target = bad_targets->device_flag();
+  }
   out.grad_scale = Tensor::empty({}, acc, device);
   if (with_grad) out.grad = o.inplace_grad ? x : Tensor::empty(x.shape(), x.dtype(), device);
 
@@ -216,7 +224,8 @@ CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_i
 
   result.lse = out.lse;
   result.z_loss = out.z_row;
-  result.target_check = {out.bad_target, targets, p.classes(), p.ignore_index};
+  result.target_check = {device, targets, p.classes(), p.ignore_index};
+  if (bad_targets) bad_targets->commit([check = result.target_check] { check.fail(); });
   if (with_grad) {
     // The kernels wrote the gradient over the logits (inplace_grad): other nodes that saved
     // them, and cast()'s cached copies, see the new version and refuse the stale values.

@@ -58,15 +58,22 @@ struct CrossEntropyResult {
 
   // Out-of-range targets. On CPU cross_entropy() checks them before any work and throws
   // zt::Error naming the row and the value; check() then never throws. On CUDA the kernels
-  // raise a device flag instead of forcing a host sync, and check() reads it (a sync) and
-  // throws the same message: call it whenever the loss is read on the host.
+  // raise the flag of a deferred device-side check instead of forcing a host sync
+  // (framework/cuda/deferred_check.h): the same message is thrown at the first host read
+  // after the kernels have run (item(), to_vector(), to(cpu) of any tensor), or by check(),
+  // which waits for them (a sync). Each raised check is reported once.
   void check() const;
   struct TargetCheck {
-    Tensor flag;     // [] i32 on the logits' device, 1 when a target was out of range
+    Device device;   // the logits' device
     Tensor targets;  // kept to name the first bad row
     int64_t vocab = 0;
     int64_t ignore_index = -100;
-    void check() const;  // what CrossEntropyResult::check() does; may outlive the result
+    // What CrossEntropyResult::check() does; may outlive the result. On CUDA it waits for
+    // the calling thread's pending device-side checks (this op's and earlier ones', e.g. the
+    // embedding's ids) and throws the first raised one's error.
+    void check() const;
+    // The error of a raised check: names the first target outside [0, vocab).
+    [[noreturn]] void fail() const;
   } target_check;
 };
 

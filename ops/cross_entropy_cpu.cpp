@@ -462,7 +462,7 @@ void fused_typed(const Tensor& logits, const Tensor& targets, const Params& p, O
       zero_padding(g, valid, v);
     }
   }
-  if (out.bad_target.defined() && bad) out.bad_target.fill_(1);
+  if (out.bad_target && bad) *out.bad_target = 1;
 }
 
 template <class T>
@@ -532,7 +532,7 @@ void finish_typed(const Tensor& logits, const Tensor& targets, const Tensor& gat
       zero_padding(g, valid, v);
     }
   }
-  if (out.bad_target.defined() && bad) out.bad_target.fill_(1);
+  if (out.bad_target && bad) *out.bad_target = 1;
 }
 
 }  // namespace

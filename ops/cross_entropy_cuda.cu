@@ -24,8 +24,9 @@
 // (one read) and rowwise_kernel<finish> (one read, one write) around the caller's all-gather.
 //
 // No host synchronisation and no allocation anywhere: the row count for the mean comes from
-// count_rows_kernel on the device, bad targets raise a device flag, so the whole sequence can
-// be captured in a CUDA graph. z_loss_weight and label_smoothing are plain kernel arguments.
+// count_rows_kernel on the device, bad targets raise a flag the caller passes (cross_entropy()
+// passes a deferred check's, framework/cuda/deferred_check.h), so the kernel sequence can be
+// captured in a CUDA graph. z_loss_weight and label_smoothing are plain kernel arguments.
 //
 // Tuning knobs (environment, read at every call; for benchmarks and tests):
 //   ZT_XENT_KERNEL=rowwise         force the two-read fallback kernel
@@ -51,6 +52,7 @@
 #include <tuple>
 
 #include "framework/cuda/cuda_check.h"
+#include "framework/cuda/kernel_utils.cuh"
 #include "framework/cuda/stream.h"
 
 namespace zt::ops::xent {
@@ -59,11 +61,13 @@ namespace {
 
 namespace cg = cooperative_groups;
 
+using cuda::aligned16;
+using cuda::kLog2e;
+using cuda::smem_addr;
+
 // ------------------------------------------------------------------------------------------
 // Element types and math
 // ------------------------------------------------------------------------------------------
-
-constexpr float kLog2e = 1.4426950408889634f;
 
 template <class T> struct Elem;
 template <> struct Elem<float> {
@@ -79,14 +83,14 @@ template <> struct Elem<double> {
   static constexpr int kVec = 2;
 };
 
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ double to_acc(double x) { return x; }
+template <class T>
+__device__ __forceinline__ typename Elem<T>::Acc to_acc(T x) {
+  return cuda::convert_element<typename Elem<T>::Acc>(x);
+}
 
 template <class T, class A>
 __device__ __forceinline__ T from_acc(A x) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(x));
-  else return static_cast<T>(x);
+  return cuda::convert_element<T>(x);
 }
 
 __device__ __forceinline__ float exp2_approx(float x) {
@@ -319,10 +323,6 @@ struct FusedArgs {
   int stages;        // bulk copies per slice
   bool push;         // exchange: remote stores onto an mbarrier (true) or a cluster barrier
 };
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
@@ -815,9 +815,6 @@ __global__ void __launch_bounds__(THREADS) rowwise_kernel(const RowArgs<T> a) {
 // Host side
 // ------------------------------------------------------------------------------------------
 
-template <class T> struct device_of { using type = T; };
-template <> struct device_of<bf16> { using type = __nv_bfloat16; };
-
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   if (!v || !*v) return fallback;
@@ -843,16 +840,14 @@ void check_cuda_tensor(const Tensor& t, const char* what, Device device) {
 }
 
 void check_row_outputs(const Tensor& logits, const Outputs& out, int64_t rows) {
-  const DType acc = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const DType acc = cuda::acc_dtype(logits.dtype());
   const Device dev = logits.device();
   for (auto [t, name] : {std::pair{&out.row_loss, "row_loss"}, {&out.lse, "lse"}, {&out.z_row, "z_row"}}) {
     check_cuda_tensor(*t, name, dev);
     ZT_CHECK(t->numel() == rows && t->dtype() == acc, "cross_entropy (cuda): ", name, " must be [", rows, "] ",
              dtype_name(acc), ", got ", shape_str(t->shape()), " ", dtype_name(t->dtype()));
   }
-  check_cuda_tensor(out.bad_target, "bad_target", dev);
-  ZT_CHECK(out.bad_target.dtype() == DType::i32 && out.bad_target.numel() == 1,
-           "cross_entropy (cuda): bad_target must be a scalar i32");
+  ZT_CHECK(out.bad_target, "cross_entropy (cuda): bad_target is null (the kernels report bad targets there)");
   if (out.grad.defined()) {
     check_cuda_tensor(out.grad, "grad", dev);
     ZT_CHECK(out.grad.shape() == logits.shape() && out.grad.dtype() == logits.dtype(),
@@ -878,13 +873,9 @@ void check_inputs(const Tensor& logits, const Tensor& targets, const Params& p) 
            "cross_entropy (cuda): logits dtype ", dtype_name(logits.dtype()), " (expected f32, bf16 or f64)");
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Grid of a row-per-CTA kernel: enough CTAs to fill the GPU, at most one per row.
-unsigned rowwise_grid(int64_t rows, int device) {
-  const int64_t cap = int64_t{cuda::multiprocessor_count(device)} * 8;
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min(rows, cap)));
-}
+unsigned rowwise_grid(int64_t rows, int device) { return cuda::capped_grid(rows, device, 8); }
 
 template <RowKernel K, class T, class Tgt>
 void launch_rowwise(const RowArgs<T>& args, bool vec, int device) {
@@ -902,8 +893,8 @@ bool rows_vectorizable(const Tensor& logits, const Tensor& grad) {
 }
 
 template <class T>
-RowArgs<typename device_of<T>::type> row_args(const Tensor& logits, const Tensor& targets, const Params& p) {
-  using D = typename device_of<T>::type;
+RowArgs<typename cuda::device_type<T>::type> row_args(const Tensor& logits, const Tensor& targets, const Params& p) {
+  using D = typename cuda::device_type<T>::type;
   using A = typename Elem<D>::Acc;
   RowArgs<D> a{};
   a.logits = static_cast<const D*>(logits.raw_data());
@@ -926,7 +917,7 @@ void set_outputs(RowArgs<D>& a, Outputs& out) {
   a.row_loss = static_cast<A*>(out.row_loss.raw_data());
   a.lse = static_cast<A*>(out.lse.raw_data());
   a.z_row = static_cast<A*>(out.z_row.raw_data());
-  a.bad_target = static_cast<int*>(out.bad_target.raw_data());
+  a.bad_target = out.bad_target;
   if (out.grad.defined()) {
     a.grad = static_cast<D*>(out.grad.raw_data());
     a.grad_scale = static_cast<const A*>(out.grad_scale.raw_data());
@@ -1110,7 +1101,7 @@ void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Ou
   dispatch_types(logits, targets, "cross_entropy (cuda)", [&](auto ltag, auto ttag) {
     using T = decltype(ltag);
     using Tgt = decltype(ttag);
-    using D = typename device_of<T>::type;
+    using D = typename cuda::device_type<T>::type;
     const FastConfig c = fast_config<T>(logits, out.grad, p.classes());
     if constexpr (!std::is_same_v<T, double>) {
       if (c.cluster > 0) {
@@ -1121,7 +1112,7 @@ void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Ou
         a.row_loss = static_cast<float*>(out.row_loss.raw_data());
         a.lse = static_cast<float*>(out.lse.raw_data());
         a.z_row = static_cast<float*>(out.z_row.raw_data());
-        a.bad_target = static_cast<int*>(out.bad_target.raw_data());
+        a.bad_target = out.bad_target;
         a.grad_scale = out.grad.defined() ? static_cast<const float*>(out.grad_scale.raw_data()) : nullptr;
         a.rows = p.rows;
         a.width = p.vocab_local;
@@ -1146,7 +1137,7 @@ void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Ou
 
 void local_stats_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Tensor& stats) {
   check_inputs(logits, targets, p);
-  const DType acc = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const DType acc = cuda::acc_dtype(logits.dtype());
   check_cuda_tensor(stats, "stats", logits.device());
   ZT_CHECK(stats.numel() == p.rows * 4 && stats.dtype() == acc, "local_stats_cuda: stats must be [", p.rows, ", 4] ",
            dtype_name(acc), ", got ", shape_str(stats.shape()), " ", dtype_name(stats.dtype()));
@@ -1156,7 +1147,7 @@ void local_stats_cuda(const Tensor& logits, const Tensor& targets, const Params&
   dispatch_types(logits, targets, "cross_entropy (cuda)", [&](auto ltag, auto ttag) {
     using T = decltype(ltag);
     using Tgt = decltype(ttag);
-    using D = typename device_of<T>::type;
+    using D = typename cuda::device_type<T>::type;
     using A = typename Elem<D>::Acc;
     RowArgs<D> a = row_args<T>(logits, targets, p);
     a.stats = static_cast<A*>(stats.raw_data());
@@ -1168,7 +1159,7 @@ void finish_cuda(const Tensor& logits, const Tensor& targets, const Tensor& gath
                  Outputs& out) {
   check_inputs(logits, targets, p);
   check_row_outputs(logits, out, p.rows);
-  const DType acc = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const DType acc = cuda::acc_dtype(logits.dtype());
   check_cuda_tensor(gathered_stats, "gathered stats", logits.device());
   ZT_CHECK(gathered_stats.dim() == 3 && gathered_stats.size(1) == p.rows && gathered_stats.size(2) == 4 &&
                gathered_stats.dtype() == acc,
@@ -1180,7 +1171,7 @@ void finish_cuda(const Tensor& logits, const Tensor& targets, const Tensor& gath
   dispatch_types(logits, targets, "cross_entropy (cuda)", [&](auto ltag, auto ttag) {
     using T = decltype(ltag);
     using Tgt = decltype(ttag);
-    using D = typename device_of<T>::type;
+    using D = typename cuda::device_type<T>::type;
     using A = typename Elem<D>::Acc;
     RowArgs<D> a = row_args<T>(logits, targets, p);
     set_outputs(a, out);

@@ -47,11 +47,15 @@ struct Params {
 //                 grad_scale is the scalar tensor below (device-resident: 1/count for mean,
 //                 computed on the device without a host sync; 1 for sum and none).
 //                 Columns at or past valid_local() are padding: their gradient is 0.
-//   bad_target    [] i32 flag set to 1 when a non-ignored target lies outside [0, V)
-//                 (the loss rows of such targets are NaN; the caller checks the flag
-//                 when the loss is read).
+//   bad_target    an int the kernels set to 1 when a non-ignored target lies outside
+//                 [0, V) (the loss rows of such targets are NaN). The CUDA kernels need
+//                 one the device can write: cross_entropy() passes a deferred check's flag
+//                 (framework/cuda/deferred_check.h), which reports the error at the next
+//                 host read. Null: not reported (CPU only; the CPU op checks the targets
+//                 before the kernels run).
 struct Outputs {
-  Tensor row_loss, lse, z_row, grad, bad_target;
+  Tensor row_loss, lse, z_row, grad;
+  int* bad_target = nullptr;
   Tensor grad_scale;  // [] f32 (f64 for f64), read by the kernels
 };
 

@@ -1,7 +1,9 @@
 #pragma once
-// Helpers shared by the CUDA kernels of ops/ (internal; included by ops/*_cuda.cu only):
-// device element types, the types kernels compute in, launch sizing, warp/block sums, and
-// the deterministic column reduction that bias, LayerNorm and broadcast gradients use.
+// Helpers shared by the CUDA kernels of ops/ (internal; included by ops/*_cuda.cu only): loads
+// and stores in the compute type, warp/block sums, 16-byte packs for elementwise maps, and the
+// deterministic column reduction that bias, LayerNorm and broadcast gradients use. What every
+// kernel file shares (device types, acc_t, grid sizing, log2(e), shared-memory addresses) is
+// in framework/cuda/kernel_utils.cuh, brought in here under the names ops/ uses.
 //
 // Kernels compute in f32 for f32 and bf16 (loads widen, stores round once to nearest even)
 // and in f64 for f64, like the CPU kernels (cpu_compute.h).
@@ -12,6 +14,7 @@
 #include <type_traits>
 
 #include "framework/cuda/cuda_check.h"
+#include "framework/cuda/kernel_utils.cuh"
 #include "framework/cuda/op_profiler.h"
 #include "framework/cuda/stream.h"
 #include "framework/tensor.h"
@@ -20,55 +23,33 @@ namespace zt::ops::gpu {
 
 using cuda::OpRange;
 
-template <class T> struct device_type { using type = T; };
-template <> struct device_type<bf16> { using type = __nv_bfloat16; };
-
-// Accumulation type of an element type: double for double, float otherwise.
-template <class T> struct acc_type { using type = float; };
-template <> struct acc_type<double> { using type = double; };
-template <class T> using acc_t = typename acc_type<T>::type;
+using cuda::acc_dtype;
+using cuda::acc_t;
+using cuda::aligned16;
+using cuda::device_type;
+using cuda::dispatch_device_float;
+using cuda::kLog2e;
+using cuda::kThreads;
+using cuda::smem_addr;
 
 template <class A, class T>
 __device__ __forceinline__ A load(const T* p, int64_t i) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) return static_cast<A>(__bfloat162float(p[i]));
-  else return static_cast<A>(p[i]);
+  return cuda::convert_element<A>(p[i]);
 }
 
 template <class T, class A>
 __device__ __forceinline__ void store(T* p, int64_t i, A v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) p[i] = __float2bfloat16_rn(static_cast<float>(v));
-  else p[i] = static_cast<T>(v);
+  p[i] = cuda::convert_element<T>(v);
 }
 
-// Calls f(T{}) with T the device type of a floating dtype (float, __nv_bfloat16, double).
-template <class F>
-void dispatch_device_float(DType t, const char* op, F&& f) {
-  switch (t) {
-    case DType::f32: return f(float{});
-    case DType::bf16: return f(__nv_bfloat16{});
-    case DType::f64: return f(double{});
-    default: ZT_FAIL(op, ": no CUDA kernel for dtype ", dtype_name(t));
-  }
-}
-
-// The dtype results accumulate in: f32 for f32/bf16, f64 for f64.
-inline DType acc_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
-
-constexpr int kThreads = 256;
-
-// Blocks for a grid-stride loop over n elements: enough to fill the device, no more.
-inline unsigned grid_for(int64_t n, int device) {
-  const int64_t cap = int64_t{cuda::multiprocessor_count(device)} * 8;
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, cap)));
-}
+// Blocks for a grid-stride loop over n elements: enough to fill the device (8 per
+// multiprocessor), no more.
+inline unsigned grid_for(int64_t n, int device) { return cuda::grid_for(n, device, 8); }
 
 inline cudaStream_t stream_for(const Tensor& t) {
   cuda::set_device(t.device().index);
   return cuda::current_stream();
 }
-
-#define ZT_GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < (n); i += int64_t{gridDim.x} * blockDim.x)
 
 template <class A>
 __device__ __forceinline__ A warp_sum(A v) {
@@ -125,8 +106,6 @@ template <class T>
 __device__ __forceinline__ void store_pack(T* p, int64_t pack, const Pack<T>& v) {
   reinterpret_cast<Pack<T>*>(p)[pack] = v;
 }
-
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // out[i] = f(a[i]) in the accumulation type; f a device functor.
 template <class T, class F>

@@ -38,16 +38,11 @@ using namespace gpu;
 constexpr int kBlockRows = 64;  // query rows per CTA (forward), key rows per CTA (backward)
 constexpr int kWarps = 4;
 constexpr int kThreadsPerCta = kWarps * 32;
-constexpr float kLog2e = 1.4426950408889634f;
 // Register caps (65536 registers per SM): 4 forward CTAs (128 registers a thread) and 3
 // backward CTAs (168) resident per multiprocessor, with no spills (check -Xptxas -v).
 constexpr int kForwardCtasPerSm = 4, kBackwardCtasPerSm = 3;
 
 // ---- small PTX wrappers ----
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 
 // 16-byte async copy global -> shared; src_bytes 0 zero-fills (rows past the sequence end).
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {

@@ -294,7 +294,8 @@ std::vector<CudaRow> bench_cuda_shape(Shape2 s, DType dtype, const ops::CrossEnt
   out.row_loss = Tensor::empty({s.rows}, acc, dev);
   out.lse = Tensor::empty({s.rows}, acc, dev);
   out.z_row = Tensor::empty({s.rows}, acc, dev);
-  out.bad_target = Tensor::zeros({}, DType::i32, dev);
+  const Tensor bad_target = Tensor::zeros({}, DType::i32, dev);
+  out.bad_target = static_cast<int*>(bad_target.raw_data());
   out.grad_scale = Tensor::empty({}, acc, dev);
   Tensor count = Tensor::empty({}, DType::i64, dev), loss = Tensor::empty({}, acc, dev),
          ce_sum = Tensor::empty({}, acc, dev), z_sum = Tensor::empty({}, acc, dev);

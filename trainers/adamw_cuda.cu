@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "framework/cuda/cuda_check.h"
-#include "framework/cuda/multi_tensor.cuh"
+#include "framework/cuda/kernel_utils.cuh"
 #include "framework/cuda/op_profiler.h"
 #include "framework/cuda/stream.h"
 #include "trainers/optim_cuda.h"
@@ -14,19 +14,16 @@ namespace zt::optim_cuda {
 
 namespace {
 
+using cuda::kThreads;
+
 constexpr int kTensorsPerLaunch = 48;  // the table below stays under the 4 KB kernel-parameter limit
-constexpr int kThreads = 256;
 constexpr int64_t kChunk = kThreads * 8;  // elements per block
 
-struct Table {
-  AdamWTensor t[kTensorsPerLaunch];
-  int64_t first_block[kTensorsPerLaunch + 1];  // block ranges per tensor
-  int count = 0;
-};
+using Table = cuda::MultiTensorTable<AdamWTensor, kTensorsPerLaunch>;
 
 __global__ void adamw_kernel(Table table, float b1, float b2, float eps, float step_size, float inv_sqrt_bc2) {
-  const int e = cuda::table_entry_of_block(table.first_block, table.count);
-  const AdamWTensor& t = table.t[e];
+  const int e = table.entry_of_block();
+  const AdamWTensor& t = table.entry[e];
   const int64_t begin = (blockIdx.x - table.first_block[e]) * kChunk;
   const int64_t end = min(t.n, begin + kChunk);
   for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
@@ -49,15 +46,9 @@ void adamw_update(int device, const std::vector<AdamWTensor>& tensors, float b1,
   cuda::set_device(device);
   for (size_t start = 0; start < tensors.size(); start += kTensorsPerLaunch) {
     Table table;
-    int64_t blocks = 0;
-    for (size_t i = start; i < std::min(tensors.size(), start + kTensorsPerLaunch); ++i) {
-      if (tensors[i].n == 0) continue;
-      table.t[table.count] = tensors[i];
-      table.first_block[table.count] = blocks;
-      blocks += (tensors[i].n + kChunk - 1) / kChunk;
-      ++table.count;
-    }
-    table.first_block[table.count] = blocks;
+    for (size_t i = start; i < std::min(tensors.size(), start + kTensorsPerLaunch); ++i)
+      if (tensors[i].n != 0) table.add(tensors[i], cuda::ceil_div(tensors[i].n, kChunk));
+    const int64_t blocks = table.blocks();
     if (blocks == 0) continue;
     ZT_CHECK(blocks < (int64_t{1} << 31), "AdamW: too many elements for one launch");
     adamw_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, cuda::current_stream()>>>(table, b1, b2, eps, step_size,

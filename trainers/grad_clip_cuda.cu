@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "framework/cuda/cuda_check.h"
+#include "framework/cuda/kernel_utils.cuh"
 #include "framework/cuda/op_profiler.h"
 #include "framework/cuda/stream.h"
 #include "framework/tensor.h"
@@ -13,16 +14,16 @@ namespace zt::optim_cuda {
 
 namespace {
 
-constexpr int kTensorsPerLaunch = 128;
-constexpr int kThreads = 256;
+using cuda::kThreads;
+
+constexpr int kTensorsPerLaunch = 128;  // the table below stays under the 4 KB kernel-parameter limit
 constexpr int64_t kChunk = kThreads * 16;
 
-struct Table {
-  const float* data[kTensorsPerLaunch];
-  int64_t n[kTensorsPerLaunch];
-  int64_t first_block[kTensorsPerLaunch + 1];
-  int count = 0;
+struct Gradient {
+  const float* data;
+  int64_t n;
 };
+using Table = cuda::MultiTensorTable<Gradient, kTensorsPerLaunch>;
 
 __device__ double block_sum(double v) {
   __shared__ double scratch[32];
@@ -36,15 +37,10 @@ __device__ double block_sum(double v) {
 }
 
 __global__ void partial_squares_kernel(Table table, double* partial) {
-  int lo = 0, hi = table.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (table.first_block[mid] <= blockIdx.x) lo = mid;
-    else hi = mid - 1;
-  }
-  const float* g = table.data[lo];
+  const int lo = table.entry_of_block();
+  const float* g = table.entry[lo].data;
   const int64_t begin = (blockIdx.x - table.first_block[lo]) * kChunk;
-  const int64_t end = min(table.n[lo], begin + kChunk);
+  const int64_t end = min(table.entry[lo].n, begin + kChunk);
   double s = 0;
   for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) s += static_cast<double>(g[i]) * g[i];
   s = block_sum(s);
@@ -64,7 +60,7 @@ double sum_squares(int device, const std::vector<const float*>& data, const std:
   cuda::OpRange range("grad_norm");
   cuda::set_device(device);
   int64_t total_blocks = 0;
-  for (int64_t n : sizes) total_blocks += (n + kChunk - 1) / kChunk;
+  for (int64_t n : sizes) total_blocks += cuda::ceil_div(n, kChunk);
   if (total_blocks == 0) return 0.0;
   Tensor partial = Tensor::empty({total_blocks}, DType::f64, Device::cuda(device));
   Tensor out = Tensor::empty({}, DType::f64, Device::cuda(device));
@@ -72,16 +68,9 @@ double sum_squares(int device, const std::vector<const float*>& data, const std:
   int64_t offset = 0;
   for (size_t start = 0; start < data.size(); start += kTensorsPerLaunch) {
     Table table;
-    int64_t blocks = 0;
-    for (size_t i = start; i < std::min(data.size(), start + kTensorsPerLaunch); ++i) {
-      if (sizes[i] == 0) continue;
-      table.data[table.count] = data[i];
-      table.n[table.count] = sizes[i];
-      table.first_block[table.count] = blocks;
-      blocks += (sizes[i] + kChunk - 1) / kChunk;
-      ++table.count;
-    }
-    table.first_block[table.count] = blocks;
+    for (size_t i = start; i < std::min(data.size(), start + kTensorsPerLaunch); ++i)
+      if (sizes[i] != 0) table.add({data[i], sizes[i]}, cuda::ceil_div(sizes[i], kChunk));
+    const int64_t blocks = table.blocks();
     if (blocks == 0) continue;
     partial_squares_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, cuda::current_stream()>>>(table, pp + offset);
     ZT_CUDA_CHECK_LAUNCH();

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "framework/cuda/cuda_check.h"
+#include "framework/cuda/kernel_utils.cuh"
 #include "framework/cuda/op_profiler.h"
 #include "framework/cuda/stream.h"
 #include "trainers/loss_stats.h"
@@ -12,7 +13,7 @@ namespace zt::loss_stats_cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
+using cuda::kThreads;
 
 // NaN-propagating max (fmax would drop a NaN: a NaN lse must show in lse_max).
 __device__ double nan_max(double a, double b) { return (a != a || b != b) ? __longlong_as_double(0x7ff8000000000000ll) : fmax(a, b); }

@@ -50,8 +50,8 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
                       (static_cast<uint64_t>(adam_.steps_taken()) * 0x9e3779b97f4a7c15ull) ^
                       (static_cast<uint64_t>(par_.layout.dp_rank) << 48));
   LossStats stats(par_.device);
-  // Bad targets raise a device flag (on CUDA); read once the micro-batches are issued, before
-  // anything is applied, so no host read separates the micro-batches.
+  // Bad targets raise a deferred device-side check (on CUDA); read once the micro-batches are
+  // issued, before anything is applied, so no host read separates the micro-batches.
   std::vector<ops::CrossEntropyResult::TargetCheck> checks;
   for (int64_t a = 0; a < accum; ++a) {
     data::Batch b = next();

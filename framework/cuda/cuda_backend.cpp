@@ -11,6 +11,15 @@ namespace zt::cuda {
 
 namespace {
 
+class CudaInputCheck final : public DeviceBackend::InputCheck {
+ public:
+  int* device_flag() override { return check_.device_flag(); }
+  void commit(std::function<void()> on_raised) override { check_.commit(std::move(on_raised)); }
+
+ private:
+  DeferredCheck check_;
+};
+
 class CudaBackend final : public DeviceBackend {
  public:
   int device_count() override { return cuda::device_count(); }
@@ -30,6 +39,8 @@ class CudaBackend final : public DeviceBackend {
     cuda::copy(dst, dst_on_device, src, src_on_device, nbytes);
   }
   void host_waited() override { run_deferred_checks(); }
+  std::unique_ptr<InputCheck> input_check() override { return std::make_unique<CudaInputCheck>(); }
+  void wait_input_checks() override { wait_deferred_checks(); }
 
   void convert(int device, void* dst, DType dst_dtype, const void* src, DType src_dtype, int64_t n) override {
     cuda::convert(device, dst, dst_dtype, src, src_dtype, n);

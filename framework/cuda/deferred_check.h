@@ -1,7 +1,7 @@
 #pragma once
 // Input checks that a kernel makes on the device, read by the host only when it waits for
-// the device anyway, so an op can validate device data (embedding ids) without a host
-// synchronisation of its own:
+// the device anyway, so an op can validate device data (embedding ids, cross-entropy
+// targets) without a host synchronisation of its own:
 //
 //   cuda::DeferredCheck check;                                  // a flag, 0
 //   lookup_kernel<<<...>>>(..., check.device_flag());           // sets it to 1 on a bad id

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "framework/cuda/cuda_check.h"
+#include "framework/cuda/kernel_utils.cuh"
 #include "framework/cuda/stream.h"
 
 namespace zt::cuda {
@@ -13,7 +14,6 @@ namespace zt::cuda {
 namespace {
 
 constexpr int kMaxDims = 8;
-constexpr int kThreads = 256;
 
 // Shape and both stride sets, innermost dimension last, passed by value to the kernel.
 struct Layout {
@@ -23,20 +23,16 @@ struct Layout {
   int64_t src_stride[kMaxDims] = {};
 };
 
-template <class T> struct device_type { using type = T; };
-template <> struct device_type<bf16> { using type = __nv_bfloat16; };
-
+// A copy between equal types moves the bits (a bf16 NaN keeps its payload).
 template <class To, class From>
 __device__ __forceinline__ To convert_value(From v) {
   if constexpr (std::is_same_v<To, From>) return v;
-  else if constexpr (std::is_same_v<From, __nv_bfloat16>) return convert_value<To>(__bfloat162float(v));
-  else if constexpr (std::is_same_v<To, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(v));
-  else return static_cast<To>(v);
+  else return convert_element<To>(v);
 }
 
 template <class D, class S>
 __global__ void strided_copy_kernel(D* dst, const S* src, int64_t n, Layout l) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+  ZT_GRID_STRIDE(i, n) {
     int64_t rest = i, so = 0, d_off = 0;
     for (int d = l.ndim - 1; d >= 0; --d) {
       const int64_t idx = rest % l.shape[d];
@@ -46,11 +42,6 @@ __global__ void strided_copy_kernel(D* dst, const S* src, int64_t n, Layout l) {
     }
     dst[d_off] = convert_value<D>(src[so]);
   }
-}
-
-template <class F>
-void dispatch_device(DType t, F&& f) {
-  dispatch(t, [&](auto tag) { f(typename device_type<decltype(tag)>::type{}); });
 }
 
 }  // namespace
@@ -85,8 +76,7 @@ void strided_copy(int device, void* dst, DType dst_dtype, const std::vector<int6
     l.shape[0] = 1;
   }
   set_device(device);
-  const int64_t cap = int64_t{multiprocessor_count(device)} * 16;
-  const unsigned blocks = static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, cap)));
+  const unsigned blocks = grid_for(n, device, 16);
   dispatch_device(dst_dtype, [&](auto dtag) {
     using D = decltype(dtag);
     dispatch_device(src_dtype, [&](auto stag) {

@@ -9,36 +9,17 @@
 #include <type_traits>
 
 #include "framework/cuda/cuda_check.h"
-#include "framework/cuda/multi_tensor.cuh"
+#include "framework/cuda/kernel_utils.cuh"
 #include "framework/cuda/stream.h"
 
 namespace zt::cuda {
 
 namespace {
 
-// Device element types with the storage layout of the host types in dtype.h.
-template <class T> struct device_type { using type = T; };
-template <> struct device_type<bf16> { using type = __nv_bfloat16; };
-
-// The arithmetic type of an element: float for f32/bf16, double for the rest.
-template <class T> struct math_type { using type = double; };
-template <> struct math_type<float> { using type = float; };
-template <> struct math_type<__nv_bfloat16> { using type = float; };
-
-template <class To, class From>
-__device__ __forceinline__ To convert_element(From v) {
-  if constexpr (std::is_same_v<From, __nv_bfloat16>) return convert_element<To>(__bfloat162float(v));
-  else if constexpr (std::is_same_v<To, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(v));
-  else return static_cast<To>(v);
-}
-
-constexpr int kThreads = 256;
-
 dim3 grid_for(int64_t n) {
   int dev = 0;
   ZT_CUDA_CHECK(cudaGetDevice(&dev));  // set_device() ran just before
-  const int64_t cap = int64_t{multiprocessor_count(dev)} * 16;
-  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, cap))));
+  return dim3(cuda::grid_for(n, dev, 16));
 }
 
 // Each thread moves groups of 8 consecutive elements with 16-byte accesses when every
@@ -51,19 +32,15 @@ struct alignas(16) Group {
   T v[kGroup];
 };
 
-__host__ __device__ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-// Grid-stride loops over the groups, and over the tail elements [groups * 8, n).
-#define ZT_GROUPS(g_var, groups)                                                                      \
-  for (int64_t g_var = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; g_var < (groups); \
-       g_var += int64_t{gridDim.x} * blockDim.x)
+// Grid-stride loops over the groups (ZT_GRID_STRIDE), and over the tail elements
+// [groups * 8, n).
 #define ZT_TAIL(i_var, groups, n)                                                                        \
   for (int64_t i_var = (groups) * kGroup + blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i_var < (n); \
        i_var += int64_t{gridDim.x} * blockDim.x)
 
 template <class T>
 __global__ void fill_kernel(T* dst, int64_t n, int64_t groups, T value) {
-  ZT_GROUPS(g, groups) {
+  ZT_GRID_STRIDE(g, groups) {
     Group<T> x;
 #pragma unroll
     for (int j = 0; j < kGroup; ++j) x.v[j] = value;
@@ -74,9 +51,9 @@ __global__ void fill_kernel(T* dst, int64_t n, int64_t groups, T value) {
 
 template <class T>
 __global__ void scale_kernel(T* data, int64_t n, int64_t groups, double factor) {
-  using M = typename math_type<T>::type;
+  using M = acc_t<T>;
   const M f = static_cast<M>(factor);
-  ZT_GROUPS(g, groups) {
+  ZT_GRID_STRIDE(g, groups) {
     Group<T> x = reinterpret_cast<Group<T>*>(data)[g];
 #pragma unroll
     for (int j = 0; j < kGroup; ++j) x.v[j] = convert_element<T>(convert_element<M>(x.v[j]) * f);
@@ -86,16 +63,16 @@ __global__ void scale_kernel(T* data, int64_t n, int64_t groups, double factor) 
 }
 
 template <class A, class B>
-__device__ __forceinline__ A add_scaled_element(A a, B b, typename math_type<A>::type al) {
-  using M = typename math_type<A>::type;
+__device__ __forceinline__ A add_scaled_element(A a, B b, acc_t<A> al) {
+  using M = acc_t<A>;
   return convert_element<A>(convert_element<M>(a) + al * convert_element<M>(convert_element<A>(b)));
 }
 
 template <class A, class B>
 __global__ void add_scaled_kernel(A* a, const B* b, int64_t n, int64_t groups, double alpha) {
-  using M = typename math_type<A>::type;
+  using M = acc_t<A>;
   const M al = static_cast<M>(alpha);
-  ZT_GROUPS(g, groups) {
+  ZT_GRID_STRIDE(g, groups) {
     Group<A> x = reinterpret_cast<Group<A>*>(a)[g];
     const Group<B> y = reinterpret_cast<const Group<B>*>(b)[g];
 #pragma unroll
@@ -107,7 +84,7 @@ __global__ void add_scaled_kernel(A* a, const B* b, int64_t n, int64_t groups, d
 
 template <class D, class S>
 __global__ void convert_kernel(D* dst, const S* src, int64_t n, int64_t groups) {
-  ZT_GROUPS(g, groups) {
+  ZT_GRID_STRIDE(g, groups) {
     const Group<S> x = reinterpret_cast<const Group<S>*>(src)[g];
     Group<D> y;
 #pragma unroll
@@ -127,26 +104,16 @@ int64_t groups_for(int64_t n, std::initializer_list<const void*> ptrs) {
 // Threads for the groups and the tail, whichever needs more.
 dim3 grid_for_groups(int64_t n, int64_t groups) { return grid_for(std::max<int64_t>(groups, n - groups * kGroup)); }
 
-// Calls f(tag) with tag the device element type of dtype t.
-template <class F>
-void dispatch_device(DType t, F&& f) {
-  dispatch(t, [&](auto tag) { f(typename device_type<decltype(tag)>::type{}); });
-}
-
 // Multi-tensor widening: block b finds its tensor in the prefix table (binary search) and
 // converts one chunk of 2048 elements, 16 bytes of bf16 per thread access when aligned.
 constexpr int kWidenTensors = 64;  // the table stays under the 4 KB kernel-parameter limit
 constexpr int64_t kWidenChunk = int64_t{kThreads} * kGroup;
 
-struct WidenTable {
-  WidenJob job[kWidenTensors];
-  int64_t first_block[kWidenTensors + 1];
-  int count = 0;
-};
+using WidenTable = MultiTensorTable<WidenJob, kWidenTensors>;
 
 __global__ void widen_many_kernel(WidenTable table) {
-  const int e = table_entry_of_block(table.first_block, table.count);
-  const WidenJob& j = table.job[e];
+  const int e = table.entry_of_block();
+  const WidenJob& j = table.entry[e];
   const int64_t begin = (blockIdx.x - table.first_block[e]) * kWidenChunk;
   const int64_t end = min(j.n, begin + kWidenChunk);
   const auto* src = static_cast<const __nv_bfloat16*>(j.src);
@@ -240,23 +207,17 @@ void convert(int device, void* dst, DType dst_dtype, const void* src, DType src_
 void widen_bf16_to_f32_many(int device, const std::vector<WidenJob>& jobs) {
   set_device(device);
   WidenTable table;
-  int64_t blocks = 0;
   auto launch = [&] {
     if (table.count == 0) return;
-    table.first_block[table.count] = blocks;
-    widen_many_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, current_stream()>>>(table);
+    widen_many_kernel<<<static_cast<unsigned>(table.blocks()), kThreads, 0, current_stream()>>>(table);
     ZT_CUDA_CHECK_LAUNCH();
     table = WidenTable{};
-    blocks = 0;
   };
   for (const WidenJob& j : jobs) {
     if (j.n <= 0) continue;
-    const int64_t need = (j.n + kWidenChunk - 1) / kWidenChunk;
-    if (table.count == kWidenTensors || blocks + need > (int64_t{1} << 31) - 1) launch();
-    table.job[table.count] = j;
-    table.first_block[table.count] = blocks;
-    ++table.count;
-    blocks += need;
+    const int64_t need = ceil_div(j.n, kWidenChunk);
+    if (table.full() || table.blocks() + need > (int64_t{1} << 31) - 1) launch();
+    table.add(j, need);
   }
   launch();
 }

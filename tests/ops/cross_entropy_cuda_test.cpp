@@ -98,7 +98,15 @@ xent::Params params(int64_t rows, int64_t vocab, double e, double z, int64_t ign
   return p;
 }
 
-KernelOut host_copy(const xent::Outputs& o, const Tensor& count) {
+// The kernel outputs with the word their bad_target points to, on the outputs' device.
+struct FlaggedOutputs : xent::Outputs {
+  Tensor flag;  // [] i32
+  explicit FlaggedOutputs(Device device) : flag(Tensor::zeros({}, DType::i32, device)) {
+    bad_target = static_cast<int*>(flag.raw_data());
+  }
+};
+
+KernelOut host_copy(const FlaggedOutputs& o, const Tensor& count) {
   KernelOut k;
   k.row_loss = o.row_loss.to(Device::cpu());
   k.lse = o.lse.to(Device::cpu());
@@ -106,19 +114,18 @@ KernelOut host_copy(const xent::Outputs& o, const Tensor& count) {
   if (o.grad.defined()) k.grad = o.grad.to(Device::cpu());
   k.count = count.to(Device::cpu());
   k.grad_scale = o.grad_scale.to(Device::cpu());
-  k.bad = o.bad_target.to(Device::cpu());
+  k.bad = o.flag.to(Device::cpu());
   return k;
 }
 
-xent::Outputs device_outputs(const Tensor& x, bool inplace, bool with_grad) {
+FlaggedOutputs device_outputs(const Tensor& x, bool inplace, bool with_grad) {
   const DType acc = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
   const int64_t rows = x.size(0);
-  xent::Outputs o;
+  FlaggedOutputs o(kGpu);
   o.row_loss = Tensor::empty({rows}, acc, kGpu);
   o.lse = Tensor::empty({rows}, acc, kGpu);
   o.z_row = Tensor::empty({rows}, acc, kGpu);
   o.grad_scale = Tensor::empty({}, acc, kGpu);
-  o.bad_target = Tensor::zeros({}, DType::i32, kGpu);
   for (Tensor* t : {&o.row_loss, &o.lse, &o.z_row, &o.grad_scale}) test::poison(*t);
   if (with_grad) {
     o.grad = inplace ? x : Tensor::empty(x.shape(), x.dtype(), kGpu);
@@ -131,7 +138,7 @@ KernelOut run_cuda(const Tensor& logits, const Tensor& targets, const xent::Para
                    bool with_grad = true) {
   Tensor x = logits.to(kGpu).clone();  // a buffer of its own: in place overwrites it
   Tensor t = targets.to(kGpu);
-  xent::Outputs o = device_outputs(x, inplace, with_grad);
+  FlaggedOutputs o = device_outputs(x, inplace, with_grad);
   Tensor count = Tensor::empty({}, DType::i64, kGpu);
   test::poison(count);
   xent::count_rows_cuda(t, p.ignore_index, mean, count, o.grad_scale);
@@ -143,12 +150,11 @@ KernelOut run_cuda(const Tensor& logits, const Tensor& targets, const xent::Para
 KernelOut run_reference(const Tensor& logits, const Tensor& targets, const xent::Params& p, bool mean,
                         bool with_grad = true) {
   Tensor x = logits.to(DType::f64).clone();
-  xent::Outputs o;
+  FlaggedOutputs o(Device::cpu());
   o.row_loss = Tensor::empty({p.rows}, DType::f64);
   o.lse = Tensor::empty({p.rows}, DType::f64);
   o.z_row = Tensor::empty({p.rows}, DType::f64);
   o.grad_scale = Tensor::empty({}, DType::f64);
-  o.bad_target = Tensor::zeros({}, DType::i32);
   if (with_grad) o.grad = Tensor::empty(x.shape(), DType::f64);
   Tensor count = Tensor::empty({}, DType::i64);
   xent::count_rows_cpu(targets, p.ignore_index, mean, count, o.grad_scale);
@@ -267,7 +273,7 @@ TEST(CrossEntropyCuda, ZLossWeightChangesBetweenCalls) {
   // Same device buffers for every call: only the runtime argument changes.
   Tensor x = logits.to(kGpu);
   Tensor t = targets.to(kGpu);
-  xent::Outputs o = device_outputs(x, /*inplace=*/false, true);
+  FlaggedOutputs o = device_outputs(x, /*inplace=*/false, true);
   Tensor count = Tensor::empty({}, DType::i64, kGpu);
   for (double z : {0.0, 1e-2, 1e-4, 0.5, 0.0, 3e-3}) {
     test::poison(o.row_loss);
@@ -382,7 +388,7 @@ TEST(CrossEntropyCuda, VocabParallelKernelsEqualOneRank) {
       std::vector<Tensor> grads;
       for (int r = 0; r < ranks; ++r) {
         p.vocab_offset = r * local;
-        xent::Outputs o = device_outputs(shards[r], /*inplace=*/r % 2 == 0, true);
+        FlaggedOutputs o = device_outputs(shards[r], /*inplace=*/r % 2 == 0, true);
         Tensor count = Tensor::empty({}, DType::i64, kGpu);
         xent::count_rows_cuda(t, -100, true, count, o.grad_scale);
         xent::finish_cuda(shards[r], t, gathered, p, o);
@@ -458,6 +464,21 @@ TEST(CrossEntropyCuda, TargetInThePaddingRaisesTheFlag) {
     EXPECT_EQ(msg, "cross_entropy: target " + std::to_string(classes) + " at row 3 is outside [0, " +
                        std::to_string(classes) + ") (ignore_index is -100)");
   }
+}
+
+// The op reports bad targets through a deferred check (framework/cuda/deferred_check.h):
+// nothing at the call, the message at the first host read after the kernels, once.
+TEST(CrossEntropyCuda, BadTargetErrorsAtTheNextHostReadOnce) {
+  REQUIRE_GPU();
+  const int64_t rows = 4, vocab = 32;
+  Variable x(random_logits(rows, vocab, DType::f32).to(kGpu), true);
+  const Tensor targets = Tensor::from_vector(std::vector<int64_t>{1, 2, 40, 3}, {rows}).to(kGpu);
+  ops::CrossEntropyResult r;
+  EXPECT_NO_THROW(r = ops::cross_entropy(x, targets));
+  EXPECT_EQ(test::error_of([&] { r.count.item(); }),
+            "cross_entropy: target 40 at row 2 is outside [0, 32) (ignore_index is -100)");
+  EXPECT_NO_THROW(r.check());  // already reported
+  EXPECT_EQ(r.count.item(), 4.0);  // the bad row is not ignored: it counts
 }
 
 // The op end to end (validation, dispatch, reductions, autograd) on CUDA against the CPU op
@@ -628,7 +649,7 @@ void check_numerics(const NumericsCase& c, const std::string& kernel, int ranks)
   }
   for (int r = 0; r < ranks; ++r) {
     p.vocab_offset = r * local;
-    xent::Outputs o = device_outputs(shards[r], /*inplace=*/false, true);
+    FlaggedOutputs o = device_outputs(shards[r], /*inplace=*/false, true);
     Tensor count = Tensor::empty({}, DType::i64, kGpu);
     xent::count_rows_cuda(t, -100, /*mean=*/false, count, o.grad_scale);
     xent::finish_cuda(shards[r], t, gathered, p, o);
@@ -695,7 +716,7 @@ TEST(CrossEntropyCuda, CapturedInACudaGraph) {
     const xent::Params p = params(rows, vocab, 0.1, 1e-4, -100);
     Tensor x = Tensor::empty({rows, vocab}, dtype, kGpu);
     Tensor t = Tensor::empty({rows}, DType::i64, kGpu);
-    xent::Outputs o = device_outputs(x, /*inplace=*/false, true);
+    FlaggedOutputs o = device_outputs(x, /*inplace=*/false, true);
     Tensor count = Tensor::empty({}, DType::i64, kGpu);
     Tensor loss = Tensor::empty({}, DType::f32, kGpu), ce_sum = Tensor::empty({}, DType::f32, kGpu),
            z_sum = Tensor::empty({}, DType::f32, kGpu);
@@ -747,7 +768,7 @@ TEST(CrossEntropyCuda, KernelArgumentsAreChecked) {
   REQUIRE_GPU();
   const Tensor logits = random_logits(4, 64, DType::f32).to(kGpu);
   const Tensor targets = random_targets(4, 64, Ignored::none, -100).to(kGpu);
-  xent::Outputs o = device_outputs(logits, false, true);
+  FlaggedOutputs o = device_outputs(logits, false, true);
   xent::Params p = params(4, 64, 0, 0, -100);
   p.vocab_global = 128;  // fused_cuda is the one-rank kernel
   EXPECT_THROW(xent::fused_cuda(logits, targets, p, o), Error);
@@ -759,7 +780,7 @@ TEST(CrossEntropyCuda, KernelArgumentsAreChecked) {
   {
     EnvGuard bad("ZT_XENT_CLUSTER", "9");
     const Tensor big = random_logits(2, 50304, DType::bf16).to(kGpu);
-    xent::Outputs ob = device_outputs(big, false, true);
+    FlaggedOutputs ob = device_outputs(big, false, true);
     EXPECT_THROW(xent::fused_cuda(big, random_targets(2, 50304, Ignored::none, -100).to(kGpu),
                                   params(2, 50304, 0, 0, -100), ob),
                  Error);

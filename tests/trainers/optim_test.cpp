@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
+#include "framework/device.h"
 #include "tests/support/check.h"
 #include "trainers/adamw.h"
 #include "trainers/grad_clip.h"
@@ -155,6 +157,29 @@ TEST(GradClip, SharedGradientBufferScaledOnce) {
     const auto after = p.var.grad().to_vector<double>();
     for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(after[i], before[i] / 2, 1e-6);
   }
+}
+
+// The device's multi-tensor sum of squares (trainers/grad_clip_cuda.cu): more tensors than
+// one launch takes (128), empty ones, and sizes around its 4096-element chunk, against the
+// same gradients on the host.
+TEST(GradClip, CudaNormOverManyTensorsMatchesTheHost) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU";
+  Generator g(5);
+  std::vector<Parameter> gpu, cpu;
+  const int64_t sizes[] = {0, 1, 4095, 4096, 4097, 9000, 33};
+  for (int i = 0; i < 300; ++i) {
+    const int64_t n = sizes[i % 7];
+    const Tensor grad = Tensor::randn({n}, DType::f32, g, 0, 1 + i % 3);
+    const std::string name = "p" + std::to_string(i);
+    gpu.push_back({name, Variable(Tensor::zeros({n}, DType::f32, Device::cuda(0)), true, name), true});
+    gpu.back().var.set_grad(grad.to(Device::cuda(0)));
+    cpu.push_back({name, Variable(Tensor::zeros({n}, DType::f32), true, name), true});
+    cpu.back().var.set_grad(grad);
+  }
+  const double host = global_grad_norm(cpu), device = global_grad_norm(gpu);
+  EXPECT_GT(host, 0);
+  EXPECT_NEAR(device, host, 1e-12 * host);
+  EXPECT_EQ(global_grad_norm(gpu), device);  // the same order every run
 }
 
 }  // namespace
