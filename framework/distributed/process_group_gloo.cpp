@@ -96,6 +96,13 @@ class GlooProcessGroup : public ProcessGroup {
       context->setTimeout(store->timeout());
       GlooStoreAdapter adapter(store);
       context->connectFullMesh(adapter, device);
+      // connectFullMesh can return on one rank while a peer is still finishing its side of
+      // the handshake; a rank that then closed its group at once (a short job, an early
+      // error) broke the peer's connect ("Connection closed by peer"). A barrier here means
+      // a group exists only once every rank's connections are up.
+      gloo::BarrierOptions opts(context);
+      opts.setTag(next_tag());
+      gloo::barrier(opts);
       context_ = std::move(context);
     } catch (const zt::Error&) {
       throw;
@@ -230,7 +237,7 @@ class GlooProcessGroup : public ProcessGroup {
   }
 
   int rank_, size_;
-  uint32_t tag_ = 0;  // used by the worker thread only
+  uint32_t tag_ = 0;  // used by the worker thread only (and the constructor, before it starts)
   std::shared_ptr<gloo::Context> context_;
   std::mutex mu_;
   std::condition_variable cv_;
