@@ -135,9 +135,9 @@ AttentionBackend parse_attention_backend(const char* zt_attention, const char* z
     ZT_FAIL("ZT_ATTENTION=", v, ": expected cudnn, flash or unfused");
   }
   if (zt_flash_attention && zt_flash_attention[0] == '0') return AttentionBackend::unfused;
-  // Our flash kernels stay the default until cuDNN's path has been checked on a GPU (its
-  // tests and bench_attention in docs/benchmarks.md); ZT_ATTENTION=cudnn opts in.
-  return AttentionBackend::flash;
+  // cuDNN's fused attention where it takes the shape (1.8x our flash kernels' forward+backward
+  // at the model's shape, docs/benchmarks.md), else our flash kernels, else the composite.
+  return AttentionBackend::cudnn;
 }
 
 AttentionBackend attention_backend() {

@@ -25,8 +25,8 @@ enum class AttentionBackend {
 };
 const char* attention_backend_name(AttentionBackend backend);
 
-// The first choice: ZT_ATTENTION=cudnn|flash|unfused (default flash, until cuDNN's path has
-// been checked on a GPU); ZT_FLASH_ATTENTION=0, the older switch, means unfused. A call the choice cannot take goes down the list
+// The first choice: ZT_ATTENTION=cudnn|flash|unfused (default cudnn); ZT_FLASH_ATTENTION=0,
+// the older switch, means unfused. A call the choice cannot take goes down the list
 // (cudnn -> flash -> unfused). Read once; another value is a zt::Error naming the variable.
 AttentionBackend attention_backend();
 // Overrides the environment from now on, process-wide (benchmarks and tests compare backends).

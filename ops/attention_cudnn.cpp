@@ -32,6 +32,12 @@
 
 namespace zt::ops {
 
+// Releases cudnn-frontend keeps away from these graphs (attention_cudnn.h).
+bool cudnn_release_takes(int64_t T) {
+  const int64_t version = cuda::cudnn_version();
+  return !(version >= 91000 && version < 91002) && !(version <= 91500 && T % 128 != 0);
+}
+
 namespace {
 
 using cuda::BackendDescriptor;
@@ -499,12 +505,8 @@ std::unique_ptr<AttentionPlans> build_plans(const Problem& p) {
     cuda::cudnn_debug_print(what + ": refused: cuDNN is not usable on device " + std::to_string(p.device));
     return plans;
   }
-  // Releases cudnn-frontend keeps away from these graphs: 9.10.0 and 9.10.1 (bf16/fp16 SDPA
-  // forward bugs), and up to 9.15 the backward when T % 128 != 0 (it needs a padding mask
-  // there, which these graphs do not carry). The flash kernels take those.
-  const int64_t version = cuda::cudnn_version();
-  if ((version >= 91000 && version < 91002) || (version <= 91500 && p.T % 128 != 0)) {
-    cuda::cudnn_debug_print(what + ": refused: cuDNN " + std::to_string(version) +
+  if (!cudnn_release_takes(p.T)) {
+    cuda::cudnn_debug_print(what + ": refused: cuDNN " + std::to_string(cuda::cudnn_version()) +
                             " is not used for this shape (9.10.0/9.10.1, or T % 128 != 0 before 9.15.1)");
     return plans;
   }

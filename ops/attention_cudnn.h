@@ -27,6 +27,11 @@
 namespace zt::ops {
 
 #ifdef ZTRAIN_WITH_CUDNN
+// Whether this machine's cuDNN release is used for sequence length T at all: not 9.10.0 and
+// 9.10.1 (bf16 SDPA forward bugs), and before 9.15.1 only T % 128 == 0 (the backward needs a
+// padding mask there, which these graphs do not carry). Shapes it refuses take the flash kernels.
+bool cudnn_release_takes(int64_t T);
+
 // Whether cuDNN runs this problem: bf16, D a multiple of 8, 16-byte aligned operands, a
 // usable cuDNN 9 on the device, and both plans built (cuDNN finalizes the graphs and offers
 // an engine). Builds and caches the plans on the first call for a problem; false, with the

@@ -141,13 +141,13 @@ TEST(CausalSelfAttention, ShapeErrors) {
 TEST(AttentionBackend, ParsesTheEnvironment) {
   using ops::AttentionBackend;
   using ops::parse_attention_backend;
-  EXPECT_EQ(parse_attention_backend(nullptr, nullptr), AttentionBackend::flash);
-  EXPECT_EQ(parse_attention_backend("", nullptr), AttentionBackend::flash);
+  EXPECT_EQ(parse_attention_backend(nullptr, nullptr), AttentionBackend::cudnn);
+  EXPECT_EQ(parse_attention_backend("", nullptr), AttentionBackend::cudnn);
   EXPECT_EQ(parse_attention_backend("cudnn", nullptr), AttentionBackend::cudnn);
   EXPECT_EQ(parse_attention_backend("flash", nullptr), AttentionBackend::flash);
   EXPECT_EQ(parse_attention_backend("unfused", nullptr), AttentionBackend::unfused);
   EXPECT_EQ(parse_attention_backend(nullptr, "0"), AttentionBackend::unfused);
-  EXPECT_EQ(parse_attention_backend(nullptr, "1"), AttentionBackend::flash);
+  EXPECT_EQ(parse_attention_backend(nullptr, "1"), AttentionBackend::cudnn);  // only "0" means anything
   EXPECT_EQ(parse_attention_backend("flash", "0"), AttentionBackend::flash);
   EXPECT_EQ(test::error_of([] { parse_attention_backend("cuDNN", nullptr); }),
             "ZT_ATTENTION=cuDNN: expected cudnn, flash or unfused");
