@@ -9,19 +9,19 @@
 #                                                 REPEATS=N for N bench_step runs per batch size,
 #                                                 AB="VAR=value ..." for the A/B runs (one each)
 # The training run reads data/ (tools/fetch_data.sh --prepare here; the GPU host has no
-# network): carry it along.
+# network): carry it along. The host also lacks the PCRE2 and zlib headers: run
+# tools/gpu/host_deps.sh here once and carry .gpu-deps too.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export NCCL_NVLS_ENABLE=0
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 B=${BUILD_DIR:-build-gpu}
-[ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
+. tools/gpu/host_env.sh
 summary=()
 note() { summary+=("$*"); echo "== $*"; }
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader
 t0=$(date +%s)
-{ cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 &&
+{ cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${CMAKE_DEPS[@]}" &&
   ninja -C "$B" -k 0 -j"$(nproc)"; } >"$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -40; }
 note "build $(( $(date +%s) - t0 )) s"
 

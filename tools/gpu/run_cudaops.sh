@@ -7,7 +7,7 @@
 # (T=1024, bf16, --profile). Logs and JSON go to $OUT (or ./gpu-out); a summary is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export NCCL_NVLS_ENABLE=0
+. tools/gpu/host_env.sh
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 B=${BUILD:-build-cudaops}
@@ -25,7 +25,7 @@ if ! ./$B/tests/backend_ops_test --gtest_list_tests >"$OUT/carried.log" 2>&1 || 
   B=build-gpu
   [ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
   t0=$(date +%s)
-  { cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 &&
+  { cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${CMAKE_DEPS[@]}" &&
     ninja -C $B -j"$(nproc)" backend_ops_test ops_cuda_test gpt_cuda_test bench_step; } >"$OUT/build.log" 2>&1
   rc=$?
   note "build rc=$rc in $(( $(date +%s) - t0 )) s"

@@ -11,7 +11,7 @@
 # printed last. NCCL_NVLS_ENABLE=0 stays set for every process.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export NCCL_NVLS_ENABLE=0
+. tools/gpu/host_env.sh
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 B=build-gpu
@@ -37,7 +37,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version 
 if has build; then
   t0=$(date +%s)
   { [ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
-    cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 &&
+    cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 "${CMAKE_DEPS[@]}" &&
     ninja -C $B -j16 cross_entropy_cuda_test tensor_cuda_test nccl_test bench_xent xent; } >>"$OUT/build.log" 2>&1
   rc=$?
   note "build rc=$rc in $(( $(date +%s) - t0 )) s"
