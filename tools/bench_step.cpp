@@ -1,7 +1,9 @@
 // bench_step: times full training steps of a config on one GPU: the trainer's own step
 // (trainers/training_step.h: forward, fused cross-entropy with z-loss, backward, global grad
 // norm, clip, AdamW; grad_accum micro-batches from the config or --grad-accum), on synthetic
-// tokens (uniform over the vocabulary; data loading is not what is measured).
+// tokens (uniform over the vocabulary; data loading is not what is measured), or with --data
+// on the config's training shards through train's data loader (real text repeats tokens, which
+// the embedding's gradient scatter feels; and the loader's host time is then in the step).
 //
 //   bench_step                                    configs/gpt_small.yaml, B = 16, T = 1024
 //   bench_step --batch-size 32 --steps 20 --profile --out runs/bench_step_b32.json
@@ -31,6 +33,7 @@
 #include "tools/tool_main.h"
 #include "trainers/adamw.h"
 #include "trainers/config.h"
+#include "trainers/data/data_loader.h"
 #include "trainers/model_state.h"
 #include "trainers/parallel_context.h"
 #include "trainers/training_step.h"
@@ -52,6 +55,7 @@ struct Bench {
   std::unique_ptr<zt::AdamW> adam;
   std::unique_ptr<zt::TrainingStep> runner;
   zt::Generator data_gen{12345};
+  std::unique_ptr<zt::data::DataLoader> loader;  // --data: train's loader over data.train
   std::map<std::string, double> phase_ms;       // profiled runs: device time per phase (event to event)
   std::map<std::string, double> phase_host_ms;  // unprofiled runs: host time per phase (issuing it, waits included)
 
@@ -83,6 +87,7 @@ struct Bench {
       zt::cuda::profiler_set_phase(p);
     };
     auto next = [&] {
+      if (loader) return loader->next();
       zt::data::Batch b;
       b.inputs = random_tokens(B * T).view({B, T});
       b.targets = random_tokens(B * T).view({B, T});
@@ -129,6 +134,8 @@ int main(int argc, char** argv) {
   app.add_option("--profile-steps", profile_steps, "steps in the profiled run");
   app.add_option("--peak-tflops", peak_tflops, "device peak for MFU");
   app.add_option("--out", out_path, "write the results as JSON here");
+  bool real_data = false;
+  app.add_flag("--data", real_data, "batches from the config's data.train shards (train's loader), not random tokens");
   return zt::tool::run_tool("bench_step", app, argc, argv, [&]() -> int {
     zt::bench::require_gpu();
 #ifdef ZTRAIN_WITH_CUDA
@@ -150,15 +157,24 @@ int main(int argc, char** argv) {
         b.model->parameters().all(),
         zt::AdamWOptions{b.cfg.optim.weight_decay, b.cfg.optim.beta1, b.cfg.optim.beta2, b.cfg.optim.eps});
     b.runner = std::make_unique<zt::TrainingStep>(b.cfg, *b.model, *b.adam, b.par, b.compute);
+    if (real_data) {
+      zt::data::DataLoaderOptions d;
+      d.shards = b.cfg.data.train;
+      d.batch_size = batch;
+      d.seq_len = seq_len;
+      d.seed = static_cast<uint64_t>(b.cfg.train.seed);
+      d.vocab_size = b.cfg.model.vocab_size;
+      b.loader = std::make_unique<zt::data::DataLoader>(d);
+    }
 
     const auto& m = b.cfg.model;
     const double flops_per_token = b.model->flops_per_token();
     std::printf("bench_step: %s, %lld layers, d_model %lld, %s params, B=%lld T=%lld grad_accum %lld, %s, z_loss "
-                "%.1e\n",
+                "%.1e, %s\n",
                 config_path.c_str(), static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model),
                 zt::format_parameter_count(b.model->num_parameters()).c_str(), static_cast<long long>(batch),
                 static_cast<long long>(seq_len), static_cast<long long>(grad_accum), dtype.c_str(),
-                b.cfg.loss.z_loss_weight);
+                b.cfg.loss.z_loss_weight, real_data ? "tokens from data.train" : "random tokens");
 
     for (int64_t i = 0; i < warmup; ++i) b.step(false);
     ZT_CUDA_CHECK(cudaDeviceSynchronize());
