@@ -47,6 +47,8 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     --gtest_filter='CrossEntropyCuda.Padded*:CrossEntropyCuda.TargetInThePadding*:CrossEntropyCuda.VocabParallel*' \
     >"$OUT/memcheck_xent.log" 2>&1
   note "memcheck xent rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_xent.log")"
+  timeout 200 compute-sanitizer --tool memcheck "$B/tests/attention_cudnn_test" >"$OUT/memcheck_cudnn.log" 2>&1
+  note "memcheck cudnn attention rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_cudnn.log")"
   t0=$(date +%s)
   "$B/bin/train" --config configs/gpt_small.yaml --set train.device=cuda --set train.max_steps=30 \
     --set train.grad_accum=1 --set log.out_dir=/tmp/gpt_small_gpu --set log.eval_every=15 --set log.eval_batches=2 \
@@ -70,6 +72,11 @@ for bs in 16 32; do
     timeout 200 "$B/bin/bench_step" --batch-size $bs --steps 30 --warmup 5 >"$OUT/bench_step_b${bs}_run$rep.log" 2>&1
     note "bench_step B=$bs run $rep rc=$?: $(grep -E '^step|^tokens/s' "$OUT/bench_step_b${bs}_run$rep.log" | tr '\n' ' ')"
   done
+  # The same step on the Brown shards through train's loader: real text repeats tokens (the
+  # embedding gradient's atomics), which is where train and bench_step part (docs/benchmarks.md).
+  timeout 200 "$B/bin/bench_step" --batch-size $bs --steps 30 --warmup 5 --data --profile --profile-steps 2 \
+    >"$OUT/bench_step_b${bs}_data.log" 2>&1
+  note "bench_step B=$bs --data rc=$?: $(grep -E '^step|^tokens/s|bwd/embedding' "$OUT/bench_step_b${bs}_data.log" | tr '\n' ' ')"
   # A/B runs, one per VAR=value in $AB (default: the MLP without its GELU epilogues).
   for ab in ${AB-ZT_MLP_EPILOGUES=0}; do
     env "$ab" timeout 200 "$B/bin/bench_step" --batch-size $bs --steps 30 --warmup 5 \
