@@ -89,8 +89,9 @@ std::vector<OpCase> cases() {
 
     // add, sub, mul: same shape, row broadcast, bias broadcast; columns in whole 16-byte packs
     // take the packed column reduction for b's gradient (f32, bf16), over one slab and many.
-    for (auto [name, fn] : {std::pair<const char*, Binary>{"add", ops::add}, {"sub", ops::sub}, {"mul", ops::mul}}) {
-      auto f = [fn](const auto& v) { return fn(v[0], v[1]); };
+    for (const auto& op : {std::pair<const char*, Binary>{"add", ops::add}, {"sub", ops::sub}, {"mul", ops::mul}}) {
+      const char* name = op.first;  // no structured bindings: clang 14 cannot capture them
+      auto f = [fn = op.second](const auto& v) { return fn(v[0], v[1]); };
       row({name, t, f, {{{17, 33}}, {{17, 33}}}});
       row({name, t, f, {{{4, 17, 33}}, {{17, 33}}}});
       row({name, t, f, {{{300, 65}}, {{65}}}});
@@ -205,9 +206,10 @@ std::vector<OpCase> cases() {
        {{{97, 130}}, {{130}}, {{130}}}, {}, 0, 1e-5});
   row({"softmax", DType::f32, [](const auto& v) { return ops::softmax(v[0]); }, {{{65, 257}}}, {}, 0, 1e-5});
   row({"gelu", DType::f32, [](const auto& v) { return ops::gelu(v[0]); }, {{{5, 4099}, 2.0}}, {}, 0, 2e-6});
-  for (auto [name, fn] : {std::pair<const char*, Binary>{"add", ops::add}, {"sub", ops::sub}, {"mul", ops::mul}}) {
+  for (const auto& op : {std::pair<const char*, Binary>{"add", ops::add}, {"sub", ops::sub}, {"mul", ops::mul}}) {
     // b's row reduction in backward included.
-    auto f = [fn](const auto& v) { return fn(v[0], v[1]); };
+    const char* name = op.first;
+    auto f = [fn = op.second](const auto& v) { return fn(v[0], v[1]); };
     row({name, DType::f32, f, {{{37, 129}}, {{129}}}, {}, 0, 1e-6});
     row({name, DType::f32, f, {{{37, 129}}, {{37, 129}}}, {}, 0, 1e-6});
   }
