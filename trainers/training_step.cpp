@@ -32,6 +32,13 @@ void TrainingStep::zero_grad() {
   else model_.parameters().zero_grad();
 }
 
+// After the step the gradients are dead weight: without data parallelism they are dropped
+// (their memory is free between steps); the buckets of data parallelism stay allocated and
+// are zeroed once, by the next step's zero_grad(), not here as well.
+void TrainingStep::release_grads() {
+  if (!dp_grads_) model_.parameters().zero_grad();
+}
+
 StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double lr, double z_loss_weight,
                               bool skip_nonfinite, const std::function<void(const char*)>& phase) {
   auto mark = [&](const char* p) {
@@ -93,13 +100,13 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
   m.grad_norm = global_grad_norm(model_.parameters().all(), par_.tp);
   if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
     m.skipped = skip_nonfinite;
-    zero_grad();
+    release_grads();
     mark("");
     return m;  // no update; the caller stops or reports the skip
   }
   clip_grad_norm(model_.parameters().all(), cfg_.optim.grad_clip, m.grad_norm);
   adam_.step(lr);
-  zero_grad();  // gradients are dead weight between steps
+  release_grads();
   mark("");
   return m;
 }

@@ -51,6 +51,8 @@ class TrainingStep {
   int64_t micro_batch_rows() const { return rows_; }  // B / D sequences per micro-batch on this rank
 
  private:
+  void release_grads();
+
   const Config& cfg_;
   Gpt& model_;
   AdamW& adam_;
