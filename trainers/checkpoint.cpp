@@ -121,7 +121,7 @@ uint64_t header_count(const nlohmann::json& v, const std::string& path, const ch
   return v.get<uint64_t>();
 }
 
-std::vector<fs::path> list_checkpoints(const fs::path& dir) {  // ascending step
+std::vector<fs::path> list_checkpoint_paths(const fs::path& dir) {  // ascending step
   std::vector<fs::path> out;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return out;
@@ -132,6 +132,12 @@ std::vector<fs::path> list_checkpoints(const fs::path& dir) {  // ascending step
 }
 
 }  // namespace
+
+std::vector<std::string> list_checkpoints(const std::string& checkpoints_dir) {
+  std::vector<std::string> out;
+  for (const fs::path& p : list_checkpoint_paths(checkpoints_dir)) out.push_back(p.string());
+  return out;
+}
 
 void write_file_atomic(const std::string& path, const std::string& text) {
   write_atomic(path, [&](File& f) { f.write_all(text.data(), text.size()); });
@@ -321,7 +327,7 @@ namespace {
 // The folder `where` keeps its checkpoints in: where/checkpoints, or where itself.
 std::vector<fs::path> checkpoints_under(const std::string& where) {
   for (const fs::path& dir : {fs::path(where) / "checkpoints", fs::path(where)}) {
-    auto all = list_checkpoints(dir);
+    auto all = list_checkpoint_paths(dir);
     if (!all.empty()) return all;
   }
   return {};
@@ -377,7 +383,7 @@ std::vector<std::string> set_aside_damaged(const std::vector<std::string>& damag
 
 void prune_checkpoints(const std::string& run_dir, int64_t keep) {
   if (keep <= 0) return;
-  auto all = list_checkpoints(fs::path(run_dir) / "checkpoints");
+  auto all = list_checkpoint_paths(fs::path(run_dir) / "checkpoints");
   for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) {
     std::error_code ec;
     fs::remove(all[i], ec);

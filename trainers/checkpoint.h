@@ -75,6 +75,9 @@ CheckpointChoice newest_good_checkpoint(const std::string& where);
 // pruned again); call only while holding the run directory's lock. Returns the new names.
 std::vector<std::string> set_aside_damaged(const std::vector<std::string>& damaged);
 
+// The checkpoint files (step_<N>.ckpt) of a run's checkpoints/ folder, ascending step.
+std::vector<std::string> list_checkpoints(const std::string& checkpoints_dir);
+
 // Deletes all but the newest `keep` checkpoints of a run (keep == 0: keeps all). Touches
 // only files named step_<N>.ckpt in <run_dir>/checkpoints.
 void prune_checkpoints(const std::string& run_dir, int64_t keep);

@@ -103,24 +103,18 @@ void prune_sharded_checkpoints(const std::string& run_dir, int64_t keep) {
   prune_checkpoints(run_dir, keep);
   // Shard files whose manifest was pruned (or never written: a run killed between the two).
   const fs::path dir = fs::path(run_dir) / "checkpoints";
+  const std::vector<std::string> manifests = list_checkpoints(dir.string());  // ascending step
+  if (manifests.empty()) return;
+  std::set<std::string> kept;
+  for (const std::string& m : manifests) kept.insert(fs::path(m).stem().string());
+  const std::string newest = fs::path(manifests.back()).stem().string();
   static const std::regex shard_re("(step_[0-9]+)\\.tp[0-9]+of[0-9]+\\.ckpt");
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return;
-  std::set<std::string> manifests;
-  std::string newest;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (std::regex_match(name, std::regex("step_[0-9]+\\.ckpt"))) {
-      const std::string stem = e.path().stem().string();
-      manifests.insert(stem);
-      newest = std::max(newest, stem);
-    }
-  }
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     std::smatch m;
     const std::string name = e.path().filename().string();
     // Older than the newest manifest and without one of its own: a leftover, never in use.
-    if (std::regex_match(name, m, shard_re) && !manifests.count(m[1].str()) && m[1].str() < newest)
+    if (std::regex_match(name, m, shard_re) && !kept.count(m[1].str()) && m[1].str() < newest)
       fs::remove(e.path(), ec);
   }
 }

@@ -11,6 +11,7 @@
 
 #include "framework/error.h"
 #include "trainers/metrics.h"
+#include "trainers/sharded_checkpoint.h"
 #include "tests/support/check.h"
 
 namespace zt {
@@ -298,6 +299,26 @@ TEST(Metrics, RecordsAndResumeTruncation) {
                         "z_loss_weight", "tokens_per_s"})
     EXPECT_TRUE(lines[0].contains(k)) << k;
   EXPECT_FALSE(EvalMetrics{}.to_json().contains("loss"));  // eval records are told apart by val_loss
+  fs::remove_all(dir);
+}
+
+// Tensor-parallel shard files go with their manifest: pruned with it, or left over from a
+// run killed before its manifest was written (older than the newest manifest: removed). A
+// shard newer than every manifest may be a write in progress and stays.
+TEST(Checkpoint, PruneShardedRemovesShardsWithoutAManifest) {
+  const fs::path dir = fresh_dir("ckpt_prune_shards");
+  for (int64_t s : {2, 4, 6}) write_checkpoint(checkpoint_path(dir.string(), s), sample());
+  const fs::path c = dir / "checkpoints";
+  for (const char* f : {"step_00000001.tp0of2.ckpt", "step_00000002.tp0of2.ckpt", "step_00000002.tp1of2.ckpt",
+                        "step_00000006.tp1of2.ckpt", "step_00000009.tp0of2.ckpt"})
+    std::ofstream(c / f) << "shard";
+  prune_sharded_checkpoints(dir.string(), 2);  // keeps steps 4 and 6
+  EXPECT_EQ(list_checkpoints(c.string()),
+            (std::vector<std::string>{checkpoint_path(dir.string(), 4), checkpoint_path(dir.string(), 6)}));
+  for (const char* gone : {"step_00000001.tp0of2.ckpt", "step_00000002.tp0of2.ckpt", "step_00000002.tp1of2.ckpt"})
+    EXPECT_FALSE(fs::exists(c / gone)) << gone;
+  for (const char* kept : {"step_00000006.tp1of2.ckpt", "step_00000009.tp0of2.ckpt"})
+    EXPECT_TRUE(fs::exists(c / kept)) << kept;
   fs::remove_all(dir);
 }
 
