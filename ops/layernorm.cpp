@@ -22,14 +22,31 @@ struct LayerNormNode : Node {
         rstd(std::move(s)),
         dtype(vx.dtype()) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
+    std::vector<bool> summed;
+    return backward_folding(grad, {}, summed);
+  }
+  // In a residual block x also feeds the residual add, whose gradient is already there when
+  // this node runs: dx is written as that gradient plus this one (the engine's separate sum,
+  // a full read-read-write pass over x's gradient, disappears).
+  bool folds_gradients() const override { return true; }
+  std::vector<Tensor> backward_folding(const Tensor& grad, const std::vector<Tensor>& addends,
+                                       std::vector<bool>& summed) override {
     std::vector<Tensor> grads(3);
     const Tensor g = grad_as(grad, dtype);
     Tensor* dx = needs_input_grad(0) ? &grads[0] : nullptr;
     Tensor* dgamma = needs_input_grad(1) ? &grads[1] : nullptr;
     Tensor* dbeta = needs_input_grad(2) ? &grads[2] : nullptr;
     const Tensor &sx = x.get(*this), &sg = gamma.get(*this), &sm = mean.get(*this), &sr = rstd.get(*this);
-    ZT_ON_DEVICE(g, layernorm_backward_cpu(g, sx, sg, sm, sr, dx, dgamma, dbeta),
-                 layernorm_backward_cuda(g, sx, sg, sm, sr, dx, dgamma, dbeta));
+    const Tensor* add = dx && !addends.empty() && addends[0].defined() && addends[0].dtype() == sx.dtype() &&
+                                addends[0].shape() == sx.shape() && addends[0].device() == sx.device()
+                            ? &addends[0]
+                            : nullptr;
+    ZT_ON_DEVICE(g, layernorm_backward_cpu(g, sx, sg, sm, sr, dx, dgamma, dbeta, add),
+                 layernorm_backward_cuda(g, sx, sg, sm, sr, dx, dgamma, dbeta, add));
+    if (add) {
+      summed.assign(3, false);
+      summed[0] = true;
+    }
     return grads;
   }
   void release_saved() override {

@@ -39,8 +39,9 @@ Tensor layernorm_forward_cpu(const Tensor& x_in, const Tensor& gamma_in, const T
 }
 
 void layernorm_backward_cpu(const Tensor& grad_in, const Tensor& x_in, const Tensor& gamma_in, const Tensor& mean,
-                            const Tensor& rstd, Tensor* dx, Tensor* dgamma, Tensor* dbeta) {
+                            const Tensor& rstd, Tensor* dx, Tensor* dgamma, Tensor* dbeta, const Tensor* dx_addend) {
   const Tensor g = cpu::to_compute(grad_in), x = cpu::to_compute(x_in), gamma = cpu::to_compute(gamma_in);
+  const Tensor addend = dx && dx_addend ? cpu::to_compute(*dx_addend) : Tensor();
   const int64_t C = x.shape().back(), rows = C == 0 ? 0 : x.numel() / C;
   Tensor dx_c = dx ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
   Tensor dgb = Tensor::empty({2, C}, x.dtype());  // dgamma and dbeta, summed over rows together
@@ -52,6 +53,7 @@ void layernorm_backward_cpu(const Tensor& grad_in, const Tensor& x_in, const Ten
     const T* pm = mean.data<T>();
     const T* ps = rstd.data<T>();
     T* pdx = dx ? dx_c.data<T>() : nullptr;
+    const T* padd = addend.defined() ? addend.data<T>() : nullptr;
     const bool params = dgamma || dbeta;
     auto row = [&](int64_t r, T* acc) {
       const T* gr = pg + r * C;
@@ -73,6 +75,8 @@ void layernorm_backward_cpu(const Tensor& grad_in, const Tensor& x_in, const Ten
         const T a = sum_dxhat / T(C), b = sum_dxhat_xhat / T(C);
         T* dr = pdx + r * C;
         for (int64_t j = 0; j < C; ++j) dr[j] = s * (gr[j] * pgam[j] - a - (xr[j] - m) * s * b);
+        if (padd)
+          for (int64_t j = 0; j < C; ++j) dr[j] += padd[r * C + j];
       }
     };
     cpu::sum_over_rows<T>(rows, 2 * C, dgb.data<T>(), row);

@@ -56,9 +56,10 @@ __global__ void layernorm_forward_kernel(const T* x, const T* gamma, const T* be
 }
 
 // dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = grad * gamma.
+// With `addend` (optional): dx += addend, before the rounding (the engine's gradient folding).
 template <class T>
 __global__ void layernorm_backward_dx_kernel(const T* g, const T* x, const T* gamma, const acc_t<T>* mean,
-                                             const acc_t<T>* rstd, T* dx, int64_t rows, int64_t C) {
+                                             const acc_t<T>* rstd, const T* addend, T* dx, int64_t rows, int64_t C) {
   using A = acc_t<T>;
   const int64_t row = blockIdx.x * int64_t{kWarpsPerBlock} + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
@@ -76,7 +77,8 @@ __global__ void layernorm_backward_dx_kernel(const T* g, const T* x, const T* ga
   T* dr = dx + row * C;
   for (int64_t j = lane; j < C; j += 32) {
     const A xhat = (load<A>(xr, j) - m) * s;
-    store(dr, j, s * (mul_rn(load<A>(gr, j), load<A>(gamma, j)) - a - mul_rn(xhat, b)));
+    const A v = s * (mul_rn(load<A>(gr, j), load<A>(gamma, j)) - a - mul_rn(xhat, b));
+    store(dr, j, addend ? v + load<A>(addend, row * C + j) : v);
   }
 }
 
@@ -144,8 +146,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) layernorm_forward_packed_
 
 template <class T, int kPacks>
 __global__ void __launch_bounds__(kBwdWarps * 32, kBwdBlocksPerSm) layernorm_backward_packed_kernel(
-    const T* g, const T* x, const T* gamma, const float* mean, const float* rstd, T* dx, float* partial_dgamma,
-    float* partial_dbeta, int64_t rows, int C) {
+    const T* g, const T* x, const T* gamma, const float* mean, const float* rstd, const T* addend, T* dx,
+    float* partial_dgamma, float* partial_dbeta, int64_t rows, int C) {
   constexpr int N = Pack<T>::kN;
   __shared__ float red[kBwdWarps][32 * kPacks * N];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -181,11 +183,13 @@ __global__ void __launch_bounds__(kBwdWarps * 32, kBwdBlocksPerSm) layernorm_bac
     for (int k = 0; k < kPacks; ++k) {
       const int p = lane + 32 * k;
       if (p >= packs) continue;
-      Pack<T> out;
+      Pack<T> out, ap{};
+      if (addend) ap = load_pack(addend + row * C, p);  // the folded gradient: read here, no extra pass
 #pragma unroll
       for (int j = 0; j < N; ++j) {
         const float xhat = (load<float>(xp[k].v, j) - m) * s;
-        store(out.v, j, s * (__fmul_rn(load<float>(gp[k].v, j), load<float>(wp[k].v, j)) - a - __fmul_rn(xhat, b)));
+        const float v = s * (__fmul_rn(load<float>(gp[k].v, j), load<float>(wp[k].v, j)) - a - __fmul_rn(xhat, b));
+        store(out.v, j, addend ? v + load<float>(ap.v, j) : v);
       }
       store_pack(dx + row * C, p, out);
     }
@@ -295,15 +299,19 @@ Tensor layernorm_forward_cuda(const Tensor& x_in, const Tensor& gamma_in, const 
 }
 
 void layernorm_backward_cuda(const Tensor& grad_in, const Tensor& x_in, const Tensor& gamma_in, const Tensor& mean,
-                             const Tensor& rstd, Tensor* dx, Tensor* dgamma, Tensor* dbeta) {
+                             const Tensor& rstd, Tensor* dx, Tensor* dgamma, Tensor* dbeta, const Tensor* dx_addend) {
   const Tensor g = grad_in.contiguous(), x = x_in.contiguous(), gamma = gamma_in.contiguous();
+  const Tensor addend = dx && dx_addend ? dx_addend->contiguous() : Tensor();
+  ZT_CHECK(!addend.defined() || (addend.dtype() == x.dtype() && addend.numel() == x.numel()),
+           "layernorm backward: the gradient to add must be x's dtype and size");
+  const void* padd = addend.defined() ? addend.raw_data() : nullptr;
   OpRange range("layernorm");
   const int64_t C = x.shape().back(), rows = C == 0 ? 0 : x.numel() / C;
   const int dev = x.device().index;
   cudaStream_t s = stream_for(x);
   // The packed kernel when all three gradients are wanted (the model's case).
   const int packs = dx && dgamma && dbeta && rows > 0
-                        ? packs_per_lane(x.dtype(), C, {g.raw_data(), x.raw_data(), gamma.raw_data()})
+                        ? packs_per_lane(x.dtype(), C, {g.raw_data(), x.raw_data(), gamma.raw_data(), padd})
                         : 0;
   if (packs > 0) {
     const int64_t blocks = std::min<int64_t>(int64_t{cuda::multiprocessor_count(dev)} * kBwdBlocksPerSm,
@@ -319,7 +327,8 @@ void layernorm_backward_cuda(const Tensor& grad_in, const Tensor& x_in, const Te
       layernorm_backward_packed_kernel<T, decltype(kp)::value><<<static_cast<unsigned>(blocks), kBwdWarps * 32, 0, s>>>(
           static_cast<const T*>(g.raw_data()), static_cast<const T*>(x.raw_data()),
           static_cast<const T*>(gamma.raw_data()), static_cast<const float*>(mean.raw_data()),
-          static_cast<const float*>(rstd.raw_data()), static_cast<T*>(dx->raw_data()), pdg, pdb, rows,
+          static_cast<const float*>(rstd.raw_data()), static_cast<const T*>(padd), static_cast<T*>(dx->raw_data()),
+          pdg, pdb, rows,
           static_cast<int>(C));
       ZT_CUDA_CHECK_LAUNCH();
       // The blocks' partial rows, summed in a fixed order by the two-stage column reduction
@@ -341,7 +350,8 @@ void layernorm_backward_cuda(const Tensor& grad_in, const Tensor& x_in, const Te
       if (rows > 0) {
         const unsigned blocks = static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
         layernorm_backward_dx_kernel<T><<<blocks, kWarpsPerBlock * 32, 0, s>>>(
-            pg, px, static_cast<const T*>(gamma.raw_data()), pm, ps, static_cast<T*>(dx->raw_data()), rows, C);
+            pg, px, static_cast<const T*>(gamma.raw_data()), pm, ps, static_cast<const T*>(padd),
+            static_cast<T*>(dx->raw_data()), rows, C);
         ZT_CUDA_CHECK_LAUNCH();
       }
     }

@@ -10,6 +10,10 @@
 
 namespace zt {
 
+namespace {
+thread_local BackwardStats t_stats;  // of the current (or last) run_backward on this thread
+}  // namespace
+
 bool exclusively_owned(const Tensor& t) {
   // Every Tensor viewing a Storage holds a reference to it (views and the saved tensors of
   // nodes included), so a count of one means no other tensor can see a write into `t`.
@@ -22,6 +26,7 @@ void accumulate_grad(Tensor& slot, Tensor g) {
     return;
   }
   ZT_OP_RANGE("accumulate");
+  ++t_stats.accumulated;
   if (!g.is_contiguous()) g = g.contiguous();
   const bool same_device = slot.device() == g.device();  // else add_ below reports it
   if (same_device && exclusively_owned(slot)) {
@@ -49,7 +54,27 @@ thread_local LeafGradReadyHook leaf_ready_hook;
 void accumulate_leaf_grad(VariableImpl& leaf, Tensor g) {
   if (!leaf.grad_preassigned) return accumulate_grad(leaf.grad, std::move(g));
   ZT_OP_RANGE("accumulate");
+  ++t_stats.accumulated;
   leaf.grad.add_(g.dtype() == leaf.grad.dtype() ? g : g.to(leaf.grad.dtype()));
+}
+
+// A folding node's backward: the gradients other consumers already passed to its inputs'
+// producers are its addends (leaves get none: their sums go through the engine's leaf path).
+std::vector<Tensor> backward_folding(Node& n, const Tensor& g, std::unordered_map<Node*, Tensor>& grads,
+                                     std::vector<bool>& summed) {
+  const auto& edges = n.edges();
+  std::vector<Tensor> addends(edges.size());
+  for (size_t i = 0; i < edges.size(); ++i) {
+    if (!edges[i].node) continue;
+    auto it = grads.find(edges[i].node.get());
+    if (it != grads.end() && it->second.defined() && it->second.dtype() == edges[i].dtype) addends[i] = it->second;
+  }
+  summed.assign(edges.size(), false);
+  std::vector<Tensor> out = n.backward_folding(g, addends, summed);
+  for (size_t i = 0; i < summed.size() && i < out.size(); ++i)
+    ZT_CHECK(!summed[i] || (addends[i].defined() && out[i].defined() && out[i].dtype() == edges[i].dtype),
+             "backward of '", n.name(), "': input ", i, " marked summed without an addend of its dtype");
+  return out;
 }
 
 void check_grad(const Node& node, size_t i, const Tensor& g) {
@@ -65,7 +90,10 @@ LeafGradReadyHookGuard::LeafGradReadyHookGuard(LeafGradReadyHook hook) : prev_(s
 }
 LeafGradReadyHookGuard::~LeafGradReadyHookGuard() { leaf_ready_hook = std::move(prev_); }
 
+BackwardStats last_backward_stats() { return t_stats; }
+
 void run_backward(const Variable& root, const Tensor& grad, double seed, bool retain_graph) {
+  t_stats = {};
   ZT_CHECK(root.defined(), "backward on an undefined Variable");
   ZT_CHECK(root.requires_grad(), "backward on a Variable that does not require grad (shape ",
            shape_str(root.shape()), "): no input of the computation requires grad");
@@ -116,6 +144,7 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
     Node* n = ready.back();
     ready.pop_back();
     std::vector<Tensor> in_grads;
+    std::vector<bool> summed;  // inputs whose gradient the node returned already summed (folding)
     if (n == root_node && !grad.defined()) {
       in_grads = n->backward_seeded(seed, root.tensor());
     } else {
@@ -123,7 +152,9 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
       grads.erase(n);  // this output gradient is no longer needed
       // No gradient reached this node (all its consumers returned none): it passes none on,
       // but still releases the nodes below it.
-      in_grads = g.defined() ? n->backward(g) : std::vector<Tensor>(n->edges().size());
+      if (!g.defined()) in_grads = std::vector<Tensor>(n->edges().size());
+      else if (n->folds_gradients()) in_grads = backward_folding(*n, g, grads, summed);
+      else in_grads = n->backward(g);
     }
     ZT_CHECK(in_grads.size() == n->edges().size(), "backward of '", n->name(), "' returned ", in_grads.size(),
              " gradients for ", n->edges().size(), " inputs");
@@ -138,7 +169,12 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
             ZT_OP_RANGE("cast");
             in_grads[i] = in_grads[i].to(e.dtype);
           }
-          accumulate_grad(grads[e.node.get()], std::move(in_grads[i]));
+          if (i < summed.size() && summed[i]) {
+            grads[e.node.get()] = std::move(in_grads[i]);  // already holds the other consumers' sum
+            ++t_stats.folded;
+          } else {
+            accumulate_grad(grads[e.node.get()], std::move(in_grads[i]));
+          }
         }
         if (--pending[e.node.get()] == 0) ready.push_back(e.node.get());
       } else if (e.leaf) {

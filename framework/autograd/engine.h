@@ -1,5 +1,6 @@
 #pragma once
 // The backward engine: runs the graph's nodes in reverse topological order from a root.
+#include <cstdint>
 #include <functional>
 
 #include "framework/autograd/variable.h"
@@ -24,6 +25,15 @@ class LeafGradReadyHookGuard {
 
 // grad: the root's gradient; undefined means a host scalar `seed` (root must have one element).
 void run_backward(const Variable& root, const Tensor& grad, double seed, bool retain_graph);
+
+// What the last run_backward on this thread did with gradients that met at one input: sums
+// through accumulate_grad (a separate pass; leaf sums included), and sums a node folded into
+// its own kernel (Node::backward_folding).
+struct BackwardStats {
+  int64_t accumulated = 0;
+  int64_t folded = 0;
+};
+BackwardStats last_backward_stats();
 
 // slot += g, the engine's gradient sum (exposed for tests). An undefined slot takes g itself
 // (no copy, so it may alias a buffer others hold; pass g by move so the engine's own

@@ -22,6 +22,11 @@ std::vector<Tensor> Node::backward_seeded(double seed, const Tensor& output_like
   return backward(Tensor::full(output_like.shape(), seed, output_like.dtype(), output_like.device()));
 }
 
+std::vector<Tensor> Node::backward_folding(const Tensor& grad_output, const std::vector<Tensor>&,
+                                           std::vector<bool>&) {
+  return backward(grad_output);
+}
+
 bool needs_grad(const std::vector<Variable>& inputs) {
   if (!grad_enabled()) return false;
   for (const Variable& v : inputs)

@@ -47,6 +47,18 @@ class Node {
   // (cross-entropy) overrides it to hand back that gradient without another pass.
   virtual std::vector<Tensor> backward_seeded(double seed, const Tensor& output_like);
 
+  // Gradient folding: when another consumer of input i has already passed its gradient down,
+  // the engine holds it (`addends[i]`; undefined when none, or for leaves). A node whose
+  // kernel can add it while writing its own gradient of that input (one pass instead of the
+  // engine's separate sum, which reads both and writes the total) returns addends[i] + its
+  // gradient for that input and sets summed[i]; the engine then takes the result as the
+  // input's gradient so far. Addends are read-only (others may hold them) and already in the
+  // input's dtype; a node folds one only where its gradient has that dtype and shape.
+  // Called instead of backward() only for nodes whose folds_gradients() is true.
+  virtual bool folds_gradients() const { return false; }
+  virtual std::vector<Tensor> backward_folding(const Tensor& grad_output, const std::vector<Tensor>& addends,
+                                               std::vector<bool>& summed);
+
   // Drops saved tensors after backward ran, so memory goes as early as possible.
   virtual void release_saved() {}
 

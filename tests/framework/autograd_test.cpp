@@ -290,6 +290,69 @@ TEST(Autograd, SharedGradientBufferIsNeverSummedInPlace) {
   EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{8, -2}));
 }
 
+// y = 3 a, folding: when a's producer already holds another consumer's gradient, the node
+// returns that gradient + 3 g, marked summed, and records what it was offered.
+struct TripleFoldingNode : Node {
+  std::vector<Tensor>* offered;
+  TripleFoldingNode(const Variable& a, std::vector<Tensor>* o) : Node("triple", {a}), offered(o) {}
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor r = g.clone();
+    r.scale_(3.0);
+    return {r};
+  }
+  bool folds_gradients() const override { return true; }
+  std::vector<Tensor> backward_folding(const Tensor& g, const std::vector<Tensor>& addends,
+                                       std::vector<bool>& summed) override {
+    offered->push_back(addends.at(0));
+    std::vector<Tensor> out = backward(g);
+    if (addends[0].defined()) {
+      out[0].add_(addends[0]);
+      summed[0] = true;
+    }
+    return out;
+  }
+};
+Variable triple(const Variable& a, std::vector<Tensor>* offered) {
+  Tensor out = a.tensor().clone();
+  out.scale_(3.0);
+  return Variable::from_op(out, std::make_shared<TripleFoldingNode>(a, offered));
+}
+
+TEST(Autograd, FoldingNodeSumsTheGradientAlreadyThere) {
+  // loss = sum(twin(triple(u), u)), u = x*x: 4 sum(x^2), d/dx = 8x. twin hands its gradient
+  // to triple and to u's node; triple runs while u's node still waits for it, so it is
+  // offered twin's gradient of u and returns the sum: no separate accumulation.
+  std::vector<Tensor> offered;
+  Variable x = leaf({3, -2});
+  Variable u = mul(x, x);
+  sum(twin(triple(u, &offered), u)).backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{24, -16}));
+  ASSERT_EQ(offered.size(), 1u);
+  ASSERT_TRUE(offered[0].defined());
+  EXPECT_EQ(offered[0].to_vector<double>(), (std::vector<double>{1, 1}));
+  EXPECT_EQ(last_backward_stats().folded, 1);
+  EXPECT_EQ(last_backward_stats().accumulated, 1);  // only x*x's two contributions to the leaf x
+}
+
+TEST(Autograd, FoldingNodeIsOfferedNothingWithoutAnotherGradient) {
+  std::vector<Tensor> offered;
+  {  // the only consumer: nothing to fold
+    Variable x = leaf({3, -2});
+    sum(triple(mul(x, x), &offered)).backward();
+    EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{18, -12}));
+  }
+  {  // a leaf input: its sum is the engine's leaf path, never offered
+    Variable x = leaf({3, -2});
+    sum(twin(triple(x, &offered), x)).backward();
+    EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{4, 4}));
+  }
+  ASSERT_EQ(offered.size(), 2u);
+  EXPECT_FALSE(offered[0].defined());
+  EXPECT_FALSE(offered[1].defined());
+  EXPECT_EQ(last_backward_stats().folded, 0);
+  EXPECT_EQ(last_backward_stats().accumulated, 1);  // x's two leaf contributions
+}
+
 TEST(Autograd, SavedTensorReturnedAsGradientIsNeverSummedInPlace) {
   // A node whose seeded backward returns a tensor it keeps (cross-entropy hands back its
   // fused gradient this way). With retain_graph the leaf's gradient aliases that saved

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 
+#include "framework/autograd/engine.h"
 #include "framework/autograd/grad_mode.h"
 #include "models/sampling.h"
 #include "ops/cross_entropy.h"
@@ -231,6 +232,9 @@ TEST(Gpt, LossAndGradientsMatchFloat64Reference) {
   auto r = ops::cross_entropy(logits, Tensor::from_vector(f.targets, {f.B * f.T}), o);
   EXPECT_NEAR(r.loss.tensor().item(), ref_loss, 1e-10 * std::abs(ref_loss));
   r.loss.backward();
+  // Every block LayerNorm folds the residual gradient into its dx (two per block): a model
+  // change that lost it would bring back a separate accumulation pass per LayerNorm.
+  EXPECT_EQ(last_backward_stats().folded, 2 * f.cfg.n_layer);
 
   // Central differences of the reference loss at a few entries of several parameters (of
   // wte: padded rows included, where both are 0).

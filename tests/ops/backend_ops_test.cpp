@@ -121,6 +121,16 @@ std::vector<OpCase> cases() {
     for (int64_t C : {768, 37, 2, 1, 256, 1024, 8})
       row({"layernorm", t, layernorm, {{{3, 41, C}, 2.0}, {{C}}, {{C}}}, {}, C <= 2 ? 1e-3 : 0,
            C <= 2 && t == DType::f32 ? 1e-3 : 0});
+    // A residual block's LayerNorm: x = a + b feeds the LayerNorm and the residual add, whose
+    // gradient the LayerNorm's backward folds into dx (packed kernel at 768 and 256, the plain
+    // one at 37).
+    auto ln_residual = [](const auto& v) {
+      const Variable x = ops::add(v[0], v[3]);
+      return ops::add(ops::layernorm(x, v[1], v[2]), x);
+    };
+    for (int64_t C : {768, 37, 256})
+      if (t != DType::f64 || C != 768)  // f64 has no packed kernel; its gradcheck at 768 costs seconds
+        row({"layernorm_residual", t, ln_residual, {{{3, 41, C}, 2.0}, {{C}}, {{C}}, {{3, 41, C}}}});
     // More rows than the packed kernel's warps: each warp strides over several rows (and
     // prefetches the next; the last stride has none).
     if (t != DType::f64)

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include "framework/autograd/engine.h"
+#include "ops/elementwise.h"
+#include "ops/reduce.h"
 #include "tests/ops/op_test_util.h"
 
 namespace zt {
@@ -51,6 +54,33 @@ TEST(Layernorm, GradCheck) {
     EXPECT_TRUE(test::gradcheck(f, in)) << shape_str(s);
     EXPECT_TRUE(test::gradcheck(f, in, {true, false, false})) << shape_str(s);
     EXPECT_TRUE(test::gradcheck(f, in, {false, true, true})) << shape_str(s);
+  }
+}
+
+// In a residual block x feeds the LayerNorm and the residual add; the add's gradient is
+// there when the LayerNorm's backward runs, which folds it into dx (no separate sum). The
+// result must equal the LayerNorm's own gradient plus the add's, exactly in f64.
+TEST(Layernorm, FoldsTheResidualGradientIntoDx) {
+  for (DType t : {DType::f64, DType::f32, DType::bf16}) {
+    const Shape s{5, 33};
+    const Tensor a = random(s, DType::f64, 2.0).to(t), b = random(s, DType::f64).to(t);
+    const Tensor gamma = random({33}, t), beta = random({33}, t), w = random(s, DType::f64).to(t);
+    // Fused: x = a + b (a node, so x's gradient collects in the engine), out = LN(x) + x.
+    Variable va(a, true), vb(b, true);
+    Variable x = ops::add(va, vb);
+    ops::sum(ops::mul(ops::add(ops::layernorm(x, Variable(gamma), Variable(beta)), x), Variable(w))).backward();
+    EXPECT_EQ(last_backward_stats().folded, 1) << dtype_name(t);
+    // Separate: the LayerNorm's gradient alone, then plus w (the add's gradient of x).
+    Tensor ab = a.clone();
+    ab.add_(b);
+    Variable x2(ab, true);
+    ops::sum(ops::mul(ops::layernorm(x2, Variable(gamma), Variable(beta)), Variable(w))).backward();
+    const std::vector<double> got = va.grad().to_vector<double>(), ln = x2.grad().to_vector<double>(),
+                              wv = w.to_vector<double>();
+    ASSERT_EQ(got.size(), ln.size());
+    const double tol = t == DType::f64 ? 0 : t == DType::f32 ? 1e-5 : 2e-2;
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_NEAR(got[i], ln[i] + wv[i], tol * (1 + std::abs(ln[i] + wv[i]))) << dtype_name(t) << " " << i;
   }
 }
 
