@@ -11,13 +11,15 @@ namespace {
 
 struct Scalars {
   float b1, b2, eps, decay_factor, step_size, inv_sqrt_bc2;
+  double grad_scale;
 };
 
 // The update on contiguous host f32 arrays. Elementwise, so threads never change results.
+// The gradient is scaled as Tensor::scale_ does on the CPU (in f64, rounded to f32).
 void update_host(float* p, const float* g, float* m, float* v, int64_t n, const Scalars& s) {
 #pragma omp parallel for schedule(static) if (n > (1 << 15))
   for (int64_t i = 0; i < n; ++i) {
-    const float gi = g[i];
+    const float gi = s.grad_scale == 1.0 ? g[i] : static_cast<float>(static_cast<double>(g[i]) * s.grad_scale);
     const float mi = s.b1 * m[i] + (1.0f - s.b1) * gi;
     const float vi = s.b2 * v[i] + (1.0f - s.b2) * gi * gi;
     m[i] = mi;
@@ -39,7 +41,7 @@ AdamW::AdamW(std::vector<Parameter>& params, AdamWOptions options) : params_(par
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, double grad_scale) {
   ++t_;
   const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(t_));
   const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(t_));
@@ -53,7 +55,8 @@ void AdamW::step(double lr) {
               static_cast<float>(opt_.eps),
               static_cast<float>(p.decay ? 1.0 - lr * opt_.weight_decay : 1.0),
               static_cast<float>(lr / bc1),
-              static_cast<float>(1.0 / std::sqrt(bc2))};
+              static_cast<float>(1.0 / std::sqrt(bc2)),
+              grad_scale};
     Tensor& w = p.var.tensor();
     // The bf16 compute copy, when the device kernel may rewrite it: then the next forward
     // needs no cast (framework/autograd/mixed_precision.h). Asked before the version bump.
@@ -84,7 +87,8 @@ void AdamW::step(double lr) {
     ZT_ON_DEVICE(on_device, ZT_FAIL("AdamW: no kernel for parameters on ", on_device.device().str()),
                  optim_cuda::adamw_update(on_device.device().index, device_tensors, static_cast<float>(opt_.beta1),
                                           static_cast<float>(opt_.beta2), static_cast<float>(opt_.eps),
-                                          static_cast<float>(lr / bc1), static_cast<float>(1.0 / std::sqrt(bc2))));
+                                          static_cast<float>(lr / bc1), static_cast<float>(1.0 / std::sqrt(bc2)),
+                                          static_cast<float>(grad_scale)));
   }
 }
 

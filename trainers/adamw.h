@@ -24,8 +24,10 @@ class AdamW {
  public:
   AdamW(std::vector<Parameter>& params, AdamWOptions options);
 
-  // One update with learning rate lr; parameters without a gradient are left alone.
-  void step(double lr);
+  // One update with learning rate lr; parameters without a gradient are left alone. Each
+  // gradient is used times grad_scale (gradient clipping's factor, grad_clip.h: clip_factor),
+  // exactly as if it had been scaled in place first, without that extra pass.
+  void step(double lr, double grad_scale = 1.0);
 
   int64_t steps_taken() const { return t_; }
   // For checkpoints: m and v of every parameter ("<name>"), and t.

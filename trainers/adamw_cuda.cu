@@ -21,13 +21,14 @@ constexpr int64_t kChunk = kThreads * 8;  // elements per block
 
 using Table = cuda::MultiTensorTable<AdamWTensor, kTensorsPerLaunch>;
 
-__global__ void adamw_kernel(Table table, float b1, float b2, float eps, float step_size, float inv_sqrt_bc2) {
+__global__ void adamw_kernel(Table table, float b1, float b2, float eps, float step_size, float inv_sqrt_bc2,
+                             float grad_scale) {
   const int e = table.entry_of_block();
   const AdamWTensor& t = table.entry[e];
   const int64_t begin = (blockIdx.x - table.first_block[e]) * kChunk;
   const int64_t end = min(t.n, begin + kChunk);
   for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
-    const float g = t.g[i];
+    const float g = t.g[i] * grad_scale;  // clipping's factor (1 when not clipped: exact)
     const float m = b1 * t.m[i] + (1.0f - b1) * g;
     const float v = b2 * t.v[i] + (1.0f - b2) * g * g;
     t.m[i] = m;
@@ -41,7 +42,7 @@ __global__ void adamw_kernel(Table table, float b1, float b2, float eps, float s
 }  // namespace
 
 void adamw_update(int device, const std::vector<AdamWTensor>& tensors, float b1, float b2, float eps,
-                  float step_size, float inv_sqrt_bc2) {
+                  float step_size, float inv_sqrt_bc2, float grad_scale) {
   cuda::OpRange range("adamw");
   cuda::set_device(device);
   for (size_t start = 0; start < tensors.size(); start += kTensorsPerLaunch) {
@@ -52,7 +53,7 @@ void adamw_update(int device, const std::vector<AdamWTensor>& tensors, float b1,
     if (blocks == 0) continue;
     ZT_CHECK(blocks < (int64_t{1} << 31), "AdamW: too many elements for one launch");
     adamw_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, cuda::current_stream()>>>(table, b1, b2, eps, step_size,
-                                                                                         inv_sqrt_bc2);
+                                                                                         inv_sqrt_bc2, grad_scale);
     ZT_CUDA_CHECK_LAUNCH();
   }
 }

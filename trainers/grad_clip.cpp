@@ -72,9 +72,14 @@ double global_grad_norm(const std::vector<Parameter>& params, const std::shared_
   return std::sqrt(sum.item() + replicated);
 }
 
-double clip_grad_norm(std::vector<Parameter>& params, double max_norm, double norm) {
+double clip_factor(double max_norm, double norm) {
   if (!(max_norm > 0) || !(norm > max_norm)) return 1.0;
-  const double factor = max_norm / (norm + 1e-6);
+  return max_norm / (norm + 1e-6);
+}
+
+double clip_grad_norm(std::vector<Parameter>& params, double max_norm, double norm) {
+  const double factor = clip_factor(max_norm, norm);
+  if (factor == 1.0) return 1.0;
   for (auto& p : params) {
     if (!p.var.has_grad()) continue;
     // A preassigned buffer (a data-parallel bucket's view) is the leaf's own: in place.

@@ -17,8 +17,13 @@ class ProcessGroup;
 // ranks hold identical gradients after the all-reduce: nothing to add over them.)
 double global_grad_norm(const std::vector<Parameter>& params, const std::shared_ptr<ProcessGroup>& tp_group = nullptr);
 
-// Scales every gradient by max_norm / norm when norm > max_norm (max_norm > 0). Returns the
-// factor applied (1 when nothing changed).
+// The factor clipping scales every gradient by: max_norm / norm when norm > max_norm
+// (max_norm > 0), else 1. The trainer hands it to AdamW::step, which applies it while it reads
+// the gradients (no pass over them of its own).
+double clip_factor(double max_norm, double norm);
+
+// Scales every gradient by clip_factor(max_norm, norm) in place. Returns the factor applied
+// (1 when nothing changed).
 double clip_grad_norm(std::vector<Parameter>& params, double max_norm, double norm);
 
 }  // namespace zt

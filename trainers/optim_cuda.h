@@ -25,9 +25,10 @@ struct AdamWTensor {
 #ifdef ZTRAIN_WITH_CUDA
 
 // AdamW's update (trainers/adamw.h) on every tensor, all on `device`; step_size = lr / (1 - b1^t),
-// inv_sqrt_bc2 = 1 / sqrt(1 - b2^t). No host synchronisation.
+// inv_sqrt_bc2 = 1 / sqrt(1 - b2^t); each gradient element is used times grad_scale (f32, as
+// Tensor::scale_ multiplies on the device). No host synchronisation.
 void adamw_update(int device, const std::vector<AdamWTensor>& tensors, float b1, float b2, float eps,
-                  float step_size, float inv_sqrt_bc2);
+                  float step_size, float inv_sqrt_bc2, float grad_scale = 1.0f);
 
 // sum over all tensors of sum_i g_i^2, accumulated in f64 in a fixed order (the same value on
 // every run); one 8-byte read back (a host sync). Tensors are contiguous f32 on `device`.

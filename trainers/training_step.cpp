@@ -104,8 +104,9 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
     mark("");
     return m;  // no update; the caller stops or reports the skip
   }
-  clip_grad_norm(model_.parameters().all(), cfg_.optim.grad_clip, m.grad_norm);
-  adam_.step(lr);
+  // Clipping rides on the update (the factor scales each gradient as AdamW reads it): no pass
+  // over the gradients of its own, and the gradients themselves stay unscaled.
+  adam_.step(lr, clip_factor(cfg_.optim.grad_clip, m.grad_norm));
   release_grads();
   mark("");
   return m;

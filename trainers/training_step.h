@@ -7,7 +7,7 @@
 //     target tokens, inside the kernel's gradient scale) -> backward (gradients accumulate;
 //     the last micro-batch's backward launches the data-parallel bucket all-reduces)
 //   wait for the all-reduces -> global grad norm (tensor-parallel shards summed) -> non-finite?
-//   -> clip -> AdamW
+//   -> AdamW, with clipping's factor applied as it reads the gradients
 //
 // The loss is the mean over every target token of the global batch (all micro-batches, all
 // data-parallel ranks), as torchtitan defines it, not a mean of per-micro-batch means; the

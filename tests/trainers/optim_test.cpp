@@ -88,6 +88,47 @@ TEST(AdamW, MatchesFloat64Reference) {
   EXPECT_EQ(ps[2].var.tensor().to_vector<double>(), frozen_before);  // no gradient: untouched, not even decayed
 }
 
+// AdamW's grad_scale is clipping folded into the update: the same parameters and moments as
+// clipping the gradients in place and stepping with the clipped ones, bit for bit, on the
+// host and (when there is one) on the GPU; and the gradients themselves stay unscaled.
+TEST(AdamW, GradScaleEqualsClippingFirst) {
+  std::vector<Device> devices{Device::cpu()};
+  if (cuda_available()) devices.push_back(Device::cuda(0));
+  for (const Device dev : devices) {
+    Generator g(21);
+    std::vector<Parameter> a = make_params(g), b;
+    for (auto& q : a) {
+      q.var = Variable(q.var.tensor().to(dev), true, q.name);
+      b.push_back({q.name, Variable(q.var.tensor().clone(), true, q.name), q.decay});
+    }
+    AdamW oa(a, {0.1, 0.9, 0.95, 1e-8}), ob(b, {0.1, 0.9, 0.95, 1e-8});
+    for (int t = 0; t < 3; ++t) {
+      for (size_t i = 0; i < 2; ++i) {
+        const Tensor grad = Tensor::randn(a[i].var.shape(), DType::f32, g, 0, 3).to(dev);
+        a[i].var.set_grad(grad.clone());
+        b[i].var.set_grad(grad.clone());
+      }
+      const double norm = global_grad_norm(a);
+      const double factor = clip_factor(0.5, norm);
+      ASSERT_LT(factor, 1.0);
+      const std::vector<float> grad_before = a[0].var.grad().to_vector<float>();
+      oa.step(1e-2, factor);
+      EXPECT_EQ(a[0].var.grad().to_vector<float>(), grad_before) << dev.str();
+      EXPECT_EQ(clip_grad_norm(b, 0.5, norm), factor);
+      ob.step(1e-2);
+    }
+    for (size_t i = 0; i < a.size(); ++i) {
+      const std::string& name = a[i].name;
+      EXPECT_EQ(a[i].var.tensor().to_vector<float>(), b[i].var.tensor().to_vector<float>()) << dev.str() << name;
+      EXPECT_EQ(oa.second_moments().at(name).to_vector<float>(), ob.second_moments().at(name).to_vector<float>())
+          << dev.str() << name;
+    }
+  }
+  EXPECT_EQ(clip_factor(1.0, 0.5), 1.0);
+  EXPECT_EQ(clip_factor(0.0, 5.0), 1.0);  // clipping off
+  EXPECT_NEAR(clip_factor(1.0, 4.0), 0.25, 1e-7);
+}
+
 TEST(AdamW, StateRoundTripContinuesIdentically) {
   Generator g(5);
   std::vector<Parameter> a = make_params(g);
