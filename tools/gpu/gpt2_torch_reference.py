@@ -7,7 +7,7 @@ cross-entropy over the real vocabulary (50257) plus z_loss_weight * lse^2 per to
 Times optimizer steps on random tokens and prints tokens/s (median step), for eager and
 torch.compile (the model and the loss compiled together), at each batch size:
 
-    python3 tools/gpu/gpt2_torch_reference.py --batch-sizes 16,32 --steps 30 --warmup 8
+    python3 tools/gpu/gpt2_torch_reference.py --batch-sizes 16,32 --steps 30 --warmup 8 --warmup-s 3
 
 Runs on the GPU host's python3 (PyTorch 2.11); not part of the build or the tests."""
 import argparse
@@ -90,7 +90,10 @@ def main():
     ap.add_argument("--batch-sizes", default="16,32")
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=8, help="untimed steps first (at least)")
+    ap.add_argument("--warmup-s", type=float, default=3.0,
+                    help="untimed steps for at least this many seconds (after compiling): the card settles at "
+                         "its power-capped clock, as in bench_step")
     ap.add_argument("--z-loss", type=float, default=1e-4)
     ap.add_argument("--modes", default="compile,eager")
     args = ap.parse_args()
@@ -115,7 +118,10 @@ def main():
                 opt.zero_grad(set_to_none=True)
                 return loss.item()  # one host read a step, as a trainer logging its loss
 
-            for _ in range(args.warmup):
+            for _ in range(args.warmup):  # compiles in the first
+                step()
+            start = time.perf_counter()
+            while time.perf_counter() - start < args.warmup_s:
                 step()
             torch.cuda.synchronize()
             times = []
