@@ -1,5 +1,7 @@
 #pragma once
-// Row lookup: out[i, :] = weight[ids[i], :]. Backward scatter-adds into the weight gradient.
+// Row lookup: out[i, :] = weight[ids[i], :]. Backward sums the gradient rows of each id into
+// its row of the weight gradient (on CUDA deterministic, without atomics: the same bits on
+// every run).
 #include "framework/autograd/variable.h"
 
 namespace zt::ops {

@@ -20,7 +20,13 @@ Tensor embedding_backward_cpu(const Tensor& grad, const Tensor& ids, int64_t voc
 #ifdef ZTRAIN_WITH_CUDA
 // The forward also checks the ids, without a host sync: a bad id gets a NaN row and raises
 // a deferred check that throws check_ids_cpu's error at the next host read (ops/embedding.h).
-// The backward skips bad ids. `id_limit` is the global vocabulary the ids are checked against.
+// `id_limit` is the global vocabulary the ids are checked against.
+// The backward is deterministic, no atomics: it sorts the ids by row (CUB radix sort, no host
+// sync) and gives each row of the gradient one writer, which sums its gradient rows in
+// position order (f32 for f32/bf16, f64 for f64; a run longer than a chunk of sorted ids from
+// the chunks' partial sums, in order) and writes the row once, in `dtype` when the gradient
+// has it (no f32 [vocab, C] table for a bf16 table); rows no id hits are written as zeros.
+// Ids outside [offset, offset + vocab), other shards' or bad ones, are skipped.
 Tensor embedding_forward_cuda(const Tensor& weight, const Tensor& ids, int64_t offset, int64_t id_limit);
 Tensor embedding_backward_cuda(const Tensor& grad, const Tensor& ids, int64_t vocab, DType dtype, int64_t offset);
 #endif

@@ -105,11 +105,15 @@ std::vector<OpCase> cases() {
     row({"sum", t, [](const auto& v) { return ops::sum(v[0]); }, {{{333, 71}, 1.0, 0.5}}});
     row({"mean", t, [](const auto& v) { return ops::mean(v[0]); }, {{{100003}, 1.0, -0.25}}});
 
-    // embedding: few rows, many ids (every row collects several gradient rows: atomic adds).
+    // embedding: few rows, many ids (every row collects several gradient rows); 4096 ids on 3
+    // and on 50 rows: runs of one id across many of the CUDA backward's chunks of sorted ids,
+    // rows of 16-byte loads (768).
     for (DType id_type : {DType::i32, DType::i64}) {
       auto f = [](const auto& v) { return ops::embedding(v[0], v[1]); };
       row({"embedding", t, f, {{{13, 40}}, ids({6, 50}, 13, id_type)}, {true, false}});
       row({"embedding", t, f, {{{97, 3}}, ids({200}, 97, id_type)}, {true, false}});
+      row({"embedding", t, f, {{{3, 40}}, ids({4096}, 3, id_type)}, {true, false}});
+      row({"embedding", t, f, {{{50, 768}}, ids({4, 256}, 50, id_type)}, {true, false}});
     }
 
     // layernorm: 768, 256, 1024 and 8 (bf16; 256 also f32) take the packed backward kernel.

@@ -4,7 +4,9 @@
 // accumulation order), f64 to 1e-12. Before each GPU run the allocator's free lists are
 // stocked with NaN-filled blocks of the outputs' sizes, so an output element a kernel fails
 // to write shows up as NaN (close_rel rejects NaN). Skips without a GPU.
-// The CUDA checks that are no CPU comparison: embedding's deferred id errors, which mlp calls
+// The CUDA checks beyond that table: embedding's deferred id errors and its backward's edge
+// cases (heavily repeated ids, runs across its chunk borders, shards, bad ids, the same bits
+// on every run), which mlp calls
 // take cuBLASLt's GELU epilogues, the caching allocator, strided copies. (The CUDA-vs-CPU
 // comparison of every op, forward and backward, is the table in backend_ops_test.cpp.) Skips
 // without a GPU.
@@ -17,6 +19,7 @@
 #endif
 #include "framework/device.h"
 #include "ops/embedding.h"
+#include "ops/embedding_kernels.h"
 #include "ops/mlp.h"
 #include "ops/reduce.h"
 #include "tests/support/check.h"
@@ -71,7 +74,7 @@ TEST(OpsCuda, EmbeddingBadIdSurfacesAtTheNextHostReadAndNeverWritesOutside) {
   Variable w(w_host.to(kGpu), true);
   Variable out = ops::embedding(w, Variable(ids.to(kGpu)));  // no error yet: nothing was read
   const Tensor grad_host = random({6, C}).to(DType::f32);
-  out.backward(grad_host.to(kGpu));  // the scatter skips the bad ids (no host read either)
+  out.backward(grad_host.to(kGpu));  // the backward skips the bad ids (no host read either)
   // Any host read reports it, once: here one of an unrelated tensor.
   const Tensor unrelated = Tensor::full({2}, 3.0, DType::f32, kGpu);
   EXPECT_EQ(test::error_of([&] { (void)unrelated.to_vector<float>(); }),
@@ -105,6 +108,153 @@ TEST(OpsCuda, EmbeddingGoodIdsNeverReportAndManyLookupsNeedNoRead) {
   Variable last;
   for (int i = 0; i < 1500; ++i) last = ops::embedding(Variable(w), Variable(ids));
   EXPECT_EQ(test::error_of([&] { (void)last.tensor().to_vector<float>(); }), "(no error)");
+}
+
+// ---- the embedding backward: sorted ids, one writer per row ----
+
+// The weight gradient of table rows [offset, offset + rows) in f64 on the host: every id in
+// that range adds its gradient row; other ids (other shards', bad ones) add nothing.
+Tensor reference_weight_grad(const Tensor& grad, const Tensor& ids, int64_t rows, int64_t offset) {
+  const int64_t C = grad.shape().back();
+  const std::vector<double> g = grad.to_vector<double>();
+  const std::vector<int64_t> id = ids.to_vector<int64_t>();
+  std::vector<double> dw(static_cast<size_t>(rows * C), 0.0);
+  for (size_t i = 0; i < id.size(); ++i) {
+    const int64_t r = id[i] - offset;
+    if (r < 0 || r >= rows) continue;
+    for (int64_t c = 0; c < C; ++c) dw[static_cast<size_t>(r * C + c)] += g[i * static_cast<size_t>(C) + c];
+  }
+  return Tensor::from_vector(dw, {rows, C});
+}
+
+// The CUDA backward (ops/embedding_kernels.h) on host tensors, its output's allocation stocked
+// with NaN first (an element it fails to write shows up), the result back on the host.
+Tensor cuda_weight_grad(const Tensor& grad, const Tensor& ids, int64_t rows, DType dtype, int64_t offset) {
+#ifdef ZTRAIN_WITH_CUDA
+  const Tensor g = grad.to(kGpu), i = ids.to(kGpu);
+  test::stock_poisoned_blocks({{rows, grad.shape().back()}}, dtype, kGpu);
+  return ops::embedding_backward_cuda(g, i, rows, dtype, offset).to(Device::cpu());
+#else
+  (void)grad, (void)ids, (void)rows, (void)dtype, (void)offset;
+  ZT_FAIL("built without CUDA");
+#endif
+}
+
+// n ids: `repeats` of them `hot`, at random positions, the rest uniform in [0, vocab).
+Tensor hot_ids(int64_t n, int64_t repeats, int64_t hot, int64_t vocab, DType dtype) {
+  std::vector<int64_t> ids = random_ids({n}, vocab, DType::i64).to_vector<int64_t>();
+  for (int64_t i = 0; i < repeats; ++i) ids[static_cast<size_t>(i)] = hot;
+  for (int64_t i = n - 1; i > 0; --i)  // Fisher-Yates with the test generator
+    std::swap(ids[static_cast<size_t>(i)], ids[test::test_generator().below(static_cast<uint64_t>(i) + 1)]);
+  return Tensor::from_vector(ids, {n}).to(dtype);
+}
+
+double grad_tolerance(DType t) { return t == DType::bf16 ? 1e-2 : t == DType::f32 ? 1e-5 : 1e-12; }
+
+// A frequent token (" the" appears ~800 times in 16 x 1024 tokens of text; here 3000 of 4096)
+// spans many of the backward's chunks of sorted ids: its row is summed from partial sums. C = 5
+// takes one element per load, 768 and 2056 16-byte loads (f64 768 and bf16 2056 split the
+// columns over two blocks).
+TEST(OpsCuda, EmbeddingBackwardWithAHeavilyRepeatedIdMatchesTheCpu) {
+  REQUIRE_GPU();
+  const int64_t vocab = 1000, n = 4096;
+  for (DType t : {DType::f32, DType::bf16, DType::f64})
+    for (DType id_type : {DType::i32, DType::i64})
+      for (int64_t C : {5, 768, 2056}) {
+        if (C == 2056 && id_type == DType::i64) continue;  // the widest rows once per dtype
+        const Tensor ids = hot_ids(n, 3000, 17, vocab, id_type);
+        const Tensor grad = random({n, C}).to(t);
+        const Tensor got = cuda_weight_grad(grad, ids, vocab, t, 0);
+        EXPECT_EQ(got.dtype(), t);
+        const std::string what = std::string(dtype_name(t)) + " " + dtype_name(id_type) + " C " + std::to_string(C);
+        EXPECT_TRUE(test::close_rel(got, reference_weight_grad(grad, ids, vocab, 0), grad_tolerance(t))) << what;
+        EXPECT_TRUE(test::close_rel(got, ops::embedding_backward_cpu(grad, ids, vocab, t, 0), grad_tolerance(t)))
+            << what;
+      }
+}
+
+// Runs of every length from 1 to 99 back to back, in id order and shuffled: runs start and end
+// at every offset from the chunk borders of the sorted ids. Also one id everywhere, for lengths
+// around the chunk size (32), and a single id.
+TEST(OpsCuda, EmbeddingBackwardRunsAcrossChunkBordersMatchTheReference) {
+  REQUIRE_GPU();
+  std::vector<std::vector<int64_t>> patterns;
+  std::vector<int64_t> runs;
+  for (int64_t len = 1; len < 100; ++len) runs.insert(runs.end(), static_cast<size_t>(len), (len * 7) % 120);
+  patterns.push_back(runs);
+  for (size_t i = runs.size() - 1; i > 0; --i)
+    std::swap(runs[i], runs[test::test_generator().below(i + 1)]);
+  patterns.push_back(runs);
+  for (int64_t n : {1, 31, 32, 33, 63, 64, 65, 96, 1000}) patterns.emplace_back(static_cast<size_t>(n), 119);
+  for (DType t : {DType::f32, DType::f64})
+    for (int64_t C : {5, 64})
+      for (const auto& p : patterns) {
+        const int64_t n = static_cast<int64_t>(p.size());
+        const Tensor ids = Tensor::from_vector(p, {n}).to(DType::i32), grad = random({n, C}).to(t);
+        EXPECT_TRUE(test::close_rel(cuda_weight_grad(grad, ids, 120, t, 0), reference_weight_grad(grad, ids, 120, 0),
+                                    grad_tolerance(t)))
+            << dtype_name(t) << " C " << C << " ids " << n;
+      }
+}
+
+// The same inputs give the same bits: every row has one writer that adds in a fixed order
+// (an atomic scatter-add does not: the order of its additions changes from run to run).
+TEST(OpsCuda, EmbeddingBackwardIsBitIdenticalRunToRun) {
+  REQUIRE_GPU();
+  const int64_t vocab = 300, n = 8192, C = 768;
+  for (DType t : {DType::f32, DType::bf16, DType::f64}) {
+    const Tensor ids = hot_ids(n, 3000, 5, vocab, DType::i32), grad = random({n, C}).to(t);
+    const std::vector<double> first = cuda_weight_grad(grad, ids, vocab, t, 0).to_vector<double>();
+    for (int run = 0; run < 3; ++run)
+      EXPECT_TRUE(cuda_weight_grad(grad, ids, vocab, t, 0).to_vector<double>() == first)
+          << dtype_name(t) << " run " << run;
+  }
+}
+
+// Vocab-parallel shards: each shard's backward takes only its rows' ids (offset != 0) and
+// skips the others' and the bad ones (the forward reports those); ids on both sides of every
+// border, a hot id on shard 1. A shard no id hits, and no ids at all, give zeros.
+TEST(OpsCuda, EmbeddingBackwardOfAShardSkipsOtherShardsAndBadIds) {
+  REQUIRE_GPU();
+  const int64_t vocab = 1000, parts = 4, per = vocab / parts, C = 24;
+  for (DType id_type : {DType::i32, DType::i64}) {
+    std::vector<int64_t> v = hot_ids(3000, 900, 260, vocab, DType::i64).to_vector<int64_t>();
+    const std::vector<int64_t> edges = {0, 249, 250, 499, 500, 749, 750, 999, -1, -250, 1000, 1250, 70000};
+    for (size_t i = 0; i < edges.size(); ++i) v[i * 200] = edges[i];
+    const Tensor ids = Tensor::from_vector(v, {3000}).to(id_type);
+    for (DType t : {DType::f32, DType::bf16}) {
+      const Tensor grad = random({3000, C}).to(t);
+      for (int64_t r = 0; r < parts; ++r) {
+        const Tensor got = cuda_weight_grad(grad, ids, per, t, r * per);
+        EXPECT_TRUE(test::close_rel(got, reference_weight_grad(grad, ids, per, r * per), grad_tolerance(t)))
+            << dtype_name(t) << " shard " << r;
+        EXPECT_TRUE(test::close_rel(got, ops::embedding_backward_cpu(grad, ids, per, t, r * per), grad_tolerance(t)))
+            << dtype_name(t) << " shard " << r;
+      }
+      // Rows past every id, and an empty id list.
+      EXPECT_TRUE(test::close_rel(cuda_weight_grad(grad, ids, 50, t, 2000), Tensor::zeros({50, C}, DType::f64), 0));
+      EXPECT_TRUE(test::close_rel(cuda_weight_grad(Tensor::zeros({0, C}, t), Tensor::zeros({0}, id_type), 7, t, 0),
+                                  Tensor::zeros({7, C}, DType::f64), 0));
+    }
+  }
+}
+
+// A gradient of another dtype than the table's (not a case the op makes, but the kernel's
+// contract): accumulated in the gradient's accumulation type, then converted, like the CPU.
+TEST(OpsCuda, EmbeddingBackwardConvertsToTheRequestedDtype) {
+  REQUIRE_GPU();
+  const int64_t vocab = 64, n = 2000;
+  const Tensor ids = hot_ids(n, 700, 3, vocab, DType::i64);
+  for (auto [from, to] : {std::pair{DType::bf16, DType::f32}, std::pair{DType::f32, DType::bf16},
+                          std::pair{DType::f64, DType::f32}, std::pair{DType::bf16, DType::f64}})
+    for (int64_t C : {8, 13}) {
+      const Tensor grad = random({n, C}).to(from);
+      const Tensor got = cuda_weight_grad(grad, ids, vocab, to, 0);
+      EXPECT_EQ(got.dtype(), to);
+      EXPECT_TRUE(test::close_rel(got, ops::embedding_backward_cpu(grad, ids, vocab, to, 0),
+                                  grad_tolerance(from == DType::bf16 ? DType::f32 : to)))
+          << dtype_name(from) << " to " << dtype_name(to) << " C " << C;
+    }
 }
 
 // mlp takes cuBLASLt's GELU epilogues, forward and backward, exactly when hidden is a
