@@ -110,16 +110,27 @@ Variable Gpt::block_forward(const Block& b, const Variable& x, DType compute, bo
   const double p = config_.dropout;
   auto c = [&](const Variable& w) { return ops::cast(w, compute); };
   const bool tp = tp_size() > 1;
+  // One rank without dropout: each residual add rides on the output product that makes its
+  // branch (cuBLASLt reads the residual stream as its C input: no separate add kernel, one
+  // rounding). Dropout would come between product and add, and with T ranks the product is
+  // partial (the bias and the add follow the all-reduce): those keep the separate add.
+  const bool fold_residual = !tp && (p == 0 || !training);
 
   Variable h = ops::copy_to_tensor_parallel(ops::layernorm(x, c(b.ln_1_w), c(b.ln_1_b)), tp_);
   Variable y = ops::causal_self_attention(ops::linear(h, c(b.attn_w), c(b.attn_b)), H);  // [B, T, C/T]
-  // One rank: the bias rides on the product. T ranks: each product is partial, the bias is
-  // added once to their sum.
-  y = tp ? row_parallel_out(ops::linear(y, c(b.attn_proj_w)), b.attn_proj_b, compute)
-         : ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b));
-  Variable r = ops::add(x, ops::dropout(y, p, gen, training));
+  // One rank: the bias rides on the product (and the residual, when it folds). T ranks: each
+  // product is partial, the bias is added once to their sum.
+  Variable r;
+  if (fold_residual) {
+    r = ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b), x);
+  } else {
+    y = tp ? row_parallel_out(ops::linear(y, c(b.attn_proj_w)), b.attn_proj_b, compute)
+           : ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b));
+    r = ops::add(x, ops::dropout(y, p, gen, training));
+  }
 
   h = ops::copy_to_tensor_parallel(ops::layernorm(r, c(b.ln_2_w), c(b.ln_2_b)), tp_);
+  if (fold_residual) return ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), c(b.fc_proj_b), r);
   h = tp ? row_parallel_out(ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), Variable()), b.fc_proj_b, compute)
          : ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), c(b.fc_proj_b));
   return ops::add(r, ops::dropout(h, p, gen, training));

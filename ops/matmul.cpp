@@ -1,5 +1,7 @@
 #include "ops/matmul.h"
 
+#include <atomic>
+
 #include "framework/autograd/node.h"
 #include "ops/matmul_kernels.h"
 #include "ops/device_dispatch.h"
@@ -9,6 +11,8 @@
 namespace zt::ops {
 
 namespace {
+
+std::atomic<int64_t> g_residual_gemms{0};
 
 // "[3, 2]^T" for a transposed operand, so shape errors read like the call.
 std::string operand_str(const Shape& s, bool trans) { return shape_str(s) + (trans ? "^T" : ""); }
@@ -102,6 +106,14 @@ struct MatmulNode : Node {
 
 }  // namespace
 
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, const Tensor& residual) {
+  if (ZT_ON_DEVICE(out, (linear_forward_cpu(x, w, bias, out, residual), false),
+                   linear_forward_cuda(x, w, bias, out, residual)))
+    g_residual_gemms.fetch_add(1, std::memory_order_relaxed);
+}
+
+int64_t residual_gemm_count() { return g_residual_gemms.load(); }
+
 LinearGrads linear_backward(const Tensor& g, const Tensor& x, const Tensor& w, const Shape& x_shape, bool want_dx,
                             bool want_dw, bool want_db) {
   // Sizes from g and x_shape: x or w is undefined when the other operand needs no gradient.
@@ -133,15 +145,16 @@ struct LinearNode : Node {
   SavedTensor x, w;  // x saved when w needs a gradient, w when x does
   Shape x_shape;
   DType dtype;
-  LinearNode(const Variable& vx, const Variable& vw, const Variable& vb)
-      : Node("linear", {vx, vw, vb}), x_shape(vx.shape()), dtype(vx.dtype()) {
+  LinearNode(const Variable& vx, const Variable& vw, const Variable& vb, const Variable& vresidual)
+      : Node("linear", {vx, vw, vb, vresidual}), x_shape(vx.shape()), dtype(vx.dtype()) {
     if (needs_input_grad(1)) x = vx.tensor();
     if (needs_input_grad(0)) w = vw.tensor();
   }
   std::vector<Tensor> backward(const Tensor& grad) override {
-    LinearGrads l = linear_backward(grad_as(grad, dtype), x.get(*this), w.get(*this), x_shape, needs_input_grad(0), needs_input_grad(1),
+    const Tensor g = grad_as(grad, dtype);
+    LinearGrads l = linear_backward(g, x.get(*this), w.get(*this), x_shape, needs_input_grad(0), needs_input_grad(1),
                                     needs_input_grad(2));
-    return {l.dx, l.dw, l.db};
+    return {l.dx, l.dw, l.db, needs_input_grad(3) ? g : Tensor()};  // d residual = d out
   }
   void release_saved() override {
     x.release();
@@ -160,7 +173,7 @@ Variable matmul(const Variable& a, const Variable& b, bool trans_a, bool trans_b
   return Variable::from_op(out, std::make_shared<MatmulNode>(a, b, plan.dims));
 }
 
-Variable linear(const Variable& x, const Variable& w, const Variable& bias) {
+Variable linear(const Variable& x, const Variable& w, const Variable& bias, const Variable& residual) {
   check_operands("linear", "x", x, "w", w);
   const Shape& xs = x.shape();
   const Shape& ws = w.shape();
@@ -177,13 +190,14 @@ Variable linear(const Variable& x, const Variable& w, const Variable& bias) {
   const int64_t rows = ws[1] == 0 ? shape_numel(Shape(xs.begin(), xs.end() - 1)) : x.numel() / ws[1];
   Shape out_shape(xs.begin(), xs.end() - 1);
   out_shape.push_back(ws[0]);
+  check_residual("linear", x, residual, out_shape);
   Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
   Tensor out2d = out.view({rows, ws[0]});
   const Tensor bias_t = bias.defined() ? bias.tensor() : Tensor();
-  ZT_ON_DEVICE(out2d, linear_forward_cpu(x.tensor(), w.tensor(), bias_t, out2d),
-               linear_forward_cuda(x.tensor(), w.tensor(), bias_t, out2d));
-  if (!needs_grad({x, w, bias})) return Variable(out);
-  return Variable::from_op(out, std::make_shared<LinearNode>(x, w, bias));
+  const Tensor residual2d = residual.defined() ? residual.tensor().reshape({rows, ws[0]}) : Tensor();
+  linear_forward(x.tensor(), w.tensor(), bias_t, out2d, residual2d);
+  if (!needs_grad({x, w, bias, residual})) return Variable(out);
+  return Variable::from_op(out, std::make_shared<LinearNode>(x, w, bias, residual));
 }
 
 }  // namespace zt::ops

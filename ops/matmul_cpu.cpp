@@ -1,4 +1,4 @@
-#include <cstring>
+#include <algorithm>
 
 #include "ops/cpu_compute.h"
 #include "ops/cpu_gemm.h"
@@ -38,25 +38,39 @@ void gemm_cpu(const Tensor& a_in, const Tensor& b_in, Tensor& out, const GemmDim
   });
 }
 
-void linear_forward_cpu(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
+void linear_forward_cpu(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, const Tensor& residual) {
   if (out.dtype() == DType::bf16) {  // computed in f32, rounded once
     Tensor o32 = Tensor::empty(out.shape(), DType::f32);
-    linear_forward_cpu(x.to(DType::f32), w.to(DType::f32), bias.defined() ? bias.to(DType::f32) : Tensor(), o32);
+    auto f32 = [](const Tensor& t) { return t.defined() ? t.to(DType::f32) : Tensor(); };
+    linear_forward_cpu(x.to(DType::f32), w.to(DType::f32), f32(bias), o32, f32(residual));
     out.copy_(o32);
     return;
   }
   const int64_t rows = out.shape()[0], out_features = out.shape()[1];
   const GemmDims dims{1, rows, out_features, w.shape()[1], false, true};
-  if (!bias.defined()) {
+  if (!bias.defined() && !residual.defined()) {
     gemm_cpu(x, w, out, dims);
     return;
   }
-  const Tensor b = cpu::to_compute(bias);
-  const size_t row_bytes = static_cast<size_t>(out_features) * dtype_size(out.dtype());
-  const char* bp = static_cast<const char*>(b.raw_data());
-  char* op = static_cast<char*>(out.raw_data());
+  // out := residual + bias rows (whichever are given), then the product accumulated onto it.
+  if (residual.defined()) out.copy_(residual);
+  if (bias.defined()) {
+    const Tensor b = cpu::to_compute(bias);
+    cpu::dispatch_compute(out.dtype(), "linear", [&](auto tag) {
+      using T = decltype(tag);
+      const T* bp = b.data<T>();
+      T* op = out.data<T>();
+      const bool add = residual.defined();
 #pragma omp parallel for schedule(static) if (out.numel() >= cpu::kParallelMin)
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(op + r * row_bytes, bp, row_bytes);
+      for (int64_t r = 0; r < rows; ++r) {
+        T* row = op + r * out_features;
+        if (add)
+          for (int64_t j = 0; j < out_features; ++j) row[j] += bp[j];
+        else
+          std::copy(bp, bp + out_features, row);
+      }
+    });
+  }
   gemm_cpu(x, w, out, dims, /*accumulate=*/true);
 }
 

@@ -14,9 +14,14 @@ namespace {
 
 using namespace gpu;
 
+// out[r, c] = bias[c], or out[r, c] += bias[c] when add (onto a residual already there).
 template <class T>
-__global__ void broadcast_rows_kernel(const T* bias, T* out, int64_t rows, int64_t cols) {
-  ZT_GRID_STRIDE(i, rows * cols) out[i] = bias[i % cols];
+__global__ void bias_rows_kernel(const T* bias, T* out, int64_t rows, int64_t cols, bool add) {
+  using A = acc_t<T>;
+  ZT_GRID_STRIDE(i, rows * cols) {
+    const A b = load<A>(bias, i % cols);
+    store(out, i, add ? load<A>(out, i) + b : b);
+  }
 }
 
 cuda::GemmArgs args_for(const Tensor& a, const Tensor& b, Tensor& out, const GemmDims& d) {
@@ -123,32 +128,40 @@ bool gelu_input_grad_cuda(const Tensor& g_in, const Tensor& w_in, const Tensor& 
   return cuda::gemm(dpre.device().index, a);
 }
 
-void linear_forward_cuda(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Tensor& out) {
+bool linear_forward_cuda(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, Tensor& out,
+                         const Tensor& residual_in) {
   OpRange range("matmul");
   const int64_t rows = out.shape()[0], out_features = out.shape()[1];
   const GemmDims dims{1, rows, out_features, w_in.shape()[1], false, true};
   const Tensor x = x_in.contiguous(), w = w_in.contiguous();
-  if (!bias_in.defined()) {
+  if (!bias_in.defined() && !residual_in.defined()) {
     gemm_cuda(x, w, out, dims);
-    return;
+    return false;
   }
-  const Tensor bias = bias_in.contiguous();
+  const Tensor bias = bias_in.defined() ? bias_in.contiguous() : Tensor();
+  const Tensor residual = residual_in.defined() ? residual_in.contiguous() : Tensor();
   cudaStream_t s = stream_for(out);
-  if (dims.K > 0 && out.dtype() != DType::f64 && rows * out_features > 0) {
+  // The bias epilogue exists for f32/bf16 only; the residual (cuBLASLt's C) for every dtype.
+  if (dims.K > 0 && rows * out_features > 0 && !(bias.defined() && out.dtype() == DType::f64)) {
     cuda::GemmArgs g = args_for(x, w, out, dims);
-    g.bias = bias.raw_data();
-    if (cuda::gemm(out.device().index, g)) return;
+    g.bias = bias.defined() ? bias.raw_data() : nullptr;
+    g.addend = residual.defined() ? residual.raw_data() : nullptr;
+    if (cuda::gemm(out.device().index, g)) return residual.defined();
   }
-  // No epilogue (f64, or none offered): bias rows first, the product accumulated onto them.
-  if (rows * out_features > 0) {
+  // Not on the product (f64 bias, K == 0, none offered): residual and bias rows first, the
+  // product accumulated onto them.
+  if (residual.defined()) out.copy_(residual);
+  if (bias.defined() && rows * out_features > 0) {
     dispatch_device_float(out.dtype(), "linear", [&](auto tag) {
       using T = decltype(tag);
-      broadcast_rows_kernel<T><<<grid_for(rows * out_features, out.device().index), kThreads, 0, s>>>(
-          static_cast<const T*>(bias.raw_data()), static_cast<T*>(out.raw_data()), rows, out_features);
+      bias_rows_kernel<T><<<grid_for(rows * out_features, out.device().index), kThreads, 0, s>>>(
+          static_cast<const T*>(bias.raw_data()), static_cast<T*>(out.raw_data()), rows, out_features,
+          residual.defined());
     });
     ZT_CUDA_CHECK_LAUNCH();
   }
   gemm_cuda(x, w, out, dims, /*accumulate=*/true);
+  return false;
 }
 
 }  // namespace zt::ops

@@ -15,14 +15,21 @@ struct GemmDims {
 // floating dtype holding batch * (their matrix) elements; out contiguous.
 void gemm_cpu(const Tensor& a, const Tensor& b, Tensor& out, const GemmDims& dims, bool accumulate = false);
 
-// out [R, out_features] := x [R, in] w^T + bias (bias [out_features] or undefined): the
-// bias rows are written first and the product accumulated onto them.
-void linear_forward_cpu(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out);
+// out [R, out_features] := residual + x [R, in] w^T + bias (bias [out_features], residual
+// [R, out_features] of out's dtype, either undefined): residual and bias rows are written
+// first and the product accumulated onto them, in f32 for bf16 with one rounding at the end.
+void linear_forward_cpu(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out,
+                        const Tensor& residual = Tensor());
 
 // CUDA kernels (ops/matmul_cuda.cu), same contracts on device tensors; outputs on the inputs' device.
 #ifdef ZTRAIN_WITH_CUDA
 void gemm_cuda(const Tensor& a, const Tensor& b, Tensor& out, const GemmDims& dims, bool accumulate = false);
-void linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out);
+// Same contract as linear_forward_cpu. The residual is read by the product itself (cuBLASLt's
+// C input next to the bias epilogue; one rounding); returns whether it was. false: cuBLASLt
+// offered no such algorithm (or f64 with a bias), so the residual and bias were written
+// first and the product accumulated onto them.
+bool linear_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out,
+                         const Tensor& residual = Tensor());
 // dw [out, in] := g^T x for g [R, out], x [R, in]; with db defined ([out], dw's dtype), db :=
 // the sum of g's rows in the same cuBLASLt call (its bias-gradient epilogue). Returns whether
 // db was written: false (dw still written) when db is undefined or cuBLASLt offers no such
@@ -43,6 +50,11 @@ bool linear_gelu_forward_cuda(const Tensor& x, const Tensor& w, const Tensor& bi
 // For g [R, out_features] and w [out_features, hidden]: dpre [R, hidden] := (g w) * gelu'(pre).
 bool gelu_input_grad_cuda(const Tensor& g, const Tensor& w, const Tensor& pre, Tensor& dpre);
 #endif
+
+// out [R, out_features] := residual + x w^T + bias on out's device (linear_forward_cpu or
+// _cuda), counting the CUDA calls whose product read the residual (residual_gemm_count()).
+// Shared by the linear op and the MLP op.
+void linear_forward(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out, const Tensor& residual);
 
 // The linear layer's gradients for g = d out ([..., out_features], contiguous), x [..., in]
 // (x_shape) and w [out, in], on g's device; each computed only when asked for (x may be

@@ -17,20 +17,20 @@ namespace {
 std::atomic<int64_t> g_fused_forward{0}, g_fused_backward{0};
 
 Variable composite(const Variable& x, const Variable& w_fc, const Variable& b_fc, const Variable& w_proj,
-                   const Variable& b_proj) {
-  return linear(gelu(linear(x, w_fc, b_fc)), w_proj, b_proj);
+                   const Variable& b_proj, const Variable& residual) {
+  return linear(gelu(linear(x, w_fc, b_fc)), w_proj, b_proj, residual);
 }
 
 // The CUDA MLP with GELU on the epilogues. Saves what its backward reads: x and w_fc for the fc
 // gradients, the pre-activation for d pre, the activation for w_proj's gradient, and w_proj
-// (a weight: held by its parameter anyway).
+// (a weight: held by its parameter anyway). The residual's gradient is the output's.
 struct MlpNode : Node {
   SavedTensor w_proj, x, w_fc, pre, act;  // pre, act: [rows, hidden]
   Shape x_shape, hidden_shape;  // hidden_shape: [rows, hidden]
   DType dtype;
   MlpNode(const Variable& vx, const Variable& vw_fc, const Variable& vb_fc, const Variable& vw_proj,
-          const Variable& vb_proj, const Tensor& pre_t, const Tensor& act_t)
-      : Node("mlp", {vx, vw_fc, vb_fc, vw_proj, vb_proj}), w_proj(vw_proj.tensor()), x_shape(vx.shape()),
+          const Variable& vb_proj, const Variable& vresidual, const Tensor& pre_t, const Tensor& act_t)
+      : Node("mlp", {vx, vw_fc, vb_fc, vw_proj, vb_proj, vresidual}), w_proj(vw_proj.tensor()), x_shape(vx.shape()),
         hidden_shape(pre_t.shape()), dtype(vx.dtype()) {
     if (needs_input_grad(1)) x = vx.tensor();
     if (needs_input_grad(0)) w_fc = vw_fc.tensor();
@@ -45,7 +45,8 @@ struct MlpNode : Node {
     LinearGrads proj;
     if (needs_input_grad(3) || needs_input_grad(4))
       proj = linear_backward(g, act.get(*this), sw_proj, hidden_shape, false, needs_input_grad(3), needs_input_grad(4));
-    if (!needs_fc_grads()) return {Tensor(), Tensor(), Tensor(), proj.dw, proj.db};
+    const Tensor dresidual = needs_input_grad(5) ? g : Tensor();
+    if (!needs_fc_grads()) return {Tensor(), Tensor(), Tensor(), proj.dw, proj.db, dresidual};
     Tensor dpre = Tensor::empty(hidden_shape, dtype, g.device());
     const Tensor& spre = pre.get(*this);
     if (ZT_ON_DEVICE(g, false, gelu_input_grad_cuda(g, sw_proj, spre, dpre))) {
@@ -58,7 +59,7 @@ struct MlpNode : Node {
     // DGELU_BGRAD measured slower (framework/cuda/blas.h).
     LinearGrads fc = linear_backward(dpre, x.get(*this), w_fc.get(*this), x_shape, needs_input_grad(0), needs_input_grad(1),
                                      needs_input_grad(2));
-    return {fc.dx, fc.dw, fc.db, proj.dw, proj.db};
+    return {fc.dx, fc.dw, fc.db, proj.dw, proj.db, dresidual};
   }
   void release_saved() override {
     for (SavedTensor* t : {&x, &w_fc, &w_proj, &pre, &act}) t->release();
@@ -79,7 +80,7 @@ void check_bias(const Variable& x, const Variable& w, const Variable& b, const c
 MlpFusionStats mlp_fusion_stats() { return {g_fused_forward.load(), g_fused_backward.load()}; }
 
 Variable mlp(const Variable& x, const Variable& w_fc, const Variable& b_fc, const Variable& w_proj,
-             const Variable& b_proj) {
+             const Variable& b_proj, const Variable& residual) {
   check_operands("mlp", "x", x, "w_fc", w_fc);
   check_operands("mlp", "x", x, "w_proj", w_proj);
   const Shape& xs = x.shape();
@@ -92,6 +93,9 @@ Variable mlp(const Variable& x, const Variable& w_fc, const Variable& b_fc, cons
            fs[0], ")");
   check_bias(x, w_fc, b_fc, "b_fc");
   check_bias(x, w_proj, b_proj, "b_proj");
+  Shape out_shape(xs.begin(), xs.end() - 1);
+  out_shape.push_back(ps[0]);
+  check_residual("mlp", x, residual, out_shape);
 
   // The epilogues exist on CUDA only: elsewhere the composite.
   const int64_t rows = shape_numel(Shape(xs.begin(), xs.end() - 1)), hidden = fs[0];
@@ -101,18 +105,16 @@ Variable mlp(const Variable& x, const Variable& w_fc, const Variable& b_fc, cons
     const Tensor b_fc_t = b_fc.defined() ? b_fc.tensor() : Tensor();
     if (ZT_ON_DEVICE(x.tensor(), false, linear_gelu_forward_cuda(x.tensor(), w_fc.tensor(), b_fc_t, act, pre))) {
       g_fused_forward.fetch_add(1, std::memory_order_relaxed);
-      Shape out_shape(xs.begin(), xs.end() - 1);
-      out_shape.push_back(ps[0]);
       Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
       Tensor out2d = out.view({rows, ps[0]});
       const Tensor b_proj_t = b_proj.defined() ? b_proj.tensor() : Tensor();
-      ZT_ON_DEVICE(out2d, linear_forward_cpu(act, w_proj.tensor(), b_proj_t, out2d),
-                   linear_forward_cuda(act, w_proj.tensor(), b_proj_t, out2d));
-      if (!needs_grad({x, w_fc, b_fc, w_proj, b_proj})) return Variable(out);
-      return Variable::from_op(out, std::make_shared<MlpNode>(x, w_fc, b_fc, w_proj, b_proj, pre, act));
+      const Tensor residual2d = residual.defined() ? residual.tensor().reshape({rows, ps[0]}) : Tensor();
+      linear_forward(act, w_proj.tensor(), b_proj_t, out2d, residual2d);
+      if (!needs_grad({x, w_fc, b_fc, w_proj, b_proj, residual})) return Variable(out);
+      return Variable::from_op(out, std::make_shared<MlpNode>(x, w_fc, b_fc, w_proj, b_proj, residual, pre, act));
     }
   }
-  return composite(x, w_fc, b_fc, w_proj, b_proj);
+  return composite(x, w_fc, b_fc, w_proj, b_proj, residual);
 }
 
 }  // namespace zt::ops

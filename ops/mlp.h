@@ -11,6 +11,10 @@
 // at B=16, 64.6 -> 63.1 ms at B=32). Elsewhere
 // (CPU, f64, other widths) it is exactly the composite of linear and gelu. Same values and
 // gradients either way, up to rounding.
+//
+// With residual ([..., out], x's dtype and device) the output is residual + mlp(x): the
+// residual connection's add rides on the output product like ops::linear's residual (on
+// CUDA cuBLASLt reads it as its C input; no separate add kernel, one rounding).
 #include <cstdint>
 
 #include "framework/autograd/variable.h"
@@ -18,7 +22,7 @@
 namespace zt::ops {
 
 Variable mlp(const Variable& x, const Variable& w_fc, const Variable& b_fc, const Variable& w_proj,
-             const Variable& b_proj);
+             const Variable& b_proj, const Variable& residual = Variable());
 
 // How many mlp() forward passes, and backward passes, ran GELU on the epilogues (tests, tools).
 struct MlpFusionStats {

@@ -38,6 +38,15 @@ void check_operands(const char* op, const char* name_a, const Variable& a, const
   check_same_device(op, name_a, a.tensor(), name_b, b.tensor());
 }
 
+void check_residual(const char* op, const Variable& x, const Variable& residual, const Shape& out_shape) {
+  if (!residual.defined()) return;
+  check_floating(op, "residual", residual.tensor());
+  check_same_dtype(op, "x", x.tensor(), "residual", residual.tensor());
+  check_same_device(op, "x", x.tensor(), "residual", residual.tensor());
+  ZT_CHECK(residual.shape() == out_shape, op, ": residual ", shape_str(residual.shape()),
+           " must have the output's shape ", shape_str(out_shape));
+}
+
 Tensor grad_as(const Tensor& grad, DType dtype) {
   Tensor g = grad.to(dtype);
   if (g.is_contiguous()) return g;

@@ -24,6 +24,10 @@ void check_same_device(const char* op, const char* name_a, const Tensor& a, cons
 // The four checks above for two operands of a product: both defined, floating, one dtype,
 // one device.
 void check_operands(const char* op, const char* name_a, const Variable& a, const char* name_b, const Variable& b);
+// An optional residual added to an op's output (linear, mlp): when defined, floating, x's dtype
+// and device, and exactly the output's shape ("<op>: residual [2, 3] must have the output's
+// shape [2, 4]").
+void check_residual(const char* op, const Variable& x, const Variable& residual, const Shape& out_shape);
 
 // The multi-index of element `flat` of a row-major tensor of `shape`, as "[1, 2]": errors
 // name the position of a bad value (embedding ids).

@@ -70,9 +70,10 @@ uint32_t alignment(const void* p) {
   return al;
 }
 
-// Everything the algorithm choice depends on.
+// Everything the algorithm choice depends on (the last alignment is the addend's, 0 without one).
 using PlanKey = std::tuple<int, int, int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t>;
+                           int64_t, int64_t, int64_t, int, bool, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t,
+                           uint32_t>;
 
 constexpr int kCandidates = 8;    // algorithms asked of the heuristic
 constexpr int kTuneRounds = 3;    // interleaved timing rounds over the candidates
@@ -182,7 +183,8 @@ struct ScratchC {
 // clock's drift over the sweep (boost, power cap: the same product on an H200 varied by 20%
 // within one bench_gemm run) would favour whichever candidate ran at the best moment.
 // Candidates cuBLASLt refuses at launch are skipped. With beta != 0 the runs accumulate into
-// a scratch copy of C, so the caller's C is updated once, by its real run.
+// a scratch copy of C, so the caller's C is updated once, by its real run. An addend is
+// cuBLASLt's C, only read: the runs write our C (its D) freely, no copy needed.
 int fastest_candidate(int device, DeviceBlas& db, const Descriptors& d, const GemmArgs& g, const void* alpha,
                       const void* beta, const std::vector<cublasLtMatmulAlgo_t>& candidates, cudaStream_t stream) {
   ScratchC scratch;
@@ -195,9 +197,10 @@ int fastest_candidate(int device, DeviceBlas& db, const Descriptors& d, const Ge
     ZT_CUDA_CHECK(cudaMemcpyAsync(scratch.ptr, g.C, bytes, cudaMemcpyDeviceToDevice, stream));
     c = scratch.ptr;
   }
+  const void* c_in = g.addend ? g.addend : c;
   const size_t n = candidates.size();
   auto run = [&](size_t i) {
-    return cublasLtMatmul(db.handle, d.op, alpha, g.B, d.a, g.A, d.b, beta, c, d.c, c, d.c, &candidates[i],
+    return cublasLtMatmul(db.handle, d.op, alpha, g.B, d.a, g.A, d.b, beta, c_in, d.c, c, d.c, &candidates[i],
                           db.workspace, kWorkspaceBytes, stream) == CUBLAS_STATUS_SUCCESS;
   };
   std::vector<bool> ok(n);
@@ -265,6 +268,8 @@ bool gemm(int device, const GemmArgs& g) {
   ZT_CHECK(!(g.gelu_aux && g.dgelu_aux) && !(gelu && g.bias_grad) && !(g.dgelu_aux && g.bias),
            "CUDA matmul: inconsistent GELU epilogue arguments");
   ZT_CHECK(!gelu || (g.batch == 1 && g.beta == 0.0), "CUDA matmul: the GELU epilogues need batch 1 and beta 0");
+  ZT_CHECK(!g.addend || (g.beta == 0.0 && !g.bias_grad && !gelu && g.addend != g.C),
+           "CUDA matmul: an addend needs beta 0, no bias-gradient or GELU epilogue, and its own buffer (not C)");
   // cuBLASLt wants the auxiliary matrix's leading dimension divisible by 8: otherwise the
   // caller does the GELU part itself.
   if (gelu && g.ldc % 8 != 0) return false;
@@ -309,16 +314,20 @@ bool gemm(int device, const GemmArgs& g) {
   make_layout(&d.b, ab, g.trans_a ? g.M : K, g.trans_a ? K : g.M, g.lda, g.batch, g.stride_a);
   make_layout(&d.c, ct, g.N, g.M, g.ldc, g.batch, g.stride_c);
 
-  const float alpha_f = static_cast<float>(g.alpha), beta_f = static_cast<float>(g.beta);
+  // With an addend, cuBLASLt's C is the addend (read, beta 1) and its D our C (written).
+  const double beta_d = g.addend ? 1.0 : g.beta;
+  const float alpha_f = static_cast<float>(g.alpha), beta_f = static_cast<float>(beta_d);
   const void* alpha = f64 ? static_cast<const void*>(&g.alpha) : &alpha_f;
-  const void* beta = f64 ? static_cast<const void*>(&g.beta) : &beta_f;
+  const void* beta = f64 ? static_cast<const void*>(&beta_d) : &beta_f;
+  const void* c_in = g.addend ? g.addend : g.C;
   cudaStream_t stream = current_stream();
 
   const uint32_t al_a = alignment(g.A), al_b = alignment(g.B), al_c = alignment(g.C),
-                 al_v = vector ? alignment(vector) : 0, al_x = aux ? alignment(aux) : 0;
+                 al_v = vector ? alignment(vector) : 0, al_x = aux ? alignment(aux) : 0,
+                 al_add = g.addend ? alignment(g.addend) : 0;
   const PlanKey key{static_cast<int>(g.ab_dtype), static_cast<int>(g.c_dtype), device, g.trans_a, g.trans_b,
                     g.batch, g.M, g.N, K, g.lda, g.ldb, g.ldc, g.stride_a, g.stride_b, g.stride_c,
-                    static_cast<int>(epilogue), g.beta != 0.0, al_a, al_b, al_c, al_v, al_x};
+                    static_cast<int>(epilogue), g.beta != 0.0, al_a, al_b, al_c, al_v, al_x, al_add};
   cublasLtMatmulAlgo_t algo{};
   {
     std::lock_guard<std::mutex> lock(g_plan_mu);
@@ -331,7 +340,8 @@ bool gemm(int device, const GemmArgs& g) {
       // Our A is cuBLASLt's B and vice versa.
       ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_b, sizeof al_b));
       ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_a, sizeof al_a));
-      ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
+      const uint32_t al_c_in = g.addend ? al_add : al_c;  // cuBLASLt's C: the addend when there is one
+      ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c_in, sizeof al_c_in));
       ZT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
       std::array<cublasLtMatmulHeuristicResult_t, kCandidates> results{};
       int found = 0;
@@ -341,14 +351,14 @@ bool gemm(int device, const GemmArgs& g) {
         for (int i = 0; i < found; ++i)
           if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= kWorkspaceBytes)
             plan.candidates.push_back(results[i].algo);
-      if (plan.candidates.empty() && epilogue == kNoEpilogue)
+      if (plan.candidates.empty() && epilogue == kNoEpilogue && !g.addend)
         ZT_FAIL("CUDA matmul: cuBLASLt has no algorithm for ", dtype_name(g.ab_dtype), " -> ", dtype_name(g.c_dtype),
                 " batch ", g.batch, " M ", g.M, " N ", g.N, " K ", g.K, " (status ", cublasGetStatusName(st), ")");
       plan.tuned = plan.candidates.size() <= 1;  // nothing to choose between
       it = g_plans.emplace(key, std::move(plan)).first;
     }
     Plan& plan = it->second;
-    if (plan.candidates.empty()) return false;  // epilogue unavailable: the caller does that part
+    if (plan.candidates.empty()) return false;  // epilogue or addend unavailable: the caller does that part
     // Tuning synchronises the stream: never inside a graph capture (the plan is tuned later).
     if (tune && !plan.tuned && !capturing(stream)) {
       plan.best = fastest_candidate(device, db, d, g, alpha, beta, plan.candidates, stream);
@@ -359,7 +369,7 @@ bool gemm(int device, const GemmArgs& g) {
     algo = plan.candidates[static_cast<size_t>(chosen)];
     t_last_choice = GemmChoice{static_cast<int>(plan.candidates.size()), chosen, plan.tuned};
   }
-  ZT_CUBLAS_CHECK(cublasLtMatmul(db.handle, d.op, alpha, g.B, d.a, g.A, d.b, beta, g.C, d.c, g.C, d.c, &algo,
+  ZT_CUBLAS_CHECK(cublasLtMatmul(db.handle, d.op, alpha, g.B, d.a, g.A, d.b, beta, c_in, d.c, g.C, d.c, &algo,
                                  db.workspace, kWorkspaceBytes, stream));
   return true;
 }

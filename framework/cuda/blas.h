@@ -15,6 +15,8 @@ namespace zt::cuda {
 // op(B) is B stored [K, N], or B^T with B stored [N, K] when trans_b. Strides are in elements.
 // A and B share ab_dtype; C has c_dtype (bf16 A/B may write f32 C). Accumulation is f32 for
 // f32/bf16 (no TF32: f32 results stay f32-exact) and f64 for f64. beta == 0 never reads C.
+// With addend set (beta 0): C[b] = alpha op(A[b]) op(B[b]) + addend[b] (+ bias), the sum
+// rounded once (a residual add folded into the product).
 // Issued on current_stream() without a host synchronisation.
 struct GemmArgs {
   int64_t batch = 1, M = 0, N = 0, K = 0;
@@ -28,6 +30,11 @@ struct GemmArgs {
   DType ab_dtype = DType::f32, c_dtype = DType::f32;
   double alpha = 1.0, beta = 0.0;
   const void* bias = nullptr;  // [N] of c_dtype; f32/bf16 only (cuBLASLt's bias epilogue)
+  // Read-only matrix laid out like C (c_dtype, ldc, stride_c; must not overlap C) added to the
+  // product: cuBLASLt's C input, with beta 1, while our C is its D output. Any dtype; with or
+  // without bias; needs beta 0 (C is write-only then) and excludes the bias-gradient and GELU
+  // epilogues.
+  const void* addend = nullptr;
   // Bias-gradient epilogue: when set, the same call also writes (overwrites) bias_grad[m] =
   // sum over k of op(A)[m, k], M values of c_dtype: with op(A) = g^T this is a linear layer's
   // db next to its dW = g^T x. f32/bf16, batch 1, alpha 1 and beta 0 only; exclusive with
@@ -44,17 +51,17 @@ struct GemmArgs {
 };
 
 // Runs the product. Returns false, having done nothing, only when an epilogue (bias,
-// bias_grad or a GELU one) was asked for and cuBLASLt offers no algorithm with it for this problem (the
-// caller then does that part itself); any other failure is a zt::Error.
+// bias_grad or a GELU one) or an addend was asked for and cuBLASLt offers no algorithm with it
+// for this problem (the caller then does that part itself); any other failure is a zt::Error.
 //
 // Algorithm choice, once per distinct problem (shapes, strides, types, epilogue, pointer
-// alignments): cuBLASLt's heuristic proposes up to 8 algorithms; with tuning on, the first
-// call outside a stream capture times each candidate (interleaved rounds of a few runs, the
-// best round counts; CUDA events, one host synchronisation) and every later call uses the
-// fastest. Timing writes only C, bias_grad and gelu_aux when beta == 0 (the real run then
-// overwrites them) and a scratch copy of C when beta != 0,
-// so an accumulating product still adds once. With tuning off, the heuristic's first choice
-// is used.
+// alignments, whether an addend is read): cuBLASLt's heuristic proposes up to 8 algorithms;
+// with tuning on, the first call outside a stream capture times each candidate (interleaved
+// rounds of a few runs, the best round counts; CUDA events, one host synchronisation) and
+// every later call uses the fastest. Timing writes only C, bias_grad and gelu_aux when beta
+// == 0 (the real run then overwrites them; an addend is only read) and a scratch copy of C
+// when beta != 0, so an accumulating product still adds once. With tuning off, the
+// heuristic's first choice is used.
 bool gemm(int device, const GemmArgs& args);
 
 // Tuning switch for calls from now on: on unless the environment sets ZT_GEMM_TUNE=0 (ZT_GEMM_TUNE=1

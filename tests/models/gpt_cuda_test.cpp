@@ -9,6 +9,7 @@
 #include "framework/device.h"
 #include "models/gpt.h"
 #include "ops/cross_entropy.h"
+#include "ops/matmul.h"
 #include "tests/support/check.h"
 #include "trainers/adamw.h"
 #include "trainers/grad_clip.h"
@@ -99,6 +100,24 @@ TEST(GptCuda, LossAndGradientsMatchTheCpuInF32) {
 TEST(GptCuda, LossAndGradientsMatchTheCpuInBf16) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU";
   expect_models_agree(DType::bf16, 2e-2, 2e-2);
+}
+
+// One rank without dropout: both residual adds of every block ride on the output products
+// (the attention projection and the MLP's fc_proj read the residual stream as cuBLASLt's C),
+// so no separate add runs for them; the tests above check the numbers against the CPU.
+TEST(GptCuda, ResidualAddsRideOnTheOutputProducts) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU";
+  const GptConfig c = small_config();
+  Generator init(5);
+  Gpt gpu(c, init, Device::cuda(0));
+  const Batch b = random_batch(c, 2, c.seq_len);
+  for (DType t : {DType::f32, DType::bf16})
+    for (bool training : {true, false}) {
+      Generator dropout(1);
+      const int64_t before = ops::residual_gemm_count();
+      (void)gpu.forward(b.ids.to(gpu.device()), t, training, dropout);
+      EXPECT_EQ(ops::residual_gemm_count() - before, 2 * c.n_layer) << dtype_name(t) << " training " << training;
+    }
 }
 
 TEST(GptCuda, AdamWStepsMatchTheCpu) {

@@ -86,6 +86,15 @@ std::vector<OpCase> cases() {
     row({"linear", t, linear, {{{4, 33, 96}}, {{200, 96}}, {{200}}}});
     row({"linear_nobias", t, [](const auto& v) { return ops::linear(v[0], v[1]); }, {{{77, 48}}, {{31, 48}}}});
     row({"linear", t, linear, {{{13, 7}}, {{5, 7}}, {{5}}}});
+    // linear with a residual (on CUDA read by the product as cuBLASLt's C): odd widths, 3-D
+    // inputs, with and without bias (matmul_cuda_test.cpp checks which shapes take the addend).
+    auto linear_residual = [](const auto& v) { return ops::linear(v[0], v[1], v[2], v[3]); };
+    auto linear_residual_nobias = [](const auto& v) { return ops::linear(v[0], v[1], Variable(), v[2]); };
+    row({"linear_residual", t, linear_residual, {{{37, 45}}, {{29, 45}}, {{29}}, {{37, 29}}}});
+    row({"linear_residual_nobias", t, linear_residual_nobias, {{{37, 45}}, {{29, 45}}, {{37, 29}}}});
+    row({"linear_residual", t, linear_residual, {{{3, 5, 45}}, {{29, 45}}, {{29}}, {{3, 5, 29}}}});
+    row({"linear_residual", t, linear_residual, {{{2, 33, 96}}, {{64, 96}}, {{64}}, {{2, 33, 64}}}});
+    row({"linear_residual_nobias", t, linear_residual_nobias, {{{2, 33, 96}}, {{64, 96}}, {{2, 33, 64}}}});
 
     // add, sub, mul: same shape, row broadcast, bias broadcast; columns in whole 16-byte packs
     // take the packed column reduction for b's gradient (f32, bf16), over one slab and many.
@@ -170,6 +179,17 @@ std::vector<OpCase> cases() {
            {{m.x}, {{m.hidden, in}, 1 / std::sqrt(double(in))}, {{m.hidden}}, {{m.out, m.hidden}, 1 / std::sqrt(double(m.hidden))},
             {{m.out}}},
            {true, true, m.biases, true, m.biases}});
+      // The same with a residual on the output product.
+      Shape r_shape = m.x;
+      r_shape.back() = m.out;
+      auto fr = [biases = m.biases](const auto& v) {
+        return biases ? ops::mlp(v[0], v[1], v[2], v[3], v[4], v[5])
+                      : ops::mlp(v[0], v[1], Variable(), v[3], Variable(), v[5]);
+      };
+      row({m.biases ? "mlp_residual" : "mlp_residual_nobias", t, fr,
+           {{m.x}, {{m.hidden, in}, 1 / std::sqrt(double(in))}, {{m.hidden}}, {{m.out, m.hidden}, 1 / std::sqrt(double(m.hidden))},
+            {{m.out}}, {r_shape}},
+           {true, true, m.biases, true, m.biases, true}});
     }
 
     // GPT's head split and merge: reshape, transpose (a strided copy on the device), split_last.

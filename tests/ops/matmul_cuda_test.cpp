@@ -1,7 +1,8 @@
 // The CUDA linear layer and cuBLASLt gemm against float64 references on fresh random inputs:
 // forward (bias epilogue), dx, dw and db (the bias-gradient epilogue on the dw product, or
 // the row-sum kernel where cuBLASLt offers none), for f32 (1e-5 relative), bf16 (1e-2) and
-// f64 (1e-12, always the fallback paths), on aligned and odd shapes. Outputs land in
+// f64 (1e-12, always the fallback paths), on aligned and odd shapes; the same with a residual
+// added by the product (cuBLASLt's C input: counted, so a silent fallback fails). Outputs land in
 // NaN-poisoned memory: the allocator's free lists are stocked with NaN blocks of the outputs'
 // sizes first, so an element a kernel fails to write shows up as NaN. Also: the algorithm
 // tuning never changes an accumulating product's result, stays off inside a stream capture,
@@ -23,6 +24,7 @@
 #endif
 #include "framework/device.h"
 #include "ops/matmul.h"
+#include "ops/mlp.h"
 #include "tests/support/check.h"
 
 namespace zt {
@@ -46,20 +48,54 @@ struct LinearCase {
   bool bias;
 };
 
-// {y, dx, dw, db?} of linear(x, w, b) with upstream gradient gy, computed in `dtype` on `device`, as f64 on the host.
+// {y, dx, dw, db?, dresidual?} of linear(x, w, b, residual) with upstream gradient gy, computed
+// in `dtype` on `device`, as f64 on the host.
 std::vector<Tensor> linear_results(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& gy, DType dtype,
-                                   Device device) {
+                                   Device device, const Tensor& residual = Tensor()) {
   Variable vx(x.to(dtype).to(device), true), vw(w.to(dtype).to(device), true);
   Variable vb = b.defined() ? Variable(b.to(dtype).to(device), true) : Variable();
-  Variable y = ops::linear(vx, vw, vb);
+  Variable vr = residual.defined() ? Variable(residual.to(dtype).to(device), true) : Variable();
+  Variable y = ops::linear(vx, vw, vb, vr);
   y.backward(gy.to(dtype).to(device));
   std::vector<Tensor> r{y.tensor(), vx.grad(), vw.grad()};
   if (b.defined()) r.push_back(vb.grad());
+  if (residual.defined()) r.push_back(vr.grad());
   for (Tensor& t : r) {
     EXPECT_EQ(t.device(), device);
     t = t.to(Device::cpu()).to(DType::f64);
   }
   return r;
+}
+
+// linear (with a residual when asked) on random inputs of case c in dtype t: on the GPU, its
+// outputs in poisoned memory, against f64 on the host. Returns how many of the GPU's products
+// read the residual (residual_gemm_count).
+int64_t check_linear_case(const LinearCase& c, DType t, bool with_residual) {
+  const int64_t in = c.x_shape.back();
+  const Tensor x = random_in(c.x_shape, t), w = random_in({c.out_features, in}, t, 0.5);
+  const Tensor b = c.bias ? random_in({c.out_features}, t) : Tensor();
+  Shape y_shape = c.x_shape;
+  y_shape.back() = c.out_features;
+  const Tensor gy = random_in(y_shape, t), residual = with_residual ? random_in(y_shape, t) : Tensor();
+  const std::string what = "linear x " + shape_str(c.x_shape) + " out " + std::to_string(c.out_features) +
+                           (c.bias ? " with bias" : "") + (with_residual ? " and residual" : "") + " in " +
+                           dtype_name(t);
+  const std::vector<Tensor> want = linear_results(x, w, b, gy, DType::f64, Device::cpu(), residual);
+  std::vector<Shape> shapes;
+  for (const Tensor& r : want) shapes.push_back(r.shape());
+  test::stock_poisoned_blocks(shapes, t, kGpu);
+  const int64_t before = ops::residual_gemm_count();
+  const std::vector<Tensor> got = linear_results(x, w, b, gy, t, kGpu, residual);
+  const int64_t folded = ops::residual_gemm_count() - before;
+  std::vector<std::string> names = {"y", "dx", "dw"};
+  if (c.bias) names.push_back("db");
+  if (with_residual) names.push_back("dresidual");
+  EXPECT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < want.size() && i < got.size(); ++i)
+    EXPECT_TRUE(test::close_rel(got[i], want[i], tolerance(t))) << names[i] << " of " << what;
+  if (with_residual && got.size() == want.size())
+    EXPECT_EQ(got.back().to_vector<double>(), gy.to_vector<double>()) << what << ": dresidual is gy itself";
+  return folded;
 }
 
 TEST(MatmulCuda, LinearForwardAndBackwardMatchFloat64) {
@@ -75,25 +111,50 @@ TEST(MatmulCuda, LinearForwardAndBackwardMatchFloat64) {
       {{130, 768}, 50, true},    // K (rows) odd for the dw product, out not a multiple of 8
   };
   for (DType t : {DType::f32, DType::bf16, DType::f64})
+    for (const LinearCase& c : cases) EXPECT_EQ(check_linear_case(c, t, false), 0);
+}
+
+// The residual connection's add on the product: y = residual + x w^T + b against f64, dresidual
+// = gy exactly. Where every operand is 16-byte aligned (in and out multiples of 8) cuBLASLt
+// must have read the residual itself (residual_gemm_count), with or without the bias
+// epilogue; f64 has no bias epilogue, so with a bias it writes residual and bias first and
+// accumulates the product (not counted). Odd shapes may take either path: values only.
+TEST(MatmulCuda, LinearWithResidualMatchesFloat64AndRidesOnTheProduct) {
+  REQUIRE_GPU();
+  const std::vector<LinearCase> cases = {
+      {{256, 128}, 384, true}, {{2, 33, 96}, 64, true}, {{2, 33, 96}, 64, false},
+      {{37, 45}, 29, true},    {{37, 45}, 29, false},   {{3, 5, 45}, 29, true},
+  };
+  for (DType t : {DType::f32, DType::bf16, DType::f64})
     for (const LinearCase& c : cases) {
-      const int64_t in = c.x_shape.back();
-      const Tensor x = random_in(c.x_shape, t), w = random_in({c.out_features, in}, t, 0.5);
-      const Tensor b = c.bias ? random_in({c.out_features}, t) : Tensor();
-      Shape y_shape = c.x_shape;
-      y_shape.back() = c.out_features;
-      const Tensor gy = random_in(y_shape, t);
-      const std::vector<Tensor> want = linear_results(x, w, b, gy, DType::f64, Device::cpu());
-      std::vector<Shape> shapes;
-      for (const Tensor& r : want) shapes.push_back(r.shape());
-      test::stock_poisoned_blocks(shapes, t, kGpu);
-      const std::vector<Tensor> got = linear_results(x, w, b, gy, t, kGpu);
-      const char* names[] = {"y", "dx", "dw", "db"};
-      ASSERT_EQ(got.size(), want.size());
-      for (size_t i = 0; i < want.size(); ++i)
-        EXPECT_TRUE(test::close_rel(got[i], want[i], tolerance(t)))
-            << names[i] << " of linear x " << shape_str(c.x_shape) << " out " << c.out_features
-            << (c.bias ? " with bias" : "") << " in " << dtype_name(t);
+      const int64_t folded = check_linear_case(c, t, true);
+      const std::string what = shape_str(c.x_shape) + " out " + std::to_string(c.out_features) +
+                               (c.bias ? " with bias " : " ") + dtype_name(t);
+      if (c.x_shape.back() % 8 == 0 && c.out_features % 8 == 0)
+        EXPECT_EQ(folded, t == DType::f64 && c.bias ? 0 : 1) << what << ": residual_gemm_count";
+      EXPECT_LE(folded, 1) << what;
     }
+}
+
+// mlp with a residual on CUDA: the GELU epilogues and the residual on the output product both
+// taken (hidden a multiple of 8, f32/bf16); values against the same op on the CPU.
+TEST(MatmulCuda, MlpWithResidualTakesBothEpilogueAndAddend) {
+  REQUIRE_GPU();
+  for (DType t : {DType::f32, DType::bf16}) {
+    const Tensor x = random_in({2, 33, 96}, t), w_fc = random_in({384, 96}, t, 0.1), b_fc = random_in({384}, t),
+                 w_proj = random_in({96, 384}, t, 0.05), b_proj = random_in({96}, t), r = random_in({2, 33, 96}, t);
+    auto run = [&](Device d) {
+      auto v = [&](const Tensor& a) { return Variable(a.to(t).to(d)); };
+      return ops::mlp(v(x), v(w_fc), v(b_fc), v(w_proj), v(b_proj), v(r)).tensor().to(Device::cpu()).to(DType::f64);
+    };
+    const Tensor want = run(Device::cpu());
+    const ops::MlpFusionStats fused_before = ops::mlp_fusion_stats();
+    const int64_t before = ops::residual_gemm_count();
+    const Tensor got = run(kGpu);
+    EXPECT_EQ(ops::mlp_fusion_stats().forward - fused_before.forward, 1) << dtype_name(t);
+    EXPECT_EQ(ops::residual_gemm_count() - before, 1) << dtype_name(t);
+    EXPECT_TRUE(test::close_rel(got, want, tolerance(t))) << dtype_name(t);
+  }
 }
 
 #ifdef ZTRAIN_WITH_CUDA
@@ -244,6 +305,67 @@ TEST(MatmulCuda, TuningWaitsUntilNoCaptureIsRunning) {
   ops::gemm_cuda(ag, bg, c, d);  // outside the capture: now it is tuned
   EXPECT_TRUE(cuda::last_gemm_choice().tuned);
   EXPECT_TRUE(test::close_rel(c.to(Device::cpu()).to(DType::f64), want, tolerance(DType::bf16))) << "tuned product";
+}
+
+// gemm() with an addend, batched: C[b] = op(A[b]) op(B[b]) + addend[b], the addend laid out
+// like C (ldc, stride_c); with the bias epilogue the linear tests above cover it. Tuning times the candidates on the real buffers: the addend is
+// only read and C written by each run, so C holds the sum once and the addend is unchanged.
+TEST(MatmulCuda, GemmAddsTheAddendOnceAndLeavesItUnchanged) {
+  REQUIRE_GPU();
+  TuningGuard guard;
+  for (bool tune : {true, false}) {
+    cuda::set_gemm_tuning(tune);
+    for (DType t : {DType::f32, DType::bf16, DType::f64}) {
+      // Shapes no other test uses (fresh plans, tuned here).
+      const int64_t batch = 3, M = 40 + (tune ? 8 : 0), N = 72, K = 56;
+      const ops::GemmDims d{1, M, N, K, false, true};
+      std::vector<Tensor> a(batch), b(batch), add(batch);
+      for (int64_t i = 0; i < batch; ++i) {
+        a[i] = random_in({M, K}, t);
+        b[i] = random_in({N, K}, t);
+        add[i] = random_in({M, N}, t);
+      }
+      auto stack = [&](const std::vector<Tensor>& v, const Shape& s) {
+        std::vector<double> all;
+        for (const Tensor& e : v) {
+          const std::vector<double> e_v = e.to_vector<double>();
+          all.insert(all.end(), e_v.begin(), e_v.end());
+        }
+        return Tensor::from_vector(all, {batch, s[0], s[1]}).to(t).to(kGpu);
+      };
+      const Tensor ag = stack(a, {M, K}), bg = stack(b, {N, K}), addg = stack(add, {M, N});
+      Tensor c = Tensor::empty({batch, M, N}, t, kGpu);
+      test::poison(c);
+      cuda::GemmArgs g;
+      g.batch = batch;
+      g.M = M;
+      g.N = N;
+      g.K = K;
+      g.trans_b = true;
+      g.A = ag.raw_data();
+      g.lda = K;
+      g.stride_a = M * K;
+      g.B = bg.raw_data();
+      g.ldb = K;
+      g.stride_b = N * K;
+      g.C = c.raw_data();
+      g.ldc = N;
+      g.stride_c = M * N;
+      g.ab_dtype = g.c_dtype = t;
+      g.addend = addg.raw_data();
+      const std::string what = std::string(dtype_name(t)) + (tune ? " tuned" : " untuned");
+      ASSERT_TRUE(cuda::gemm(0, g)) << what << ": cuBLASLt offered no algorithm with an addend";
+      std::vector<double> want;
+      for (int64_t i = 0; i < batch; ++i) {
+        const std::vector<double> ci = reference_product(a[i], b[i], d, add[i].to_vector<double>());
+        want.insert(want.end(), ci.begin(), ci.end());
+      }
+      EXPECT_TRUE(test::close_rel(c.to(Device::cpu()).to(DType::f64), host_tensor(want, {batch, M, N}), tolerance(t)))
+          << what;
+      EXPECT_EQ(addg.to(Device::cpu()).to_vector<double>(), stack(add, {M, N}).to(Device::cpu()).to_vector<double>())
+          << what << ": the addend changed";
+    }
+  }
 }
 
 TEST(MatmulCuda, TuningOffUsesTheHeuristicsFirstChoice) {

@@ -212,6 +212,78 @@ TEST(Linear, KernelOverwritesPoisonedOutput) {
     }
 }
 
+// residual + x w^T + bias, with the residual of the output's shape: the same reference plus r.
+TEST(Linear, ResidualIsAddedToTheProductAndBias) {
+  for (DType dtype : {DType::f64, DType::f32, DType::bf16})
+    for (const Shape& xs : {Shape{37, 45}, Shape{3, 5, 45}, Shape{45}})
+      for (bool with_bias : {false, true}) {
+        Shape rs = xs;
+        rs.back() = 29;
+        const Tensor x = random(xs, dtype), w = random({29, 45}, dtype), r = random(rs, dtype);
+        const Tensor b = with_bias ? random({29}, dtype) : Tensor();
+        const Variable y = ops::linear(Variable(x), Variable(w), with_bias ? Variable(b) : Variable(), Variable(r));
+        Tensor want = reference_linear(x, w, b);
+        want.add_(r.to(DType::f64));
+        const double tol = dtype == DType::bf16 ? 1e-2 : dtype == DType::f32 ? 1e-5 : 1e-13;
+        EXPECT_EQ(y.shape(), rs);
+        EXPECT_TRUE(close_rel(y.tensor(), want, tol)) << dtype_name(dtype) << " " << shape_str(xs) << " bias=" << with_bias;
+      }
+}
+
+// bf16: residual, bias and product summed in f32 and rounded once, so the kernel's result is
+// the exact sum rounded to bf16 (but where the f32 sum lands across a rounding tie: about
+// 1 element in 30000). Rounding the product first and the sum again would miss that on
+// about a third of the elements.
+TEST(Linear, ResidualKernelRoundsOnceAndOverwritesPoisonedOutput) {
+  for (DType dtype : {DType::f64, DType::f32, DType::bf16})
+    for (bool with_bias : {false, true}) {
+      const Tensor x = random({37, 9}, dtype), w = random({11, 9}, dtype), r = random({37, 11}, dtype);
+      const Tensor b = with_bias ? random({11}, dtype) : Tensor();
+      Tensor out = Tensor::empty({37, 11}, dtype);
+      test::poison(out);
+      ops::linear_forward_cpu(x, w, b, out, r);
+      Tensor want = reference_linear(x, w, b);
+      want.add_(r.to(DType::f64));
+      if (dtype == DType::bf16) {
+        const std::vector<double> got = out.to_vector<double>();
+        const std::vector<double> once = want.to(DType::bf16).to_vector<double>();
+        int differ = 0;
+        for (size_t i = 0; i < got.size(); ++i) differ += got[i] != once[i];
+        EXPECT_LE(differ, 2) << "of " << got.size() << " elements, bias=" << with_bias;
+      }
+      EXPECT_TRUE(close_rel(out, want, dtype == DType::bf16 ? 1e-2 : 1e-5)) << dtype_name(dtype) << " bias=" << with_bias;
+    }
+}
+
+// The residual's gradient is the output's gradient itself, exactly, in every dtype; the
+// other gradients are the plain linear's.
+TEST(Linear, ResidualGradientIsTheOutputGradient) {
+  for (DType dtype : {DType::f64, DType::f32, DType::bf16}) {
+    const Tensor x = random({4, 6, 10}, dtype), w = random({7, 10}, dtype), b = random({7}, dtype);
+    const Tensor r = random({4, 6, 7}, dtype), gy = random({4, 6, 7}, dtype);
+    Variable vx(x, true), vw(w, true), vb(b, true), vr(r, true);
+    ops::linear(vx, vw, vb, vr).backward(gy);
+    ASSERT_TRUE(vr.has_grad());
+    EXPECT_EQ(vr.grad().to_vector<double>(), gy.to_vector<double>()) << dtype_name(dtype);
+    Variable px(x, true), pw(w, true), pb(b, true);
+    ops::linear(px, pw, pb).backward(gy);
+    EXPECT_EQ(vx.grad().to_vector<double>(), px.grad().to_vector<double>()) << dtype_name(dtype);
+    EXPECT_EQ(vw.grad().to_vector<double>(), pw.grad().to_vector<double>()) << dtype_name(dtype);
+    EXPECT_EQ(vb.grad().to_vector<double>(), pb.grad().to_vector<double>()) << dtype_name(dtype);
+  }
+  // Only the residual needs a gradient.
+  Variable vr(random({3, 5}, DType::f32), true);
+  const Tensor gy = random({3, 5}, DType::f32);
+  ops::linear(Variable(random({3, 4}, DType::f32)), Variable(random({5, 4}, DType::f32)), Variable(), vr).backward(gy);
+  EXPECT_EQ(vr.grad().to_vector<double>(), gy.to_vector<double>());
+}
+
+TEST(Linear, GradCheckWithResidual) {
+  auto f = [](const std::vector<Variable>& in) { return ops::linear(in[0], in[1], in[2], in[3]); };
+  EXPECT_TRUE(test::gradcheck(f, {random({2, 3, 4}, DType::f64), random({5, 4}, DType::f64), random({5}, DType::f64),
+                                  random({2, 3, 5}, DType::f64)}));
+}
+
 TEST(Linear, GradCheckWithBias) {
   auto f = [](const std::vector<Variable>& in) { return ops::linear(in[0], in[1], in[2]); };
   EXPECT_TRUE(test::gradcheck(f, {random({2, 3, 4}, DType::f64), random({5, 4}, DType::f64), random({5}, DType::f64)}));
@@ -236,6 +308,20 @@ TEST(Linear, ShapeAndDtypeErrorsNameBoth) {
   EXPECT_EQ(lin({4, 3}, {5, 3}, {4}), "linear: bias [4] for w [5, 3]: expected [5]");
   EXPECT_EQ(lin({4, 3}, {5, 3}, {5}, DType::f64), "linear: dtype mismatch: x is f32, bias is f64");
   EXPECT_EQ(lin({4, 3}, {5, 3}, {5}), "(no error)");
+}
+
+TEST(Linear, ResidualErrorsNameIt) {
+  auto lin = [](const Shape& r, DType dr = DType::f32) {
+    return test::error_of([&] {
+      ops::linear(Variable(Tensor::zeros({2, 4, 3}, DType::f32)), Variable(Tensor::zeros({5, 3}, DType::f32)), Variable(),
+                  Variable(Tensor::zeros(r, dr)));
+    });
+  };
+  EXPECT_EQ(lin({8, 5}), "linear: residual [8, 5] must have the output's shape [2, 4, 5]");
+  EXPECT_EQ(lin({2, 4, 3}), "linear: residual [2, 4, 3] must have the output's shape [2, 4, 5]");
+  EXPECT_EQ(lin({2, 4, 5}, DType::f64), "linear: dtype mismatch: x is f32, residual is f64");
+  EXPECT_EQ(lin({2, 4, 5}, DType::i64), "linear: residual must be floating (f32, bf16, f64), got i64");
+  EXPECT_EQ(lin({2, 4, 5}), "(no error)");
 }
 
 }  // namespace

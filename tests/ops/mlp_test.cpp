@@ -56,6 +56,29 @@ TEST(Mlp, ReferenceF64F32Bf16) {
   EXPECT_TRUE(test::close_rel(no_bias.tensor(), reference(x, w_fc, Tensor(), w_proj, Tensor()), 1e-13));
 }
 
+// With a residual: the reference plus the residual; its gradient is the output's, exactly.
+TEST(Mlp, ResidualIsAddedAndGetsTheOutputGradient) {
+  const Tensor x = random({2, 5, 12}, DType::f64), w_fc = random({40, 12}, DType::f64, 0.4),
+               b_fc = random({40}, DType::f64), w_proj = random({7, 40}, DType::f64, 0.3),
+               b_proj = random({7}, DType::f64), r = random({2, 5, 7}, DType::f64), gy = random({2, 5, 7}, DType::f64);
+  Tensor want = reference(x, w_fc, b_fc, w_proj, b_proj);
+  want.add_(r);
+  for (auto [dtype, tol] : {std::pair{DType::f64, 1e-13}, {DType::f32, 1e-5}, {DType::bf16, 2e-2}}) {
+    Variable vr(r.to(dtype), true);
+    Variable y = ops::mlp(Variable(x.to(dtype), true), Variable(w_fc.to(dtype)), Variable(b_fc.to(dtype)),
+                          Variable(w_proj.to(dtype)), Variable(b_proj.to(dtype)), vr);
+    EXPECT_EQ(y.shape(), (Shape{2, 5, 7}));
+    EXPECT_TRUE(test::close_rel(y.tensor(), want, tol)) << dtype_name(dtype);
+    y.backward(gy.to(dtype));
+    ASSERT_TRUE(vr.has_grad());
+    EXPECT_EQ(vr.grad().to_vector<double>(), gy.to(dtype).to_vector<double>()) << dtype_name(dtype);
+  }
+  auto with_residual = [](const std::vector<Variable>& v) { return ops::mlp(v[0], v[1], v[2], v[3], v[4], v[5]); };
+  EXPECT_TRUE(test::gradcheck(with_residual, {random({3, 4}, DType::f64), random({8, 4}, DType::f64, 0.5),
+                                              random({8}, DType::f64), random({5, 8}, DType::f64, 0.5),
+                                              random({5}, DType::f64), random({3, 5}, DType::f64)}));
+}
+
 TEST(Mlp, GradCheck) {
   EXPECT_TRUE(test::gradcheck(run, {random({3, 4}, DType::f64), random({8, 4}, DType::f64, 0.5),
                                     random({8}, DType::f64), random({5, 8}, DType::f64, 0.5), random({5}, DType::f64)}));
@@ -77,6 +100,10 @@ TEST(Mlp, ArgumentErrorsNameTheOperands) {
       "mlp: dtype mismatch: x is f32, w_proj is f64"));
   EXPECT_TRUE(test::contains(test::error_of([&] { ops::mlp(v({2, 4}), Variable(), v({8}), v({4, 8}), v({4})); }),
                              "mlp: w_fc is an undefined Variable"));
+  EXPECT_EQ(test::error_of([&] { ops::mlp(v({2, 4}), v({8, 4}), v({8}), v({3, 8}), v({3}), v({2, 4})); }),
+            "mlp: residual [2, 4] must have the output's shape [2, 3]");
+  EXPECT_EQ(test::error_of([&] { ops::mlp(v({2, 4}), v({8, 4}), v({8}), v({3, 8}), v({3}), v({2, 3}, DType::bf16)); }),
+            "mlp: dtype mismatch: x is f32, residual is bf16");
 }
 
 }  // namespace
