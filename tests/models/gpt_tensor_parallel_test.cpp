@@ -82,10 +82,17 @@ void check_against_whole_model(int T) {
   });
 }
 
-TEST(GptTensorParallel, TwoRanksMatchTheWholeModelF64) { check_against_whole_model(2); }
-TEST(GptTensorParallel, FourRanksMatchTheWholeModelF64) { check_against_whole_model(4); }
+TEST(GptTensorParallel, TwoRanksMatchTheWholeModelF64) {
+  ZT_REQUIRE_GLOO();
+  check_against_whole_model(2);
+}
+TEST(GptTensorParallel, FourRanksMatchTheWholeModelF64) {
+  ZT_REQUIRE_GLOO();
+  check_against_whole_model(4);
+}
 
 TEST(GptTensorParallel, SplitsTheRightParameters) {
+  ZT_REQUIRE_GLOO();
   test::run_on_shared_ranks(2, [&](const std::shared_ptr<ProcessGroup>& g) {
     Generator init(3);
     Gpt m(config_for_tp(), init, Device::cpu(), g);
@@ -137,6 +144,7 @@ TEST(TensorParallelSplit, ShardsWholeHeadsAndRoundTrips) {
 // copy_to: identity forward, gradients summed over the group; reduce_from: the sum forward,
 // identity backward; gather: columns of every rank, and each rank's own columns back.
 TEST(TensorParallelOps, ForwardAndBackwardAcrossRanks) {
+  ZT_REQUIRE_GLOO();
   test::run_on_shared_ranks(3, [&](const std::shared_ptr<ProcessGroup>& g) {
     const double r = g->rank();
     Variable x(Tensor::full({2, 2}, 1.0 + r, DType::f64), true);
