@@ -6,7 +6,7 @@
 // the embedding's gradient scatter feels; and the loader's host time is then in the step).
 //
 //   bench_step                                    configs/gpt_small.yaml, B = 16, T = 1024
-//                                                 (3 s of untimed steps first: --warmup-s)
+//                                                 (3 warm-up steps, then 3 s of them: --warmup-s)
 //   bench_step --batch-size 32 --steps 20 --profile --out runs/bench_step_b32.json
 //
 // Prints tokens/s (median step), MFU against the bf16 dense peak (989 TFLOP/s on H100/H200;
@@ -130,11 +130,11 @@ int main(int argc, char** argv) {
   app.add_option("--seq-len", seq_len, "tokens per sequence");
   app.add_option("--dtype", dtype, "compute dtype: bf16 | f32");
   app.add_option("--steps", steps, "timed steps (median reported)");
-  app.add_option("--warmup", warmup, "untimed steps first (at least)");
+  app.add_option("--warmup", warmup, "untimed steps first (GEMM tuning, attention plans)");
   double warmup_s = 3.0;
   app.add_option("--warmup-s", warmup_s,
-                 "untimed steps for at least this many seconds first: under sustained load the card settles at a "
-                 "lower clock (its power cap) within about a second, and that clock is the one train runs at");
+                 "then untimed steps for this many seconds: under sustained load the card settles at a lower clock "
+                 "(its power cap) within about a second, and that clock is the one train runs at");
   app.add_flag("--profile", profile, "also run --profile-steps steps with per-op CUDA events");
   app.add_option("--profile-steps", profile_steps, "steps in the profiled run");
   app.add_option("--peak-tflops", peak_tflops, "device peak for MFU");
@@ -181,17 +181,21 @@ int main(int argc, char** argv) {
                 static_cast<long long>(seq_len), static_cast<long long>(grad_accum), dtype.c_str(),
                 b.cfg.loss.z_loss_weight, real_data ? "tokens from data.train" : "random tokens");
 
-    // Warm-up: at least `warmup` steps and `warmup_s` seconds of back-to-back steps, so the
-    // timed steps run at the clock a long training run settles at, not the cold card's boost.
+    // Warm-up: `warmup` steps (the first ones tune the GEMMs and build the attention plans),
+    // then `warmup_s` seconds of back-to-back steps, so the timed steps run at the clock a long
+    // training run settles at, not the cold card's boost.
+    for (int64_t i = 0; i < warmup; ++i) b.step(false);
+    ZT_CUDA_CHECK(cudaDeviceSynchronize());
     const auto warm_start = Clock::now();
     auto warm_seconds = [&] { return std::chrono::duration<double>(Clock::now() - warm_start).count(); };
-    int64_t warm_steps = 0;
-    while (warm_steps < warmup || warm_seconds() < warmup_s) {
+    int64_t warm_steps = warmup;
+    while (warm_seconds() < warmup_s) {
       b.step(false);
       ++warm_steps;
     }
     ZT_CUDA_CHECK(cudaDeviceSynchronize());
-    std::printf("warm-up: %lld steps in %.1f s\n", static_cast<long long>(warm_steps), warm_seconds());
+    std::printf("warm-up: %lld steps, the last %lld in %.1f s\n", static_cast<long long>(warm_steps),
+                static_cast<long long>(warm_steps - warmup), warm_seconds());
     zt::cuda::reset_peak_allocated(0);
     const zt::cuda::MemoryStats before = zt::cuda::memory_stats(0);
     const zt::cuda::HostCopyCounts copies_before = zt::cuda::host_copy_counts();
