@@ -211,11 +211,15 @@ __global__ void __launch_bounds__(kBwdWarps * 32, kBwdBlocksPerSm) layernorm_bac
   }
 }
 
-// Element (r, j) of a [rows, C] f32 buffer of partial column sums.
-struct PartialRow {
+// Element (r, j) of the [blocks, 2C] matrix [dgamma partials | dbeta partials], whose halves
+// are two [blocks, C] f32 buffers one after the other.
+struct PartialPair {
   const float* p;
-  int64_t C;
-  __device__ float operator()(int64_t r, int64_t j) const { return p[r * C + j]; }
+  int64_t blocks, C;
+  __device__ float operator()(int64_t r, int64_t j) const {
+    const int64_t half = j >= C;
+    return p[(half * blocks + r) * C + (j - half * C)];
+  }
 };
 
 // Packs per lane for a row of C elements of dtype t when the packed kernels take it: f32 or
@@ -320,8 +324,10 @@ void layernorm_backward_cuda(const Tensor& grad_in, const Tensor& x_in, const Te
     float* pdg = static_cast<float*>(partial.raw_data());
     float* pdb = pdg + blocks * C;
     *dx = Tensor::empty(x.shape(), x.dtype(), x.device());
-    *dgamma = Tensor::empty({C}, gamma_in.dtype(), x.device());
-    *dbeta = Tensor::empty({C}, gamma_in.dtype(), x.device());
+    // dgamma and dbeta side by side: one column reduction (two launches, not four) sums both.
+    Tensor params = Tensor::empty({2, C}, gamma_in.dtype(), x.device());
+    *dgamma = params.select(0, 0);
+    *dbeta = params.select(0, 1);
     dispatch_packed(x.dtype(), packs, [&](auto tag, auto kp) {
       using T = decltype(tag);
       layernorm_backward_packed_kernel<T, decltype(kp)::value><<<static_cast<unsigned>(blocks), kBwdWarps * 32, 0, s>>>(
@@ -332,9 +338,9 @@ void layernorm_backward_cuda(const Tensor& grad_in, const Tensor& x_in, const Te
           static_cast<int>(C));
       ZT_CUDA_CHECK_LAUNCH();
       // The blocks' partial rows, summed in a fixed order by the two-stage column reduction
-      // (one thread per column over all ~400 rows would be latency-bound: ~35 us a call).
-      column_sum<T, float>(dev, blocks, C, static_cast<T*>(dgamma->raw_data()), 1, PartialRow{pdg, C});
-      column_sum<T, float>(dev, blocks, C, static_cast<T*>(dbeta->raw_data()), 1, PartialRow{pdb, C});
+      // (one thread per column over all ~400 rows would be latency-bound: ~35 us a call), over
+      // the 2C columns of [dgamma | dbeta].
+      column_sum<T, float>(dev, blocks, 2 * C, static_cast<T*>(params.raw_data()), 1, PartialPair{pdg, blocks, C});
     });
     return;
   }
