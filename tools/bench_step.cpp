@@ -2,8 +2,10 @@
 // (trainers/training_step.h: forward, fused cross-entropy with z-loss, backward, global grad
 // norm, clip, AdamW; grad_accum micro-batches from the config or --grad-accum), on synthetic
 // tokens (uniform over the vocabulary; data loading is not what is measured), or with --data
-// on the config's training shards through train's data loader (real text repeats tokens, which
-// the embedding's gradient scatter feels; and the loader's host time is then in the step).
+// on the config's training shards through train's data loader (real text repeats tokens, whose
+// gradient rows the embedding backward sums per row; and the loader's host time is then in
+// the step). Random tokens stay below the clipping threshold, so their steps do not clip;
+// clipping costs nothing of its own (AdamW applies the factor).
 //
 //   bench_step                                    configs/gpt_small.yaml, B = 16, T = 1024
 //                                                 (3 warm-up steps, then 3 s of them: --warmup-s)
