@@ -213,10 +213,7 @@ __global__ void column_partials_packed_kernel(const T* x, int64_t rows, int64_t 
   float acc[N];
 #pragma unroll
   for (int j = 0; j < N; ++j) acc[j] = 0.f;
-  // Unrolled so each thread keeps several 16-byte loads in flight (one at a time left the
-  // bias-gradient sums short of the memory bandwidth); the additions keep their row order.
   if (p < packs)
-#pragma unroll 4
     for (int64_t r = r0 + threadIdx.y; r < r1; r += kRowThreads) {
       const Pack<T> v = load_pack(x + r * cols, p);
 #pragma unroll
