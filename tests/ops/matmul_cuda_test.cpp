@@ -308,8 +308,9 @@ TEST(MatmulCuda, TuningWaitsUntilNoCaptureIsRunning) {
 }
 
 // gemm() with an addend, batched: C[b] = op(A[b]) op(B[b]) + addend[b], the addend laid out
-// like C (ldc, stride_c); with the bias epilogue the linear tests above cover it. Tuning times the candidates on the real buffers: the addend is
-// only read and C written by each run, so C holds the sum once and the addend is unchanged.
+// like C (ldc, stride_c); with the bias epilogue the linear tests above cover it. Tuning times
+// the candidates on the real buffers: the addend is only read and C written by each run, so C
+// holds the sum once and the addend is unchanged.
 TEST(MatmulCuda, GemmAddsTheAddendOnceAndLeavesItUnchanged) {
   REQUIRE_GPU();
   TuningGuard guard;
