@@ -60,8 +60,8 @@ void accumulate_leaf_grad(VariableImpl& leaf, Tensor g) {
 
 // A folding node's backward: the gradients other consumers already passed to its inputs'
 // producers are its addends (leaves get none: their sums go through the engine's leaf path).
-std::vector<Tensor> backward_folding(Node& n, const Tensor& g, std::unordered_map<Node*, Tensor>& grads,
-                                     std::vector<bool>& summed) {
+std::vector<Tensor> run_folding_backward(Node& n, const Tensor& g, std::unordered_map<Node*, Tensor>& grads,
+                                         std::vector<bool>& summed) {
   const auto& edges = n.edges();
   std::vector<Tensor> addends(edges.size());
   for (size_t i = 0; i < edges.size(); ++i) {
@@ -153,7 +153,7 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
       // No gradient reached this node (all its consumers returned none): it passes none on,
       // but still releases the nodes below it.
       if (!g.defined()) in_grads = std::vector<Tensor>(n->edges().size());
-      else if (n->folds_gradients()) in_grads = backward_folding(*n, g, grads, summed);
+      else if (n->folds_gradients()) in_grads = run_folding_backward(*n, g, grads, summed);
       else in_grads = n->backward(g);
     }
     ZT_CHECK(in_grads.size() == n->edges().size(), "backward of '", n->name(), "' returned ", in_grads.size(),
