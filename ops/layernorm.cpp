@@ -37,10 +37,7 @@ struct LayerNormNode : Node {
     Tensor* dgamma = needs_input_grad(1) ? &grads[1] : nullptr;
     Tensor* dbeta = needs_input_grad(2) ? &grads[2] : nullptr;
     const Tensor &sx = x.get(*this), &sg = gamma.get(*this), &sm = mean.get(*this), &sr = rstd.get(*this);
-    const Tensor* add = dx && !addends.empty() && addends[0].defined() && addends[0].dtype() == sx.dtype() &&
-                                addends[0].shape() == sx.shape() && addends[0].device() == sx.device()
-                            ? &addends[0]
-                            : nullptr;
+    const Tensor* add = dx ? foldable_addend(addends, 0, sx) : nullptr;
     ZT_ON_DEVICE(g, layernorm_backward_cpu(g, sx, sg, sm, sr, dx, dgamma, dbeta, add),
                  layernorm_backward_cuda(g, sx, sg, sm, sr, dx, dgamma, dbeta, add));
     if (add) {

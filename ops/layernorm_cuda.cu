@@ -1,9 +1,6 @@
 // CUDA kernels behind ops/layernorm.h: one warp per row, statistics in f32 (f64 for f64).
-#include <initializer_list>
-#include <type_traits>
-
-#include "ops/cuda_compute.cuh"
 #include "ops/layernorm_kernels.h"
+#include "ops/norm_cuda.cuh"
 
 namespace zt::ops {
 
@@ -12,20 +9,6 @@ namespace {
 using namespace gpu;
 
 constexpr int kWarpsPerBlock = 8;
-
-// A product rounded on its own (never fused into a following add): d - a is then exactly 0
-// when a holds the same rounded product, as on the CPU (C = 1 rows).
-template <class A>
-__device__ __forceinline__ A mul_rn(A x, A y) {
-  if constexpr (std::is_same_v<A, double>) return __dmul_rn(x, y);
-  else return __fmul_rn(x, y);
-}
-
-template <class A>
-__device__ __forceinline__ A rsqrt_of(A v) {
-  if constexpr (std::is_same_v<A, double>) return 1.0 / sqrt(v);
-  else return 1.0f / sqrtf(v);
-}
 
 // Two passes over the row (mean, then centred variance: no cancellation), then the output;
 // a row of 768 bf16 is 1.5 KB and stays in L1 between passes.
@@ -89,17 +72,8 @@ __global__ void layernorm_backward_dx_kernel(const T* g, const T* x, const T* ga
 // rows) in registers; the block adds its warps' sums in shared memory and writes one
 // partial row per block, summed in a fixed order by column_sum (deterministic).
 // Reads g and x once, writes dx once: ~3 bytes moved per element instead of ~7.
-constexpr int kMaxPacks = 4;  // C <= 32 * 4 * 8 = 1024 for bf16, 512 for f32
 // Backward: 4 warps a block, 3 blocks a multiprocessor (the column sums take ~170 registers).
 constexpr int kBwdWarps = 4, kBwdBlocksPerSm = 3;
-
-template <class T, int kPacks>
-__device__ __forceinline__ void load_row(Pack<T> (&r)[kPacks], const T* row, int packs) {
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int k = 0; k < kPacks; ++k)
-    if (lane + 32 * k < packs) r[k] = load_pack(row, lane + 32 * k);
-}
 
 template <class T, int kPacks>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) layernorm_forward_packed_kernel(
@@ -195,20 +169,8 @@ __global__ void __launch_bounds__(kBwdWarps * 32, kBwdBlocksPerSm) layernorm_bac
     }
   }
   // Block sums of the warps' column partials: dgamma, then dbeta through the same buffer.
-  for (int which = 0; which < 2; ++which) {
-#pragma unroll
-    for (int k = 0; k < kPacks; ++k)
-#pragma unroll
-      for (int j = 0; j < N; ++j) red[warp][(lane + 32 * k) * N + j] = which == 0 ? dgamma[k][j] : dbeta[k][j];
-    __syncthreads();
-    float* dst = (which == 0 ? partial_dgamma : partial_dbeta) + int64_t{blockIdx.x} * C;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) {
-      float acc = 0.f;
-      for (int w = 0; w < kBwdWarps; ++w) acc += red[w][c];
-      dst[c] = acc;
-    }
-    __syncthreads();
-  }
+  write_block_column_partials<kBwdWarps>(dgamma, red, partial_dgamma + int64_t{blockIdx.x} * C, C);
+  write_block_column_partials<kBwdWarps>(dbeta, red, partial_dbeta + int64_t{blockIdx.x} * C, C);
 }
 
 // Element (r, j) of the [blocks, 2C] matrix [dgamma partials | dbeta partials], whose halves
@@ -221,32 +183,6 @@ struct PartialPair {
     return p[(half * blocks + r) * C + (j - half * C)];
   }
 };
-
-// Packs per lane for a row of C elements of dtype t when the packed kernels take it: f32 or
-// bf16, whole 16-byte packs, at most kMaxPacks per lane, 16-byte aligned buffers; else 0.
-int packs_per_lane(DType t, int64_t C, std::initializer_list<const void*> ptrs) {
-  if (t != DType::bf16 && t != DType::f32) return 0;
-  const int64_t n = 16 / static_cast<int64_t>(dtype_size(t));
-  if (C == 0 || C % n != 0 || C / n > 32 * kMaxPacks) return 0;
-  for (const void* p : ptrs)
-    if (!aligned16(p)) return 0;
-  return static_cast<int>((C / n + 31) / 32);
-}
-
-// Calls f(T{}, integral_constant<kPacks>) for the packed kernels' dtype and packs per lane.
-template <class F>
-void dispatch_packed(DType t, int packs, F&& f) {
-  auto with_type = [&](auto tag) {
-    switch (packs) {
-      case 1: return f(tag, std::integral_constant<int, 1>{});
-      case 2: return f(tag, std::integral_constant<int, 2>{});
-      case 3: return f(tag, std::integral_constant<int, 3>{});
-      default: return f(tag, std::integral_constant<int, 4>{});
-    }
-  };
-  if (t == DType::bf16) with_type(__nv_bfloat16{});
-  else with_type(float{});
-}
 
 template <class T, class A>
 struct GradTimesXhat {

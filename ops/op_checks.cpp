@@ -53,6 +53,13 @@ Tensor grad_as(const Tensor& grad, DType dtype) {
   return g.device().is_cpu() ? contiguous_cpu(g) : g.contiguous();
 }
 
+const Tensor* foldable_addend(const std::vector<Tensor>& addends, size_t i, const Tensor& like) {
+  if (i >= addends.size()) return nullptr;
+  const Tensor& a = addends[i];
+  return a.defined() && a.dtype() == like.dtype() && a.shape() == like.shape() && a.device() == like.device() ? &a
+                                                                                                               : nullptr;
+}
+
 std::string index_str(int64_t flat, const Shape& shape) {
   Shape idx(shape.size());
   for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {

@@ -37,4 +37,9 @@ std::string index_str(int64_t flat, const Shape& shape);
 // (a caller of backward(grad) may pass any dtype or a strided view).
 Tensor grad_as(const Tensor& grad, DType dtype);
 
+// The gradient a folding node (node.h's backward_folding) may add into its own gradient of an
+// input that looks like `like`: &addends[i] when it is defined and has like's dtype, shape and
+// device, else nullptr (the engine then sums the two itself).
+const Tensor* foldable_addend(const std::vector<Tensor>& addends, size_t i, const Tensor& like);
+
 }  // namespace zt::ops
