@@ -27,8 +27,11 @@
 #include "ops/matmul.h"
 #include "ops/mlp.h"
 #include "ops/reduce.h"
+#include "ops/rmsnorm.h"
+#include "ops/rope.h"
 #include "ops/shape_ops.h"
 #include "ops/softmax.h"
+#include "ops/swiglu.h"
 #include "tests/support/check.h"
 
 namespace zt {
@@ -148,6 +151,49 @@ std::vector<OpCase> cases() {
     // prefetches the next; the last stride has none).
     if (t != DType::f64)
       for (int64_t C : {64, 768}) row({"layernorm", t, layernorm, {{{5003, C}}, {{C}}, {{C}}}});
+
+    // rmsnorm: as layernorm's rows (768, 256, 1024 and 8 take the packed kernels in bf16; 256
+    // also in f32). C = 1 is left out: dx is then ~eps / x^2, all rounding noise.
+    auto rmsnorm = [](const auto& v) { return ops::rmsnorm(v[0], v[1]); };
+    for (int64_t C : {768, 37, 2, 256, 1024, 8})
+      row({"rmsnorm", t, rmsnorm, {{{3, 41, C}, 2.0, 0.5}, {{C}}}});
+    // A pre-norm residual block: the RMSNorm's backward folds the residual add's gradient into dx.
+    auto rms_residual = [](const auto& v) {
+      const Variable x = ops::add(v[0], v[2]);
+      return ops::add(ops::rmsnorm(x, v[1]), x);
+    };
+    for (int64_t C : {768, 37, 256})
+      if (t != DType::f64 || C != 768)
+        row({"rmsnorm_residual", t, rms_residual, {{{3, 41, C}, 2.0}, {{C}}, {{3, 41, C}}}});
+    if (t != DType::f64)  // the packed backward's warps stride over several rows (768 as layernorm's: seconds on the CPU)
+      row({"rmsnorm", t, rmsnorm, {{{5003, 64}}, {{64}}}});
+
+    // swiglu: F = 45 (no 16-byte packs), 64 (packs in every dtype), 4 (packs in f32 only).
+    auto swiglu = [](const auto& v) { return ops::swiglu(v[0]); };
+    for (const Shape& s : {Shape{123, 90}, Shape{7, 3, 128}, Shape{5, 8}}) row({"swiglu", t, swiglu, {{s, 2.0}}});
+
+    // qk_norm_rope: MHA and GQA layouts, QK-norm and RoPE together and alone, head dims below
+    // and past a warp's 32 lanes, positions up to 99 (f32 angles), an odd head dim without RoPE.
+    struct Rope {
+      int64_t B, T, H, Hkv, D;
+      double theta;
+      bool norm;
+    };
+    for (const Rope& r : {Rope{2, 9, 4, 4, 8, 10000.0, true}, Rope{2, 9, 4, 2, 64, 10000.0, true},
+                          Rope{1, 33, 4, 1, 128, 500000.0, true}, Rope{2, 9, 4, 2, 64, 10000.0, false},
+                          Rope{2, 9, 4, 2, 64, 0.0, true}, Rope{1, 100, 2, 1, 16, 10000.0, true},
+                          Rope{2, 5, 3, 1, 5, 0.0, true}}) {
+      const Shape qkv{r.B, r.T, (r.H + 2 * r.Hkv) * r.D};
+      const std::string op = std::string("qk_norm_rope") + (r.norm ? "_norm" : "") + (r.theta > 0 ? "_rope" : "") +
+                             "_h" + std::to_string(r.H) + "_kv" + std::to_string(r.Hkv);
+      if (r.norm)
+        row({op, t,
+             [r](const auto& v) { return ops::qk_norm_rope(v[0], r.H, r.Hkv, r.theta, v[1], v[2]); },
+             {{qkv, 2.0}, {{r.D}}, {{r.D}}}});
+      else
+        row({op, t, [r](const auto& v) { return ops::qk_norm_rope(v[0], r.H, r.Hkv, r.theta, Variable(), Variable()); },
+             {{qkv, 2.0}}});
+    }
 
     row({"gelu", t, [](const auto& v) { return ops::gelu(v[0]); }, {{{123, 45}, 3.0}}});
     for (int64_t C : {1, 37, 1000, 3000})
