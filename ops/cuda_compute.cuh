@@ -1,9 +1,9 @@
 #pragma once
 // Helpers shared by the CUDA kernels of ops/ (internal; included by ops/*_cuda.cu only): loads
 // and stores in the compute type, warp/block sums, 16-byte packs for elementwise maps, and the
-// deterministic column reduction that bias, LayerNorm and broadcast gradients use. What every
-// kernel file shares (device types, acc_t, grid sizing, log2(e), shared-memory addresses) is
-// in framework/cuda/kernel_utils.cuh, brought in here under the names ops/ uses.
+// deterministic column reduction that bias, LayerNorm, RMSNorm, QK-norm and broadcast gradients
+// use. What every kernel file shares (device types, acc_t, grid sizing, log2(e), shared-memory
+// addresses) is in framework/cuda/kernel_utils.cuh, brought in here under the names ops/ uses.
 //
 // Kernels compute in f32 for f32 and bf16 (loads widen, stores round once to nearest even)
 // and in f64 for f64, like the CPU kernels (cpu_compute.h).

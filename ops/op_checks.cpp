@@ -57,7 +57,7 @@ const Tensor* foldable_addend(const std::vector<Tensor>& addends, size_t i, cons
   if (i >= addends.size()) return nullptr;
   const Tensor& a = addends[i];
   return a.defined() && a.dtype() == like.dtype() && a.shape() == like.shape() && a.device() == like.device() ? &a
-                                                                                                               : nullptr;
+                                                                                                              : nullptr;
 }
 
 std::string index_str(int64_t flat, const Shape& shape) {

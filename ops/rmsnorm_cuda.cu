@@ -56,7 +56,7 @@ __global__ void rmsnorm_backward_dx_kernel(const T* g, const T* x, const T* gamm
 // ---- packed kernels (norm_cuda.cuh): a row held in registers as 16-byte packs ----
 // Backward also sums g xhat per column over the warp's rows (it grid-strides over rows) in
 // registers; each block writes one partial row, summed in a fixed order by column_sum.
-constexpr int kBwdWarps = 4, kBwdBlocksPerSm = 4;
+constexpr int kBwdWarps = 4, kBwdBlocksPerSm = 3;  // as LayerNorm's (registers)
 
 template <class T, int kPacks>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) rmsnorm_forward_packed_kernel(

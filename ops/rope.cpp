@@ -43,8 +43,8 @@ struct QkNormRopeNode : Node {
 
 }  // namespace
 
-Variable qk_norm_rope(const Variable& qkv, int64_t n_head, int64_t n_kv_head, double rope_theta,
-                      const Variable& q_gain, const Variable& k_gain, double eps) {
+Variable qk_norm_rope(const Variable& qkv, int64_t n_head, int64_t n_kv_head, double rope_theta, const Variable& q_gain,
+                      const Variable& k_gain, double eps) {
   const char* op = "qk_norm_rope";
   check_defined(op, "qkv", qkv);
   check_floating(op, "qkv", qkv.tensor());
@@ -69,8 +69,8 @@ Variable qk_norm_rope(const Variable& qkv, int64_t n_head, int64_t n_kv_head, do
     for (const auto& [name, gain] : {std::pair<const char*, const Variable*>{"q_gain", &q_gain}, {"k_gain", &k_gain}}) {
       check_same_dtype(op, "qkv", qkv.tensor(), name, gain->tensor());
       check_same_device(op, "qkv", qkv.tensor(), name, gain->tensor());
-      ZT_CHECK(gain->shape() == Shape{D}, "qk_norm_rope: ", name, " ", shape_str(gain->shape()), " must be [head_dim] = [",
-               D, "]");
+      ZT_CHECK(gain->shape() == Shape{D}, "qk_norm_rope: ", name, " ", shape_str(gain->shape()),
+               " must be [head_dim] = [", D, "]");
     }
     ZT_CHECK(std::isfinite(eps) && eps >= 0, "qk_norm_rope: eps must be finite and >= 0, got ", eps);
   }

@@ -21,7 +21,7 @@
 
 namespace zt::ops {
 
-Variable qk_norm_rope(const Variable& qkv, int64_t n_head, int64_t n_kv_head, double rope_theta,
-                      const Variable& q_gain, const Variable& k_gain, double eps = 1e-6);
+Variable qk_norm_rope(const Variable& qkv, int64_t n_head, int64_t n_kv_head, double rope_theta, const Variable& q_gain,
+                      const Variable& k_gain, double eps = 1e-6);
 
 }  // namespace zt::ops

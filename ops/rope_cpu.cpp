@@ -94,7 +94,8 @@ void qk_norm_rope_backward_cpu(const Tensor& grad_in, const Tensor& x_in, const 
   const bool norm = rstd.defined();
   const bool want_gains = norm && (dq_gain || dk_gain);
   const Tensor x = norm ? cpu::to_compute(x_in) : Tensor();
-  const Tensor qg = norm && dqkv ? cpu::to_compute(qg_in) : Tensor(), kg = norm && dqkv ? cpu::to_compute(kg_in) : Tensor();
+  const Tensor qg = norm && dqkv ? cpu::to_compute(qg_in) : Tensor(),
+               kg = norm && dqkv ? cpu::to_compute(kg_in) : Tensor();
   const int64_t D = s.D, W = s.heads() * D, QK = s.qk_heads();
   Tensor dx = dqkv ? Tensor::empty(g.shape(), g.dtype()) : Tensor();
   Tensor dgain = Tensor::empty({2, D}, g.dtype());  // [dq_gain; dk_gain], summed over tokens together

@@ -17,8 +17,8 @@ struct QkNormRopeShape {
 // The op's output. With gains (both defined; else no QK-norm) also writes rstd [tokens,
 // n_head + n_kv_head], 1/sqrt(mean(x^2) + eps) of each q and k head (f32 for f32/bf16, f64 for
 // f64); without, rstd is left undefined.
-Tensor qk_norm_rope_forward_cpu(const Tensor& qkv, const Tensor& q_gain, const Tensor& k_gain,
-                                const QkNormRopeShape& s, Tensor& rstd);
+Tensor qk_norm_rope_forward_cpu(const Tensor& qkv, const Tensor& q_gain, const Tensor& k_gain, const QkNormRopeShape& s,
+                                Tensor& rstd);
 
 // Gradients of qkv and the gains given grad of the output; a pointer left null skips that
 // gradient. Per q/k head: dn = the output gradient rotated back (by -angle), then with QK-norm

@@ -28,7 +28,8 @@ Variable swiglu(const Variable& gate_up) {
   const Shape& s = gate_up.shape();
   ZT_CHECK(!s.empty() && s.back() % 2 == 0, "swiglu: gate_up ", shape_str(s),
            " must have an even last dimension (gate and up halves)");
-  Tensor y = ZT_ON_DEVICE(gate_up.tensor(), swiglu_forward_cpu(gate_up.tensor()), swiglu_forward_cuda(gate_up.tensor()));
+  Tensor y =
+      ZT_ON_DEVICE(gate_up.tensor(), swiglu_forward_cpu(gate_up.tensor()), swiglu_forward_cuda(gate_up.tensor()));
   if (!needs_grad({gate_up})) return Variable(y);
   return Variable::from_op(y, std::make_shared<SwigluNode>(gate_up));
 }

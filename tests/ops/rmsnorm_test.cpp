@@ -1,9 +1,9 @@
 // rmsnorm against a float64 loop, finite differences on x and gamma, gradient folding, errors.
 #include "ops/rmsnorm.h"
 
-#include <cmath>
-
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "framework/autograd/engine.h"
 #include "ops/elementwise.h"

@@ -2,9 +2,9 @@
 // t = 0, rotations keep each pair's norm), finite differences on qkv and both gains, errors.
 #include "ops/rope.h"
 
-#include <cmath>
-
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "ops/rmsnorm.h"
 #include "ops/shape_ops.h"
@@ -125,8 +125,7 @@ TEST(QkNormRope, QkNormAloneIsPerHeadRmsnorm) {
   const Tensor yh = y.reshape({c.B, c.T, c.H + 2 * c.Hkv, c.D});
   for (int64_t h = 0; h < c.H + 2 * c.Hkv; ++h) {
     const Tensor xh = heads.select(2, h).contiguous();
-    const Tensor want = h >= c.H + c.Hkv ? xh
-                                         : ops::rmsnorm(Variable(xh), Variable(h < c.H ? qg : kg), 1e-6).tensor();
+    const Tensor want = h >= c.H + c.Hkv ? xh : ops::rmsnorm(Variable(xh), Variable(h < c.H ? qg : kg), 1e-6).tensor();
     EXPECT_TRUE(close_rel(yh.select(2, h).contiguous(), want, 1e-14)) << "head " << h;
   }
 }
@@ -137,8 +136,7 @@ TEST(QkNormRope, GradCheck) {
     std::vector<Tensor> in{random({c.B, c.T, width(c)}, DType::f64), random({c.D}, DType::f64),
                            random({c.D}, DType::f64)};
     auto f = [c](const std::vector<Variable>& v) {
-      return ops::qk_norm_rope(v[0], c.H, c.Hkv, c.theta, c.norm ? v[1] : Variable(), c.norm ? v[2] : Variable(),
-                               1e-6);
+      return ops::qk_norm_rope(v[0], c.H, c.Hkv, c.theta, c.norm ? v[1] : Variable(), c.norm ? v[2] : Variable(), 1e-6);
     };
     const std::string what = "H " + std::to_string(c.H) + " Hkv " + std::to_string(c.Hkv) + " theta " +
                              std::to_string(c.theta) + " norm " + std::to_string(c.norm);
@@ -163,14 +161,15 @@ TEST(QkNormRope, Errors) {
   };
   EXPECT_EQ(err({2, 40}, 2, 1, 1e4, {}, {}),
             "qk_norm_rope: qkv must be [B, T, (n_head + 2 n_kv_head) head_dim], got [2, 40]");
-  EXPECT_EQ(err({1, 2, 40}, 0, 1, 1e4, {}, {}), "qk_norm_rope: n_head and n_kv_head must be >= 1, got n_head 0, n_kv_head 1");
+  EXPECT_EQ(err({1, 2, 40}, 0, 1, 1e4, {}, {}),
+            "qk_norm_rope: n_head and n_kv_head must be >= 1, got n_head 0, n_kv_head 1");
   EXPECT_EQ(err({1, 2, 56}, 4, 3, 1e4, {}, {}), "qk_norm_rope: n_kv_head 3 must divide n_head 4");
-  EXPECT_EQ(err({1, 2, 50}, 4, 2, 1e4, {}, {}),
-            "qk_norm_rope: qkv [1, 2, 50]: the last dimension 50 must be n_head + 2 n_kv_head = 8 heads of head_dim >= 1");
+  EXPECT_EQ(
+      err({1, 2, 50}, 4, 2, 1e4, {}, {}),
+      "qk_norm_rope: qkv [1, 2, 50]: the last dimension 50 must be n_head + 2 n_kv_head = 8 heads of head_dim >= 1");
   EXPECT_EQ(err({1, 2, 40}, 4, 2, 1e4, {}, {}),
             "qk_norm_rope: RoPE needs an even head_dim, got head_dim 5 (qkv [1, 2, 40], n_head 4, n_kv_head 2)");
-  EXPECT_EQ(err({1, 2, 64}, 4, 2, -1, {}, {}),
-            "qk_norm_rope: rope_theta must be finite and >= 0 (0: no RoPE), got -1");
+  EXPECT_EQ(err({1, 2, 64}, 4, 2, -1, {}, {}), "qk_norm_rope: rope_theta must be finite and >= 0 (0: no RoPE), got -1");
   EXPECT_EQ(err({1, 2, 64}, 4, 2, 1e4, {8}, {}),
             "qk_norm_rope: q_gain and k_gain must be both defined (QK-norm) or both undefined, got q_gain defined, "
             "k_gain undefined");
@@ -178,7 +177,8 @@ TEST(QkNormRope, Errors) {
             "qk_norm_rope: q_gain and k_gain must be both defined (QK-norm) or both undefined, got q_gain undefined, "
             "k_gain defined");
   EXPECT_EQ(err({1, 2, 64}, 4, 2, 1e4, {8}, {7}), "qk_norm_rope: k_gain [7] must be [head_dim] = [8]");
-  EXPECT_EQ(err({1, 2, 64}, 4, 2, 1e4, {8}, {8}, DType::f64), "qk_norm_rope: dtype mismatch: qkv is f32, q_gain is f64");
+  EXPECT_EQ(err({1, 2, 64}, 4, 2, 1e4, {8}, {8}, DType::f64),
+            "qk_norm_rope: dtype mismatch: qkv is f32, q_gain is f64");
   EXPECT_EQ(err({1, 2, 64}, 4, 2, 1e4, {8}, {8}, DType::f32, -1), "qk_norm_rope: eps must be finite and >= 0, got -1");
   // An odd head dim is fine without RoPE.
   EXPECT_EQ(err({1, 2, 40}, 4, 2, 0, {5}, {5}), "(no error)");

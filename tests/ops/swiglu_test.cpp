@@ -1,9 +1,9 @@
 // SwiGLU against a float64 loop, finite differences, and errors.
 #include "ops/swiglu.h"
 
-#include <cmath>
-
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "tests/ops/op_test_util.h"
 
@@ -63,7 +63,9 @@ TEST(Swiglu, GradCheck) {
 }
 
 TEST(Swiglu, Errors) {
-  EXPECT_EQ(test::error_of([] { ops::swiglu(Variable(Tensor::zeros({2, 5}, DType::f32))); }),
+  EXPECT_EQ(test::error_of([] {
+              ops::swiglu(Variable(Tensor::zeros({2, 5}, DType::f32)));
+            }),
             "swiglu: gate_up [2, 5] must have an even last dimension (gate and up halves)");
   EXPECT_EQ(test::error_of([] { ops::swiglu(Variable(Tensor::zeros({}, DType::f32))); }),
             "swiglu: gate_up [] must have an even last dimension (gate and up halves)");
