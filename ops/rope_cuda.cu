@@ -1,6 +1,6 @@
 // CUDA kernels behind ops/rope.h: one warp per (token, head), QK-norm statistics and RoPE
 // angles in f32 (f64 for f64); the gains' gradients by the deterministic column reduction.
-#include "ops/norm_cuda.cuh"
+#include "ops/norm_cuda.cuh"  // rsqrt_of, kWarpsPerBlock: a (token, head) row is normalised as a norm row is
 #include "ops/rope_kernels.h"
 
 namespace zt::ops {
@@ -8,8 +8,6 @@ namespace zt::ops {
 namespace {
 
 using namespace gpu;
-
-constexpr int kWarpsPerBlock = 8;
 
 // The kernels' view of QkNormRopeShape.
 struct RopeDims {
