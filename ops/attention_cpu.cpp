@@ -15,20 +15,7 @@ constexpr int64_t kBlock = 64;  // query rows per block
 template <class T>
 using RowView = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 
-// q [B, H, T, D], k and v [B, Hkv, T, D]: flat query head h (of B H) reads flat key/value
-// head h / group (of B Hkv), as (b H + i) / group = b Hkv + i / group.
-struct Dims {
-  int64_t heads;     // B * H: independent problems
-  int64_t kv_heads;  // B * Hkv
-  int64_t group;     // H / Hkv: query heads per key/value head
-  int64_t T, D;
-  Dims(const Tensor& q, const Tensor& k)
-      : heads(q.shape()[0] * q.shape()[1]),
-        kv_heads(k.shape()[0] * k.shape()[1]),
-        group(k.shape()[1] > 0 ? q.shape()[1] / k.shape()[1] : 1),
-        T(q.shape()[2]),
-        D(q.shape()[3]) {}
-};
+using Dims = AttentionDims;
 
 // Scratch rows are reduced with Eigen, whose vectorised sums split the work by the pointer's
 // alignment: malloc's varying alignment would make identical inputs give different last bits

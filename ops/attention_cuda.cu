@@ -99,19 +99,7 @@ __global__ void score_grad_kernel(const acc_t<T>* dP, const acc_t<T>* delta, T* 
   for (int64_t j = lane; j < T_len; j += 32) store(p, j, load<A>(p, j) * (dp[j] - dl) * scale);
 }
 
-// q [B, H, T, D], k and v [B, Hkv, T, D].
-struct Dims {
-  int64_t heads;     // B * H
-  int64_t kv_heads;  // B * Hkv: the products' batch
-  int64_t group;     // H / Hkv
-  int64_t T, D;
-  Dims(const Tensor& q, const Tensor& k)
-      : heads(q.shape()[0] * q.shape()[1]),
-        kv_heads(k.shape()[0] * k.shape()[1]),
-        group(k.shape()[1] > 0 ? q.shape()[1] / k.shape()[1] : 1),
-        T(q.shape()[2]),
-        D(q.shape()[3]) {}
-};
+using Dims = AttentionDims;
 
 // One strided-batched product over the heads: C[h] = alpha op(A[h]) op(B[h]).
 void batched(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, int64_t heads, int64_t M, int64_t N,

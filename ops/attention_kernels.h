@@ -15,6 +15,21 @@
 
 namespace zt::ops {
 
+// The shape of a causal_attention problem, q [B, H, T, D], k and v [B, Hkv, T, D]: flat query
+// head h (of B H) uses flat key/value head h / group (of B Hkv), as (b H + i) / G = b Hkv + i / G.
+struct AttentionDims {
+  int64_t heads;     // B * H: independent problems
+  int64_t kv_heads;  // B * Hkv
+  int64_t group;     // G = H / Hkv: query heads per key/value head
+  int64_t T, D;
+  AttentionDims(const Tensor& q, const Tensor& k)
+      : heads(q.shape()[0] * q.shape()[1]),
+        kv_heads(k.shape()[0] * k.shape()[1]),
+        group(k.shape()[1] > 0 ? q.shape()[1] / k.shape()[1] : 1),
+        T(q.shape()[2]),
+        D(q.shape()[3]) {}
+};
+
 // q [B, H, T, D], k and v [B, Hkv, T, D] (Hkv dividing H) -> out [B, H, T, D]; lse :=
 // [B, H, T] log-sum-exp of each row's scaled, masked scores (f32 for f32/bf16, f64 for f64).
 Tensor attention_forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& lse);
