@@ -59,23 +59,25 @@ void count_call(std::array<std::atomic<int64_t>, 3>& calls, AttentionBackend bac
 
 // The fused path of causal_self_attention (cuDNN's or our flash kernels). Saves the
 // (contiguous) qkv, the merged output and the row log-sum-exp (both backends save the same
-// statistics); d qkv is written by the backend in one [B, T, 3C] buffer.
+// statistics); d qkv is written by the backend in one [B, T, (H + 2 Hkv) D] buffer.
 struct SelfAttentionNode : Node {
   SavedTensor saved_qkv, saved_out, saved_lse;
-  int64_t H;
+  int64_t H, Hkv;
   AttentionBackend backend;
-  SelfAttentionNode(const Variable& input, Tensor x, Tensor o, Tensor l, int64_t n_head, AttentionBackend b)
+  SelfAttentionNode(const Variable& input, Tensor x, Tensor o, Tensor l, int64_t n_head, int64_t n_kv_head,
+                    AttentionBackend b)
       : Node("causal_self_attention", {input}),
         saved_qkv(std::move(x)),
         saved_out(std::move(o)),
         saved_lse(std::move(l)),
         H(n_head),
+        Hkv(n_kv_head),
         backend(b) {}
   std::vector<Tensor> backward(const Tensor& grad) override {
     const Tensor& qkv = saved_qkv.get(*this);
     Tensor dqkv = ZT_ON_DEVICE(
         qkv, fail_fused_without_cuda(backend),
-        fused_attention_backward_cuda(backend, qkv, H, saved_out.get(*this), saved_lse.get(*this), grad));
+        fused_attention_backward_cuda(backend, qkv, H, Hkv, saved_out.get(*this), saved_lse.get(*this), grad));
     count_call(g_backward_calls, backend);
     return {dqkv};
   }
@@ -86,37 +88,43 @@ struct SelfAttentionNode : Node {
 
 // The backend that runs causal_self_attention on the contiguous projection x: the first
 // choice (attention_backend()) if it takes the call, else the next one down the list.
-AttentionBackend choose_backend(const Tensor& x, int64_t H, int64_t D) {
+AttentionBackend choose_backend(const Tensor& x, int64_t H, int64_t Hkv, int64_t D) {
   if (!x.device().is_cuda() || x.numel() == 0) return AttentionBackend::unfused;
-  return ZT_ON_DEVICE(x, AttentionBackend::unfused, fused_attention_backend_cuda(x, H, D, attention_backend()));
+  return ZT_ON_DEVICE(x, AttentionBackend::unfused, fused_attention_backend_cuda(x, H, Hkv, D, attention_backend()));
 }
 
 }  // namespace
 
-Variable causal_self_attention(const Variable& qkv, int64_t n_head) {
+Variable causal_self_attention(const Variable& qkv, int64_t n_head, int64_t n_kv_head) {
   const char* op = "causal_self_attention";
   check_defined(op, "qkv", qkv);
   check_floating(op, "qkv", qkv.tensor());
   const Shape& s = qkv.shape();
-  ZT_CHECK(s.size() == 3 && s[2] % 3 == 0, op, ": qkv ", shape_str(s), ": expected [B, T, 3C]");
-  ZT_CHECK(n_head >= 1 && (s[2] / 3) % n_head == 0, op, ": n_head ", n_head, " does not divide C = ", s[2] / 3);
-  const int64_t B = s[0], T = s[1], C = s[2] / 3, H = n_head, D = C / n_head;
+  ZT_CHECK(s.size() == 3, op, ": qkv ", shape_str(s), ": expected [B, T, (n_head + 2 n_kv_head) D]");
+  ZT_CHECK(n_head >= 1 && n_kv_head >= 1 && n_head % n_kv_head == 0, op, ": n_kv_head ", n_kv_head,
+           " does not divide n_head ", n_head);
+  const int64_t H = n_head, Hkv = n_kv_head, width = H + 2 * Hkv;
+  ZT_CHECK(s[2] % width == 0, op, ": qkv ", shape_str(s), ": last dimension ", s[2],
+           " is not a multiple of n_head + 2 n_kv_head = ", width, " (n_head ", H, ", n_kv_head ", Hkv, ")");
+  const int64_t B = s[0], T = s[1], D = s[2] / width, C = H * D;
   const Tensor x = qkv.tensor().contiguous();
-  const AttentionBackend backend = choose_backend(x, H, D);
+  const AttentionBackend backend = choose_backend(x, H, Hkv, D);
   count_call(g_forward_calls, backend);
   if (backend == AttentionBackend::unfused) {
-    std::vector<Variable> parts = split_last(qkv, 3);
-    auto heads = [&](const Variable& v) { return transpose(reshape(v, {B, T, H, D}), 1, 2); };
-    Variable y = causal_attention(heads(parts[0]), heads(parts[1]), heads(parts[2]));  // [B, H, T, D]
+    std::vector<Variable> parts = split_last(qkv, {C, Hkv * D, Hkv * D});
+    auto heads = [&](const Variable& v, int64_t n) { return transpose(reshape(v, {B, T, n, D}), 1, 2); };
+    Variable y = causal_attention(heads(parts[0], H), heads(parts[1], Hkv), heads(parts[2], Hkv));  // [B, H, T, D]
     return reshape(transpose(y, 1, 2), {B, T, C});
   }
   Tensor out = Tensor::empty({B, T, C}, x.dtype(), x.device());
   Tensor lse = Tensor::empty({B, H, T}, DType::f32, x.device());
   ZT_ON_DEVICE(x, static_cast<void>(fail_fused_without_cuda(backend)),
-               fused_attention_forward_cuda(backend, x, H, out, lse));
+               fused_attention_forward_cuda(backend, x, H, Hkv, out, lse));
   if (!needs_grad({qkv})) return Variable(out);
-  return Variable::from_op(out, std::make_shared<SelfAttentionNode>(qkv, x, out, lse, H, backend));
+  return Variable::from_op(out, std::make_shared<SelfAttentionNode>(qkv, x, out, lse, H, Hkv, backend));
 }
+
+Variable causal_self_attention(const Variable& qkv, int64_t n_head) { return causal_self_attention(qkv, n_head, n_head); }
 
 const char* attention_backend_name(AttentionBackend backend) {
   switch (backend) {
@@ -167,9 +175,11 @@ Variable causal_attention(const Variable& q, const Variable& k, const Variable& 
   check_same_dtype(op, "q", q.tensor(), "v", v.tensor());
   check_same_device(op, "q", q.tensor(), "k", k.tensor());
   check_same_device(op, "q", q.tensor(), "v", v.tensor());
-  ZT_CHECK(q.tensor().dim() == 4 && q.shape() == k.shape() && q.shape() == v.shape(), op, ": q ",
-           shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()),
-           ": expected three equal [B, H, T, D] shapes");
+  const Shape &qs = q.shape(), &ks = k.shape();
+  ZT_CHECK(qs.size() == 4 && ks.size() == 4 && k.shape() == v.shape() && ks[0] == qs[0] && ks[2] == qs[2] &&
+               ks[3] == qs[3] && (ks[1] == 0 ? qs[1] == 0 : qs[1] % ks[1] == 0),
+           op, ": q ", shape_str(qs), ", k ", shape_str(ks), ", v ", shape_str(v.shape()),
+           ": expected q [B, H, T, D] and k, v [B, Hkv, T, D] with Hkv dividing H");
   Tensor lse;
   Tensor out = ZT_ON_DEVICE(q.tensor(), attention_forward_cpu(q.tensor(), k.tensor(), v.tensor(), lse),
                             attention_forward_cuda(q.tensor(), k.tensor(), v.tensor(), lse));

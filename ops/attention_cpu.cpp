@@ -15,11 +15,7 @@ constexpr int64_t kBlock = 64;  // query rows per block
 template <class T>
 using RowView = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 
-struct Dims {
-  int64_t heads;  // B * H: independent problems
-  int64_t T, D;
-  explicit Dims(const Tensor& q) : heads(q.shape()[0] * q.shape()[1]), T(q.shape()[2]), D(q.shape()[3]) {}
-};
+using Dims = AttentionDims;
 
 // Scratch rows are reduced with Eigen, whose vectorised sums split the work by the pointer's
 // alignment: malloc's varying alignment would make identical inputs give different last bits
@@ -39,8 +35,8 @@ void forward(const T* q, const T* k, const T* v, T* out, T* lse, const Dims& d) 
 #pragma omp for schedule(dynamic)
     for (int64_t h = 0; h < d.heads; ++h) {
       const T* Q = q + h * n * D;
-      const T* K = k + h * n * D;
-      const T* V = v + h * n * D;
+      const T* K = k + h / d.group * n * D;
+      const T* V = v + h / d.group * n * D;
       T* O = out + h * n * D;
       T* L = lse + h * n;
       for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
@@ -68,46 +64,51 @@ void backward(const T* g, const T* q, const T* k, const T* v, const T* out, cons
               const Dims& d) {
   const T scale = T(1) / std::sqrt(T(d.D));
   const int64_t n = d.T, D = d.D;
-#pragma omp parallel if (d.heads > 1 && d.heads * d.T * d.T * d.D >= cpu::kParallelMin)
+  // One thread per key/value head: it sums the dK and dV of its group's query heads.
+#pragma omp parallel if (d.kv_heads > 1 && d.heads * d.T * d.T * d.D >= cpu::kParallelMin)
   {
     const size_t block = static_cast<size_t>(std::min(kBlock, n) * n);
     Scratch<T> p_buf(block), dp_buf(block);
 #pragma omp for schedule(dynamic)
-    for (int64_t h = 0; h < d.heads; ++h) {
-      const int64_t off = h * n * D;
-      const T *Q = q + off, *K = k + off, *V = v + off, *O = out + off, *G = g + off;
-      const T* L = lse + h * n;
-      T *dQ = dq + off, *dK = dk + off, *dV = dv + off;
+    for (int64_t kvh = 0; kvh < d.kv_heads; ++kvh) {
+      const T *K = k + kvh * n * D, *V = v + kvh * n * D;
+      T *dK = dk + kvh * n * D, *dV = dv + kvh * n * D;
       std::fill(dK, dK + n * D, T(0));
       std::fill(dV, dV + n * D, T(0));
-      for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
-        const int64_t rows = std::min(kBlock, n - r0), keys = r0 + rows;
-        T* P = p_buf.data();
-        T* dS = dp_buf.data();
-        // P = exp(scale Q K^T - lse), zero above the diagonal.
-        cpu::gemm<T>(false, true, rows, keys, D, scale, Q + r0 * D, D, K, D, T(0), P, keys);
-        for (int64_t i = 0; i < rows; ++i) {
-          const int64_t visible = r0 + i + 1;
-          RowView<T> p(P + i * keys, visible);
-          p = (p - L[r0 + i]).exp();
-          std::fill(P + i * keys + visible, P + (i + 1) * keys, T(0));
+      for (int64_t h = kvh * d.group; h < (kvh + 1) * d.group; ++h) {
+        const int64_t off = h * n * D;
+        const T *Q = q + off, *O = out + off, *G = g + off;
+        const T* L = lse + h * n;
+        T* dQ = dq + off;
+        for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
+          const int64_t rows = std::min(kBlock, n - r0), keys = r0 + rows;
+          T* P = p_buf.data();
+          T* dS = dp_buf.data();
+          // P = exp(scale Q K^T - lse), zero above the diagonal.
+          cpu::gemm<T>(false, true, rows, keys, D, scale, Q + r0 * D, D, K, D, T(0), P, keys);
+          for (int64_t i = 0; i < rows; ++i) {
+            const int64_t visible = r0 + i + 1;
+            RowView<T> p(P + i * keys, visible);
+            p = (p - L[r0 + i]).exp();
+            std::fill(P + i * keys + visible, P + (i + 1) * keys, T(0));
+          }
+          // dV[0:keys] += P^T dO_blk
+          cpu::gemm<T>(true, false, keys, D, rows, T(1), P, keys, G + r0 * D, D, T(1), dV, D);
+          // dP = dO_blk V[0:keys]^T, then dS = P (dP - rowsum(dO o O)) scale in place.
+          cpu::gemm<T>(false, true, rows, keys, D, T(1), G + r0 * D, D, V, D, T(0), dS, keys);
+          for (int64_t i = 0; i < rows; ++i) {
+            const T* gr = G + (r0 + i) * D;
+            const T* orow = O + (r0 + i) * D;
+            T delta = 0;
+            for (int64_t j = 0; j < D; ++j) delta += gr[j] * orow[j];
+            T* ds = dS + i * keys;
+            const T* p = P + i * keys;
+            for (int64_t j = 0; j < keys; ++j) ds[j] = p[j] * (ds[j] - delta) * scale;
+          }
+          // dQ_blk = dS K[0:keys];  dK[0:keys] += dS^T Q_blk
+          cpu::gemm<T>(false, false, rows, D, keys, T(1), dS, keys, K, D, T(0), dQ + r0 * D, D);
+          cpu::gemm<T>(true, false, keys, D, rows, T(1), dS, keys, Q + r0 * D, D, T(1), dK, D);
         }
-        // dV[0:keys] += P^T dO_blk
-        cpu::gemm<T>(true, false, keys, D, rows, T(1), P, keys, G + r0 * D, D, T(1), dV, D);
-        // dP = dO_blk V[0:keys]^T, then dS = P (dP - rowsum(dO o O)) scale in place.
-        cpu::gemm<T>(false, true, rows, keys, D, T(1), G + r0 * D, D, V, D, T(0), dS, keys);
-        for (int64_t i = 0; i < rows; ++i) {
-          const T* gr = G + (r0 + i) * D;
-          const T* orow = O + (r0 + i) * D;
-          T delta = 0;
-          for (int64_t j = 0; j < D; ++j) delta += gr[j] * orow[j];
-          T* ds = dS + i * keys;
-          const T* p = P + i * keys;
-          for (int64_t j = 0; j < keys; ++j) ds[j] = p[j] * (ds[j] - delta) * scale;
-        }
-        // dQ_blk = dS K[0:keys];  dK[0:keys] += dS^T Q_blk
-        cpu::gemm<T>(false, false, rows, D, keys, T(1), dS, keys, K, D, T(0), dQ + r0 * D, D);
-        cpu::gemm<T>(true, false, keys, D, rows, T(1), dS, keys, Q + r0 * D, D, T(1), dK, D);
       }
     }
   }
@@ -117,7 +118,7 @@ void backward(const T* g, const T* q, const T* k, const T* v, const T* out, cons
 
 Tensor attention_forward_cpu(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, Tensor& lse) {
   const Tensor q = cpu::to_compute(q_in), k = cpu::to_compute(k_in), v = cpu::to_compute(v_in);
-  const Dims d(q);
+  const Dims d(q, k);
   Tensor out = Tensor::empty(q.shape(), q.dtype());
   lse = Tensor::empty({q.shape()[0], q.shape()[1], d.T}, q.dtype());
   cpu::dispatch_compute(q.dtype(), "causal_attention", [&](auto tag) {
@@ -131,9 +132,9 @@ void attention_backward_cpu(const Tensor& grad, const Tensor& q_in, const Tensor
                             const Tensor& out_in, const Tensor& lse, Tensor* dq, Tensor* dk, Tensor* dv) {
   const Tensor g = cpu::to_compute(grad), q = cpu::to_compute(q_in), k = cpu::to_compute(k_in),
                v = cpu::to_compute(v_in), out = cpu::to_compute(out_in);
-  const Dims d(q);
-  Tensor dq_c = Tensor::empty(q.shape(), q.dtype()), dk_c = Tensor::empty(q.shape(), q.dtype()),
-         dv_c = Tensor::empty(q.shape(), q.dtype());
+  const Dims d(q, k);
+  Tensor dq_c = Tensor::empty(q.shape(), q.dtype()), dk_c = Tensor::empty(k.shape(), q.dtype()),
+         dv_c = Tensor::empty(k.shape(), q.dtype());
   cpu::dispatch_compute(q.dtype(), "causal_attention", [&](auto tag) {
     using T = decltype(tag);
     backward<T>(g.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>(), dq_c.data<T>(),

@@ -6,6 +6,13 @@
 //   dV = P^T dO,  dP = dO V^T,  dS = P (dP - rowsum(dO o O)) / sqrt(D),  dQ = dS K,  dK = dS^T Q.
 // The products compute the masked upper triangle too (half their FLOPs are wasted) and the
 // T x T buffers go through memory: a fused flash-attention kernel is the next step.
+//
+// Grouped-query heads (k, v with Hkv heads, H / Hkv = G query heads each): the G query heads
+// of one key/value head are consecutive in [B, H, T, D], so the products are batched over the
+// B Hkv key/value heads with the group's G T query rows stacked as one [G T, D] operand. Then
+// S = Q K^T is [G T, T] per batch (row r is position r % T, as the softmax kernels read it)
+// and dV = P^T dO, dK = dS^T Q contract over all G T rows: the sums over the group come out of
+// the products themselves, with no copies of k and v. G = 1 is the plain per-head batching.
 #include <cmath>
 #include <cstdlib>
 
@@ -92,10 +99,7 @@ __global__ void score_grad_kernel(const acc_t<T>* dP, const acc_t<T>* delta, T* 
   for (int64_t j = lane; j < T_len; j += 32) store(p, j, load<A>(p, j) * (dp[j] - dl) * scale);
 }
 
-struct Dims {
-  int64_t heads, T, D;
-  explicit Dims(const Tensor& q) : heads(q.shape()[0] * q.shape()[1]), T(q.shape()[2]), D(q.shape()[3]) {}
-};
+using Dims = AttentionDims;
 
 // One strided-batched product over the heads: C[h] = alpha op(A[h]) op(B[h]).
 void batched(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, int64_t heads, int64_t M, int64_t N,
@@ -138,22 +142,24 @@ FlashArgs contiguous_flash_args(const Tensor& q, const Tensor& k, const Tensor& 
   a.H = q.shape()[1];
   a.T = q.shape()[2];
   a.D = q.shape()[3];
+  a.Hkv = a.H;  // takes_flash: k and v have q's shape
   a.in = {a.H * a.T * a.D, a.T * a.D, a.D};
   return a;
 }
 
 bool aligned16(const Tensor& t) { return gpu::aligned16(t.raw_data()); }
 
+// Our flash kernels have no grouped heads: k and v must have q's head count.
 bool takes_flash(const Tensor& q, const Tensor& k, const Tensor& v, int64_t D) {
-  return flash_attention_enabled() && flash_attention_supported(q.dtype(), D) && aligned16(q) && aligned16(k) &&
-         aligned16(v);
+  return flash_attention_enabled() && flash_attention_supported(q.dtype(), D) && q.shape() == k.shape() &&
+         aligned16(q) && aligned16(k) && aligned16(v);
 }
 
 }  // namespace
 
 Tensor attention_forward_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, Tensor& lse) {
   const Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const Dims d(q);
+  const Dims d(q, k);
   const DType acc = acc_dtype(q.dtype());
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   lse = Tensor::empty({q.shape()[0], q.shape()[1], d.T}, acc, q.device());
@@ -169,12 +175,14 @@ Tensor attention_forward_cuda(const Tensor& q_in, const Tensor& k_in, const Tens
     return out;
   }
   cudaStream_t s = stream_for(q);
-  const int64_t TT = d.T * d.T, TD = d.T * d.D, rows = d.heads * d.T;
-  Tensor scores = Tensor::empty({d.heads, d.T, d.T}, acc, q.device());
-  Tensor probs = Tensor::empty({d.heads, d.T, d.T}, q.dtype(), q.device());
+  // Per key/value head (the products' batch): GT query rows, T keys.
+  const int64_t GT = d.group * d.T, TD = d.T * d.D, GTT = GT * d.T, GTD = GT * d.D, rows = d.heads * d.T;
+  Tensor scores = Tensor::empty({d.kv_heads, GT, d.T}, acc, q.device());
+  Tensor probs = Tensor::empty({d.kv_heads, GT, d.T}, q.dtype(), q.device());
   {
     OpRange range("attention.qk");
-    batched(q, false, k, true, scores, d.heads, d.T, d.T, d.D, 1.0 / std::sqrt(static_cast<double>(d.D)), TD, TD);
+    batched(q, false, k, true, scores, d.kv_heads, GT, d.T, d.D, 1.0 / std::sqrt(static_cast<double>(d.D)), GTD,
+            TD);
   }
   dispatch_device_float(q.dtype(), "causal_attention", [&](auto tag) {
     using T = decltype(tag);
@@ -187,7 +195,7 @@ Tensor attention_forward_cuda(const Tensor& q_in, const Tensor& k_in, const Tens
   ZT_CUDA_CHECK_LAUNCH();
   {
     OpRange range("attention.pv");
-    batched(probs, false, v, false, out, d.heads, d.T, d.D, d.T, 1.0, TT, TD);
+    batched(probs, false, v, false, out, d.kv_heads, GT, d.D, d.T, 1.0, GTT, TD);
   }
   return out;
 }
@@ -196,11 +204,11 @@ void attention_backward_cuda(const Tensor& grad, const Tensor& q_in, const Tenso
                              const Tensor& out_in, const Tensor& lse, Tensor* dq, Tensor* dk, Tensor* dv) {
   const Tensor g = grad.contiguous(), q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous(),
                o = out_in.contiguous();
-  const Dims d(q);
+  const Dims d(q, k);
   const DType acc = acc_dtype(q.dtype());
   Tensor dq_c = Tensor::empty(q.shape(), q.dtype(), q.device());
-  Tensor dk_c = Tensor::empty(q.shape(), q.dtype(), q.device());
-  Tensor dv_c = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor dk_c = Tensor::empty(k.shape(), q.dtype(), q.device());
+  Tensor dv_c = Tensor::empty(k.shape(), q.dtype(), q.device());
   auto finish = [&] {
     if (dq) *dq = dq_c;
     if (dk) *dk = dk_c;
@@ -219,14 +227,15 @@ void attention_backward_cuda(const Tensor& grad, const Tensor& q_in, const Tenso
     return;
   }
   cudaStream_t s = stream_for(q);
-  const int64_t TT = d.T * d.T, TD = d.T * d.D, rows = d.heads * d.T;
+  // Per key/value head (the products' batch): GT query rows, T keys (see the top of the file).
+  const int64_t GT = d.group * d.T, TD = d.T * d.D, GTT = GT * d.T, GTD = GT * d.D, rows = d.heads * d.T;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d.D));
-  Tensor scores = Tensor::empty({d.heads, d.T, d.T}, acc, q.device());  // S, then dP
-  Tensor probs = Tensor::empty({d.heads, d.T, d.T}, q.dtype(), q.device());  // P, then dS
+  Tensor scores = Tensor::empty({d.kv_heads, GT, d.T}, acc, q.device());       // S, then dP
+  Tensor probs = Tensor::empty({d.kv_heads, GT, d.T}, q.dtype(), q.device());  // P, then dS
   Tensor delta = Tensor::empty({rows}, acc, q.device());
   {
     OpRange range("attention.qk");
-    batched(q, false, k, true, scores, d.heads, d.T, d.T, d.D, scale, TD, TD);
+    batched(q, false, k, true, scores, d.kv_heads, GT, d.T, d.D, scale, GTD, TD);
   }
   dispatch_device_float(q.dtype(), "causal_attention", [&](auto tag) {
     using T = decltype(tag);
@@ -242,7 +251,8 @@ void attention_backward_cuda(const Tensor& grad, const Tensor& q_in, const Tenso
     ZT_CUDA_CHECK_LAUNCH();
   });
   // ZT_ATTN_BWD_TRANSPOSE=1 (an experiment): P^T and dS^T as explicit copies and plain
-  // products, instead of cuBLASLt reading P and dS transposed.
+  // products, instead of cuBLASLt reading P and dS transposed. Both contract over the GT rows
+  // of a key/value head's group: [T, GT] [GT, D] -> [T, D].
   static const bool transpose_copy = [] {
     const char* e = std::getenv("ZT_ATTN_BWD_TRANSPOSE");
     return e && e[0] == '1';
@@ -250,7 +260,7 @@ void attention_backward_cuda(const Tensor& grad, const Tensor& q_in, const Tenso
   auto transposed_product = [&](const Tensor& a, const Tensor& b, Tensor& c, const char* name) {
     if (!transpose_copy) {
       OpRange range(name);
-      batched(a, true, b, false, c, d.heads, d.T, d.D, d.T, 1.0, TT, TD);
+      batched(a, true, b, false, c, d.kv_heads, d.T, d.D, GT, 1.0, GTT, GTD);
       return;
     }
     Tensor at;
@@ -259,12 +269,12 @@ void attention_backward_cuda(const Tensor& grad, const Tensor& q_in, const Tenso
       at = a.transpose(1, 2).contiguous();
     }
     OpRange range(name);
-    batched(at, false, b, false, c, d.heads, d.T, d.D, d.T, 1.0, TT, TD);
+    batched(at, false, b, false, c, d.kv_heads, d.T, d.D, GT, 1.0, GTT, GTD);
   };
   transposed_product(probs, g, dv_c, "attention.dv");  // dV = P^T dO
   {
     OpRange range("attention.dp");
-    batched(g, false, v, true, scores, d.heads, d.T, d.T, d.D, 1.0, TD, TD);  // dP = dO V^T
+    batched(g, false, v, true, scores, d.kv_heads, GT, d.T, d.D, 1.0, GTD, TD);  // dP = dO V^T
   }
   dispatch_device_float(q.dtype(), "causal_attention", [&](auto tag) {
     using T = decltype(tag);
@@ -277,7 +287,7 @@ void attention_backward_cuda(const Tensor& grad, const Tensor& q_in, const Tenso
   });
   {
     OpRange range("attention.dq");
-    batched(probs, false, k, false, dq_c, d.heads, d.T, d.D, d.T, 1.0, TT, TD);  // dQ = dS K
+    batched(probs, false, k, false, dq_c, d.kv_heads, GT, d.D, d.T, 1.0, GTT, TD);  // dQ = dS K
   }
   transposed_product(probs, q, dk_c, "attention.dk");  // dK = dS^T Q
   finish();

@@ -152,7 +152,8 @@ class GraphBuilder {
     add_operation(op, "pointwise operation (mode " + std::to_string(static_cast<int>(mode)) + ")");
   }
 
-  // y = reduce(x) over the dimensions where y has extent 1.
+  // y = reduce(x) over the dimensions where y has extent 1, and, where y's extent divides x's
+  // (grouped heads: H -> Hkv), over each run of x / y consecutive indices.
   void reduction(cudnnReduceTensorOp_t reduce, const BackendDescriptor* x, const BackendDescriptor* y) {
     BackendDescriptor& r = make(CUDNN_BACKEND_REDUCTION_DESCRIPTOR);
     r.set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &reduce)
@@ -295,20 +296,23 @@ class GraphBuilder {
   std::string failure_;
 };
 
-// Everything a plan depends on.
+// Everything a plan depends on. Hkv < H: grouped-query heads (query head h uses key/value
+// head h / (H / Hkv)).
 struct Problem {
   int device = 0;
   DType dtype = DType::bf16;
-  int64_t B = 0, H = 0, T = 0, D = 0;
+  int64_t B = 0, H = 0, Hkv = 0, T = 0, D = 0;
   AttentionLayout in, out;
 
   auto key() const {
-    return std::make_tuple(device, static_cast<int>(dtype), B, H, T, D, in.batch, in.head, in.row, out.batch, out.head,
-                           out.row);
+    return std::make_tuple(device, static_cast<int>(dtype), B, H, Hkv, T, D, in.batch, in.head, in.row, out.batch,
+                           out.head, out.row);
   }
   bool operator<(const Problem& o) const { return key() < o.key(); }
+  bool grouped() const { return Hkv != H; }
   std::string str() const {
-    return "B=" + std::to_string(B) + " T=" + std::to_string(T) + " H=" + std::to_string(H) + " D=" + std::to_string(D);
+    return "B=" + std::to_string(B) + " T=" + std::to_string(T) + " H=" + std::to_string(H) +
+           (grouped() ? " Hkv=" + std::to_string(Hkv) : std::string()) + " D=" + std::to_string(D);
   }
 };
 
@@ -318,6 +322,7 @@ Problem problem_of(const FlashArgs& a, DType dtype, const AttentionLayout& out, 
   p.dtype = dtype;
   p.B = a.B;
   p.H = a.H;
+  p.Hkv = a.Hkv;
   p.T = a.T;
   p.D = a.D;
   p.in = a.in;
@@ -329,13 +334,16 @@ Problem problem_of(const FlashArgs& a, DType dtype, const AttentionLayout& out, 
 Dims strides(const AttentionLayout& l) { return {l.batch, l.head, l.row, 1}; }
 Dims transposed(const AttentionLayout& l) { return {l.batch, l.head, 1, l.row}; }
 
-// The dims of one problem's tensors.
+// The dims of one problem's tensors. Q, O, dO, dQ and the scores have the H query heads; K,
+// V, dK and dV the Hkv key/value heads (kv_*; K^T and V^T as kv_bhdt). cuDNN's
+// products broadcast a key/value head over its group of H / Hkv query heads.
 struct Shapes {
-  Dims bhtd, bhdt, btt, btt_str, bt1, bt1_str, bhtd_packed, btd_str_fe;
+  Dims bhtd, kv_bhtd, kv_bhdt, btt, btt_str, bt1, bt1_str, bhtd_packed, btd_str_fe;
   explicit Shapes(const Problem& p) {
     const int64_t b = p.B, h = p.H, s = p.T, d = p.D;
     bhtd = {b, h, s, d};
-    bhdt = {b, h, d, s};
+    kv_bhtd = {b, p.Hkv, s, d};
+    kv_bhdt = {b, p.Hkv, d, s};
     btt = {b, h, s, s};
     btt_str = {h * s * s, s * s, s, 1};
     bt1 = {b, h, s, 1};
@@ -375,7 +383,7 @@ struct Common {
 };
 Common common_tensors(GraphBuilder& g, const Problem& p, const Shapes& sh) {
   return {g.tensor(kQ, kIo, sh.bhtd, strides(p.in)),
-          g.tensor(kK, kIo, sh.bhdt, transposed(p.in)),
+          g.tensor(kK, kIo, sh.kv_bhdt, transposed(p.in)),
           g.tensor(kO, kIo, sh.bhtd, strides(p.out)),
           g.tensor(kStats, CUDNN_DATA_FLOAT, sh.bt1, sh.bt1_str),
           g.scalar(kScale),
@@ -386,7 +394,7 @@ std::unique_ptr<Plan> build_forward(const Problem& p, const GraphStyle& st, cudn
   GraphBuilder g("attention forward " + p.str() + ", " + st.name + " form");
   const Shapes sh(p);
   const auto [q, kt, o, stats, scale, mask_value] = common_tensors(g, p, sh);
-  const BackendDescriptor* v = g.tensor(kV, kIo, sh.bhtd, strides(p.in));
+  const BackendDescriptor* v = g.tensor(kV, kIo, sh.kv_bhtd, strides(p.in));
 
   const BackendDescriptor* s = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.btt, sh.btt_str);
   g.matmul(q, kt, s);
@@ -410,15 +418,28 @@ std::unique_ptr<Plan> build_forward(const Problem& p, const GraphStyle& st, cudn
   return g.build(handle);
 }
 
+// Where a product that makes dK or dV (one term per query head) writes. Plain heads: dK or dV
+// itself. Grouped heads: a virtual [B, H, T, D] per-query-head tensor (packed, io type), which
+// sum_groups() then reduces over each group of H / Hkv consecutive heads into the
+// [B, Hkv, T, D] gradient (the DAG cudnn-frontend's SDPA backward builds for grouped-query
+// attention: the product first, then the reduction).
+const BackendDescriptor* per_head_target(GraphBuilder& g, const Problem& p, const Shapes& sh,
+                                         const BackendDescriptor* grad) {
+  return p.grouped() ? g.virtual_tensor(kIo, sh.bhtd, sh.bhtd_packed) : grad;
+}
+void sum_groups(GraphBuilder& g, const Problem& p, const BackendDescriptor* per_head, const BackendDescriptor* grad) {
+  if (p.grouped()) g.reduction(CUDNN_REDUCE_TENSOR_ADD, per_head, grad);
+}
+
 std::unique_ptr<Plan> build_backward(const Problem& p, const GraphStyle& st, cudnnHandle_t handle) {
   GraphBuilder g("attention backward " + p.str() + ", " + st.name + " form");
   const Shapes sh(p);
   const auto [q, kt, o, stats, scale, mask_value] = common_tensors(g, p, sh);
-  const BackendDescriptor* vt = g.tensor(kV, kIo, sh.bhdt, transposed(p.in));
+  const BackendDescriptor* vt = g.tensor(kV, kIo, sh.kv_bhdt, transposed(p.in));
   const BackendDescriptor* dout = g.tensor(kDO, kIo, sh.bhtd, strides(p.out));
   const BackendDescriptor* dq = g.tensor(kDQ, kIo, sh.bhtd, strides(p.in));
-  const BackendDescriptor* dk = g.tensor(kDK, kIo, sh.bhtd, strides(p.in));
-  const BackendDescriptor* dv = g.tensor(kDV, kIo, sh.bhtd, strides(p.in));
+  const BackendDescriptor* dk = g.tensor(kDK, kIo, sh.kv_bhtd, strides(p.in));
+  const BackendDescriptor* dv = g.tensor(kDV, kIo, sh.kv_bhtd, strides(p.in));
   const BackendDescriptor* one = g.scalar(kOne);
 
   // Delta = rowsum(dO o O) (times 1: the dropout scale's slot).
@@ -447,7 +468,9 @@ std::unique_ptr<Plan> build_backward(const Problem& p, const GraphStyle& st, cud
   const Dims btt_transposed{sh.btt_str[0], sh.btt_str[1], 1, p.T};
   const BackendDescriptor* probs_t = g.virtual_tensor(kIo, sh.btt, btt_transposed);
   g.reshape(probs, probs_t);
-  g.matmul(probs_t, dout, dv);
+  const BackendDescriptor* dv_terms = per_head_target(g, p, sh, dv);
+  g.matmul(probs_t, dout, dv_terms);
+  sum_groups(g, p, dv_terms, dv);
 
   // dS = P (dO V^T - Delta) * scale.
   const BackendDescriptor* dp = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.btt, sh.btt_str);
@@ -460,10 +483,12 @@ std::unique_ptr<Plan> build_backward(const Problem& p, const GraphStyle& st, cud
   // dK = dS^T Q.
   const BackendDescriptor* ds_t = g.virtual_tensor(kIo, sh.btt, btt_transposed);
   g.reshape(ds, ds_t);
-  g.matmul(ds_t, q, dk);
+  const BackendDescriptor* dk_terms = per_head_target(g, p, sh, dk);
+  g.matmul(ds_t, q, dk_terms);
+  sum_groups(g, p, dk_terms, dk);
 
-  // dQ = dS K, K seen again as [B, H, T, D] through a reshape of K^T.
-  const BackendDescriptor* k = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.bhtd, strides(p.in));
+  // dQ = dS K, K seen again as [B, Hkv, T, D] through a reshape of K^T.
+  const BackendDescriptor* k = g.virtual_tensor(CUDNN_DATA_FLOAT, sh.kv_bhtd, strides(p.in));
   g.reshape(kt, k);
   if (st.dq_direct) {
     g.matmul(ds, k, dq);
@@ -566,6 +591,7 @@ void execute(const Plan& plan, int device, const std::array<void*, kUidCount>& b
 
 bool cudnn_attention_supported(const FlashArgs& a, DType dtype, const AttentionLayout& out_layout, int device) {
   if (dtype != DType::bf16 || a.D <= 0 || a.D % 8 != 0 || a.B * a.H * a.T == 0) return false;
+  if (a.Hkv < 1 || a.H % a.Hkv != 0) return false;
   if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !strides_aligned(a.in) || !strides_aligned(out_layout))
     return false;
   const Problem p = problem_of(a, dtype, out_layout, device);

@@ -7,16 +7,35 @@
 // log-sum-exp is kept for backward (not the T x T probabilities); backward recomputes P
 // from it, block by block:
 //   dV += P^T dO,  dP = dO V^T,  dS = P (dP - rowsum(dO o O)) scale,  dQ = dS K,  dK += dS^T Q.
+// Grouped-query heads (k, v with Hkv heads): forward query head h reads key/value head
+// h / (H / Hkv); backward runs one key/value head per thread, over its group's query heads in
+// turn, so dK and dV sum the group's contributions without races or copies of k and v.
 #include "framework/tensor.h"
 #include "ops/attention.h"
 
 namespace zt::ops {
 
-// q, k, v [B, H, T, D] -> out [B, H, T, D]; lse := [B, H, T] log-sum-exp of each row's
-// scaled, masked scores (f32 for f32/bf16, f64 for f64).
+// The shape of a causal_attention problem, q [B, H, T, D], k and v [B, Hkv, T, D]: flat query
+// head h (of B H) uses flat key/value head h / group (of B Hkv), as (b H + i) / G = b Hkv + i / G.
+struct AttentionDims {
+  int64_t heads;     // B * H: independent problems
+  int64_t kv_heads;  // B * Hkv
+  int64_t group;     // G = H / Hkv: query heads per key/value head
+  int64_t T, D;
+  AttentionDims(const Tensor& q, const Tensor& k)
+      : heads(q.shape()[0] * q.shape()[1]),
+        kv_heads(k.shape()[0] * k.shape()[1]),
+        group(k.shape()[1] > 0 ? q.shape()[1] / k.shape()[1] : 1),
+        T(q.shape()[2]),
+        D(q.shape()[3]) {}
+};
+
+// q [B, H, T, D], k and v [B, Hkv, T, D] (Hkv dividing H) -> out [B, H, T, D]; lse :=
+// [B, H, T] log-sum-exp of each row's scaled, masked scores (f32 for f32/bf16, f64 for f64).
 Tensor attention_forward_cpu(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& lse);
 
-// Gradients of q, k, v from grad of out; a null pointer skips storing that gradient.
+// Gradients of q, k, v (dk, dv [B, Hkv, T, D]) from grad of out; a null pointer skips storing
+// that gradient.
 void attention_backward_cpu(const Tensor& grad, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                             const Tensor& lse, Tensor* dq, Tensor* dk, Tensor* dv);
 
@@ -36,12 +55,14 @@ struct AttentionLayout {
   int64_t batch = 0, head = 0, row = 0;
 };
 
-// q, k, v share one layout (three heads-views of one [B, T, 3C] projection, or three
-// contiguous [B, H, T, D] tensors).
+// q, k, v share one layout (three heads-views of one [B, T, (H + 2 Hkv) D] projection, or
+// three contiguous [B, H, T, D] tensors). q has H heads, k and v Hkv (dividing H; query head h
+// uses key/value head h / (H / Hkv)). Our flash kernels take only Hkv == H; cuDNN takes both.
 struct FlashArgs {
   const void *q = nullptr, *k = nullptr, *v = nullptr;
   AttentionLayout in;
   int64_t B = 0, H = 0, T = 0, D = 0;
+  int64_t Hkv = 0;  // key/value heads: set it (= H for plain multi-head attention)
 };
 
 // Whether the fused kernels handle this dtype and head size (bf16; D = 32 or 64).
@@ -54,16 +75,21 @@ bool flash_attention_enabled();
 
 #ifdef ZTRAIN_WITH_CUDA
 // causal_self_attention's fused path (ops/attention_fused_cuda.cpp) on x, its contiguous
-// [B, T, 3C] projection on a GPU, with H heads of size D:
+// [B, T, (H + 2 Hkv) D] projection on a GPU, with H query and Hkv key/value heads of size D:
 // The backend that takes the call given the first choice: cudnn if first is cudnn and cuDNN
-// takes the problem, else flash if first is not unfused and our kernels take it, else unfused.
-AttentionBackend fused_attention_backend_cuda(const Tensor& x, int64_t H, int64_t D, AttentionBackend first);
-// out [B, T, C] (merged heads) and lse [B, H, T] f32 by `backend` (cudnn or flash).
-void fused_attention_forward_cuda(AttentionBackend backend, const Tensor& x, int64_t H, Tensor& out, Tensor& lse);
-// d qkv [B, T, 3C] from the gradient of out, by the backend that ran the forward pass.
-Tensor fused_attention_backward_cuda(AttentionBackend backend, const Tensor& qkv, int64_t H, const Tensor& out,
-                                     const Tensor& lse, const Tensor& grad);
+// takes the problem, else flash if first is not unfused, Hkv == H and our kernels take it,
+// else unfused.
+AttentionBackend fused_attention_backend_cuda(const Tensor& x, int64_t H, int64_t Hkv, int64_t D,
+                                              AttentionBackend first);
+// out [B, T, H D] (merged heads) and lse [B, H, T] f32 by `backend` (cudnn or flash).
+void fused_attention_forward_cuda(AttentionBackend backend, const Tensor& x, int64_t H, int64_t Hkv, Tensor& out,
+                                  Tensor& lse);
+// d qkv [B, T, (H + 2 Hkv) D] from the gradient of out, by the backend that ran the forward
+// pass (its d k and d v parts: the Hkv heads, each summed over its group's query heads).
+Tensor fused_attention_backward_cuda(AttentionBackend backend, const Tensor& qkv, int64_t H, int64_t Hkv,
+                                     const Tensor& out, const Tensor& lse, const Tensor& grad);
 // out (bf16, out_layout) = causal attention; lse [B, H, T] f32 (natural log). Current stream.
+// a.Hkv must be a.H (a zt::Error otherwise).
 void flash_attention_forward_cuda(const FlashArgs& a, void* out, const AttentionLayout& out_layout, float* lse,
                                   int device);
 // dq, dk, dv (bf16, grad_layout) from dout (out_layout, like out). Every element of dq, dk, dv is written.

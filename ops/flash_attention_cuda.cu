@@ -1,5 +1,7 @@
 // Fused causal attention for bf16 on CUDA (FlashAttention-2 style, our own kernels), used by
-// ops/attention.cpp when the operands are bf16 and the head size is 32 or 64.
+// ops/attention.cpp when the operands are bf16 and the head size is 32 or 64, and k and v have
+// q's head count (grouped-query heads, Hkv < H, are not supported: those calls go to cuDNN or
+// the composite).
 //
 // Forward: one CTA of 4 warps per (query block of 64 rows, head, batch); each warp owns 16
 // query rows. Key/value blocks of 64 rows stream through shared memory (cp.async, two
@@ -510,6 +512,8 @@ bool layout_aligned(const AttentionLayout& l) { return l.batch % 8 == 0 && l.hea
 void flash_attention_forward_cuda(const FlashArgs& a, void* out, const AttentionLayout& out_layout, float* lse,
                                   int device) {
   ZT_CHECK(flash_attention_supported(DType::bf16, a.D), "flash attention: head size ", a.D, " not supported");
+  ZT_CHECK(a.Hkv == a.H, "flash attention: ", a.Hkv, " key/value heads for ", a.H,
+           " query heads: grouped heads are not supported (the caller picks cuDNN or the composite)");
   ZT_CHECK(aligned16(a.q) && aligned16(a.k) && aligned16(a.v) && aligned16(out) && layout_aligned(a.in) &&
                layout_aligned(out_layout),
            "flash attention: operands must be 16-byte aligned with strides a multiple of 8 elements");
@@ -534,6 +538,8 @@ void flash_attention_backward_cuda(const FlashArgs& a, const void* out, const vo
                                    const AttentionLayout& out_layout, const float* lse, void* dq, void* dk, void* dv,
                                    const AttentionLayout& grad_layout, int device) {
   ZT_CHECK(flash_attention_supported(DType::bf16, a.D), "flash attention: head size ", a.D, " not supported");
+  ZT_CHECK(a.Hkv == a.H, "flash attention: ", a.Hkv, " key/value heads for ", a.H,
+           " query heads: grouped heads are not supported (the caller picks cuDNN or the composite)");
   ZT_CHECK(aligned16(a.q) && aligned16(a.k) && aligned16(a.v) && aligned16(out) && aligned16(dout) &&
                aligned16(dq) && aligned16(dk) && aligned16(dv) && layout_aligned(a.in) &&
                layout_aligned(out_layout) && layout_aligned(grad_layout),

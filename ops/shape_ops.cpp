@@ -107,15 +107,29 @@ std::vector<Variable> split_last(const Variable& x, int64_t parts) {
   const int64_t last = x.shape().back();
   ZT_CHECK(last % parts == 0, "split_last: last dimension ", last, " of ", shape_str(x.shape()),
            " does not split into ", parts, " equal parts");
-  const int64_t width = last / parts;
+  return split_last(x, std::vector<int64_t>(static_cast<size_t>(parts), last / parts));
+}
+
+std::vector<Variable> split_last(const Variable& x, const std::vector<int64_t>& widths) {
+  check_defined("split_last", "x", x);
+  ZT_CHECK(x.tensor().dim() >= 1, "split_last: x must have at least one dimension, got shape ", shape_str(x.shape()));
+  int64_t total = 0;
+  for (int64_t w : widths) {
+    ZT_CHECK(w >= 0, "split_last: piece width ", w, " is negative");
+    total += w;
+  }
+  ZT_CHECK(!widths.empty() && total == x.shape().back(), "split_last: piece widths adding up to ", total,
+           " do not split the last dimension of ", shape_str(x.shape()));
   const bool grad = needs_grad({x});
   std::vector<Variable> out;
-  out.reserve(parts);
-  for (int64_t i = 0; i < parts; ++i) {
-    const Tensor slice = x.tensor().slice(-1, i * width, (i + 1) * width);
+  out.reserve(widths.size());
+  int64_t offset = 0;
+  for (int64_t w : widths) {
+    const Tensor slice = x.tensor().slice(-1, offset, offset + w);
     Tensor piece = slice.device().is_cpu() ? contiguous_cpu(slice) : slice.contiguous();
-    if (grad) out.push_back(Variable::from_op(piece, std::make_shared<SplitPieceNode>(x, i * width)));
+    if (grad) out.push_back(Variable::from_op(piece, std::make_shared<SplitPieceNode>(x, offset)));
     else out.emplace_back(piece);
+    offset += w;
   }
   return out;
 }

@@ -9,5 +9,8 @@ Variable reshape(const Variable& x, const Shape& shape);
 Variable transpose(const Variable& x, int64_t d0, int64_t d1);
 // Splits the last dimension into `parts` equal pieces (the fused qkv projection).
 std::vector<Variable> split_last(const Variable& x, int64_t parts);
+// Splits the last dimension into consecutive pieces of the given widths, which must add up to
+// it (the grouped-query qkv projection: H D | Hkv D | Hkv D).
+std::vector<Variable> split_last(const Variable& x, const std::vector<int64_t>& widths);
 
 }  // namespace zt::ops

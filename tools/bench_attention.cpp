@@ -9,6 +9,8 @@
 //
 //   bench_attention                              B = 16, T = 1024, C = 768, 12 heads, bf16
 //   bench_attention --backends unfused --reps 5  the unfused path, for comparison
+//   bench_attention --kv-heads 4                 grouped-query heads (12 query heads share 4
+//                                                key/value heads; flash passes them down)
 //
 // A backend that cannot take the shape is reported as such (with the one that would run it);
 // plans and tuning happen in the untimed warm-up runs. PyTorch's SDPA on the same shape:
@@ -57,13 +59,15 @@ double gemm_ceiling_tflops(int64_t n, zt::Generator& gen) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Time causal self-attention on CUDA, per backend, beside its FLOP floor"};
-  int64_t B = 16, T = 1024, C = 768, H = 12;
+  int64_t B = 16, T = 1024, C = 768, H = 12, Hkv = 0;
   int reps = 20;
   std::string backends = "cudnn,flash";
   app.add_option("--batch-size", B, "sequences")->check(CLI::PositiveNumber);
   app.add_option("--seq-len", T, "tokens per sequence")->check(CLI::PositiveNumber);
   app.add_option("--d-model", C, "model width C")->check(CLI::PositiveNumber);
   app.add_option("--heads", H, "attention heads (C / heads = head size)")->check(CLI::PositiveNumber);
+  app.add_option("--kv-heads", Hkv, "key/value heads, dividing --heads (grouped-query attention; default: --heads)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--reps", reps, "timed runs (median reported)")->check(CLI::PositiveNumber);
   app.add_option("--backends", backends, "comma-separated, in order: cudnn, flash, unfused");
   return zt::tool::run_tool("bench_attention", app, argc, argv, [&]() -> int {
@@ -71,6 +75,8 @@ int main(int argc, char** argv) {
 #ifdef ZTRAIN_WITH_CUDA
     using zt::ops::AttentionBackend;
     ZT_CHECK(C % H == 0, "--heads ", H, " does not divide --d-model ", C);
+    if (Hkv == 0) Hkv = H;
+    ZT_CHECK(H % Hkv == 0, "--kv-heads ", Hkv, " does not divide --heads ", H);
     std::vector<AttentionBackend> chosen;
     for (const std::string& name : zt::tool::split_list(backends)) {
       const size_t before = chosen.size();
@@ -82,26 +88,28 @@ int main(int argc, char** argv) {
     zt::Generator gen(1234);
     const double ceiling = gemm_ceiling_tflops(8192, gen);
     const zt::Device dev = zt::Device::cuda(0);
-    zt::Tensor qkv = zt::Tensor::randn({B, T, 3 * C}, zt::DType::bf16, gen, 0.0, 1.0, dev);
+    // q | k | v: H query heads, then Hkv key heads, then Hkv value heads of D = C / H each.
+    zt::Tensor qkv = zt::Tensor::randn({B, T, C + 2 * Hkv * (C / H)}, zt::DType::bf16, gen, 0.0, 1.0, dev);
     zt::Tensor dout = zt::Tensor::randn({B, T, C}, zt::DType::bf16, gen, 0.0, 1.0, dev);
     const double D = static_cast<double>(C / H), heads = static_cast<double>(B * H), t2 = double(T) * double(T);
     const double fwd_flops = heads * 2.0 * t2 * D, bwd_flops = heads * 5.0 * t2 * D;
     auto forward = [&] {
       zt::NoGradGuard no_grad;
-      zt::ops::causal_self_attention(zt::Variable(qkv), H);
+      zt::ops::causal_self_attention(zt::Variable(qkv), H, Hkv);
     };
     auto forward_backward = [&] {
       zt::Variable x(qkv, true);
-      zt::ops::causal_self_attention(x, H).backward(dout);
+      zt::ops::causal_self_attention(x, H, Hkv).backward(dout);
     };
     auto row = [&](const char* backend, const char* what, double ms, double flops) {
       const double floor_ms = flops / (ceiling * 1e12) * 1e3;
       std::printf("| %-8s | %-16s | %8.3f | %8.3f | %5.1f%% | %6.1f |\n", backend, what, ms, floor_ms,
                   100.0 * floor_ms / ms, flops / (ms * 1e-3) / 1e12);
     };
-    std::printf("bench_attention: B=%lld T=%lld C=%lld heads=%lld (D=%g) bf16, causal; GEMM ceiling %.0f TFLOP/s\n",
+    std::printf("bench_attention: B=%lld T=%lld C=%lld heads=%lld kv-heads=%lld (D=%g) bf16, causal; GEMM ceiling %.0f "
+                "TFLOP/s\n",
                 static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(C),
-                static_cast<long long>(H), D, ceiling);
+                static_cast<long long>(H), static_cast<long long>(Hkv), D, ceiling);
     std::printf("| %-8s | %-16s | %8s | %8s | %6s | %6s |\n", "backend", "pass", "ms", "floor ms", "floor%",
                 "TFLOP/s");
     for (AttentionBackend b : chosen) {

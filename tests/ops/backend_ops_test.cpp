@@ -208,6 +208,15 @@ std::vector<OpCase> cases() {
     for (const Shape& s : {Shape{2, 3, 67, 16}, Shape{1, 2, 130, 64}, Shape{1, 2, 2, 8}, Shape{2, 2, 65, 32}})
       row({"attention", t, [](const auto& v) { return ops::causal_attention(v[0], v[1], v[2]); }, {{s}, {s}, {s}},
            {}, t == DType::bf16 && s[2] <= 2 ? 3e-2 : 0});
+    // causal_attention with grouped-query heads (k, v [B, Hkv, T, D]): the composite on every
+    // device (our flash kernels take no grouped heads), for D = 64 in bf16 too. Hkv = H / 2 and
+    // multi-query (Hkv = 1).
+    for (const auto& [q, Hkv] : {std::pair{Shape{2, 4, 67, 16}, int64_t{2}}, std::pair{Shape{1, 4, 130, 64}, int64_t{1}}}) {
+      if (t == DType::f64 && q[3] == 64) continue;  // its gradcheck costs seconds; the 16 one covers f64
+      const Shape kv{q[0], Hkv, q[2], q[3]};
+      row({"attention_gqa", t, [](const auto& v) { return ops::causal_attention(v[0], v[1], v[2]); },
+           {{q}, {kv}, {kv}}});
+    }
 
     // mlp: hidden a multiple of 8 takes cuBLASLt's GELU epilogues in f32 and bf16
     // (ops_cuda_test.cpp counts that); hidden 100 the unfused path.
@@ -266,6 +275,22 @@ std::vector<OpCase> cases() {
         row({std::string("self_attention_") + ops::attention_backend_name(b) + "_h" + std::to_string(c.H), t,
              [H = c.H](const auto& v) { return ops::causal_self_attention(v[0], H); }, {{{c.B, c.T, 3 * c.C}}}, {}, 0, 0,
              b});
+
+  // causal_self_attention with grouped-query heads (qkv [B, T, (H + 2 Hkv) D]) under the cudnn
+  // and unfused choices: bf16 takes cuDNN's fused attention where it takes the shape (grouped
+  // heads never take our flash kernels), f32 and the rest the composite. Hkv = H / 2, H / 3 and
+  // multi-query; T on and off the 64/128 tiles.
+  struct GroupedSelfAttention {
+    int64_t B, T, H, Hkv, D;
+  };
+  for (ops::AttentionBackend b : {ops::AttentionBackend::cudnn, ops::AttentionBackend::unfused})
+    for (DType t : {DType::bf16, DType::f32})
+      for (const GroupedSelfAttention& c : {GroupedSelfAttention{1, 128, 4, 2, 64}, GroupedSelfAttention{1, 130, 4, 1, 32},
+                                            GroupedSelfAttention{2, 64, 8, 2, 32}, GroupedSelfAttention{1, 67, 6, 2, 16}})
+        row({std::string("self_attention_") + ops::attention_backend_name(b) + "_h" + std::to_string(c.H) + "kv" +
+                 std::to_string(c.Hkv),
+             t, [H = c.H, Hkv = c.Hkv](const auto& v) { return ops::causal_self_attention(v[0], H, Hkv); },
+             {{{c.B, c.T, (c.H + 2 * c.Hkv) * c.D}}}, {}, 0, 0, b});
 
   // The op tests' "f32 (bf16) gradients match f64" cases, with their tolerances (cpu_tol).
   for (bool ta : {false, true})

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "ops/elementwise.h"
 #include "ops/shape_ops_kernels.h"
 #include "tests/ops/op_test_util.h"
 
@@ -170,6 +171,48 @@ TEST(SplitLast, Errors) {
   EXPECT_EQ(test::error_of([&] { ops::split_last(x, 0); }), "split_last: parts must be >= 1, got 0");
   EXPECT_EQ(test::error_of([&] { ops::split_last(Variable(Tensor::zeros({}, DType::f32)), 1); }),
             "split_last: x must have at least one dimension, got shape []");
+}
+
+// Pieces of given widths (the grouped-query projection H D | Hkv D | Hkv D), by index loops.
+TEST(SplitLast, WidthsReferenceF64) {
+  const Shape s{3, 2, 13};
+  const std::vector<int64_t> widths{8, 2, 0, 3};
+  Tensor x = random(s, DType::f64);
+  std::vector<Variable> pieces = ops::split_last(Variable(x), widths);
+  ASSERT_EQ(pieces.size(), widths.size());
+  const std::vector<double> X = x.to_vector<double>();
+  int64_t offset = 0;
+  for (size_t p = 0; p < widths.size(); ++p) {
+    ASSERT_EQ(pieces[p].shape(), (Shape{3, 2, widths[p]}));
+    std::vector<double> want;
+    for (int64_t r = 0; r < 6; ++r)
+      for (int64_t j = 0; j < widths[p]; ++j) want.push_back(X[r * 13 + offset + j]);
+    EXPECT_EQ(pieces[p].tensor().to_vector<double>(), want) << "piece " << p;
+    offset += widths[p];
+  }
+}
+
+TEST(SplitLast, WidthsGradCheck) {
+  // The two narrow pieces multiplied (the wide one gets zeros), then the wide one alone.
+  auto narrow = [](const std::vector<Variable>& in) {
+    std::vector<Variable> p = ops::split_last(in[0], {4, 1, 1});
+    return ops::mul(p[1], p[2]);
+  };
+  EXPECT_TRUE(test::gradcheck(narrow, {random({3, 6}, DType::f64)}));
+  auto wide = [](const std::vector<Variable>& in) {
+    return ops::transpose(ops::split_last(in[0], {4, 1, 1})[0], 0, 1);
+  };
+  EXPECT_TRUE(test::gradcheck(wide, {random({3, 6}, DType::f64)}));
+}
+
+TEST(SplitLast, WidthsErrors) {
+  Variable x(Tensor::zeros({2, 10}, DType::f32));
+  EXPECT_EQ(test::error_of([&] { ops::split_last(x, std::vector<int64_t>{4, 4}); }),
+            "split_last: piece widths adding up to 8 do not split the last dimension of [2, 10]");
+  EXPECT_EQ(test::error_of([&] { ops::split_last(x, std::vector<int64_t>{}); }),
+            "split_last: piece widths adding up to 0 do not split the last dimension of [2, 10]");
+  EXPECT_EQ(test::error_of([&] { ops::split_last(x, std::vector<int64_t>{12, -2}); }),
+            "split_last: piece width -2 is negative");
 }
 
 TEST(ShapeOps, StridedCopyKernelMatchesGenericCopy) {
