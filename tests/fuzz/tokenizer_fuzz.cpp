@@ -1,24 +1,24 @@
-// libFuzzer target: GPT-2 BPE encode/decode on arbitrary bytes. The property checked is the
-// tokenizer's promise, decode(encode(s)) == s for any bytes, with and without the special
-// token. Uses the real vocabulary ($ZTRAIN_VOCAB_DIR, default data/gpt2 of the source tree)
+// libFuzzer target: byte-level BPE encode/decode on arbitrary bytes (the gpt2 tokenizer). The
+// property checked is the tokenizer's promise, decode(encode(s)) == s for any bytes, with and
+// without the special token. Uses the real vocabulary ($ZTRAIN_VOCAB_DIR, default data/gpt2 of the source tree)
 // when present, else the tiny one next to this file.
 #include <cstdlib>
 #include <filesystem>
 #include <cstring>
 
 #include "tests/fuzz/fuzz_input.h"
-#include "trainers/data/gpt2_tokenizer.h"
+#include "trainers/data/tokenizer.h"
 
 namespace {
 
-const zt::data::Gpt2Tokenizer& tokenizer() {
-  static const zt::data::Gpt2Tokenizer tok = [] {
+const zt::data::Tokenizer& tokenizer() {
+  static const std::unique_ptr<zt::data::Tokenizer> tok = [] {
     const char* env = std::getenv("ZTRAIN_VOCAB_DIR");
     std::string dir = env ? env : ZTRAIN_SOURCE_DIR "/data/gpt2";
     if (!std::filesystem::exists(dir + "/encoder.json")) dir = ZTRAIN_SOURCE_DIR "/tests/fuzz/tiny_vocab";
-    return zt::data::Gpt2Tokenizer::from_dir(dir);
+    return zt::data::make_tokenizer("gpt2", dir);
   }();
-  return tok;
+  return *tok;
 }
 
 }  // namespace

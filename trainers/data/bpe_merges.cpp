@@ -13,7 +13,7 @@ BpeMerges::BpeMerges(int32_t num_tokens, const std::vector<int32_t>& base_tokens
     ZT_CHECK(t >= 0 && t < num_tokens, "BpeMerges: base token ", t, " outside vocabulary of ", num_tokens);
     available_[t] = 1;
   }
-  merges_.reserve(65536);
+  merges_.reserve(static_cast<size_t>(num_tokens) * 2);
 }
 
 std::string BpeMerges::add(int32_t left, int32_t right, int32_t merged) {
@@ -25,7 +25,16 @@ std::string BpeMerges::add(int32_t left, int32_t right, int32_t merged) {
   if (merges_.count(key(left, right))) return "repeats an earlier merge";
   merges_.emplace(key(left, right), Merge{size(), merged});
   available_[merged] = 1;
-  rank_of_merged_.push_back(merged);
+  ++count_;
+  return {};
+}
+
+std::string BpeMerges::add_ranked(int32_t left, int32_t right, int32_t merged, int32_t rank) {
+  const auto n = static_cast<int32_t>(available_.size());
+  for (int32_t t : {left, right, merged})
+    if (t < 0 || t >= n) return "token id " + std::to_string(t) + " outside the vocabulary";
+  if (!merges_.emplace(key(left, right), Merge{rank, merged}).second) return "repeats an earlier merge";
+  ++count_;
   return {};
 }
 

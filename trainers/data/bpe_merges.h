@@ -1,6 +1,13 @@
 #pragma once
 // The BPE merge table over token ids: merge (left, right) -> (rank, merged id), and the
-// merge loop that turns a chunk's byte ids into its final tokens.
+// merge loop that turns a chunk's byte ids into its final tokens. Two ways to fill it:
+//
+//  - add(): a merges list in rank order (GPT-2's vocab.bpe), with the invariants below.
+//  - add_ranked(): tiktoken's rank-based BPE (cl100k, o200k, Llama 3), where the pair to merge
+//    is the adjacent one whose concatenation has the lowest rank; the caller adds every split
+//    (left, right) of every token with that token's rank. apply() then picks the lowest
+//    (rank, position) pair one at a time, which is exactly tiktoken's loop (it rescans for the
+//    minimum, leftmost on ties); the heap needs no invariant for that.
 //
 // GPT-2's reference loop (encoder.py) repeatedly takes the adjacent pair of lowest rank and
 // merges all its occurrences left to right; that is O(n^2) on long chunks (a megabyte of
@@ -25,7 +32,11 @@ class BpeMerges {
   // string when accepted, else why not (the caller names the file and line).
   std::string add(int32_t left, int32_t right, int32_t merged);
 
-  int32_t size() const { return static_cast<int32_t>(rank_of_merged_.size()); }
+  // Rank-based: left + right make merged at this rank; several pairs may make one token.
+  // Returns an empty string when accepted, else why not.
+  std::string add_ranked(int32_t left, int32_t right, int32_t merged, int32_t rank);
+
+  int32_t size() const { return count_; }
 
   // Merges ids (initially one id per byte) in place.
   void apply(std::vector<int32_t>& ids) const;
@@ -39,8 +50,8 @@ class BpeMerges {
     return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
   }
   std::unordered_map<uint64_t, Merge> merges_;
-  std::vector<uint8_t> available_;       // per token id: base token or made by an earlier merge
-  std::vector<int32_t> rank_of_merged_;  // merged id of each rank, for size()
+  std::vector<uint8_t> available_;  // per token id: base token or made by an earlier merge (add())
+  int32_t count_ = 0;
 };
 
 }  // namespace zt::data
