@@ -42,7 +42,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, SpecialTokens spec
 BpeTokenizer::BpeTokenizer(BpeVocabulary vocabulary)
     : v_(std::move(vocabulary)), pretokenizer_(v_.pattern), serial_(next_serial.fetch_add(1)) {
   const std::string& src = v_.source;
-  ZT_CHECK(v_.merges, src, ": no merge table");
+  ZT_CHECK(v_.rank_based || v_.merges, src, ": no merges list");
   const auto n = static_cast<int64_t>(v_.bytes_of.size());
   for (const auto& [text, id] : v_.special) {
     ZT_CHECK(id >= 0 && id < n, src, ": special token ", text, " has id ", id, " outside [0, ", n, ")");
@@ -55,11 +55,15 @@ BpeTokenizer::BpeTokenizer(BpeVocabulary vocabulary)
     longest_special_ = std::max(longest_special_, text.size());
   }
   for (int b = 0; b < 256; ++b) byte_id_[b] = -1;
+  if (v_.rank_based) id_of_bytes_.reserve(static_cast<size_t>(n));
   for (int64_t id = 0; id < n; ++id) {
     const std::string& bytes = v_.bytes_of[id];
-    if (bytes.empty() || special_ids_.count(bytes)) continue;
+    if (bytes.empty() || (special_ids_.count(bytes) && special_ids_.at(bytes) == id)) continue;
     if (bytes.size() == 1) byte_id_[static_cast<uint8_t>(bytes[0])] = static_cast<int32_t>(id);
-    if (v_.whole_chunk_lookup) id_of_bytes_.emplace(bytes, static_cast<int32_t>(id));
+    if (v_.rank_based) {
+      const auto [it, added] = id_of_bytes_.emplace(bytes, static_cast<int32_t>(id));
+      ZT_CHECK(added, src, ": token ", id, " has the same bytes as token ", it->second);
+    }
   }
   for (int b = 0; b < 256; ++b) ZT_CHECK(byte_id_[b] >= 0, src, ": has no token for byte ", b);
   const auto sep = special_ids_.find(v_.document_separator);
@@ -70,7 +74,7 @@ BpeTokenizer::BpeTokenizer(BpeVocabulary vocabulary)
 BpeTokenizer::~BpeTokenizer() = default;
 
 void BpeTokenizer::encode_chunk(std::string_view chunk, std::vector<int32_t>& out) const {
-  if (v_.whole_chunk_lookup) {
+  if (v_.rank_based) {
     const auto it = id_of_bytes_.find(chunk);
     if (it != id_of_bytes_.end()) {
       out.push_back(it->second);
@@ -88,7 +92,16 @@ void BpeTokenizer::encode_chunk(std::string_view chunk, std::vector<int32_t>& ou
   }
   std::vector<int32_t> ids(chunk.size());
   for (size_t i = 0; i < chunk.size(); ++i) ids[i] = byte_id_[static_cast<uint8_t>(chunk[i])];
-  v_.merges->apply(ids);
+  if (v_.rank_based) {
+    thread_local std::string pair;
+    BpeMerges::merge_by(ids, [&](int32_t left, int32_t right) {
+      pair.assign(v_.bytes_of[left]).append(v_.bytes_of[right]);
+      const auto it = id_of_bytes_.find(pair);
+      return it == id_of_bytes_.end() ? BpeMerges::Merge{-1, -1} : BpeMerges::Merge{it->second, it->second};
+    });
+  } else {
+    v_.merges->apply(ids);
+  }
   out.insert(out.end(), ids.begin(), ids.end());
   if (cacheable) {
     if (cache.map.size() >= ChunkCache::kMaxEntries) cache.map.clear();

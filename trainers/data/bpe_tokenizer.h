@@ -3,9 +3,11 @@
 //
 // Encoding: split the text at the special tokens' texts (when allowed), pre-tokenize each
 // stretch with the scheme's regex (pretokenizer.h), turn each chunk into its byte tokens and
-// merge them (bpe_merges.h: GPT-2's merges list or tiktoken's ranks), with a per-thread cache
-// of chunk -> ids. With whole_chunk_lookup (tiktoken, Llama 3) a chunk that is itself a token
-// is that token without merging, as the reference encoders do. Decoding concatenates bytes.
+// merge them (bpe_merges.h), with a per-thread cache of chunk -> ids. Merging follows GPT-2's
+// merges list, or, rank_based (tiktoken, Llama 3), the ranks: the adjacent pair whose
+// concatenation is the token of lowest rank (rank = id) merges first, and a chunk that is
+// itself a token is that token without merging, as the reference encoders do. Decoding
+// concatenates bytes.
 //
 // Any byte string round-trips: decode(encode(s)) == s. Valid UTF-8 gives exactly the ids of
 // the reference encoder; bytes that are not valid UTF-8 are kept as byte tokens (each maximal
@@ -39,17 +41,17 @@ struct BpeVocabulary {
   // Special tokens: text -> id. Each text starts with "<|", ends with "|>" and holds no other
   // "|>" (so leftmost matches cannot overlap); bytes_of[id] is the text.
   std::vector<std::pair<std::string, int32_t>> special;
-  std::unique_ptr<BpeMerges> merges;
-  const char* pattern = nullptr;   // pre-tokenizer regex
-  std::string document_separator;  // the text of a special token
-  bool whole_chunk_lookup = false;
+  std::unique_ptr<BpeMerges> merges;  // the merges list; null when rank_based
+  const char* pattern = nullptr;      // pre-tokenizer regex
+  std::string document_separator;     // the text of a special token
+  bool rank_based = false;
   std::string source;  // the files, for messages
 };
 
 class BpeTokenizer final : public Tokenizer {
  public:
-  // Checks the vocabulary (every byte has a token, special token texts as above); errors
-  // name vocabulary.source.
+  // Checks the vocabulary (every byte has a token, special token texts as above, rank_based:
+  // no two tokens with the same bytes); errors name vocabulary.source.
   explicit BpeTokenizer(BpeVocabulary vocabulary);
   ~BpeTokenizer() override;
 
@@ -61,7 +63,7 @@ class BpeTokenizer final : public Tokenizer {
   int32_t special_id(std::string_view text) const override;
   int32_t document_separator() const override { return separator_id_; }
 
-  int32_t num_merges() const { return v_.merges->size(); }
+  int32_t num_merges() const { return v_.merges ? v_.merges->size() : 0; }  // of a merges list
   bool uses_jit() const { return pretokenizer_.uses_jit(); }
 
  private:
@@ -75,7 +77,7 @@ class BpeTokenizer final : public Tokenizer {
   int32_t separator_id_ = -1;
   size_t longest_special_ = 0;
   std::unordered_map<std::string, int32_t, BytesHash, std::equal_to<>> special_ids_;
-  std::unordered_map<std::string, int32_t, BytesHash, std::equal_to<>> id_of_bytes_;  // whole_chunk_lookup
+  std::unordered_map<std::string_view, int32_t> id_of_bytes_;  // rank_based: views into v_.bytes_of
   uint64_t serial_ = 0;  // identifies this vocabulary in the per-thread caches
 };
 

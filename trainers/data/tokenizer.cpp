@@ -157,8 +157,7 @@ bool decode_base64(std::string_view in, std::string& out) {
 }
 
 // tiktoken's files: NAME.tiktoken ("<base64 bytes> <rank>" per line; the rank is the id) and
-// special_tokens.json ({"<|endoftext|>": 100257, ...}). Merges: every split of every token into
-// two tokens, at the token's rank (bpe_merges.h).
+// special_tokens.json ({"<|endoftext|>": 100257, ...}). The ranks are the merge order.
 BpeVocabulary read_tiktoken_files(const Scheme& s, const std::string& dir) {
   const std::string ranks_path = dir + "/" + s.ranks_file, special_path = dir + "/" + kSpecialTokensFile;
   BpeVocabulary v;
@@ -191,7 +190,6 @@ BpeVocabulary read_tiktoken_files(const Scheme& s, const std::string& dir) {
   const nlohmann::json special = parse_json(special_path, s.name);
   ZT_CHECK(special.is_object() && !special.empty(), special_path,
            ": expected a JSON object mapping special token texts to ids");
-  std::vector<uint8_t> is_special;
   for (const auto& [text, value] : special.items()) {
     ZT_CHECK(value.is_number_integer() && value.get<int64_t>() >= 0 && value.get<int64_t>() < (1 << 30),
              special_path, ": id of \"", text, "\" is not an integer in [0, 2^30)");
@@ -201,32 +199,8 @@ BpeVocabulary read_tiktoken_files(const Scheme& s, const std::string& dir) {
              "\" already belongs to an ordinary token or another special token");
     v.bytes_of[id] = text;
     v.special.emplace_back(text, id);
-    if (is_special.size() <= static_cast<size_t>(id)) is_special.resize(static_cast<size_t>(id) + 1);
-    is_special[id] = 1;
   }
-  // Views into bytes_of, which no longer changes size.
-  const auto n = static_cast<int32_t>(v.bytes_of.size());
-  std::unordered_map<std::string_view, int32_t> id_of_bytes;
-  id_of_bytes.reserve(static_cast<size_t>(n));
-  for (int32_t id = 0; id < n; ++id) {
-    const std::string& bytes = v.bytes_of[id];
-    if (bytes.empty() || (static_cast<size_t>(id) < is_special.size() && is_special[id])) continue;
-    const auto [it, added] = id_of_bytes.emplace(bytes, id);
-    ZT_CHECK(added, ranks_path, ": the bytes of rank ", id, " already have rank ", it->second);
-  }
-  ZT_CHECK(!id_of_bytes.empty(), ranks_path, ": holds no tokens");
-  v.merges = std::make_unique<BpeMerges>(n, std::vector<int32_t>{});
-  for (const auto& [bytes, id] : id_of_bytes) {
-    for (size_t k = 1; k < bytes.size(); ++k) {
-      const auto left = id_of_bytes.find(bytes.substr(0, k));
-      if (left == id_of_bytes.end()) continue;
-      const auto right = id_of_bytes.find(bytes.substr(k));
-      if (right == id_of_bytes.end()) continue;
-      const std::string why = v.merges->add_ranked(left->second, right->second, id, id);
-      ZT_CHECK(why.empty(), ranks_path, ": rank ", id, ": ", why);
-    }
-  }
-  v.whole_chunk_lookup = true;
+  v.rank_based = true;
   v.source = ranks_path + " + " + special_path;
   return v;
 }
