@@ -62,7 +62,7 @@ while [[ $# -gt 0 ]]; do
     --prepare) PREPARE_BIN=$2; shift 2 ;;
     --vocab-only) VOCAB_ONLY=1; shift ;;
     --tokenizers) TOKENIZERS=$2; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "fetch_data.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
