@@ -32,8 +32,8 @@ int main(int argc, char** argv) {
     if (*decode_opt) {
       std::vector<int32_t> ids;
       for (int64_t id : decode_ids) {
-        ZT_CHECK(id >= 0 && id < tok->vocab_size(), "--decode: id ", id, " is outside the ", tokenizer,
-                 " vocabulary [0, ", tok->vocab_size(), ")");
+        ZT_CHECK(id >= 0 && id < tok->vocab_size(), "--decode: id ", id, " is outside the vocabulary [0, ",
+                 tok->vocab_size(), ") of ", tokenizer);
         ids.push_back(static_cast<int32_t>(id));
       }
       std::cout << tok->decode(ids) << "\n";
