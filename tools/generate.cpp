@@ -14,13 +14,13 @@
 #include "tools/tool_main.h"
 #include "trainers/checkpoint.h"
 #include "trainers/config.h"
-#include "trainers/data/gpt2_tokenizer.h"
+#include "trainers/data/tokenizer.h"
 #include "trainers/memory_estimate.h"
 #include "trainers/model_state.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Sample text from a trained GPT checkpoint"};
-  std::string checkpoint, prompt, vocab_dir = "data/gpt2", device_name = "cpu";
+  std::string checkpoint, prompt, tokenizer = "gpt2", vocab_dir, device_name = "cpu";
   int64_t max_tokens = 100, top_k = 40;
   uint64_t seed = 0;
   double temperature = 1.0;
@@ -32,8 +32,10 @@ int main(int argc, char** argv) {
   app.add_option("--top-k", top_k, "sample among the k most likely tokens; 0 = all")->capture_default_str();
   app.add_option("--seed", seed, "sampling seed")->capture_default_str();
   app.add_option("--device", device_name, "cpu | cuda | cuda:N | auto")->capture_default_str();
-  app.add_option("--vocab-dir", vocab_dir, "directory with encoder.json and vocab.bpe")->capture_default_str();
-  app.add_flag("!--no-stop", stop_at_eot, "keep going after <|endoftext|>");
+  app.add_option("--tokenizer", tokenizer, "gpt2, cl100k, o200k or llama3 (the one the shards were made with)")
+      ->capture_default_str();
+  app.add_option("--vocab-dir", vocab_dir, "directory with the tokenizer's files (default data/TOKENIZER)");
+  app.add_flag("!--no-stop", stop_at_eot, "keep going after the document separator (<|endoftext|> for gpt2)");
   return zt::tool::run_tool("generate", app, argc, argv, [&] {
     zt::tool::usage_check(max_tokens >= 0, "--max-tokens must be >= 0, got ", max_tokens);
     zt::tool::usage_check(temperature >= 0 && std::isfinite(temperature), "--temperature must be >= 0, got ",
@@ -59,12 +61,13 @@ int main(int argc, char** argv) {
     zt::Generator init(0);
     zt::Gpt model(cfg.model, init, device);
     zt::load_model(model, ck, *path);
-    const auto tok = zt::data::Gpt2Tokenizer::from_dir(vocab_dir);
+    const auto tokenizer_ptr = zt::data::make_tokenizer(tokenizer, vocab_dir);
+    const zt::data::Tokenizer& tok = *tokenizer_ptr;
     std::cerr << "generate: " << *path << " (step " << ck.meta.value("step", int64_t{0}) << ", "
               << zt::format_parameter_count(model.num_parameters()) << " parameters)\n";
 
     std::vector<int32_t> ids = tok.encode(prompt, zt::data::SpecialTokens::allowed);
-    if (ids.empty()) ids.push_back(tok.eot_id());
+    if (ids.empty()) ids.push_back(tok.document_separator());
     for (int32_t id : ids)
       ZT_CHECK(id < cfg.model.vocab_size, "the prompt has token ", id, " but the model's vocabulary is ",
                cfg.model.vocab_size);
@@ -82,7 +85,7 @@ int main(int argc, char** argv) {
       // The last position's logits over the real vocabulary (the padded columns dropped).
       const std::vector<double> last = zt::real_vocab_row(logits.tensor(), n - start - 1, cfg.model.vocab_size);
       const auto next = static_cast<int32_t>(zt::sample_token(last, so, gen));
-      if (stop_at_eot && next == tok.eot_id()) break;
+      if (stop_at_eot && next == tok.document_separator()) break;
       ids.push_back(next);
       std::cout << tok.token_bytes(next) << std::flush;
     }

@@ -1,6 +1,7 @@
-// prepare_data: text files -> GPT-2 token shards (llm.c format) for training.
+// prepare_data: text files -> token shards (llm.c format) for training.
 //   prepare_data --input notes/ more.txt --out data/mine [--val-fraction 0.1]
 //   prepare_data --format brown --input data/brown/raw --out data/brown
+//   prepare_data --tokenizer cl100k --format brown --input data/brown/raw --out data/brown_cl100k
 // Skips the work when OUT/manifest.json shows the outputs are up to date (--force redoes it).
 #include <cstdio>
 
@@ -21,7 +22,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"text", "brown"}));
   app.add_option("--val-fraction", o.val_fraction, "fraction of documents for validation (every k-th document)")
       ->capture_default_str();
-  app.add_option("--vocab-dir", o.vocab_dir, "directory with encoder.json and vocab.bpe")->capture_default_str();
+  app.add_option("--tokenizer", o.tokenizer,
+                 "gpt2, cl100k, o200k or llama3 (shards hold uint16 ids when the vocabulary fits, else uint32)")
+      ->capture_default_str();
+  app.add_option("--vocab-dir", o.vocab_dir, "directory with the tokenizer's files (default data/TOKENIZER)");
   app.add_option("--shard-tokens", o.shard_tokens, "tokens per shard file")->capture_default_str();
   app.add_option("--threads", o.threads, "tokenizer threads (0: every core)")->capture_default_str();
   app.add_option("--dump-text", o.dump_text, "also write the documents' plain text to this file");
@@ -42,11 +46,11 @@ int main(int argc, char** argv) {
     }
     std::fprintf(stderr,
                  "prepare_data: %lld files, %.1f MB, %lld documents (%lld val) -> %lld train tokens in %zu shard(s), "
-                 "%lld val tokens in %zu shard(s), %.2f s\n",
+                 "%lld val tokens in %zu shard(s) (%s, shard version %d), %.2f s\n",
                  static_cast<long long>(r.input_files), static_cast<double>(r.input_bytes) / 1e6,
                  static_cast<long long>(r.documents), static_cast<long long>(r.val_documents),
                  static_cast<long long>(r.train_tokens), r.train_shards.size(), static_cast<long long>(r.val_tokens),
-                 r.val_shards.size(), r.seconds);
+                 r.val_shards.size(), o.tokenizer.c_str(), r.shard_version, r.seconds);
     if (o.val_fraction > 0 && r.val_documents == 0)
       std::fprintf(stderr,
                    "prepare_data: warning: the val split is empty (%lld document(s) x %.3g < 1); give more "

@@ -1,24 +1,27 @@
-// libFuzzer target: GPT-2 BPE encode/decode on arbitrary bytes. The property checked is the
-// tokenizer's promise, decode(encode(s)) == s for any bytes, with and without the special
-// token. Uses the real vocabulary ($ZTRAIN_VOCAB_DIR, default data/gpt2 of the source tree)
-// when present, else the tiny one next to this file.
+// libFuzzer target: byte-level BPE encode/decode on arbitrary bytes. The property checked is
+// the tokenizer's promise, decode(encode(s)) == s for any bytes, with and without special
+// tokens. The tokenizer is $ZTRAIN_TOKENIZER (default gpt2) with its real vocabulary
+// ($ZTRAIN_VOCAB_DIR, default data/NAME of the source tree); gpt2 without its files falls back
+// to the tiny vocabulary next to this file.
 #include <cstdlib>
 #include <filesystem>
 #include <cstring>
 
 #include "tests/fuzz/fuzz_input.h"
-#include "trainers/data/gpt2_tokenizer.h"
+#include "trainers/data/tokenizer.h"
 
 namespace {
 
-const zt::data::Gpt2Tokenizer& tokenizer() {
-  static const zt::data::Gpt2Tokenizer tok = [] {
+const zt::data::Tokenizer& tokenizer() {
+  static const std::unique_ptr<zt::data::Tokenizer> tok = [] {
+    const char* name_env = std::getenv("ZTRAIN_TOKENIZER");
+    const std::string name = name_env && *name_env ? name_env : "gpt2";
     const char* env = std::getenv("ZTRAIN_VOCAB_DIR");
-    std::string dir = env ? env : ZTRAIN_SOURCE_DIR "/data/gpt2";
-    if (!std::filesystem::exists(dir + "/encoder.json")) dir = ZTRAIN_SOURCE_DIR "/tests/fuzz/tiny_vocab";
-    return zt::data::Gpt2Tokenizer::from_dir(dir);
+    std::string dir = env ? env : ZTRAIN_SOURCE_DIR "/data/" + name;
+    if (name == "gpt2" && !std::filesystem::exists(dir + "/encoder.json")) dir = ZTRAIN_SOURCE_DIR "/tests/fuzz/tiny_vocab";
+    return zt::data::make_tokenizer(name, dir);
   }();
-  return tok;
+  return *tok;
 }
 
 }  // namespace

@@ -75,7 +75,7 @@ void DataLoader::restore(const DataLoaderState& state) {
   state_ = state;
 }
 
-void DataLoader::read_window(int64_t window, uint16_t* out) const {
+void DataLoader::read_window(int64_t window, uint32_t* out) const {
   const auto it = std::upper_bound(window_end_.begin(), window_end_.end(), window);
   const auto s = static_cast<size_t>(it - window_end_.begin());
   const int64_t first = s == 0 ? 0 : window_end_[s - 1];
@@ -103,7 +103,7 @@ Batch DataLoader::next() {
   int64_t* in = batch.inputs.data<int64_t>();
   int64_t* tg = batch.targets.data<int64_t>();
   const int64_t first = (state_.batch * options_.world + options_.rank) * B;
-  std::vector<uint16_t> w(static_cast<size_t>(T + 1));
+  std::vector<uint32_t> w(static_cast<size_t>(T + 1));
   for (int64_t row = 0; row < B; ++row) {
     read_window(window_at(state_.epoch, first + row), w.data());
     for (int64_t t = 0; t < T; ++t) {

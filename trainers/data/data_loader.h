@@ -77,7 +77,7 @@ class DataLoader {
   int64_t order_epoch_ = -1;     // epoch that order_ was drawn for
   std::vector<int64_t> order_;   // window visiting order of that epoch (shuffled mode)
 
-  void read_window(int64_t window, uint16_t* out) const;  // seq_len + 1 tokens
+  void read_window(int64_t window, uint32_t* out) const;  // seq_len + 1 tokens
   int64_t window_at(int64_t epoch, int64_t position);
 };
 

@@ -20,9 +20,9 @@
 #include "framework/error.h"
 #include "framework/io/input_file.h"
 #include "trainers/data/brown_corpus.h"
-#include "trainers/data/gpt2_tokenizer.h"
 #include "trainers/data/progress_bar.h"
 #include "trainers/data/token_shard.h"
+#include "trainers/data/tokenizer.h"
 
 namespace zt::data {
 
@@ -35,6 +35,8 @@ namespace {
 // manifests of older pipelines then no longer match and the shards are rebuilt.
 constexpr int kPipelineVersion = 1;
 constexpr size_t kBatchTextBytes = 4u << 20;  // text tokenized per parallel batch (bounds memory)
+// What separates documents in a text input (and in --dump-text), whatever the tokenizer.
+constexpr const char* kDocumentSeparatorText = "<|endoftext|>";
 
 struct InputFile {
   std::string path;
@@ -92,20 +94,22 @@ std::vector<InputFile> list_inputs(const PrepareOptions& o) {
 json file_json(const InputFile& f) { return {{"path", f.path}, {"bytes", f.bytes}, {"mtime_ns", f.mtime_ns}}; }
 
 // Everything that changes the outputs besides the inputs' contents.
-json settings_json(const PrepareOptions& o) {
-  const std::string vocab = fs::weakly_canonical(o.vocab_dir).string();
+json settings_json(const PrepareOptions& o, const std::vector<std::string>& vocab_files) {
+  json vocab = json::array();
+  for (const std::string& f : vocab_files) vocab.push_back(file_json(stat_file(fs::weakly_canonical(f).string())));
   return {{"pipeline_version", kPipelineVersion},
           {"format", text_format_name(o.format)},
           {"val_fraction", o.val_fraction},
           {"shard_tokens", o.shard_tokens},
-          {"vocab", {file_json(stat_file(vocab + "/encoder.json")), file_json(stat_file(vocab + "/vocab.bpe"))}}};
+          {"tokenizer", o.tokenizer},
+          {"vocab", vocab}};
 }
 
 // Writes one split (train or val) as a sequence of shard files of at most shard_tokens tokens.
 class ShardSequence {
  public:
-  ShardSequence(std::string dir, std::string prefix, int64_t shard_tokens)
-      : dir_(std::move(dir)), prefix_(std::move(prefix)), shard_tokens_(shard_tokens) {}
+  ShardSequence(std::string dir, std::string prefix, int64_t shard_tokens, int32_t version)
+      : dir_(std::move(dir)), prefix_(std::move(prefix)), shard_tokens_(shard_tokens), version_(version) {}
 
   void append(const std::vector<int32_t>& ids) {
     size_t pos = 0;
@@ -114,7 +118,7 @@ class ShardSequence {
         char name[64];
         std::snprintf(name, sizeof(name), "%s_%03zu.bin", prefix_.c_str(), files_.size());
         files_.push_back({dir_ + "/" + name, 0});
-        writer_ = std::make_unique<TokenShardWriter>(files_.back().first);
+        writer_ = std::make_unique<TokenShardWriter>(files_.back().first, version_);
       }
       const size_t take = std::min<size_t>(ids.size() - pos, static_cast<size_t>(shard_tokens_ - writer_->size()));
       writer_->append(ids.data() + pos, take);
@@ -137,6 +141,7 @@ class ShardSequence {
   }
   std::string dir_, prefix_;
   int64_t shard_tokens_;
+  int32_t version_;
   std::unique_ptr<TokenShardWriter> writer_;
   std::vector<std::pair<std::string, int64_t>> files_;  // path, tokens
   int64_t total_ = 0;
@@ -150,6 +155,9 @@ bool outputs_up_to_date(const fs::path& manifest_path, const json& settings, con
   try {
     m = json::parse(in);
     if (m.at("settings") != settings || m.at("inputs") != inputs) return false;
+    const auto version = m.at("shard_version").get<int32_t>();
+    if (version != kShardVersionU16 && version != kShardVersionU32) return false;
+    report.shard_version = version;
     const fs::path dir = manifest_path.parent_path();
     for (const char* split : {"train", "val"}) {
       for (const json& out : m.at("outputs").at(split)) {
@@ -157,7 +165,7 @@ bool outputs_up_to_date(const fs::path& manifest_path, const json& settings, con
         struct stat st {};
         if (::stat(path.c_str(), &st) != 0) return false;
         const int64_t tokens = out.at("tokens").get<int64_t>();
-        if (st.st_size != kShardHeaderBytes + 2 * tokens) return false;
+        if (st.st_size != kShardHeaderBytes + shard_token_bytes(version) * tokens) return false;
         if (stat_file(path).mtime_ns < newest_input_ns) return false;
         (std::string(split) == "train" ? report.train_shards : report.val_shards).push_back(path);
       }
@@ -178,7 +186,7 @@ struct DocumentTask {
   std::vector<int32_t> ids;
 };
 
-void tokenize_parallel(std::vector<DocumentTask>& tasks, const Gpt2Tokenizer& tok, TextFormat format,
+void tokenize_parallel(std::vector<DocumentTask>& tasks, const Tokenizer& tok, TextFormat format,
                        bool keep_text, int threads) {
   std::atomic<size_t> next{0};
   std::exception_ptr failure;
@@ -190,7 +198,7 @@ void tokenize_parallel(std::vector<DocumentTask>& tasks, const Gpt2Tokenizer& to
         if (format == TextFormat::brown) t.text = brown_to_text(t.text);
         t.ids.clear();
         t.ids.reserve(t.text.size() / 4 + 1);
-        t.ids.push_back(tok.eot_id());  // llm.c's convention: every document starts with <|endoftext|>
+        t.ids.push_back(tok.document_separator());  // llm.c's convention: every document starts with it
         tok.encode_append(t.text, t.ids, SpecialTokens::as_text);
         if (!keep_text) std::string().swap(t.text);
       }
@@ -247,10 +255,11 @@ PrepareReport prepare_shards(const PrepareOptions& o) {
   const int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
 
   const std::vector<InputFile> files = list_inputs(o);
-  for (const char* f : {"/encoder.json", "/vocab.bpe"})
-    ZT_CHECK(fs::exists(o.vocab_dir + f), "GPT-2 vocabulary file '", o.vocab_dir, f,
-             "' is missing (run tools/fetch_data.sh, or pass --vocab-dir)");
-  const json settings = settings_json(o);
+  const std::vector<std::string> vocab_files = tokenizer_files(o.tokenizer, o.vocab_dir);  // checks the name
+  for (const std::string& f : vocab_files)
+    ZT_CHECK(fs::exists(f), o.tokenizer, " vocabulary file '", f, "' is missing (run tools/fetch_data.sh --tokenizers ",
+             o.tokenizer, ", or pass --vocab-dir)");
+  const json settings = settings_json(o, vocab_files);
   json inputs = json::array();
   int64_t newest_ns = 0, total_bytes = 0;
   for (const InputFile& f : files) {
@@ -276,8 +285,11 @@ PrepareReport prepare_shards(const PrepareOptions& o) {
 
   fs::create_directories(out_dir);
   fs::remove(manifest_path);  // from here until the end the outputs are not trustworthy
-  const Gpt2Tokenizer tok = Gpt2Tokenizer::from_dir(o.vocab_dir);
-  ShardSequence train(out_dir.string(), "train", o.shard_tokens), val(out_dir.string(), "val", o.shard_tokens);
+  const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(o.tokenizer, o.vocab_dir);
+  const Tokenizer& tok = *tokenizer;
+  report.shard_version = shard_version_for_vocab(tok.vocab_size());
+  ShardSequence train(out_dir.string(), "train", o.shard_tokens, report.shard_version),
+      val(out_dir.string(), "val", o.shard_tokens, report.shard_version);
   std::unique_ptr<std::ofstream> dump;
   if (!o.dump_text.empty()) {
     dump = std::make_unique<std::ofstream>(o.dump_text, std::ios::binary | std::ios::trunc);
@@ -296,7 +308,7 @@ PrepareReport prepare_shards(const PrepareOptions& o) {
       (to_val ? val : train).append(t.ids);
       report.val_documents += to_val;
       if (dump) {
-        if (report.documents > 0) *dump << Gpt2Tokenizer::kEndOfText;
+        if (report.documents > 0) *dump << kDocumentSeparatorText;
         *dump << t.text;
       }
       ++report.documents;
@@ -314,7 +326,7 @@ PrepareReport prepare_shards(const PrepareOptions& o) {
     if (o.format == TextFormat::brown) {
       batch.push_back({std::move(content), {}});
     } else {
-      const std::string_view sep(Gpt2Tokenizer::kEndOfText);
+      const std::string_view sep(kDocumentSeparatorText);
       const std::string_view all(content);
       size_t pos = 0;
       while (pos <= all.size()) {
@@ -358,6 +370,7 @@ PrepareReport prepare_shards(const PrepareOptions& o) {
   const json manifest = {{"tool", "prepare_data"},
                          {"settings", settings},
                          {"inputs", inputs},
+                         {"shard_version", report.shard_version},
                          {"outputs", outputs},
                          {"documents", {{"total", report.documents}, {"val", report.val_documents}}},
                          {"tokens", {{"train", report.train_tokens}, {"val", report.val_tokens}}}};

@@ -1,5 +1,5 @@
 #pragma once
-// Helpers for the data pipeline tests: temp directories, the real GPT-2 vocabulary (skipped
+// Helpers for the data pipeline tests: temp directories, the real vocabularies (tests skip
 // when absent), and a tiny synthetic vocabulary so most tests need no download.
 #include <gtest/gtest.h>
 
@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "trainers/data/byte_unicode.h"
+#include "trainers/data/tokenizer.h"
 
 namespace zt::data::test {
 
@@ -52,19 +53,26 @@ inline std::string data_dir() {
   return env && *env ? std::string(env) : std::string(ZTRAIN_SOURCE_DIR) + "/data";
 }
 
-inline std::string gpt2_vocab_dir() { return data_dir() + "/gpt2"; }
+// data/NAME: where tools/fetch_data.sh --tokenizers NAME puts a tokenizer's files.
+inline std::string vocab_dir(const std::string& name) { return data_dir() + "/" + name; }
+inline std::string gpt2_vocab_dir() { return vocab_dir("gpt2"); }
 
-inline bool have_gpt2_vocab() {
-  return std::filesystem::exists(gpt2_vocab_dir() + "/encoder.json") &&
-         std::filesystem::exists(gpt2_vocab_dir() + "/vocab.bpe");
+inline bool have_vocab(const std::string& name) {
+  for (const std::string& f : tokenizer_files(name, vocab_dir(name)))
+    if (!std::filesystem::exists(f)) return false;
+  return true;
 }
+inline bool have_gpt2_vocab() { return have_vocab("gpt2"); }
 
-#define ZT_SKIP_WITHOUT_GPT2_VOCAB()                                                                   \
+#define ZT_SKIP_WITHOUT_VOCAB(name)                                                                    \
   do {                                                                                                 \
-    if (!::zt::data::test::have_gpt2_vocab())                                                          \
-      GTEST_SKIP() << "GPT-2 vocabulary not found in " << ::zt::data::test::gpt2_vocab_dir()          \
-                   << " (run tools/fetch_data.sh --vocab-only to download it)";                        \
+    if (!::zt::data::test::have_vocab(name))                                                           \
+      GTEST_SKIP() << "the " << (name) << " vocabulary is not in " << ::zt::data::test::vocab_dir(name) \
+                   << " (run tools/fetch_data.sh --vocab-only --tokenizers " << (name)                 \
+                   << " to download it)";                                                              \
   } while (0)
+
+#define ZT_SKIP_WITHOUT_GPT2_VOCAB() ZT_SKIP_WITHOUT_VOCAB(std::string("gpt2"))
 
 // A miniature vocabulary in GPT-2's file format: the 256 byte tokens (id = byte value), then
 // the merges below (ids 256..), then <|endoftext|> last.
@@ -92,6 +100,35 @@ struct SyntheticVocab {
     enc["<|endoftext|>"] = eot();
     write_file(dir + "/encoder.json", enc.dump());
     write_file(dir + "/vocab.bpe", bpe);
+  }
+};
+
+// A miniature tiktoken vocabulary: the 256 bytes at ranks 0..255, then the tokens below at
+// 256.., then the special tokens. write(dir, file) names the ranks file as a scheme expects it
+// (tokenizer_files), e.g. "cl100k_base.tiktoken" to load it as cl100k (that scheme's regex).
+struct SyntheticRanks {
+  std::vector<std::string> tokens = {"bc", "ab", "abc", "cd", "abcd"};
+  std::string special = R"({"<|endoftext|>": 300, "<|x|>": 302})";
+  static std::string base64(const std::string& bytes) {
+    static const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    for (size_t i = 0; i < bytes.size(); i += 3) {
+      uint32_t v = static_cast<uint8_t>(bytes[i]) << 16;
+      if (i + 1 < bytes.size()) v |= static_cast<uint8_t>(bytes[i + 1]) << 8;
+      if (i + 2 < bytes.size()) v |= static_cast<uint8_t>(bytes[i + 2]);
+      out += a[(v >> 18) & 63];
+      out += a[(v >> 12) & 63];
+      out += i + 1 < bytes.size() ? a[(v >> 6) & 63] : '=';
+      out += i + 2 < bytes.size() ? a[v & 63] : '=';
+    }
+    return out;
+  }
+  void write(const std::string& dir, const std::string& ranks_file = "cl100k_base.tiktoken") const {
+    std::string ranks;
+    for (int b = 0; b < 256; ++b) ranks += base64(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
+    for (size_t k = 0; k < tokens.size(); ++k) ranks += base64(tokens[k]) + " " + std::to_string(256 + k) + "\n";
+    write_file(dir + "/" + ranks_file, ranks);
+    write_file(dir + "/special_tokens.json", special);
   }
 };
 

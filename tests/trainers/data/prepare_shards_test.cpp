@@ -11,8 +11,9 @@
 #include "framework/error.h"
 #include "tests/trainers/data/data_test_util.h"
 #include "trainers/data/brown_corpus.h"
-#include "trainers/data/gpt2_tokenizer.h"
+#include "trainers/data/data_loader.h"
 #include "trainers/data/token_shard.h"
+#include "trainers/data/tokenizer.h"
 #include "tests/support/check.h"
 
 namespace zt::data {
@@ -23,7 +24,7 @@ using test::TempDir;
 
 using ::zt::test::error_of;
 
-std::vector<int32_t> as_ids(const std::vector<uint16_t>& v) { return {v.begin(), v.end()}; }
+std::vector<int32_t> as_ids(const std::vector<uint32_t>& v) { return {v.begin(), v.end()}; }
 
 // A scratch tree: a synthetic vocabulary and some text documents.
 struct Workspace {
@@ -74,12 +75,12 @@ TEST(PrepareShards, TextDocumentsGoToTrainAndValPrecededByEndOfText) {
   EXPECT_EQ(r.documents, 25);
   EXPECT_EQ(r.val_documents, 2);  // documents 9 and 19
 
-  const Gpt2Tokenizer tok = Gpt2Tokenizer::from_dir(w.dir / "vocab");
+  const auto tok = make_tokenizer("gpt2", w.dir / "vocab");
   std::vector<int32_t> train, val;
   for (int i = 0; i < 25; ++i) {
     auto& split = (i == 9 || i == 19) ? val : train;
-    split.push_back(tok.eot_id());
-    const auto ids = tok.encode(w.docs[i]);
+    split.push_back(tok->document_separator());
+    const auto ids = tok->encode(w.docs[i]);
     split.insert(split.end(), ids.begin(), ids.end());
   }
   EXPECT_EQ(as_ids(read_token_shard(w.dir / "out/train_000.bin")), train);
@@ -185,11 +186,64 @@ TEST(PrepareShards, BrownFormatReadsOnlyCorpusFilesAndStripsTags) {
   EXPECT_EQ(r.documents, 2);
   EXPECT_EQ(r.val_documents, 1);
   EXPECT_EQ(test::read_file(w.dir / "dump.txt"), "Hello, world.<|endoftext|>The hell.");
-  const Gpt2Tokenizer tok = Gpt2Tokenizer::from_dir(w.dir / "vocab");
-  std::vector<int32_t> train = {tok.eot_id()};
-  const auto ids = tok.encode("Hello, world.");
+  const auto tok = make_tokenizer("gpt2", w.dir / "vocab");
+  std::vector<int32_t> train = {tok->document_separator()};
+  const auto ids = tok->encode("Hello, world.");
   train.insert(train.end(), ids.begin(), ids.end());
   EXPECT_EQ(as_ids(read_token_shard(w.dir / "out/train_000.bin")), train);
+}
+
+// A vocabulary above 65,536 ids writes version 2 shards (uint32); the manifest records the
+// tokenizer, so switching tokenizers rebuilds instead of keeping the old shards.
+TEST(PrepareShards, AnotherTokenizerRebuildsAndWideVocabulariesWriteVersion2) {
+  Workspace w;
+  for (int i = 0; i < 25; ++i) test::write_file(w.dir / ("in/" + std::to_string(100 + i) + ".txt"), w.docs[i]);
+  test::SyntheticRanks ranks;
+  ranks.special = R"({"<|endoftext|>": 70000})";  // vocab_size 70001: ids need 17 bits
+  ranks.write(w.dir / "ranks", "o200k_base.tiktoken");
+
+  auto o = w.options();
+  const PrepareReport gpt2 = prepare_shards(o);
+  EXPECT_EQ(gpt2.shard_version, 1);
+  EXPECT_EQ(TokenShard::open(w.dir / "out/train_000.bin").version(), 1);
+
+  o.tokenizer = "o200k";
+  o.vocab_dir = w.dir / "ranks";
+  const PrepareReport wide = prepare_shards(o);
+  EXPECT_FALSE(wide.up_to_date) << "a rerun with another tokenizer must rebuild";
+  EXPECT_EQ(wide.shard_version, 2);
+  const TokenShard shard = TokenShard::open(w.dir / "out/train_000.bin");
+  EXPECT_EQ(shard.version(), 2);
+  EXPECT_EQ(shard.max_token(), 70000u);
+  const auto tok = make_tokenizer("o200k", w.dir / "ranks");
+  std::vector<int32_t> first = {70000};
+  const auto ids = tok->encode(w.docs[0]);
+  first.insert(first.end(), ids.begin(), ids.end());
+  const auto all = as_ids(read_token_shard(w.dir / "out/train_000.bin"));
+  EXPECT_EQ(std::vector<int32_t>(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(first.size())), first);
+  const auto manifest = nlohmann::json::parse(test::read_file(w.dir / "out/manifest.json"));
+  EXPECT_EQ(manifest.at("settings").at("tokenizer"), "o200k");
+  EXPECT_EQ(manifest.at("shard_version"), 2);
+  EXPECT_TRUE(prepare_shards(o).up_to_date);
+
+  // The data loader reads version 2 and checks its ids against the model's vocabulary.
+  DataLoaderOptions lo;
+  lo.shards = {w.dir / "out/train_*.bin"};
+  lo.batch_size = 1;
+  lo.seq_len = 4;
+  lo.shuffle = false;  // the first window starts with the first document's separator
+  lo.vocab_size = 70001;
+  DataLoader loader(lo);
+  EXPECT_EQ(loader.num_tokens(), wide.train_tokens);
+  EXPECT_EQ(loader.next().inputs.data<int64_t>()[0], 70000);
+  lo.vocab_size = 50257;
+  const std::string msg = error_of([&] { DataLoader bad(lo); });
+  EXPECT_NE(msg.find("train_000.bin' holds token id 70000"), std::string::npos) << msg;
+
+  o.tokenizer = "gpt2";
+  o.vocab_dir = w.dir / "vocab";
+  EXPECT_FALSE(prepare_shards(o).up_to_date) << "and back";
+  EXPECT_EQ(TokenShard::open(w.dir / "out/train_000.bin").version(), 1);
 }
 
 TEST(PrepareShards, ClearErrors) {
@@ -204,6 +258,11 @@ TEST(PrepareShards, ClearErrors) {
   o.vocab_dir = w.dir / "novocab";
   msg = error_of([&] { prepare_shards(o); });
   EXPECT_NE(msg.find("fetch_data.sh"), std::string::npos) << msg;
+
+  o = w.options();
+  o.tokenizer = "bert";
+  msg = error_of([&] { prepare_shards(o); });
+  EXPECT_NE(msg.find("unknown tokenizer 'bert'"), std::string::npos) << msg;
 
   o = w.options();
   o.val_fraction = 1.0;

@@ -1,4 +1,4 @@
-#include "trainers/data/gpt2_pretokenizer.h"
+#include "trainers/data/pretokenizer.h"
 
 #include <pcre2.h>
 
@@ -47,30 +47,30 @@ MatchScratch& thread_scratch() {
 
 }  // namespace
 
-struct Gpt2Pretokenizer::Compiled {
+struct Pretokenizer::Compiled {
   pcre2_code* code = nullptr;
   bool jit = false;
   ~Compiled() { pcre2_code_free(code); }
 };
 
-Gpt2Pretokenizer::Gpt2Pretokenizer() : compiled_(std::make_unique<Compiled>()) {
+Pretokenizer::Pretokenizer(const char* pattern) : compiled_(std::make_unique<Compiled>()) {
   int err = 0;
   PCRE2_SIZE err_offset = 0;
-  compiled_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern), PCRE2_ZERO_TERMINATED,
+  compiled_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
                                   PCRE2_UTF | PCRE2_UCP, &err, &err_offset, nullptr);
-  ZT_CHECK(compiled_->code, "tokenizer: PCRE2 cannot compile the GPT-2 pattern at offset ", err_offset, ": ",
-           pcre2_message(err));
+  ZT_CHECK(compiled_->code, "tokenizer: PCRE2 cannot compile the pre-tokenizer pattern at offset ", err_offset, ": ",
+           pcre2_message(err), " (pattern ", pattern, ")");
   // JIT is an optimisation only: without it (library built without JIT) the interpreter runs.
   compiled_->jit = pcre2_jit_compile(compiled_->code, PCRE2_JIT_COMPLETE) == 0;
 }
 
-Gpt2Pretokenizer::~Gpt2Pretokenizer() = default;
-Gpt2Pretokenizer::Gpt2Pretokenizer(Gpt2Pretokenizer&&) noexcept = default;
-Gpt2Pretokenizer& Gpt2Pretokenizer::operator=(Gpt2Pretokenizer&&) noexcept = default;
+Pretokenizer::~Pretokenizer() = default;
+Pretokenizer::Pretokenizer(Pretokenizer&&) noexcept = default;
+Pretokenizer& Pretokenizer::operator=(Pretokenizer&&) noexcept = default;
 
-bool Gpt2Pretokenizer::uses_jit() const { return compiled_->jit; }
+bool Pretokenizer::uses_jit() const { return compiled_->jit; }
 
-void Gpt2Pretokenizer::split_valid(std::string_view text, std::vector<std::string_view>& out) const {
+void Pretokenizer::split_valid(std::string_view text, std::vector<std::string_view>& out) const {
   MatchScratch& s = thread_scratch();
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;
@@ -97,7 +97,7 @@ void Gpt2Pretokenizer::split_valid(std::string_view text, std::vector<std::strin
   }
 }
 
-void Gpt2Pretokenizer::split(std::string_view text, std::vector<std::string_view>& out) const {
+void Pretokenizer::split(std::string_view text, std::vector<std::string_view>& out) const {
   size_t pos = 0;
   while (pos < text.size()) {
     const size_t valid = utf8_valid_prefix(text, pos);
@@ -114,7 +114,7 @@ void Gpt2Pretokenizer::split(std::string_view text, std::vector<std::string_view
   }
 }
 
-std::vector<std::string_view> Gpt2Pretokenizer::split(std::string_view text) const {
+std::vector<std::string_view> Pretokenizer::split(std::string_view text) const {
   std::vector<std::string_view> out;
   split(text, out);
   return out;
