@@ -81,6 +81,25 @@ struct SplitPieceNode : Node {
   }
 };
 
+// concat_rows: each input's gradient is its rows of the output's (views; no copy).
+struct ConcatRowsNode : Node {
+  std::vector<int64_t> rows;
+  DType dtype;
+  ConcatRowsNode(const std::vector<Variable>& xs) : Node("concat_rows", xs), dtype(xs[0].dtype()) {
+    for (const auto& x : xs) rows.push_back(x.shape()[0]);
+  }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    const Tensor gg = grad_as(g, dtype);
+    std::vector<Tensor> out;
+    int64_t at = 0;
+    for (int64_t n : rows) {
+      out.push_back(gg.slice(0, at, at + n));
+      at += n;
+    }
+    return out;
+  }
+};
+
 }  // namespace
 
 Variable reshape(const Variable& x, const Shape& shape) {
@@ -132,6 +151,34 @@ std::vector<Variable> split_last(const Variable& x, const std::vector<int64_t>& 
     offset += w;
   }
   return out;
+}
+
+Variable concat_rows(const std::vector<Variable>& xs) {
+  ZT_CHECK(!xs.empty(), "concat_rows: no tensors");
+  for (const auto& x : xs) check_defined("concat_rows", "x", x);
+  const Variable& first = xs[0];
+  ZT_CHECK(first.tensor().dim() >= 1, "concat_rows: tensors need a dimension 0, got shape ", shape_str(first.shape()));
+  Shape shape = first.shape();
+  shape[0] = 0;
+  for (const auto& x : xs) {
+    ZT_CHECK(x.dtype() == first.dtype() && x.device() == first.device(), "concat_rows: a ", dtype_name(x.dtype()),
+             " tensor on ", x.device().str(), " among ", dtype_name(first.dtype()), " on ", first.device().str());
+    Shape rest = x.shape(), want = first.shape();
+    ZT_CHECK(rest.size() == want.size(), "concat_rows: shapes ", shape_str(x.shape()), " and ", shape_str(first.shape()),
+             " differ beyond dimension 0");
+    rest[0] = want[0] = 0;
+    ZT_CHECK(rest == want, "concat_rows: shapes ", shape_str(x.shape()), " and ", shape_str(first.shape()),
+             " differ beyond dimension 0");
+    shape[0] += x.shape()[0];
+  }
+  Tensor y = Tensor::empty(shape, first.dtype(), first.device());
+  int64_t at = 0;
+  for (const auto& x : xs) {
+    y.slice(0, at, at + x.shape()[0]).copy_(x.tensor());
+    at += x.shape()[0];
+  }
+  if (!needs_grad(xs)) return Variable(y);
+  return Variable::from_op(y, std::make_shared<ConcatRowsNode>(xs));
 }
 
 }  // namespace zt::ops

@@ -12,5 +12,8 @@ std::vector<Variable> split_last(const Variable& x, int64_t parts);
 // Splits the last dimension into consecutive pieces of the given widths, which must add up to
 // it (the grouped-query qkv projection: H D | Hkv D | Hkv D).
 std::vector<Variable> split_last(const Variable& x, const std::vector<int64_t>& widths);
+// Stacks tensors along dimension 0 (the other dimensions equal; same dtype and device): the
+// llama family's q and kv projection weights joined into one fused qkv product.
+Variable concat_rows(const std::vector<Variable>& xs);
 
 }  // namespace zt::ops
