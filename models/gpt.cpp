@@ -21,41 +21,10 @@ namespace {
 constexpr double kInitStd = 0.02;
 }
 
-void GptConfig::validate() const {
-  ZT_CHECK(n_layer >= 1, "GPT: n_layer must be >= 1, got ", n_layer);
-  ZT_CHECK(n_head >= 1, "GPT: n_head must be >= 1, got ", n_head);
-  ZT_CHECK(d_model >= 1 && d_model % n_head == 0, "GPT: n_head ", n_head, " does not divide d_model ", d_model);
-  ZT_CHECK(seq_len >= 1, "GPT: seq_len must be >= 1, got ", seq_len);
-  ZT_CHECK(vocab_size >= 2, "GPT: vocab_size must be >= 2, got ", vocab_size);
-  ZT_CHECK(vocab_multiple >= 1, "GPT: vocab_multiple must be >= 1, got ", vocab_multiple);
-  ZT_CHECK(dropout >= 0 && dropout < 1, "GPT: dropout must be in [0, 1), got ", dropout);
-}
-
-void GptConfig::validate_tensor_parallel(int64_t T) const {
-  ZT_CHECK(T >= 1, "tensor_parallel_size must be >= 1, got ", T);
-  if (T == 1) return;
-  ZT_CHECK(n_head % T == 0, "tensor_parallel_size ", T, " does not divide model.n_head ", n_head,
-           " (each rank takes whole heads)");
-  ZT_CHECK((4 * d_model) % T == 0, "tensor_parallel_size ", T, " does not divide the MLP width 4 * d_model = ",
-           4 * d_model);
-  ZT_CHECK(padded_vocab() % T == 0, "tensor_parallel_size ", T, " does not divide the padded vocabulary ",
-           padded_vocab(), " (vocab_size ", vocab_size, " padded to a multiple of vocab_multiple ", vocab_multiple,
-           "; choose a vocab_multiple divisible by ", T, ")");
-  ZT_CHECK(dropout == 0, "model.dropout ", dropout, " with tensor_parallel_size ", T,
-           " is not supported (the ranks would need one dropout stream); set model.dropout: 0");
-}
-
-int64_t GptConfig::num_parameters() const {
-  const int64_t C = d_model;
-  const int64_t per_block = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (4 * C * C + 4 * C) + (4 * C * C + C);
-  return padded_vocab() * C + seq_len * C + n_layer * per_block + 2 * C;
-}
-
-Gpt::Gpt(const GptConfig& config, Generator& init, Device device, std::shared_ptr<ProcessGroup> tp_group)
-    : config_(config), device_(device), tp_(std::move(tp_group)) {
-  config_.validate();
+Gpt::Gpt(const ModelConfig& config, Generator& init, Device device, std::shared_ptr<ProcessGroup> tp_group)
+    : Model(config, device, std::move(tp_group)) {
+  ZT_CHECK(config_.is_gpt2(), "the GPT-2 model needs model.arch: gpt2, got '", config_.arch, "'");
   const int T = tp_size(), r = tp_rank();
-  config_.validate_tensor_parallel(T);
   const int64_t C = config_.d_model, V = config_.vocab_size, Vp = config_.padded_vocab();
   const double proj_std = kInitStd / std::sqrt(2.0 * static_cast<double>(config_.n_layer));
 
@@ -98,9 +67,6 @@ Gpt::Gpt(const GptConfig& config, Generator& init, Device device, std::shared_pt
   positions_ = Tensor::from_vector(pos, {config_.seq_len}, device_);
 }
 
-int Gpt::tp_size() const { return tp_ ? tp_->size() : 1; }
-int Gpt::tp_rank() const { return tp_ ? tp_->rank() : 0; }
-
 Variable Gpt::row_parallel_out(const Variable& partial, const Variable& bias, DType compute) const {
   return ops::add(ops::reduce_from_tensor_parallel(partial, tp_), ops::cast(bias, compute));
 }
@@ -136,17 +102,9 @@ Variable Gpt::block_forward(const Block& b, const Variable& x, DType compute, bo
   return ops::add(r, ops::dropout(h, p, gen, training));
 }
 
-Variable Gpt::forward(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const {
-  ZT_CHECK(ids.dim() == 2, "GPT forward: token ids must be [batch, time], got shape ", shape_str(ids.shape()));
-  ZT_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::i64, "GPT forward: token ids must be i32 or i64, got ",
-           dtype_name(ids.dtype()));
-  ZT_CHECK(is_floating(compute), "GPT forward: compute dtype must be f32, bf16 or f64, got ",
-           dtype_name(compute));
-  ZT_CHECK(ids.device() == device_, "GPT forward: token ids on ", ids.device().str(), ", model on ", device_.str());
-  const int64_t B = ids.size(0), T = ids.size(1), C = config_.d_model;
-  ZT_CHECK(B >= 1 && T >= 1 && T <= config_.seq_len, "GPT forward: ", T, " tokens per sequence, the model's seq_len is ",
-           config_.seq_len);
-
+Model::HeadInputs Gpt::head_inputs(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const {
+  const auto [B, T] = check_ids(ids, compute);
+  const int64_t C = config_.d_model;
   const Tensor positions = positions_.slice(0, 0, T);
 
   // The tied table (this rank's rows), cast once. The lookup checks ids against the real
@@ -160,33 +118,7 @@ Variable Gpt::forward(const Tensor& ids, DType compute, bool training, Generator
   x = ops::dropout(x, config_.dropout, dropout_gen, training);
   for (const Block& b : blocks_) x = block_forward(b, x, compute, training, dropout_gen);
   x = ops::layernorm(x, ops::cast(ln_f_w_, compute), ops::cast(ln_f_b_, compute));
-  // The head multiplies by the whole padded table (this rank's rows of it): rows of
-  // padded_vocab() elements keep the logits' leading dimension aligned (cuBLASLt's fast
-  // kernels). The loss leaves the padded columns out (num_classes = vocab_size) and gives
-  // them exactly zero gradient, so the padded rows of wte get none from the head either (nor
-  // from the lookup).
-  return ops::linear(ops::copy_to_tensor_parallel(ops::reshape(x, {B * T, C}), tp_), wte);
-}
-
-double Gpt::flops_per_token() const {
-  // The convention the project's anchors use (issue 7; llm.c-style MFU): 6 FLOPs per
-  // parameter per token (2 forward, 4 backward) plus 6 L d T for attention's scores and
-  // values at full context. One formula for the trainer's mfu field and bench_step.
-  const double n = static_cast<double>(num_parameters());
-  const double L = static_cast<double>(config_.n_layer), T = static_cast<double>(config_.seq_len),
-               C = static_cast<double>(config_.d_model);
-  return 6.0 * n + 6.0 * L * C * T;
-}
-
-std::string format_parameter_count(int64_t n) {
-  std::string digits = std::to_string(n), grouped;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) grouped += ',';
-    grouped += digits[i];
-  }
-  char m[32];
-  std::snprintf(m, sizeof m, "%.2fM", static_cast<double>(n) / 1e6);
-  return grouped + " (" + m + ")";
+  return {ops::copy_to_tensor_parallel(ops::reshape(x, {B * T, C}), tp_), wte};
 }
 
 }  // namespace zt

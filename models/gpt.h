@@ -31,63 +31,30 @@
 // Every column-parallel input passes copy_to (identity forward, all-reduce of its gradient).
 // Parameters are initialised as on one rank (same seed, whole tensors) and then cut, so any
 // T starts from the same model. Dropout is not supported with T > 1.
-#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
-#include "framework/autograd/variable.h"
-#include "framework/random.h"
-#include "models/parameter_registry.h"
+#include "models/model.h"
 
 namespace zt {
 
 class ProcessGroup;
 
-struct GptConfig {
-  int64_t n_layer = 12;
-  int64_t n_head = 12;
-  int64_t d_model = 768;
-  int64_t seq_len = 1024;
-  int64_t vocab_size = 50257;
-  int64_t vocab_multiple = 128;
-  double dropout = 0.0;
+// GPT-2 reads the shared model section; tests and tools that build one directly may say so.
+using GptConfig = ModelConfig;
 
-  int64_t padded_vocab() const { return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple; }
-  void validate() const;  // zt::Error naming the field
-  // T-way tensor parallelism needs T to divide n_head, 4 d_model and padded_vocab(), and no
-  // dropout; zt::Error naming the values otherwise.
-  void validate_tensor_parallel(int64_t T) const;
-  // Trainable elements, padded embedding rows included (llm.c counts the same way):
-  // 124,475,904 for GPT-2 small with vocab 50257 padded to 50304.
-  int64_t num_parameters() const;
-};
-
-class Gpt {
+class Gpt final : public Model {
  public:
   // Initialises every parameter from `init` (seeded: same seed, same model) on `device`.
   // `tp_group` (null or one rank: the whole model) splits it for tensor parallelism.
-  Gpt(const GptConfig& config, Generator& init, Device device = Device::cpu(),
+  // config.arch must be gpt2.
+  Gpt(const ModelConfig& config, Generator& init, Device device = Device::cpu(),
       std::shared_ptr<ProcessGroup> tp_group = nullptr);
 
-  // ids [B, T] i32/i64 in [0, vocab_size), 1 <= T <= seq_len, on the model's device. Returns
-  // logits [B*T, padded_vocab()] in `compute` dtype (f32 or bf16; f64 for exact tests); columns
-  // >= vocab_size are padding: pass num_classes = vocab_size to the loss. Under tensor
-  // parallelism: this rank's [B*T, padded_vocab() / T] columns; pass tp_group() to the loss. Dropout is active
-  // when training and dropout > 0, drawing from `dropout_gen`.
-  Variable forward(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const;
-
-  const GptConfig& config() const { return config_; }
-  ParameterRegistry& parameters() { return params_; }
-  const ParameterRegistry& parameters() const { return params_; }
-  Device device() const { return device_; }
-  const std::shared_ptr<ProcessGroup>& tp_group() const { return tp_; }
-  int tp_size() const;
-  int tp_rank() const;
-
-  // Elements of the whole model (all shards together).
-  int64_t num_parameters() const { return config_.num_parameters(); }
-  // FLOPs of one token's forward + backward, 6 N + 6 L d T: the numerator of MFU.
-  double flops_per_token() const;
+  // The head is the tied wte (this rank's rows), cast once for the lookup and the head.
+  HeadInputs head_inputs(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const override;
+  std::string describe() const override { return "GPT-2"; }
 
  private:
   struct Block {
@@ -100,16 +67,9 @@ class Gpt {
   // then the replicated bias (added once, after the sum).
   Variable row_parallel_out(const Variable& partial, const Variable& bias, DType compute) const;
 
-  GptConfig config_;
-  Device device_;
-  std::shared_ptr<ProcessGroup> tp_;
-  ParameterRegistry params_;
   Variable wte_, wpe_, ln_f_w_, ln_f_b_;
   std::vector<Block> blocks_;
   Tensor positions_;  // 0 .. seq_len - 1 on the model's device: no upload per forward
 };
-
-// "124,475,904 (124.48M)"
-std::string format_parameter_count(int64_t n);
 
 }  // namespace zt

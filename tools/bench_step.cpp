@@ -31,7 +31,7 @@
 #include <optional>
 
 #include "framework/error.h"
-#include "models/gpt.h"
+#include "models/model.h"
 #include "tools/bench_util.h"
 #include "tools/tool_main.h"
 #include "trainers/adamw.h"
@@ -54,7 +54,7 @@ struct Bench {
   int64_t B = 16, T = 1024;
   zt::DType compute = zt::DType::bf16;
   zt::ParallelContext par = zt::single_rank_context(zt::Device::cuda(0));
-  std::unique_ptr<zt::Gpt> model;
+  std::unique_ptr<zt::Model> model;
   std::unique_ptr<zt::AdamW> adam;
   std::unique_ptr<zt::TrainingStep> runner;
   zt::Generator data_gen{12345};
@@ -159,7 +159,7 @@ int main(int argc, char** argv) {
     b.cfg.train.grad_accum = grad_accum;
     b.cfg.train.dtype = dtype;
     zt::Generator init(static_cast<uint64_t>(b.cfg.train.seed));
-    b.model = std::make_unique<zt::Gpt>(b.cfg.model, init, b.par.device);
+    b.model = zt::make_model(b.cfg.model, init, b.par.device);
     b.adam = std::make_unique<zt::AdamW>(
         b.model->parameters().all(),
         zt::AdamWOptions{b.cfg.optim.weight_decay, b.cfg.optim.beta1, b.cfg.optim.beta2, b.cfg.optim.eps});
@@ -176,9 +176,9 @@ int main(int argc, char** argv) {
 
     const auto& m = b.cfg.model;
     const double flops_per_token = b.model->flops_per_token();
-    std::printf("bench_step: %s, %lld layers, d_model %lld, %s params, B=%lld T=%lld grad_accum %lld, %s, z_loss "
+    std::printf("bench_step: %s, %s, %lld layers, d_model %lld, %s params, B=%lld T=%lld grad_accum %lld, %s, z_loss "
                 "%.1e, %s\n",
-                config_path.c_str(), static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model),
+                config_path.c_str(), b.model->describe().c_str(), static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model),
                 zt::format_parameter_count(b.model->num_parameters()).c_str(), static_cast<long long>(batch),
                 static_cast<long long>(seq_len), static_cast<long long>(grad_accum), dtype.c_str(),
                 b.cfg.loss.z_loss_weight, real_data ? "tokens from data.train" : "random tokens");

@@ -9,7 +9,7 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/error.h"
-#include "models/gpt.h"
+#include "models/model.h"
 #include "models/sampling.h"
 #include "tools/tool_main.h"
 #include "trainers/checkpoint.h"
@@ -19,8 +19,8 @@
 #include "trainers/model_state.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"Sample text from a trained GPT checkpoint"};
-  std::string checkpoint, prompt, tokenizer = "gpt2", vocab_dir, device_name = "cpu";
+  CLI::App app{"Sample text from a trained checkpoint"};
+  std::string checkpoint, prompt, tokenizer, vocab_dir, device_name = "cpu";
   int64_t max_tokens = 100, top_k = 40;
   uint64_t seed = 0;
   double temperature = 1.0;
@@ -32,8 +32,8 @@ int main(int argc, char** argv) {
   app.add_option("--top-k", top_k, "sample among the k most likely tokens; 0 = all")->capture_default_str();
   app.add_option("--seed", seed, "sampling seed")->capture_default_str();
   app.add_option("--device", device_name, "cpu | cuda | cuda:N | auto")->capture_default_str();
-  app.add_option("--tokenizer", tokenizer, "gpt2, cl100k, o200k or llama3 (the one the shards were made with)")
-      ->capture_default_str();
+  app.add_option("--tokenizer", tokenizer,
+                 "gpt2, cl100k, o200k or llama3 (default: the checkpoint's data.tokenizer, what its shards were made with)");
   app.add_option("--vocab-dir", vocab_dir, "directory with the tokenizer's files (default data/TOKENIZER)");
   app.add_flag("!--no-stop", stop_at_eot, "keep going after the document separator (<|endoftext|> for gpt2)");
   return zt::tool::run_tool("generate", app, argc, argv, [&] {
@@ -59,9 +59,10 @@ int main(int argc, char** argv) {
     const zt::Checkpoint ck =
         zt::read_checkpoint_for_rank(*path, 0, 1, [](const std::string&) { return zt::ShardSpec{}; }, nullptr, "model/");
     zt::Generator init(0);
-    zt::Gpt model(cfg.model, init, device);
+    const std::unique_ptr<zt::Model> model_ptr = zt::make_model(cfg.model, init, device);
+    zt::Model& model = *model_ptr;
     zt::load_model(model, ck, *path);
-    const auto tokenizer_ptr = zt::data::make_tokenizer(tokenizer, vocab_dir);
+    const auto tokenizer_ptr = zt::data::make_tokenizer(tokenizer.empty() ? cfg.data.tokenizer : tokenizer, vocab_dir);
     const zt::data::Tokenizer& tok = *tokenizer_ptr;
     std::cerr << "generate: " << *path << " (step " << ck.meta.value("step", int64_t{0}) << ", "
               << zt::format_parameter_count(model.num_parameters()) << " parameters)\n";

@@ -15,6 +15,7 @@ packages=(
   libpcre2-dev       # GPT-2 pre-tokenizer regex (Unicode properties)
   zlib1g-dev         # crc32 checksums of checkpoints
   python3-matplotlib # loss-curve plots of ablations
+  python3-numpy      # the llama family's independent float64 reference (tests/models/llama_reference.py)
 )
 
 # The fuzz build (ZTRAIN_FUZZ=ON, tools/fuzz.sh) compiles with clang: libFuzzer and the

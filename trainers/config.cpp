@@ -70,6 +70,15 @@ double read_real(const YAML::Node& n) {
   throw BadValue{"expected a number, got " + show(n)};
 }
 
+bool read_bool(const YAML::Node& n) {
+  if (n.IsScalar()) {
+    const std::string& s = n.Scalar();
+    if (s == "true" || s == "True" || s == "TRUE") return true;
+    if (s == "false" || s == "False" || s == "FALSE") return false;
+  }
+  throw BadValue{"expected true or false, got " + show(n)};
+}
+
 std::string read_string(const YAML::Node& n) {
   if (n.IsScalar()) return n.Scalar();
   throw BadValue{"expected a string, got " + show(n)};
@@ -150,6 +159,16 @@ KeySpec choice_key(std::string s, std::string k, StrRef ref, std::vector<std::st
   return spec;
 }
 
+using BoolRef = std::function<bool&(Config&)>;
+
+KeySpec bool_key(std::string s, std::string k, BoolRef ref, std::string doc) {
+  KeySpec spec{s, k, "bool", std::move(doc), {}, {}, {}};
+  spec.read = [=](Config& c, const YAML::Node& n) { ref(c) = read_bool(n); };
+  spec.text = [=](const Config& c) { return std::string(ref(const_cast<Config&>(c)) ? "true" : "false"); };
+  spec.emit = [=](YAML::Emitter& e, const Config& c) { e << ref(const_cast<Config&>(c)); };
+  return spec;
+}
+
 KeySpec string_key(std::string s, std::string k, StrRef ref, std::function<std::string(const std::string&)> check,
                    std::string doc) {
   KeySpec spec{s, k, "string", std::move(doc), {}, {}, {}};
@@ -220,6 +239,32 @@ const std::vector<KeySpec>& key_table() {
               "never enter the loss or sampling"),
       real_key("model", "dropout", ZT_FIELD(model.dropout), unit_open,
                "dropout on embeddings and residual branches, in [0, 1); CPU only (no CUDA kernel)"),
+      choice_key("model", "arch", ZT_FIELD(model.arch), {"gpt2", "llama"},
+                 "model family: gpt2 (LayerNorm, GELU, learned positions, tied head, biases; the keys below "
+                 "keep GPT-2's values) or llama (any combination of the keys below; unset ones take the llama "
+                 "defaults named in each)"),
+      choice_key("model", "norm", ZT_FIELD(model.norm), {"layernorm", "rmsnorm"},
+                 "normalisation of each block and the final norm (llama default: rmsnorm)"),
+      choice_key("model", "mlp", ZT_FIELD(model.mlp), {"gelu", "swiglu"},
+                 "feed-forward block: gelu (GPT-2) or swiglu = (silu(x W_gate) * x W_up) W_down (llama default)"),
+      int_key("model", "d_ff", ZT_FIELD(model.d_ff), 0, 1 << 20,
+              "MLP hidden width; 0: 4 * d_model for gelu, 8/3 * d_model rounded up to a multiple of 64 for swiglu"),
+      choice_key("model", "position", ZT_FIELD(model.position), {"learned", "rope"},
+                 "positions: a learned table added to the embeddings (GPT-2) or rotary embeddings on q and k "
+                 "(llama default)"),
+      real_key("model", "rope_theta", ZT_FIELD(model.rope_theta), positive,
+               "RoPE base theta (Llama 3, OLMo 2: 500000)"),
+      bool_key("model", "qk_norm", ZT_FIELD(model.qk_norm),
+               "RMSNorm of q and k over the head dimension, per head, before RoPE (OLMo 2, Wortsman et al. 2023; "
+               "llama default: false)"),
+      int_key("model", "n_kv_head", ZT_FIELD(model.n_kv_head), 0, 1024,
+              "key/value heads (grouped-query attention); must divide n_head; 0 = n_head"),
+      bool_key("model", "tie_embeddings", ZT_FIELD(model.tie_embeddings),
+               "the LM head reuses the token embedding table (GPT-2; llama default: false, its own head)"),
+      bool_key("model", "bias", ZT_FIELD(model.bias),
+               "biases in the linear layers and LayerNorm (GPT-2; llama default: false)"),
+      real_key("model", "norm_eps", ZT_FIELD(model.norm_eps), positive,
+               "epsilon of every norm (LayerNorm, RMSNorm, QK-norm)"),
 
       real_key("loss", "z_loss_weight", ZT_FIELD(loss.z_loss_weight), non_negative,
                "z-loss weight z (loss += z * lse^2); the target value of the z-loss schedule"),
@@ -261,6 +306,9 @@ const std::vector<KeySpec>& key_table() {
 
       list_key("data", "train", ZT_FIELD(data.train), "training token shards: a path, a glob, or a list"),
       list_key("data", "val", ZT_FIELD(data.val), "validation token shards: a path, a glob, or a list"),
+      choice_key("data", "tokenizer", ZT_FIELD(data.tokenizer), {"gpt2", "cl100k", "o200k", "llama3"},
+                 "the tokenizer the shards were made with (prepare_data --tokenizer); generate encodes prompts "
+                 "and decodes samples with it"),
 
       int_key("train", "batch_size", ZT_FIELD(train.batch_size), 1, kMax,
               "sequences per micro-batch over all data-parallel ranks (the global micro-batch; each of D "
@@ -396,9 +444,30 @@ std::string at(const Config& c, const std::string& key) {
 }
 
 // Checks that involve more than one key, or say "not yet" rather than "out of range".
+// model.arch: llama gives the family keys a config leaves unset the llama defaults, so the
+// resolved config states every choice (and a GPT-2 config keeps GPT-2's).
+void apply_arch_defaults(Config& c) {
+  if (c.model.arch != "llama") return;
+  auto unset = [&](const char* key) { return !c.where.count(std::string("model.") + key); };
+  if (unset("norm")) c.model.norm = "rmsnorm";
+  if (unset("mlp")) c.model.mlp = "swiglu";
+  if (unset("position")) c.model.position = "rope";
+  if (unset("tie_embeddings")) c.model.tie_embeddings = false;
+  if (unset("bias")) c.model.bias = false;
+}
+
 void validate(const Config& c) {
   ZT_CHECK(c.model.d_model % c.model.n_head == 0, at(c, "model.n_head"), ": model.n_head: ", c.model.n_head,
            " does not divide model.d_model = ", c.model.d_model);
+  try {
+    c.model.validate();
+  } catch (const Error& e) {
+    // Name where the offending key got its value: the message starts with "model.<key>".
+    const std::string what = e.what();
+    const auto end = what.find_first_of(" :", 6);
+    const std::string key = what.rfind("model.", 0) == 0 ? what.substr(0, end) : "model.arch";
+    ZT_FAIL(at(c, c.where.count(key) ? key : "model.arch"), ": ", what);
+  }
   try {
     c.model.validate_tensor_parallel(c.parallel.tensor_parallel_size);
   } catch (const Error& e) {
@@ -439,6 +508,7 @@ Config parse_config(const std::string& yaml_text, const std::string& source, con
   }
   apply_file(c, root, source);
   for (const auto& o : overrides) apply_override(c, o);
+  apply_arch_defaults(c);
   validate(c);
   return c;
 }

@@ -13,12 +13,12 @@
 #include <vector>
 
 #include "framework/device.h"
-#include "models/gpt.h"
+#include "models/model_config.h"
 
 namespace zt {
 
-// The model section is the model's own configuration: one struct, no copy between them.
-using ModelConfig = GptConfig;
+// The model section is the models' own configuration (models/model_config.h): one struct, no
+// copy between them.
 
 struct LossConfig {
   double z_loss_weight = 0.0;
@@ -52,6 +52,7 @@ struct ScheduleConfig {
 struct DataConfig {
   std::vector<std::string> train;  // shard paths or globs
   std::vector<std::string> val;
+  std::string tokenizer = "gpt2";  // what made the shards; generate encodes prompts with it
 };
 
 struct TrainConfig {

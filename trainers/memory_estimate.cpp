@@ -18,13 +18,8 @@ std::string gb(double bytes) {
   return buf;
 }
 
-// Doubles throughout: a config at the validator's limits overflows int64 byte counts.
-double parameter_count(const GptConfig& m) {
-  const double C = static_cast<double>(m.d_model);
-  const double per_block = 12 * C * C + 13 * C;
-  return static_cast<double>(m.padded_vocab()) * C + static_cast<double>(m.seq_len) * C +
-         static_cast<double>(m.n_layer) * per_block + 2 * C;
-}
+// Doubles from here on: byte counts of a config at the validator's limits overflow int64.
+double parameter_count(const ModelConfig& m) { return static_cast<double>(m.num_parameters()); }
 
 double read_number_file(const char* path) {  // a cgroup file: a number, or "max"
   std::ifstream in(path);
@@ -60,22 +55,23 @@ std::string MemoryEstimate::describe() const {
          " + activations " + gb(activations) + " = " + gb(total()) + ", a lower bound";
 }
 
-MemoryEstimate estimate_training_memory(const GptConfig& m, int64_t batch_size, DType compute) {
+MemoryEstimate estimate_training_memory(const ModelConfig& m, int64_t batch_size, DType compute) {
   const double n = parameter_count(m), cs = static_cast<double>(dtype_size(compute));
   const double tokens = static_cast<double>(batch_size) * static_cast<double>(m.seq_len);
   MemoryEstimate e;
   e.parameters = 4 * n + (compute == DType::f32 ? 0 : cs * n);
   e.gradients = 4 * n;
   e.optimizer = 8 * n;
-  // Per token and block, backward keeps at least LN outputs, qkv, attention output and the
-  // MLP's 4C pre- and post-GELU values: 12 C values (more in practice); plus the logits.
+  // Per token and block, backward keeps at least the norms' outputs, qkv, the attention output
+  // and the MLP's hidden values (ModelConfig::activation_values_per_token_and_layer); plus the
+  // logits.
   e.activations = tokens * cs *
-                  (12.0 * static_cast<double>(m.n_layer) * static_cast<double>(m.d_model) +
+                  (static_cast<double>(m.n_layer) * m.activation_values_per_token_and_layer() +
                    static_cast<double>(m.padded_vocab()));
   return e;
 }
 
-MemoryEstimate estimate_inference_memory(const GptConfig& m, int64_t batch_size) {
+MemoryEstimate estimate_inference_memory(const ModelConfig& m, int64_t batch_size) {
   MemoryEstimate e;
   e.parameters = 4 * parameter_count(m);
   e.activations = 4.0 * static_cast<double>(batch_size) * static_cast<double>(m.seq_len) *

@@ -8,7 +8,7 @@
 
 #include "framework/device.h"
 #include "framework/dtype.h"
-#include "models/gpt.h"
+#include "models/model_config.h"
 
 namespace zt {
 
@@ -22,9 +22,9 @@ struct MemoryEstimate {
 };
 
 // One training step of `model` with micro-batches of `batch_size` sequences of seq_len tokens.
-MemoryEstimate estimate_training_memory(const GptConfig& model, int64_t batch_size, DType compute);
+MemoryEstimate estimate_training_memory(const ModelConfig& model, int64_t batch_size, DType compute);
 // One forward of `batch_size` sequences (generate): parameters and activations only.
-MemoryEstimate estimate_inference_memory(const GptConfig& model, int64_t batch_size);
+MemoryEstimate estimate_inference_memory(const ModelConfig& model, int64_t batch_size);
 
 // Bytes free for a new allocation: for the CPU the smaller of /proc/meminfo's MemAvailable
 // and the cgroup's limit minus its usage; for a GPU cudaMemGetInfo's free bytes. 0 when unknown.

@@ -16,11 +16,11 @@ Device resolve_device(const std::string& name, const std::string& setting) {
   return d;
 }
 
-void save_model(const Gpt& model, Checkpoint& ckpt) {
+void save_model(const Model& model, Checkpoint& ckpt) {
   for (const auto& p : model.parameters().all()) ckpt.tensors["model/" + p.name] = p.var.tensor();
 }
 
-SplitOf checkpoint_splits(const Gpt& model) {
+SplitOf checkpoint_splits(const Model& model) {
   std::map<std::string, ShardSpec> splits;
   for (const auto& p : model.parameters().all())
     for (const char* prefix : {"model/", "adamw/m/", "adamw/v/"}) splits[prefix + p.name] = p.shard;
@@ -30,7 +30,7 @@ SplitOf checkpoint_splits(const Gpt& model) {
   };
 }
 
-void check_checkpoint_matches_config(const CheckpointHeader& header, const GptConfig& model, const std::string& source) {
+void check_checkpoint_matches_config(const CheckpointHeader& header, const ModelConfig& model, const std::string& source) {
   int64_t held = 0;
   for (const auto& t : header.tensors) {
     if (t.name.rfind("model/", 0) != 0) continue;
@@ -40,11 +40,11 @@ void check_checkpoint_matches_config(const CheckpointHeader& header, const GptCo
   }
   const int64_t needed = model.num_parameters();
   ZT_CHECK(held == needed, "checkpoint '", source, "' holds ", held, " model parameters but the config it states (",
-           model.n_layer, " layers, d_model ", model.d_model, ", vocab ", model.vocab_size, ", seq_len ",
+           model.arch, ", ", model.n_layer, " layers, d_model ", model.d_model, ", vocab ", model.vocab_size, ", seq_len ",
            model.seq_len, ") has ", needed, ": the file is damaged or was not written by this model");
 }
 
-void load_model(Gpt& model, const Checkpoint& ckpt, const std::string& source) {
+void load_model(Model& model, const Checkpoint& ckpt, const std::string& source) {
   for (auto& p : model.parameters().all()) {
     auto it = ckpt.tensors.find("model/" + p.name);
     ZT_CHECK(it != ckpt.tensors.end(), "checkpoint '", source, "' has no parameter '", p.name,

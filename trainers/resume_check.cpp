@@ -5,8 +5,15 @@
 namespace zt {
 
 bool is_layout_key(const std::string& section, const std::string& key) {
-  return section == "model" && (key == "n_layer" || key == "n_head" || key == "d_model" || key == "seq_len" ||
-                                key == "vocab_size" || key == "vocab_multiple");
+  // Every model key that changes the parameters' set or shapes (dropout, rope_theta and norm_eps
+  // change values only: a resume may change them, with the usual note).
+  static const char* const keys[] = {"n_layer", "n_head", "d_model",  "seq_len",   "vocab_size",     "vocab_multiple",
+                                     "arch",    "norm",   "mlp",      "d_ff",      "position",       "qk_norm",
+                                     "n_kv_head", "tie_embeddings", "bias"};
+  if (section != "model") return false;
+  for (const char* k : keys)
+    if (key == k) return true;
+  return false;
 }
 
 std::vector<std::string> resume_incompatibilities(const std::string& old_config_yaml, const Config& now) {

@@ -1,6 +1,7 @@
 #pragma once
 // Which config changes a resume may make. The model's shape (model.n_layer, n_head,
-// d_model, seq_len, vocab_size, vocab_multiple) fixes the tensors a checkpoint holds: a
+// d_model, seq_len, vocab_size, vocab_multiple, and the family's choices: arch, norm, mlp,
+// d_ff, position, qk_norm, n_kv_head, tie_embeddings, bias) fixes the tensors a checkpoint holds: a
 // resume that changes one of them would load part of the state and misread the rest, so it
 // is refused. The parallel layout (parallel.*, the number of ranks) may change: checkpoints
 // record how each tensor is split and are re-sharded on load (trainers/sharded_checkpoint.h).

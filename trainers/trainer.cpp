@@ -14,11 +14,12 @@
 
 #include "framework/autograd/grad_mode.h"
 #include "framework/error.h"
-#include "models/gpt.h"
+#include "models/model.h"
 #include "ops/cross_entropy.h"
 #include "trainers/adamw.h"
 #include "trainers/checkpoint.h"
 #include "trainers/data/data_loader.h"
+#include "trainers/loss_options.h"
 #include "trainers/lr_schedule.h"
 #include "trainers/memory_estimate.h"
 #include "trainers/metrics.h"
@@ -101,7 +102,7 @@ class Trainer {
     val_loader_ = std::make_unique<data::DataLoader>(d);
 
     Generator init(static_cast<uint64_t>(cfg_.train.seed));
-    model_ = std::make_unique<Gpt>(cfg_.model, init, device_, par_.tp);
+    model_ = make_model(cfg_.model, init, device_, par_.tp);
     adam_ = std::make_unique<AdamW>(model_->parameters().all(),
                                     AdamWOptions{cfg_.optim.weight_decay, cfg_.optim.beta1, cfg_.optim.beta2,
                                                  cfg_.optim.eps});
@@ -237,7 +238,7 @@ class Trainer {
   void announce() {
     const auto& m = cfg_.model;
     std::ostringstream s;
-    s << "model: GPT, " << m.n_layer << " layers, " << m.n_head << " heads, d_model " << m.d_model << ", seq_len "
+    s << "model: " << model_->describe() << ", " << m.n_layer << " layers, " << m.n_head << " heads, d_model " << m.d_model << ", seq_len "
       << m.seq_len << ", vocab " << m.vocab_size << " (padded " << m.padded_vocab() << "); parameters "
       << format_parameter_count(model_->num_parameters());
     progress_.event(s.str());
@@ -272,13 +273,8 @@ class Trainer {
     double sums[2] = {0, 0};  // ce, count
     for (int64_t i = 0; i < n; ++i) {
       data::Batch b = val_loader_->next();
-      Variable logits = model_->forward(b.inputs.to(device_), compute_, /*training=*/false, eval_dropout_);
-      ops::CrossEntropyOptions xo;
-      xo.ignore_index = cfg_.loss.ignore_index;
-      xo.inplace_grad = false;
-      xo.num_classes = cfg_.model.vocab_size;
-      xo.group = par_.tp;
-      ops::CrossEntropyResult r = ops::cross_entropy(logits, b.targets.to(device_).reshape({-1}), xo);
+      ops::CrossEntropyResult r = model_->loss(b.inputs.to(device_), b.targets.to(device_), evaluation_loss_options(cfg_.loss),
+                                               compute_, /*training=*/false, eval_dropout_);
       r.check();
       sums[0] += r.ce_sum.item();
       sums[1] += static_cast<double>(r.count.item());
@@ -396,7 +392,7 @@ class Trainer {
   DType compute_ = DType::f32;
   int64_t tokens_per_step_ = 0;
   std::unique_ptr<data::DataLoader> train_loader_, val_loader_;
-  std::unique_ptr<Gpt> model_;
+  std::unique_ptr<Model> model_;
   Generator eval_dropout_;  // evaluation runs without dropout; forward still takes a generator
   std::unique_ptr<AdamW> adam_;
   std::unique_ptr<TrainingStep> step_runner_;

@@ -2,7 +2,7 @@
 // The training loop. One step:
 //
 //   for each of grad_accum micro-batches:
-//     DataLoader -> (inputs, targets) -> Gpt::forward -> logits [B*T, padded V]
+//     DataLoader -> (inputs, targets) -> Model::loss (models/model.h) -> logits [B*T, padded V]
 //     -> ops::cross_entropy (num_classes V, z-loss weight of this step, label smoothing) -> loss
 //     -> backward(1 / grad_accum)            gradients accumulate in the parameters
 //   global grad norm -> non-finite? stop (or skip the update) -> clip -> AdamW(lr of this step)

@@ -7,6 +7,7 @@
 #include "framework/error.h"
 #include "ops/cross_entropy.h"
 #include "trainers/grad_clip.h"
+#include "trainers/loss_options.h"
 #include "trainers/loss_stats.h"
 
 namespace zt {
@@ -18,7 +19,7 @@ int64_t micro_batch_rows(const Config& c, const ParallelLayout& l) {
   return c.train.batch_size / l.dp_size;
 }
 
-TrainingStep::TrainingStep(const Config& config, Gpt& model, AdamW& adam, const ParallelContext& par, DType compute)
+TrainingStep::TrainingStep(const Config& config, Model& model, AdamW& adam, const ParallelContext& par, DType compute)
     : cfg_(config), model_(model), adam_(adam), par_(par), compute_(compute) {
   rows_ = zt::micro_batch_rows(cfg_, par.layout);
   if (par.layout.dp_size > 1) {
@@ -65,18 +66,10 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
     mark("fwd");
     const Tensor ids = b.inputs.to(par_.device);
     const Tensor targets = b.targets.to(par_.device).reshape({-1});
-    Variable logits = model_.forward(ids, compute_, /*training=*/true, dropout_gen_);
+    const Model::HeadInputs head = model_.head_inputs(ids, compute_, /*training=*/true, dropout_gen_);
     mark("loss");
-    ops::CrossEntropyOptions xo;
-    xo.label_smoothing = cfg_.loss.label_smoothing;
-    xo.z_loss_weight = z_loss_weight;
-    xo.ignore_index = cfg_.loss.ignore_index;
-    xo.num_classes = cfg_.model.vocab_size;  // the logits' columns past it are the table's padding
-    xo.group = par_.tp;
-    xo.reduction = ops::Reduction::sum;
-    xo.scale = 1.0 / global_targets;  // the global mean's gradient, written by the kernel
-    ops::CrossEntropyResult r = ops::cross_entropy(logits, targets, xo);
-    logits = Variable();
+    ops::CrossEntropyResult r =
+        model_.head_loss(head, targets, training_loss_options(cfg_.loss, z_loss_weight, 1.0 / global_targets));
     stats.add(r);
     checks.push_back(r.target_check);
     mark("bwd");

@@ -2,7 +2,7 @@
 // One optimizer step, the one `train` runs and `bench_step` times:
 //
 //   for each of grad_accum micro-batches (this rank's slice of the global micro-batch):
-//     Gpt::forward -> logits [tokens, Vp/T] -> ops::cross_entropy (vocab-parallel over the
+//     Model::loss: forward -> logits [tokens, Vp/T] -> ops::cross_entropy (vocab-parallel over the
 //     tensor-parallel group, z-loss, smoothing; reduction sum scaled by 1 / the global batch's
 //     target tokens, inside the kernel's gradient scale) -> backward (gradients accumulate;
 //     the last micro-batch's backward launches the data-parallel bucket all-reduces)
@@ -20,7 +20,7 @@
 #include <memory>
 
 #include "framework/tensor.h"
-#include "models/gpt.h"
+#include "models/model.h"
 #include "trainers/adamw.h"
 #include "trainers/config.h"
 #include "trainers/data/data_loader.h"
@@ -38,7 +38,7 @@ class TrainingStep {
  public:
   // `model`, `adam` and `par` must outlive the step. Data parallelism (par.dp of more than one
   // rank) puts the gradients into buckets here.
-  TrainingStep(const Config& config, Gpt& model, AdamW& adam, const ParallelContext& par, DType compute);
+  TrainingStep(const Config& config, Model& model, AdamW& adam, const ParallelContext& par, DType compute);
 
   // The step's micro-batches come from `next` (grad_accum calls, each this rank's [B/D, T]
   // inputs and targets, on any device). Fills loss, ce_loss, z_loss, lse_mean, lse_max,
@@ -54,7 +54,7 @@ class TrainingStep {
   void release_grads();
 
   const Config& cfg_;
-  Gpt& model_;
+  Model& model_;
   AdamW& adam_;
   const ParallelContext& par_;
   DType compute_;

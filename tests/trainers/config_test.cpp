@@ -127,7 +127,18 @@ INSTANTIATE_TEST_SUITE_P(
                  "train.device is cuda (test.yaml:9:11)", "set model.dropout: 0 or train.device: cpu"}},
         BadCase{"hex_int", "train:\n  batch_size: 0x10\n", {}, {"test.yaml:9:15", "train.batch_size", "expected an integer (decimal digits)", "'0x10'"}},
         BadCase{"int_out_of_range", "train:\n  max_steps: 99999999999999999999\n", {}, {"train.max_steps", "out of range"}},
-        BadCase{"not_yaml", "model: [\n", {}, {"test.yaml:", "not valid YAML"}}),
+        BadCase{"not_yaml", "model: [\n", {}, {"test.yaml:", "not valid YAML"}},
+        BadCase{"bad_arch", "", {"model.arch=mamba"}, {"--set model.arch=mamba", "model.arch", "gpt2|llama"}},
+        BadCase{"gpt2_with_rmsnorm", "", {"model.norm=rmsnorm"},
+                {"--set model.norm=rmsnorm: model.norm: rmsnorm needs model.arch: llama"}},
+        BadCase{"gpt2_untied", "", {"model.tie_embeddings=false"},
+                {"--set model.tie_embeddings=false", "needs model.arch: llama"}},
+        BadCase{"bad_bool", "", {"model.qk_norm=yes please"}, {"model.qk_norm", "expected true or false"}},
+        BadCase{"kv_heads_not_dividing", "", {"model.arch=llama", "model.n_kv_head=3", "model.n_head=2"},
+                {"--set model.n_kv_head=3", "model.n_kv_head 3 does not divide model.n_head 2"}},
+        BadCase{"rope_odd_head_dim", "", {"model.arch=llama", "model.d_model=6", "model.n_head=2"},
+                {"model.position: rope needs an even head dimension"}},
+        BadCase{"bad_tokenizer", "", {"data.tokenizer=sentencepiece"}, {"data.tokenizer", "gpt2|cl100k|o200k|llama3"}}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
 
 // Dropout needs the CPU. train.device auto passes parsing and is checked against the device it
@@ -210,10 +221,45 @@ TEST(Config, ShippedConfigsLoad) {
   EXPECT_EQ(small.loss.z_loss_weight, 1e-4);
 }
 
+// model.arch: llama fills the family keys a config leaves unset with the llama defaults, keeps
+// the ones it sets, and the resolved YAML states every choice (it round-trips).
+TEST(Config, LlamaDefaultsFillUnsetFamilyKeys) {
+  const Config c = parse_config(std::string(kMinimal), "test.yaml", {"model.arch=llama", "model.qk_norm=true",
+                                                                      "model.mlp=gelu"});
+  EXPECT_EQ(c.model.norm, "rmsnorm");
+  EXPECT_EQ(c.model.mlp, "gelu");  // set: kept
+  EXPECT_EQ(c.model.position, "rope");
+  EXPECT_TRUE(c.model.qk_norm);
+  EXPECT_FALSE(c.model.tie_embeddings);
+  EXPECT_FALSE(c.model.bias);
+  const Config back = parse_config(config_to_yaml(c), "resolved.yaml");
+  EXPECT_EQ(config_to_yaml(back).substr(config_to_yaml(back).find('\n')),
+            config_to_yaml(c).substr(config_to_yaml(c).find('\n')));
+  // GPT-2 configs keep GPT-2's values.
+  const Config g = parse_config(kMinimal, "test.yaml");
+  EXPECT_EQ(g.model.arch, "gpt2");
+  EXPECT_EQ(g.model.norm, "layernorm");
+  EXPECT_TRUE(g.model.tie_embeddings);
+}
+
+TEST(Config, ShippedLlamaConfigsLoad) {
+  const Config small = load_config(std::string(ZTRAIN_SOURCE_DIR) + "/configs/llama_small.yaml");
+  EXPECT_EQ(small.model.arch, "llama");
+  EXPECT_EQ(small.model.vocab_size, 128256);
+  EXPECT_EQ(small.model.n_layer, 12);
+  EXPECT_EQ(small.model.d_model, 768);
+  EXPECT_TRUE(small.model.qk_norm);
+  EXPECT_FALSE(small.model.tie_embeddings);
+  const Config tiny = load_config(std::string(ZTRAIN_SOURCE_DIR) + "/configs/llama_tiny.yaml");
+  EXPECT_EQ(tiny.model.arch, "llama");
+}
+
 TEST(Config, KeysTableListsEveryKey) {
   const std::string md = config_keys_markdown();
   for (const char* key : {"model.n_layer", "loss.z_loss_weight", "loss.z_loss_schedule", "parallel.tensor_parallel_size",
-                          "optim.grad_clip", "schedule.warmup_steps", "data.val", "train.on_nonfinite", "log.checkpoint_every"})
+                          "optim.grad_clip", "schedule.warmup_steps", "data.val", "train.on_nonfinite", "log.checkpoint_every",
+                          "model.arch", "model.norm", "model.mlp", "model.position", "model.qk_norm", "model.n_kv_head",
+                          "model.tie_embeddings", "model.bias", "data.tokenizer"})
     EXPECT_NE(md.find(std::string("`") + key + "`"), std::string::npos) << key;
 }
 

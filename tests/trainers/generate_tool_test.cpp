@@ -104,7 +104,7 @@ TEST(GenerateTool, CraftedCheckpointFailsFast) {
                   "data: {train: t.bin, val: v.bin}\n";
   Generator init(0);
   c.tensors.clear();
-  save_model(Gpt(parse_config(c.config_yaml, "crafted").model, init), c);
+  save_model(*make_model(parse_config(c.config_yaml, "crafted").model, init), c);
   write_checkpoint(path, c);
   {
     std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);

@@ -8,7 +8,7 @@ namespace zt {
 namespace {
 
 TEST(MemoryEstimate, Gpt2SmallParameterAndOptimizerBytes) {
-  const GptConfig gpt2;  // the defaults: GPT-2 124M, vocab padded to 50304
+  const ModelConfig gpt2;  // the defaults: GPT-2 124M, vocab padded to 50304
   const MemoryEstimate e = estimate_training_memory(gpt2, 16, DType::f32);
   const double n = static_cast<double>(gpt2.num_parameters());
   EXPECT_EQ(n, 124475904.0);
@@ -21,7 +21,7 @@ TEST(MemoryEstimate, Gpt2SmallParameterAndOptimizerBytes) {
 }
 
 TEST(MemoryEstimate, ShortfallNamesSizesAndKeys) {
-  GptConfig huge;
+  ModelConfig huge;
   huge.n_layer = 1024;
   huge.d_model = 65536;
   huge.n_head = 1;
@@ -31,7 +31,7 @@ TEST(MemoryEstimate, ShortfallNamesSizesAndKeys) {
   EXPECT_NE(msg.find("training this config needs at least"), std::string::npos) << msg;
   EXPECT_NE(msg.find("64.00 GB of host memory"), std::string::npos) << msg;
   EXPECT_NE(msg.find("model.n_layer"), std::string::npos) << msg;
-  EXPECT_EQ(memory_shortfall(estimate_training_memory(GptConfig{}, 1, DType::f32), 1e12, Device::cpu(), "x"), "");
+  EXPECT_EQ(memory_shortfall(estimate_training_memory(ModelConfig{}, 1, DType::f32), 1e12, Device::cpu(), "x"), "");
   EXPECT_EQ(memory_shortfall(e, 0, Device::cpu(), "x"), "");  // unknown: no refusal
 }
 
@@ -43,7 +43,7 @@ TEST(MemoryEstimate, DeviceMemoryIsKnownOnAGpu) {
   const double free_b = available_memory(Device::cuda(0));
   EXPECT_GT(free_b, 1e8);
   EXPECT_LT(free_b, 1e12);
-  GptConfig huge;
+  ModelConfig huge;
   huge.n_layer = 1024;
   huge.d_model = 8192;
   huge.n_head = 64;

@@ -1,0 +1,79 @@
+#include "models/model.h"
+
+#include <cstdio>
+
+#include "framework/distributed/process_group.h"
+#include "framework/error.h"
+#include "models/gpt.h"
+#include "models/llama.h"
+#include "ops/matmul.h"
+
+namespace zt {
+
+Model::Model(const ModelConfig& config, Device device, std::shared_ptr<ProcessGroup> tp_group)
+    : config_(config), device_(device), tp_(std::move(tp_group)) {
+  config_.validate();
+  config_.validate_tensor_parallel(tp_size());
+}
+
+int Model::tp_size() const { return tp_ ? tp_->size() : 1; }
+int Model::tp_rank() const { return tp_ ? tp_->rank() : 0; }
+
+std::pair<int64_t, int64_t> Model::check_ids(const Tensor& ids, DType compute) const {
+  ZT_CHECK(ids.dim() == 2, "model forward: token ids must be [batch, time], got shape ", shape_str(ids.shape()));
+  ZT_CHECK(ids.dtype() == DType::i32 || ids.dtype() == DType::i64, "model forward: token ids must be i32 or i64, got ",
+           dtype_name(ids.dtype()));
+  ZT_CHECK(is_floating(compute), "model forward: compute dtype must be f32, bf16 or f64, got ", dtype_name(compute));
+  ZT_CHECK(ids.device() == device_, "model forward: token ids on ", ids.device().str(), ", model on ", device_.str());
+  const int64_t B = ids.size(0), T = ids.size(1);
+  ZT_CHECK(B >= 1 && T >= 1 && T <= config_.seq_len, "model forward: ", T,
+           " tokens per sequence, the model's seq_len is ", config_.seq_len);
+  return {B, T};
+}
+
+Variable Model::forward(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const {
+  // The head multiplies by the whole padded table (this rank's rows of it): rows of
+  // padded_vocab() elements keep the logits' leading dimension aligned (cuBLASLt's fast
+  // kernels). The loss leaves the padded columns out (num_classes = vocab_size) and gives them
+  // exactly zero gradient, so the padded rows get none from the head.
+  const HeadInputs in = head_inputs(ids, compute, training, dropout_gen);
+  return ops::linear(in.hidden, in.weight);
+}
+
+ops::CrossEntropyResult Model::loss(const Tensor& ids, const Tensor& targets, const LossOptions& o, DType compute,
+                                    bool training, Generator& dropout_gen) const {
+  return head_loss(head_inputs(ids, compute, training, dropout_gen), targets, o);
+}
+
+ops::CrossEntropyResult Model::head_loss(const HeadInputs& in, const Tensor& targets, const LossOptions& o) const {
+  ops::CrossEntropyOptions xo;
+  xo.z_loss_weight = o.z_loss_weight;
+  xo.label_smoothing = o.label_smoothing;
+  xo.ignore_index = o.ignore_index;
+  xo.reduction = o.reduction;
+  xo.scale = o.scale;
+  xo.inplace_grad = o.inplace_grad;
+  xo.num_classes = config_.vocab_size;  // the logits' columns past it are the table's padding
+  xo.group = tp_;
+  return ops::cross_entropy(ops::linear(in.hidden, in.weight), targets.reshape({-1}), xo);
+}
+
+std::unique_ptr<Model> make_model(const ModelConfig& config, Generator& init, Device device,
+                                  std::shared_ptr<ProcessGroup> tp_group) {
+  config.validate();
+  if (config.is_gpt2()) return std::make_unique<Gpt>(config, init, device, std::move(tp_group));
+  return std::make_unique<Llama>(config, init, device, std::move(tp_group));
+}
+
+std::string format_parameter_count(int64_t n) {
+  std::string digits = std::to_string(n), grouped;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) grouped += ',';
+    grouped += digits[i];
+  }
+  char m[32];
+  std::snprintf(m, sizeof m, "%.2fM", static_cast<double>(n) / 1e6);
+  return grouped + " (" + m + ")";
+}
+
+}  // namespace zt

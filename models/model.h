@@ -1,0 +1,93 @@
+#pragma once
+// The seam between a model family and everything above it (trainer, training step,
+// checkpoints, generate, bench_step, the memory estimate): they hold a Model and ask it,
+// never name a family. A family implements head_inputs() and describe(); the rest is shared.
+//
+//   ids [B, T] -> head_inputs(): h [B*T, C] (after the final norm; under tensor parallelism
+//   every rank holds it whole, passed through copy_to so the head's gradient reduces over the
+//   group) and W [Vp/T, C] -> logits = h W^T [B*T, Vp/T] -> vocab-parallel loss.
+//
+// loss() is "forward to the loss": the one place that turns LossOptions into the loss op's
+// options (num_classes, the tensor-parallel group), so training and evaluation cannot drift
+// apart. Adding a family: docs/architecture.md, "Adding a model family".
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "framework/autograd/variable.h"
+#include "framework/random.h"
+#include "models/model_config.h"
+#include "models/parameter_registry.h"
+#include "ops/cross_entropy.h"
+
+namespace zt {
+
+class ProcessGroup;
+
+// What a caller chooses about the loss; the model adds what it knows (its vocabulary, its group).
+struct LossOptions {
+  double z_loss_weight = 0.0;
+  double label_smoothing = 0.0;
+  int64_t ignore_index = -100;
+  ops::Reduction reduction = ops::Reduction::mean;
+  double scale = 1.0;         // multiplies the reduced loss and its gradient (see ops::cross_entropy)
+  bool inplace_grad = true;   // false when the loss is not differentiated (evaluation)
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  // What the LM head needs, for ids [B, T] (i32/i64 in [0, vocab_size), 1 <= T <= seq_len, on the
+  // model's device), in `compute` dtype: the final hidden states [B*T, C] (after the final norm)
+  // and the head's weight [padded_vocab / T, C] (this rank's rows of the tied embedding table or
+  // of the head's own matrix; one cast serves the lookup and the head). Dropout is active when
+  // training and model.dropout > 0, drawing from `dropout_gen`.
+  struct HeadInputs {
+    Variable hidden, weight;
+  };
+  virtual HeadInputs head_inputs(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const = 0;
+  // "GPT-2" or "llama (rmsnorm, swiglu, rope, qk_norm, gqa 4/12, untied)": for start-up lines.
+  virtual std::string describe() const = 0;
+
+  // Logits [B*T, padded_vocab / T]: columns >= vocab_size are padding (sample from the first
+  // vocab_size only; models/sampling.h).
+  Variable forward(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const;
+  // The loss of ids -> targets ([B*T] or [B, T], global ids), with its logging outputs:
+  // head_loss(head_inputs(...)). The training step calls the two halves itself to time them.
+  ops::CrossEntropyResult loss(const Tensor& ids, const Tensor& targets, const LossOptions& options, DType compute,
+                               bool training, Generator& dropout_gen) const;
+  // The head and the loss on head_inputs' outputs: logits = hidden W^T, then the vocab-parallel
+  // cross-entropy over the real vocabulary (num_classes = vocab_size, the model's group).
+  ops::CrossEntropyResult head_loss(const HeadInputs& in, const Tensor& targets, const LossOptions& options) const;
+
+  const ModelConfig& config() const { return config_; }
+  ParameterRegistry& parameters() { return params_; }
+  const ParameterRegistry& parameters() const { return params_; }
+  Device device() const { return device_; }
+  const std::shared_ptr<ProcessGroup>& tp_group() const { return tp_; }
+  int tp_size() const;
+  int tp_rank() const;
+  int64_t num_parameters() const { return config_.num_parameters(); }  // the whole model, all shards
+  double flops_per_token() const { return config_.flops_per_token(); }
+
+ protected:
+  Model(const ModelConfig& config, Device device, std::shared_ptr<ProcessGroup> tp_group);
+  // ids checks every family shares; returns (B, T).
+  std::pair<int64_t, int64_t> check_ids(const Tensor& ids, DType compute) const;
+
+  ModelConfig config_;
+  Device device_;
+  std::shared_ptr<ProcessGroup> tp_;
+  ParameterRegistry params_;
+};
+
+// The family model.arch names, initialised from `init` (same seed, same model, whatever the
+// tensor-parallel size) on `device`; `tp_group` (null or one rank: the whole model) splits it.
+std::unique_ptr<Model> make_model(const ModelConfig& config, Generator& init, Device device = Device::cpu(),
+                                  std::shared_ptr<ProcessGroup> tp_group = nullptr);
+
+// "124,475,904 (124.48M)"
+std::string format_parameter_count(int64_t n);
+
+}  // namespace zt
