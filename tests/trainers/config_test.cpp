@@ -127,7 +127,12 @@ INSTANTIATE_TEST_SUITE_P(
                  "train.device is cuda (test.yaml:9:11)", "set model.dropout: 0 or train.device: cpu"}},
         BadCase{"hex_int", "train:\n  batch_size: 0x10\n", {}, {"test.yaml:9:15", "train.batch_size", "expected an integer (decimal digits)", "'0x10'"}},
         BadCase{"int_out_of_range", "train:\n  max_steps: 99999999999999999999\n", {}, {"train.max_steps", "out of range"}},
-        BadCase{"not_yaml", "model: [\n", {}, {"test.yaml:", "not valid YAML"}}),
+        BadCase{"not_yaml", "model: [\n", {}, {"test.yaml:", "not valid YAML"}},
+        // 1e300 MiB passed and failed at run time as "-9223372036854775808 bytes".
+        BadCase{"bucket_mb_huge", "parallel:\n  bucket_mb: 1e300\n", {}, {"test.yaml:9:14", "parallel.bucket_mb", "1 byte to 1 TiB", "1e+300"}},
+        BadCase{"bucket_mb_tiny", "", {"parallel.bucket_mb=1e-300"}, {"parallel.bucket_mb", "1 byte to 1 TiB"}},
+        // Several documents: one of them was used without a word.
+        BadCase{"two_documents", "---\noptim:\n  lr: 1\n", {}, {"test.yaml:9:1", "2 YAML documents", "one document"}}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
 
 // Dropout needs the CPU. train.device auto passes parsing and is checked against the device it
