@@ -44,34 +44,44 @@ void roll_call(Store& store, const RankInfo& info, std::chrono::milliseconds tim
   const std::string mine = self_identity(info);
   const std::vector<char> mine_bytes(mine.begin(), mine.end());
   store.set("rollcall/" + std::to_string(info.rank), mine_bytes);
+  // Ranks are checked in order and a sweep stops at the first one missing, so a poll costs
+  // O(arrived) even for a world of 2^20 that will never fill.
   std::vector<bool> arrived(static_cast<size_t>(info.world_size), false);
   arrived[static_cast<size_t>(info.rank)] = true;
-  int missing = info.world_size - 1;
+  const auto check = [&](int r) {
+    if (arrived[static_cast<size_t>(r)]) return true;
+    const auto value = store.try_get("rollcall/" + std::to_string(r));
+    if (!value) return false;
+    const Identity other = parse_identity(*value);
+    ZT_CHECK(other.world_size == info.world_size, "rendezvous: rank ", r, " (", other.process, ") was started with ",
+             other.variables, " but this rank (pid ", ::getpid(), ") with ", info.variables,
+             "; every rank of a job must be started with the same world size");
+    arrived[static_cast<size_t>(r)] = true;
+    return true;
+  };
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto pause = std::chrono::milliseconds(1);
-  for (;;) {
-    for (int r = 0; r < info.world_size; ++r) {
-      if (arrived[static_cast<size_t>(r)]) continue;
-      const auto value = store.try_get("rollcall/" + std::to_string(r));
-      if (!value) continue;
-      const Identity other = parse_identity(*value);
-      ZT_CHECK(other.world_size == info.world_size, "rendezvous: rank ", r, " (", other.process, ") was started with ",
-               other.variables, " but this rank (pid ", ::getpid(), ") with ", info.variables,
-               "; every rank of a job must be started with the same world size");
-      arrived[static_cast<size_t>(r)] = true;
-      --missing;
-    }
-    if (missing == 0) break;
+  for (int next = 0;;) {
+    while (next < info.world_size && check(next)) ++next;
+    if (next == info.world_size) break;
     if (std::chrono::steady_clock::now() >= deadline) {
+      // Name the first missing ranks; count them all when the world is small enough to scan.
+      constexpr int kScanAll = 65536, kListed = 16;
       std::string list;
-      int listed = 0;
-      for (int r = 0; r < info.world_size && listed < 16; ++r)
-        if (!arrived[static_cast<size_t>(r)]) list += (listed++ ? ", " : "") + std::to_string(r);
-      if (missing > listed) list += ", ... (" + std::to_string(missing) + " in all)";
+      int listed = 0, missing = 0;
+      const bool complete = info.world_size <= kScanAll;
+      for (int r = next; r < info.world_size && (complete || listed < kListed); ++r) {
+        if (check(r)) continue;
+        ++missing;
+        if (listed < kListed) list += (listed++ ? ", " : "") + std::to_string(r);
+      }
+      if (complete && missing > listed) list += ", ... (" + std::to_string(missing) + " in all)";
+      if (!complete) list += " and maybe more of the " + std::to_string(info.world_size) + " ranks expected";
       ZT_FAIL("rendezvous: after ", std::chrono::duration<double>(timeout).count(), " s (parallel.rendezvous_timeout_s) ",
-              missing, " of ", info.world_size, " ranks never arrived in the store ", store.describe(), ": rank",
-              missing == 1 ? " " : "s ", list, ". This rank has ", info.variables,
-              "; check that every rank was started, with the same world size and store directory");
+              complete ? std::to_string(missing) + " of " + std::to_string(info.world_size) + " ranks" : std::string("ranks"),
+              " never arrived in the store ", store.describe(), ": rank", missing == 1 ? " " : "s ", list,
+              ". This rank has ", info.variables, "; check that every rank was started, with the same world size and "
+              "store directory");
     }
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::milliseconds(50));

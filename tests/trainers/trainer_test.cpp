@@ -373,8 +373,8 @@ TEST(TrainTool, ResumingAFinishedRunSaysItIsFinished) {
 TEST(TrainTool, AClosedStdoutStopsTheProgressNotTheRun) {
   const std::string bin = std::string(ZTRAIN_BIN_DIR) + "/train";
   if (!fs::exists(bin)) GTEST_SKIP() << "build the train tool first: " << bin;
-  TestRun r = make_run("sigpipe", {"train.max_steps=12", "log.eval_every=0", "log.log_every=1",
-                                   "log.checkpoint_every=6"});
+  TestRun r = make_run("sigpipe", {"train.max_steps=6", "log.eval_every=0", "log.log_every=1",
+                                   "log.checkpoint_every=3"});
   std::ofstream(r.dir / "cfg.yaml") << config_to_yaml(r.cfg);
   const std::string status = (r.dir / "status").string();
   const std::string cmd = "bash -c '" + bin + " --config " + (r.dir / "cfg.yaml").string() +
@@ -387,8 +387,8 @@ TEST(TrainTool, AClosedStdoutStopsTheProgressNotTheRun) {
   int64_t records = 0;
   std::ifstream metrics(fs::path(r.cfg.log.out_dir) / "metrics.jsonl");
   for (std::string line; std::getline(metrics, line);) records += line.find("\"loss\"") != std::string::npos;
-  EXPECT_EQ(records, 12);
-  EXPECT_TRUE(fs::exists(checkpoint_path(r.cfg.log.out_dir, 12)));
+  EXPECT_EQ(records, 6);
+  EXPECT_TRUE(fs::exists(checkpoint_path(r.cfg.log.out_dir, 6)));
   fs::remove_all(r.dir);
 }
 
