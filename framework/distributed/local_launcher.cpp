@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <thread>
@@ -123,11 +124,34 @@ class ForwardSignals {
   std::array<struct sigaction, 4> old_;
 };
 
-// host-pid-random: unique among jobs that share a store directory, even across machines.
-std::string job_identity() {
+std::string host_name() {
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
-  std::string h = host;
+  return host;
+}
+
+constexpr const char* kOwnerFile = "launcher.owner";  // "<host> <pid>" of the launcher
+
+// Temporary store directories (<parent>/ztrain-store-*) whose launcher on this host is gone:
+// left by a launcher killed with SIGKILL. Removed, best effort.
+void remove_orphaned_stores(const std::string& parent) {
+  std::error_code ec;
+  const std::string me = host_name();
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    if (e.path().filename().string().rfind("ztrain-store-", 0) != 0) continue;
+    std::ifstream owner(e.path() / kOwnerFile);
+    std::string host;
+    long pid = 0;
+    if (!(owner >> host >> pid) || host != me || pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+    std::error_code rm;
+    fs::remove_all(e.path(), rm);
+  }
+}
+
+// host-pid-random: unique among jobs that share a store directory, even across machines.
+std::string job_identity() {
+  std::string h = host_name();
   for (char& ch : h)
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-') ch = '_';
   std::random_device rd;
@@ -173,10 +197,15 @@ int run_local_ranks(const LaunchOptions& options) {
   std::string store_dir = options.store_dir;
   if (store_dir.empty()) {
     const char* tmp = std::getenv("TMPDIR");
-    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/ztrain-store-XXXXXX";
+    const std::string parent = tmp && *tmp ? tmp : "/tmp";
+    remove_orphaned_stores(parent);
+    std::string templ = parent + "/ztrain-store-XXXXXX";
     ZT_CHECK(::mkdtemp(templ.data()), "cannot create a temporary store directory from '", templ,
              "': ", std::strerror(errno));
     store_dir = temp.path = templ;
+    // Who owns it: a launcher killed with SIGKILL cannot remove it; the next one on this
+    // machine does (remove_orphaned_stores).
+    std::ofstream(store_dir + "/" + kOwnerFile) << host_name() << " " << ::getpid() << "\n";
   } else {
     std::error_code ec;
     fs::create_directories(store_dir, ec);

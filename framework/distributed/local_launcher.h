@@ -15,7 +15,8 @@ constexpr int kRankPreemptedStatus = 75;  // EX_TEMPFAIL: "try again later" (wit
 struct LaunchOptions {
   int nproc = 1;
   std::vector<std::string> command;  // program (searched in PATH) and its arguments
-  // Rendezvous directory; empty: a fresh temporary directory, removed afterwards.
+  // Rendezvous directory; empty: a fresh temporary directory ($TMPDIR/ztrain-store-*), removed
+  // afterwards (and, when its launcher was killed with SIGKILL, by the next launcher here).
   std::string store_dir;
   // After SIGINT/SIGTERM/SIGHUP/SIGUSR1 reaches the launcher it passes the signal on and
   // waits this long for the ranks to stop by themselves (train checkpoints first), then

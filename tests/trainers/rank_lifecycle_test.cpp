@@ -135,7 +135,9 @@ class RankLifecycle : public ::testing::Test {
 
   // Starts `launch --nproc 2 -- train` and waits until it has run `steps` steps.
   Process start_job(const std::string& run, const std::string& extra_launch = "", int steps = 2) {
-    Process p = Process::start(bin_ + "/launch --nproc 2 " + extra_launch + " -- " + train_cmd(run, 2),
+    fs::create_directories(dir_.path() + "/tmp");  // the launcher's temporary store goes here
+    Process p = Process::start("env TMPDIR=" + dir_.path() + "/tmp " + bin_ + "/launch --nproc 2 " + extra_launch +
+                                   " -- " + train_cmd(run, 2),
                                dir_.path() + "/" + run + ".log");
     const auto end = Clock::now() + std::chrono::seconds(60);
     while (Clock::now() < end && step_records(dir_.path() + "/" + run + "/metrics.jsonl").first < steps)
@@ -199,6 +201,16 @@ TEST_F(RankLifecycle, RanksDieWithTheirLauncher) {
     EXPECT_FALSE(running(r)) << "rank pid " << r << " outlived its launcher";
     if (running(r)) ::kill(r, SIGKILL);  // this test's own processes, by pid
   }
+  // Its temporary store directory could not be removed by the dead launcher: the next launch
+  // on this machine removes it.
+  std::vector<fs::path> stores;
+  for (const auto& e : fs::directory_iterator(dir_.path() + "/tmp"))
+    if (e.path().filename().string().rfind("ztrain-store-", 0) == 0) stores.push_back(e.path());
+  ASSERT_EQ(stores.size(), 1u);
+  Process next = Process::start("env TMPDIR=" + dir_.path() + "/tmp " + bin_ + "/launch --nproc 1 -- true",
+                                dir_.path() + "/next.log");
+  EXPECT_EQ(next.wait(30), 0);
+  EXPECT_FALSE(fs::exists(stores[0])) << stores[0];
 }
 
 // Errors of several ranks are whole lines ("train rank 1train rank 0: : ..." was seen).
