@@ -27,7 +27,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--vocab-dir", o.vocab_dir, "directory with the tokenizer's files (default data/TOKENIZER)");
   app.add_option("--shard-tokens", o.shard_tokens, "tokens per shard file")->capture_default_str();
-  app.add_option("--threads", o.threads, "tokenizer threads (0: every core)")->capture_default_str();
+  app.add_option("--threads", o.threads, "tokenizer threads, 1 to 1024 (0: every core)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, zt::data::kMaxPrepareThreads));
   app.add_option("--dump-text", o.dump_text, "also write the documents' plain text to this file");
   app.add_flag("--force", o.force, "rebuild even when the outputs are up to date");
   app.add_flag("--quiet", quiet, "no progress output");

@@ -5,14 +5,18 @@
 //   launch --nproc 4 -- train --config configs/gpt_small.yaml --set parallel.tensor_parallel_size=2
 // Errors print "train: <message>" (with several ranks "train rank R: <message>") and exit 2
 // for a bad command line, 1 for anything else (bad config, missing data, non-finite loss);
-// see tools/tool_main.h. Only rank 0 prints progress.
+// see tools/tool_main.h. Only rank 0 prints progress. SIGTERM or SIGUSR1 stops the run after
+// the current step with a checkpoint on every rank and exit status 75 (trainers/preemption.h);
+// a second signal exits at once.
 #include <cstdio>
 #include <iostream>
 
+#include "framework/distributed/local_launcher.h"
 #include "framework/distributed/process_group.h"
 #include "framework/error.h"
 #include "tools/tool_main.h"
 #include "trainers/config.h"
+#include "trainers/preemption.h"
 #include "trainers/trainer.h"
 
 namespace {
@@ -48,6 +52,7 @@ int main(int argc, char** argv) {
   int rank = 0;
   const std::string name = tool_name(&rank);
   return zt::tool::run_tool(name.c_str(), app, argc, argv, [&] {
+    zt::bind_to_launcher();  // a rank of build/bin/launch dies with it
     if (list_keys) {
       std::cout << zt::config_keys_markdown();
       return 0;
@@ -64,6 +69,7 @@ int main(int argc, char** argv) {
     options.overwrite = overwrite;
     options.stop_after = stop_after;
     const zt::TrainSummary s = zt::train(config, options);
+    if (s.stop_signal) return zt::kPreemptedExitStatus;  // the trainer said where it stopped
     if (rank != 0) return 0;
     if (resume && s.first_step == s.last_step) {  // nothing ran: there is no loss to report
       std::printf("done: the run in %s already finished at step %lld (train.max_steps = %lld); nothing to do "

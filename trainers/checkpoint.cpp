@@ -307,11 +307,75 @@ Checkpoint read_checkpoint(const std::string& path, const std::string& prefix) {
 }
 
 std::string checkpoint_damage(const std::string& path) {
+  nlohmann::json meta;
   try {
     OpenCheckpoint f(path);
     for (const auto& e : f.header.tensors) f.verify(e);
+    meta = f.header.meta;
   } catch (const Error& e) {
     return e.what();
+  }
+  if (!meta.is_object() || !meta.contains("tensor_parallel")) return "";
+  // A manifest: it is sound when every shard is its own and intact.
+  try {
+    const auto files = meta.at("tensor_parallel").at("files").get<std::vector<std::string>>();
+    for (size_t r = 0; r < files.size(); ++r) {
+      std::string why = shard_mismatch(path, meta, static_cast<int>(r));
+      if (why.empty()) why = checkpoint_damage((fs::path(path).parent_path() / files[r]).string());
+      if (!why.empty()) return why;
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return "checkpoint '" + path + "': bad tensor_parallel manifest (" + e.what() + ")";
+  }
+  return "";
+}
+
+uint32_t checkpoint_digest(const CheckpointHeader& h) {
+  std::string text = h.meta.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + '\n' + h.config_yaml + '\n';
+  for (const auto& t : h.tensors)
+    text += t.name + ' ' + dtype_name(t.dtype) + ' ' + shape_str(t.shape) + ' ' + std::to_string(t.nbytes) + ' ' +
+            std::to_string(t.crc32) + '\n';
+  return crc32_of(text.data(), text.size());
+}
+
+std::string shard_mismatch(const std::string& manifest_path, const nlohmann::json& meta, int tp_rank) {
+  try {
+    const nlohmann::json& tp = meta.at("tensor_parallel");
+    const int size = tp.at("size").get<int>();
+    const auto files = tp.at("files").get<std::vector<std::string>>();
+    if (tp_rank < 0 || tp_rank >= static_cast<int>(files.size()))
+      return "checkpoint '" + manifest_path + "': no shard file for tensor-parallel rank " + std::to_string(tp_rank);
+    const std::string file = (fs::path(manifest_path).parent_path() / files[static_cast<size_t>(tp_rank)]).string();
+    const std::string of = "shard file '" + file + "' of checkpoint '" + manifest_path + "'";
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(file, ec))) return of + " is missing";
+    CheckpointHeader h;
+    try {
+      h = read_checkpoint_header(file);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    const nlohmann::json& mine = h.meta.is_object() && h.meta.contains("shard") ? h.meta["shard"] : nlohmann::json();
+    if (!tp.contains("shards")) return "";  // written before shards were bound: nothing to compare
+    if (!mine.is_object()) return of + " is not a tensor-parallel shard (no shard record in its header)";
+    const auto stated = [&](const char* key) { return mine.value(key, nlohmann::json()); };
+    if (stated("tp_rank") != nlohmann::json(tp_rank) || stated("tp_size") != nlohmann::json(size))
+      return of + " holds tensor-parallel rank " + stated("tp_rank").dump() + " of " + stated("tp_size").dump() +
+             ", not rank " + std::to_string(tp_rank) + " of " + std::to_string(size) + " (shard files swapped?)";
+    if (stated("step") != meta.value("step", nlohmann::json()))
+      return of + " is of step " + stated("step").dump() + ", the manifest of step " +
+             meta.value("step", nlohmann::json()).dump() + " (a shard of another checkpoint)";
+    if (stated("run_id") != meta.value("run_id", nlohmann::json()))
+      return of + " was written by another run (run id " + stated("run_id").dump() + ", the manifest's " +
+             meta.value("run_id", nlohmann::json()).dump() + ")";
+    const nlohmann::json& rec = tp.at("shards").at(static_cast<size_t>(tp_rank));
+    const uint64_t bytes = fs::file_size(file, ec);
+    if (ec || rec.at("bytes").get<uint64_t>() != bytes || rec.at("digest").get<uint32_t>() != checkpoint_digest(h))
+      return of + " is not the file the manifest was written with (" + std::to_string(bytes) + " bytes, digest " +
+             std::to_string(checkpoint_digest(h)) + "; the manifest records " + rec.at("bytes").dump() +
+             " bytes, digest " + rec.at("digest").dump() + ")";
+  } catch (const nlohmann::json::exception& e) {
+    return "checkpoint '" + manifest_path + "': bad tensor_parallel manifest (" + e.what() + ")";
   }
   return "";
 }
@@ -356,7 +420,8 @@ CheckpointChoice newest_good_checkpoint(const std::string& where) {
     std::string why = checkpoint_damage(p);
     if (why.empty()) {
       // A sound file under another step's name (renamed or copied) would resume the wrong step.
-      const nlohmann::json step = read_checkpoint_header(p).meta.value("step", nlohmann::json());
+      const nlohmann::json meta = read_checkpoint_header(p).meta;
+      const nlohmann::json step = meta.is_object() ? meta.value("step", nlohmann::json()) : nlohmann::json();
       if (!step.is_number_integer() || step.get<int64_t>() != static_cast<int64_t>(step_of(*it)))
         why = "checkpoint '" + p + "' holds step " + step.dump() + ", not the step its name says";
     }

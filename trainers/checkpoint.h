@@ -53,7 +53,19 @@ CheckpointHeader read_checkpoint_header(const std::string& path);
 Checkpoint read_checkpoint(const std::string& path, const std::string& prefix = "");
 // Reads the whole file in chunks, checking the header and every tensor's checksum without
 // keeping the data: "" when it is sound, else the error message (naming file and tensor).
+// For a tensor-parallel manifest, every shard file too (shard_mismatch, then its checksums).
 std::string checkpoint_damage(const std::string& path);
+
+// A checksum of everything a header states (meta, config, each tensor's name, dtype, shape,
+// size and crc32): with the per-tensor checksums verified on read, equal digests mean equal
+// contents. A tensor-parallel manifest records each shard's digest and size.
+uint32_t checkpoint_digest(const CheckpointHeader& header);
+
+// For the tensor-parallel manifest at `manifest_path` (meta: its header's meta): "" when its
+// shard file `tp_rank` is the one it was written with, else why not, naming the file: missing,
+// unreadable, another rank's shard, another step's, another run's (meta["shard"] and
+// meta["run_id"]), or not the size and digest the manifest records. Reads the shard's header only.
+std::string shard_mismatch(const std::string& manifest_path, const nlohmann::json& manifest_meta, int tp_rank);
 
 // <run_dir>/checkpoints/step_00000100.ckpt
 std::string checkpoint_path(const std::string& run_dir, int64_t step);

@@ -213,6 +213,11 @@ KeySpec list_key(std::string s, std::string k, ListRef ref, std::string doc) {
 }
 
 std::string positive(double v) { return v > 0 ? "" : "must be > 0"; }
+// A size in MiB that the trainer turns into a byte count (int64): at least one byte, at most
+// 1 TiB, so the conversion never wraps (1e300 became -2^63 bytes).
+std::string mebibytes(double v) {
+  return v * 1048576.0 >= 1.0 && v <= 1048576.0 ? "" : "must be in [2^-20, 2^20] MiB (1 byte to 1 TiB)";
+}
 std::string non_negative(double v) { return v >= 0 ? "" : "must be >= 0"; }
 std::string unit_open(double v) { return v >= 0 && v < 1 ? "" : "must be in [0, 1)"; }
 std::string non_empty(const std::string& v) { return v.empty() ? "must not be empty" : ""; }
@@ -285,10 +290,12 @@ const std::vector<KeySpec>& key_table() {
               "parallel; T must divide N, n_head, 4 * d_model and the padded vocabulary"),
       string_key("parallel", "store_dir", ZT_FIELD(parallel.store_dir), [](const std::string&) { return std::string(); },
                  "rendezvous directory on a filesystem every rank sees (mpirun/srun without build/bin/launch); "
-                 "$ZTRAIN_STORE_DIR wins; a job id subfolder is used under Slurm/OpenMPI"),
-      real_key("parallel", "bucket_mb", ZT_FIELD(parallel.bucket_mb), positive,
-               "data-parallel gradient bucket size in MiB (f32); each bucket's all-reduce starts when backward "
-               "has filled it"),
+                 "$ZTRAIN_STORE_DIR wins; in either, a subfolder per job (launch's job id, Slurm's or OpenMPI's)"),
+      int_key("parallel", "rendezvous_timeout_s", ZT_FIELD(parallel.rendezvous_timeout_s), 1, 86400,
+              "seconds the ranks wait for each other at start-up; then the ranks that never arrived are named"),
+      real_key("parallel", "bucket_mb", ZT_FIELD(parallel.bucket_mb), mebibytes,
+               "data-parallel gradient bucket size in MiB (f32, 2^-20 to 2^20); each bucket's all-reduce starts "
+               "when backward has filled it"),
 
       real_key("optim", "lr", ZT_FIELD(optim.lr), positive, "peak learning rate (after warmup)"),
       real_key("optim", "min_lr", ZT_FIELD(optim.min_lr), non_negative,
@@ -502,7 +509,11 @@ Config parse_config(const std::string& yaml_text, const std::string& source, con
   c.source = source;
   YAML::Node root;
   try {
-    root = YAML::Load(yaml_text);
+    // Every document, so a file of several ("---") is refused instead of using one of them.
+    const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
+    ZT_CHECK(docs.size() <= 1, mark_str(source, docs.size() > 1 ? docs[1].Mark() : YAML::Mark()), ": the file holds ",
+             docs.size(), " YAML documents (separated by '---'); a config is one document: merge them or keep one");
+    if (!docs.empty()) root = docs[0];
   } catch (const YAML::Exception& e) {
     ZT_FAIL(mark_str(source, e.mark), ": not valid YAML: ", e.msg);
   }

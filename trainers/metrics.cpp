@@ -6,7 +6,10 @@
 #include <fstream>
 #include <sstream>
 
+#include <sys/stat.h>
+
 #include "framework/error.h"
+#include "framework/io/input_file.h"
 #include "trainers/checkpoint.h"
 
 namespace zt {
@@ -70,6 +73,10 @@ MetricsWriter MetricsWriter::resume(const std::string& path, int64_t step) {
   // <path>.damaged, and a note names the line numbers.
   std::string kept, damaged;
   std::vector<int64_t> damaged_lines;
+  // A FIFO would block the read forever and a link to /dev/zero never end: whatever is at
+  // the path (a dangling link included) must be a regular file.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) io::require_regular_file(path, "metrics file");
   std::ifstream in(path);
   std::string line;
   for (int64_t number = 1; in && std::getline(in, line); ++number) {

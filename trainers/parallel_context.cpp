@@ -5,6 +5,7 @@
 
 #include <zlib.h>
 
+#include "framework/distributed/rendezvous.h"
 #include "framework/error.h"
 #include "trainers/model_state.h"
 
@@ -13,24 +14,17 @@ namespace zt {
 namespace {
 
 // The rendezvous directory: $ZTRAIN_STORE_DIR (build/bin/launch sets it per job), else the
-// config's parallel.store_dir plus the job's id when a scheduler names one.
+// config's parallel.store_dir; in either, a subfolder of the job's own when a launcher or
+// scheduler names the job (job_id_from_env), so a store directory reused after a crashed job,
+// or shared by two jobs, never mixes their keys.
 std::shared_ptr<Store> rendezvous_store(const Config& c, const ParallelLayout& l) {
-  if (const char* dir = std::getenv("ZTRAIN_STORE_DIR"); dir && *dir) return make_file_store(dir);
-  ZT_CHECK(!c.parallel.store_dir.empty(), l.world_size, " ranks (started by ", l.launcher,
+  std::string dir;
+  if (const char* env = std::getenv("ZTRAIN_STORE_DIR"); env && *env) dir = env;
+  ZT_CHECK(!dir.empty() || !c.parallel.store_dir.empty(), l.world_size, " ranks (started by ", l.launcher,
            ") need a rendezvous directory that every rank can see: set ZTRAIN_STORE_DIR or "
            "parallel.store_dir (a shared filesystem across nodes), or start the ranks with build/bin/launch");
-  std::string dir = c.parallel.store_dir;
-  for (const char* job : {"SLURM_JOB_ID", "PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"}) {
-    if (const char* id = std::getenv(job); id && *id) {
-      std::string safe = id;
-      for (char& ch : safe)
-        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_') ch = '_';
-      dir += "/job-" + safe;
-      if (std::string(job) == "SLURM_JOB_ID")
-        if (const char* step = std::getenv("SLURM_STEP_ID"); step && *step) dir += std::string(".") + step;
-      break;
-    }
-  }
+  if (dir.empty()) dir = c.parallel.store_dir;
+  if (const std::string job = job_id_from_env(); !job.empty()) dir += "/job-" + job;
   return make_file_store(dir);
 }
 
@@ -97,6 +91,9 @@ ParallelContext make_parallel_context(const Config& c, const std::string& config
     return one;
   }
   std::shared_ptr<Store> store = rendezvous_store(c, l);
+  // Every rank arrives, with the same world size, within parallel.rendezvous_timeout_s, or
+  // each says which ranks are missing; only then does the backend connect.
+  roll_call(*store, rank_info_from_env(), std::chrono::seconds(c.parallel.rendezvous_timeout_s));
   std::vector<int> all(static_cast<size_t>(l.world_size));
   for (int r = 0; r < l.world_size; ++r) all[static_cast<size_t>(r)] = r;
   ctx.world = make_subgroup(backend, l.rank, all, "world", store, ctx.device);

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 
 namespace zt {
@@ -24,7 +25,7 @@ std::string Progress::format_duration(double s) {
 void Progress::step(int64_t step, double loss, double tokens_per_s, double seconds_per_step, double lr,
                     double grad_norm) {
   const bool last = step == total_;
-  if (!terminal_ && step % log_every_ != 0 && !last && step != 1) return;
+  if (closed_ || (!terminal_ && step % log_every_ != 0 && !last && step != 1)) return;
   const double eta = seconds_per_step * static_cast<double>(total_ - step);
   char buf[256];
   std::snprintf(buf, sizeof buf, "step %lld/%lld | loss %.4f | lr %.3g | grad_norm %.3f | %.0f tok/s | ETA %s",
@@ -36,20 +37,31 @@ void Progress::step(int64_t step, double loss, double tokens_per_s, double secon
   } else {
     std::fprintf(out_, "%s\n", buf);
   }
-  std::fflush(out_);
+  flush();
+}
+
+void Progress::flush() {
+  errno = 0;
+  if (std::fflush(out_) != 0 || std::ferror(out_)) {
+    // A reader that went away (`train | head -1`): stop writing; training goes on.
+    if (errno == EPIPE) closed_ = true;
+    std::clearerr(out_);
+  }
 }
 
 void Progress::event(const std::string& line) {
+  if (closed_) return;
   if (line_open_) std::fprintf(out_, "\r\033[K");
   std::fprintf(out_, "%s\n", line.c_str());
   line_open_ = false;
-  std::fflush(out_);
+  flush();
 }
 
 void Progress::finish() {
+  if (closed_) return;
   if (line_open_) std::fprintf(out_, "\n");
   line_open_ = false;
-  std::fflush(out_);
+  flush();
 }
 
 }  // namespace zt

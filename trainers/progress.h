@@ -19,6 +19,8 @@ class Progress {
   // Ends the in-place line so later output starts on a fresh line.
   void finish();
 
+  bool closed() const { return closed_; }  // the reader went away; nothing more is written
+
   static bool is_terminal(std::FILE* f);
   static std::string format_duration(double seconds);  // "45s", "3m07s", "2h05m"
 
@@ -27,6 +29,8 @@ class Progress {
   bool terminal_;
   int64_t total_, log_every_;
   bool line_open_ = false;
+  bool closed_ = false;
+  void flush();
 };
 
 }  // namespace zt

@@ -41,6 +41,10 @@ std::string read_fd(int fd) {
 void check_is_directory_if_present(const fs::path& p, const std::string& what) {
   std::error_code ec;
   const auto st = fs::status(p, ec);
+  // A path that cannot be looked at (a symlink loop, no permission) is that error, named as
+  // such: reading it as "absent" led to advice (--overwrite) that deletes the run.
+  ZT_CHECK(!ec || ec == std::errc::no_such_file_or_directory, what, " '", p.string(), "' cannot be read: ",
+           ec.message(), "; fix or remove that path by hand (nothing was changed)");
   ZT_CHECK(!fs::exists(st) || fs::is_directory(st), what, " '", p.string(),
            "' is not a directory (a file of that name is in the way); move it, or choose another directory "
            "with --set log.out_dir=DIR");

@@ -1,6 +1,7 @@
 #include "trainers/sharded_checkpoint.h"
 
 #include <filesystem>
+#include <random>
 #include <regex>
 #include <set>
 
@@ -23,22 +24,41 @@ std::string shard_path(const std::string& manifest_path, int tp_rank, int tp_siz
 }  // namespace
 
 std::string write_checkpoint_shard(const std::string& manifest_path, const Checkpoint& ckpt, int tp_rank, int tp_size) {
-  const std::string path = tp_size == 1 ? manifest_path : shard_path(manifest_path, tp_rank, tp_size);
-  write_checkpoint(path, ckpt);
+  if (tp_size == 1) {
+    write_checkpoint(manifest_path, ckpt);
+    return manifest_path;
+  }
+  // The shard says whose it is, so a file swapped, replaced or copied from elsewhere is caught.
+  Checkpoint shard;
+  shard.meta = ckpt.meta;
+  shard.meta["shard"] = {{"tp_rank", tp_rank},
+                         {"tp_size", tp_size},
+                         {"step", ckpt.meta.value("step", nlohmann::json())},
+                         {"run_id", ckpt.meta.value("run_id", nlohmann::json())}};
+  shard.config_yaml = ckpt.config_yaml;
+  shard.tensors = ckpt.tensors;  // shares the storages
+  const std::string path = shard_path(manifest_path, tp_rank, tp_size);
+  write_checkpoint(path, shard);
   return path;
 }
 
 void write_checkpoint_manifest(const std::string& manifest_path, Checkpoint meta_only, int tp_size,
                                const std::vector<std::string>& split_keys, const SplitOf& split_of) {
   if (tp_size == 1) return;  // the single file is its own manifest
-  nlohmann::json files = nlohmann::json::array(), splits = nlohmann::json::object();
-  for (int r = 0; r < tp_size; ++r) files.push_back(fs::path(shard_path(manifest_path, r, tp_size)).filename().string());
+  nlohmann::json files = nlohmann::json::array(), splits = nlohmann::json::object(), shards = nlohmann::json::array();
+  for (int r = 0; r < tp_size; ++r) {
+    const std::string shard = shard_path(manifest_path, r, tp_size);
+    files.push_back(fs::path(shard).filename().string());
+    // Each shard's size and digest: the manifest binds exactly these files.
+    shards.push_back({{"bytes", static_cast<uint64_t>(fs::file_size(shard))},
+                      {"digest", checkpoint_digest(read_checkpoint_header(shard))}});
+  }
   for (const std::string& key : split_keys) {
     const ShardSpec s = split_of(key);
     if (s.sharded()) splits[key] = {s.dim, s.parts};
   }
   meta_only.tensors.clear();
-  meta_only.meta["tensor_parallel"] = {{"size", tp_size}, {"files", files}, {"splits", splits}};
+  meta_only.meta["tensor_parallel"] = {{"size", tp_size}, {"files", files}, {"splits", splits}, {"shards", shards}};
   write_checkpoint(manifest_path, meta_only);
 }
 
@@ -57,11 +77,17 @@ Checkpoint read_checkpoint_for_rank(const std::string& path, int tp_rank, int tp
                files.size(), " shard files for tensor_parallel size ", saved);
       for (const auto& [key, v] : tp->at("splits").items()) saved_splits[key] = ShardSpec{v.at(0).get<int>(), v.at(1).get<int>()};
       const fs::path dir = fs::path(path).parent_path();
+      // Each shard read must be the manifest's own (rank, step, run, size, digest).
+      const auto read_shard = [&](int r) {
+        const std::string why = shard_mismatch(path, manifest.meta, r);
+        ZT_CHECK(why.empty(), why);
+        return read_checkpoint((dir / files[static_cast<size_t>(r)]).string(), prefix);
+      };
       // Same layout: this rank's file is all it needs.
       if (saved == tp_size) {
-        parts.push_back(read_checkpoint((dir / files[static_cast<size_t>(tp_rank)]).string(), prefix));
+        parts.push_back(read_shard(tp_rank));
       } else {
-        for (const auto& f : files) parts.push_back(read_checkpoint((dir / f).string(), prefix));
+        for (int r = 0; r < saved; ++r) parts.push_back(read_shard(r));
       }
     }
   } catch (const nlohmann::json::exception& e) {
@@ -97,6 +123,12 @@ Checkpoint read_checkpoint_for_rank(const std::string& path, int tp_rank, int tp
     out.tensors[key] = shard_of(full, split_of(key), tp_rank, tp_size);
   }
   return out;
+}
+
+int64_t new_run_id() {
+  std::random_device rd;
+  const uint64_t hi = rd(), lo = rd();
+  return static_cast<int64_t>(((hi << 32) | lo) >> 2);
 }
 
 void prune_sharded_checkpoints(const std::string& run_dir, int64_t keep) {

@@ -28,6 +28,10 @@ using SplitOf = std::function<ShardSpec(const std::string& key)>;
 // Rank `tp_rank` of `tp_size` writes its file (ckpt holds its shards), the manifest's path
 // being `manifest_path`; returns that file's path. With tp_size 1 it writes the manifest path
 // itself (the plain single-file checkpoint).
+// Shard files carry meta["shard"] = {tp_rank, tp_size, step, run_id} (run_id from ckpt.meta);
+// the manifest records each shard's size and digest, and every read checks both
+// (shard_mismatch, trainers/checkpoint.h), so swapped, stale or foreign shards are errors
+// naming the file, and the newest-checkpoint search falls back past them.
 std::string write_checkpoint_shard(const std::string& manifest_path, const Checkpoint& ckpt, int tp_rank, int tp_size);
 // After every rank's write_checkpoint_shard: the manifest (tp_size > 1), by one rank.
 void write_checkpoint_manifest(const std::string& manifest_path, Checkpoint meta_only, int tp_size,
@@ -40,6 +44,9 @@ void write_checkpoint_manifest(const std::string& manifest_path, Checkpoint meta
 // verified as it is read (trainers/checkpoint.h).
 Checkpoint read_checkpoint_for_rank(const std::string& path, int tp_rank, int tp_size, const SplitOf& split_of,
                                     int* saved_tp_size = nullptr, const std::string& prefix = "");
+
+// A fresh run identity (random, 62 bits): a run keeps it in every checkpoint's meta["run_id"].
+int64_t new_run_id();
 
 // prune_checkpoints, plus the shard files whose manifest is gone.
 void prune_sharded_checkpoints(const std::string& run_dir, int64_t keep);

@@ -26,6 +26,7 @@
 #include "trainers/model_state.h"
 #include "trainers/nonfinite_policy.h"
 #include "trainers/parallel_context.h"
+#include "trainers/preemption.h"
 #include "trainers/progress.h"
 #include "trainers/resume_check.h"
 #include "trainers/run_dir.h"
@@ -113,6 +114,7 @@ class Trainer {
   }
 
   TrainSummary run() {
+    const PreemptionWatch preemption;  // SIGTERM/SIGUSR1: checkpoint after this step and stop
     start_ = Clock::now();
     const auto start = start_;
     prepare_run_dir();
@@ -159,9 +161,18 @@ class Trainer {
 
       const bool last = step_ == cfg_.train.max_steps;
       if (last || (cfg_.log.eval_every > 0 && step_ % cfg_.log.eval_every == 0)) summary.last_val_loss = evaluate();
-      if (last || (cfg_.log.checkpoint_every > 0 && step_ % cfg_.log.checkpoint_every == 0 &&
-                   nonfinite_.may_checkpoint()))
-        save_checkpoint(elapsed_before_ + seconds_since(start));
+      const bool checkpoint = last || (cfg_.log.checkpoint_every > 0 && step_ % cfg_.log.checkpoint_every == 0 &&
+                                       nonfinite_.may_checkpoint());
+      if (checkpoint) save_checkpoint(elapsed_before_ + seconds_since(start));
+      if (!last) summary.stop_signal = preemption.agreed_signal(*par_.world, device_);
+      if (summary.stop_signal) {
+        if (!checkpoint && nonfinite_.may_checkpoint()) save_checkpoint(elapsed_before_ + seconds_since(start));
+        progress_.event(std::string("stopped by ") + signal_name(summary.stop_signal) + " at step " +
+                        std::to_string(step_) + (nonfinite_.may_checkpoint() ? " after its checkpoint" :
+                        " without a checkpoint (the newest step was skipped as non-finite)") +
+                        "; continue with --resume");
+        break;
+      }
     }
     progress_.finish();
     summary.last_step = step_;
@@ -183,8 +194,9 @@ class Trainer {
     const bool logger = par_.layout.is_logger();
     const std::string metrics_path = (fs::path(run_dir_) / "metrics.jsonl").string();
     const std::string ckpt_dir = (fs::path(run_dir_) / "checkpoints").string();
-    // Rank 0 decides; the others learn [resume?, the checkpoint's step] from a broadcast.
-    std::vector<int64_t> decision = {0, -1};
+    // Rank 0 decides; the others learn [resume?, the checkpoint's step, the run's identity]
+    // from a broadcast. The identity binds a sharded checkpoint's files to one run.
+    std::vector<int64_t> decision = {0, -1, new_run_id()};
     CheckpointChoice choice;
     RunStart start = RunStart::fresh;
     if (logger) {
@@ -199,14 +211,16 @@ class Trainer {
         for (const auto& why : choice.skipped) progress_.event(why);
         ZT_CHECK(choice.path, "--resume: no intact checkpoint in '", ckpt_dir, "' (",
                  choice.skipped.empty() ? std::string("none") : choice.skipped.front(), ")");
-        decision = {1, read_checkpoint_header(*choice.path).meta.value("step", int64_t{-1})};
+        const nlohmann::json meta = read_checkpoint_header(*choice.path).meta;
+        decision = {1, meta.value("step", int64_t{-1}), meta.value("run_id", decision[2])};
       }
     }
     if (par_.layout.world_size > 1) {
-      Tensor t = Tensor::from_vector(decision, {2}, device_);
+      Tensor t = Tensor::from_vector(decision, {3}, device_);
       par_.world->broadcast(t, 0);
       decision = t.to_vector<int64_t>();
     }
+    run_id_ = decision[2];
     if (decision[0] == 1) {
       restore(logger ? *choice.path : checkpoint_path(run_dir_, decision[1]));
       if (!logger) return;
@@ -310,7 +324,8 @@ class Trainer {
                {"data", {{"epoch", pos.epoch}, {"batch", pos.batch}}},
                {"adamw_steps", adam_->steps_taken()},
                {"layout", {{"tensor_parallel_size", l.tp_size}, {"data_parallel_size", l.dp_size}}},
-               {"nonfinite", nonfinite_.state()}};
+               {"nonfinite", nonfinite_.state()},
+               {"run_id", run_id_}};
     ck.config_yaml = config_to_yaml(cfg_);
     const std::string path = checkpoint_path(run_dir_, step_);
     if (l.dp_rank == 0) {
@@ -404,6 +419,7 @@ class Trainer {
   Clock::time_point start_;
   std::string resumed_from_;
   NonFinitePolicy nonfinite_;
+  int64_t run_id_ = 0;  // the same on every rank; kept across resumes
   std::optional<RunDirLock> lock_;  // rank 0: held from prepare_run_dir() to the end of the run
 };
 

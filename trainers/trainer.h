@@ -35,6 +35,9 @@ struct TrainSummary {
   double first_val_loss = 0;  // NaN when this invocation did not evaluate at step 0
   double last_val_loss = 0;
   double seconds = 0;
+  // Non-zero: the run stopped early on this signal (SIGTERM, SIGUSR1) after checkpointing
+  // last_step (trainers/preemption.h); every rank reports the same signal and step.
+  int stop_signal = 0;
 };
 
 TrainSummary train(const Config& config, const TrainOptions& options = {});

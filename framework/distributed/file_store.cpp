@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <thread>
 
 #include <unistd.h>
@@ -37,10 +38,27 @@ std::string file_name_for(const std::string& key) {
 
 class FileStore : public Store {
  public:
-  FileStore(std::string dir, std::chrono::milliseconds timeout) : dir_(std::move(dir)), timeout_(timeout) {
+  FileStore(std::string dir, std::chrono::milliseconds timeout)
+      : dir_(std::move(dir)), timeout_(timeout), fresh_after_(fs::file_time_type::clock::now() - timeout) {
     std::error_code ec;
     fs::create_directories(dir_, ec);
     ZT_CHECK(!ec && fs::is_directory(dir_), "store: cannot create or open directory '", dir_, "': ", ec.message());
+  }
+
+  std::string describe() const override { return "directory '" + dir_ + "'"; }
+
+  std::optional<std::vector<char>> try_get(const std::string& key) override {
+    const fs::path path = fs::path(dir_) / file_name_for(key);
+    std::error_code ec;
+    const auto written = fs::last_write_time(path, ec);
+    if (ec) return std::nullopt;
+    if (written < fresh_after_) {  // an earlier job's key: wait for this job's
+      stale_seen_ = true;
+      return std::nullopt;
+    }
+    std::ifstream f(path, std::ios::binary);
+    if (!f.good()) return std::nullopt;
+    return std::vector<char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
   }
 
   void set(const std::string& key, const std::vector<char>& value) override {
@@ -60,15 +78,17 @@ class FileStore : public Store {
   }
 
   std::vector<char> get(const std::string& key) override {
-    const fs::path path = fs::path(dir_) / file_name_for(key);
     const auto deadline = std::chrono::steady_clock::now() + timeout_;
     auto pause = std::chrono::microseconds(200);
     for (;;) {
-      std::ifstream f(path, std::ios::binary);
-      if (f.good()) return std::vector<char>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+      stale_seen_ = false;
+      if (auto value = try_get(key)) return *std::move(value);
       ZT_CHECK(std::chrono::steady_clock::now() < deadline, "store: timed out after ",
-               std::chrono::duration<double>(timeout_).count(), " s waiting for key '", key, "' in '", dir_,
-               "' (did every rank start, with the same store directory?)");
+               std::chrono::duration<double>(timeout_).count(), " s waiting for key '", key, "' in '", dir_, "' (",
+               stale_seen_ ? "the key there is stale, written before this job started: a crashed job's leftover; "
+                             "give each job a fresh store directory"
+                           : "did every rank start, with the same store directory?",
+               ")");
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::microseconds(20000));
     }
@@ -79,6 +99,8 @@ class FileStore : public Store {
  private:
   std::string dir_;
   std::chrono::milliseconds timeout_;
+  fs::file_time_type fresh_after_;  // keys written before this are an earlier job's
+  std::atomic<bool> stale_seen_{false};
 };
 
 }  // namespace

@@ -52,7 +52,9 @@ class PrefixStore : public Store {
   PrefixStore(std::shared_ptr<Store> inner, std::string prefix) : inner_(std::move(inner)), prefix_(std::move(prefix)) {}
   void set(const std::string& key, const std::vector<char>& value) override { inner_->set(prefix_ + key, value); }
   std::vector<char> get(const std::string& key) override { return inner_->get(prefix_ + key); }
+  std::optional<std::vector<char>> try_get(const std::string& key) override { return inner_->try_get(prefix_ + key); }
   std::chrono::milliseconds timeout() const override { return inner_->timeout(); }
+  std::string describe() const override { return inner_->describe(); }
 
  private:
   std::shared_ptr<Store> inner_;
@@ -93,12 +95,17 @@ RankInfo rank_info_from_env() {
     const char* r = std::getenv(n.rank);
     const char* w = std::getenv(n.size);
     if ((!r || !*r) && (!w || !*w)) continue;
+    ZT_CHECK(r && *r && w && *w, n.rank, " is ", r && *r ? std::string("set to '") + r + "'" : std::string("not set"),
+             " but ", n.size, " is ", w && *w ? std::string("set to '") + w + "'" : std::string("not set"),
+             ": a launcher (", n.launcher, ") sets both; set both or neither");
     info.launcher = n.launcher;
     info.rank = env_int(n.rank, 0);
     info.world_size = env_int(n.size, 1);
     info.local_rank = env_int(n.local, 0);
     ZT_CHECK(info.world_size >= 1, n.size, "=", info.world_size, " must be at least 1");
     ZT_CHECK(info.rank < info.world_size, n.rank, "=", info.rank, " is outside ", n.size, "=", info.world_size);
+    const char* l = std::getenv(n.local);
+    info.variables = std::string(n.rank) + "=" + r + " " + n.size + "=" + w + " " + n.local + "=" + (l && *l ? l : "(unset)");
     break;
   }
   return info;

@@ -50,13 +50,15 @@ class ProcessGroup {
 //   build/bin/launch, torchrun:  RANK, WORLD_SIZE, LOCAL_RANK
 //   OpenMPI's mpirun:            OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_RANK
 //   Slurm's srun:                SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID
-// Defaults 0, 1, 0 (one rank). The rendezvous store comes from make_store_from_env()
+// Defaults 0, 1, 0 (one rank). A launcher's rank variable without its world-size variable
+// (or the reverse) is an error naming both, never a silent rank 0 or world of one. The rendezvous store comes from make_store_from_env()
 // (store.h): a FileStore in $ZTRAIN_STORE_DIR.
 struct RankInfo {
   int rank = 0;
   int world_size = 1;
   int local_rank = 0;
   std::string launcher = "none";  // which variables it came from: launch, mpirun, srun or none
+  std::string variables;          // as read, for messages: "RANK=1 WORLD_SIZE=2 LOCAL_RANK=1"
 };
 RankInfo rank_info_from_env();
 

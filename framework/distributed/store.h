@@ -3,6 +3,7 @@
 // NCCL unique id). FileStore works on one machine or a shared filesystem.
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,12 +15,18 @@ class Store {
   virtual void set(const std::string& key, const std::vector<char>& value) = 0;
   // Blocks until key exists or the timeout passes (then throws zt::Error naming the key).
   virtual std::vector<char> get(const std::string& key) = 0;
+  // The value if the key exists now; never waits.
+  virtual std::optional<std::vector<char>> try_get(const std::string& key) = 0;
   virtual std::chrono::milliseconds timeout() const = 0;
+  // Where the keys live, for messages ("directory '/tmp/x'").
+  virtual std::string describe() const = 0;
 };
 
 // One file per key in `dir`, written atomically (temp file + rename). The directory is
-// created when missing. Use a fresh directory per job: keys of an earlier job would be read
-// as this job's.
+// created when missing. Use a fresh directory per job (launch and the trainer put each job in
+// its own subfolder). A key file older than the store's creation minus `timeout` is stale (a
+// crashed job's leftover, since ranks of one job start within the timeout of each other): it
+// reads as absent until this job rewrites it, and a get that times out on it says so.
 std::shared_ptr<Store> make_file_store(const std::string& dir,
                                        std::chrono::milliseconds timeout = std::chrono::seconds(120));
 

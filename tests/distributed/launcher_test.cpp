@@ -104,8 +104,8 @@ TEST(LaunchTool, SigtermStopsEveryRank) {
   test::TempDir dir;
   const std::string launch = std::string(ZTRAIN_BIN_DIR) + "/launch";
   // Ranks record their pid and sleep; the launcher gets SIGTERM; no rank may survive it.
-  const std::string cmd = launch + " --nproc 2 -- sh -c 'echo $$ > " + dir.path() +
-                          "/pid_$RANK; exec sleep 30' & L=$!; sleep 0.5; kill -TERM $L; wait $L; echo status=$?";
+  const std::string cmd = launch + " --nproc 2 -- sh -c 'echo $$ > " + dir.path() + "/pid_$RANK; echo $ZTRAIN_STORE_DIR > " +
+                          dir.path() + "/store_$RANK; exec sleep 30' & L=$!; sleep 0.5; kill -TERM $L; wait $L; echo status=$?";
   const auto t0 = std::chrono::steady_clock::now();
   auto [status, out] = run_command(cmd);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
@@ -116,6 +116,10 @@ TEST(LaunchTool, SigtermStopsEveryRank) {
     ASSERT_FALSE(pid.empty());
     EXPECT_NE(::kill(std::stoi(pid), 0), 0) << "rank " << r << " (pid " << pid << ") still runs";
   }
+  // The temporary store directory goes with the job.
+  const std::string store = read_file(dir.path() + "/store_0");
+  ASSERT_GT(store.size(), 1u);
+  EXPECT_FALSE(std::filesystem::exists(store.substr(0, store.size() - 1))) << store;
 }
 
 TEST(LaunchTool, ExitStatusAndMessages) {

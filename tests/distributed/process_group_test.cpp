@@ -128,8 +128,17 @@ TEST(RankInfo, FromMpirunAndSrun) {
   EXPECT_EQ(m.rank, 3);
   EXPECT_EQ(m.world_size, 4);
   EXPECT_EQ(m.local_rank, 3);
+  EXPECT_EQ(m.variables, "OMPI_COMM_WORLD_RANK=3 OMPI_COMM_WORLD_SIZE=4 OMPI_COMM_WORLD_LOCAL_RANK=3");
   ::setenv("OMPI_COMM_WORLD_RANK", "4", 1);
   EXPECT_TRUE(contains(error_of([] { rank_info_from_env(); }), "OMPI_COMM_WORLD_RANK=4 is outside OMPI_COMM_WORLD_SIZE=4"));
+  // One of the pair missing was read as rank 0 (or a world of one) without a word.
+  ::unsetenv("OMPI_COMM_WORLD_RANK");
+  EXPECT_TRUE(contains(error_of([] { rank_info_from_env(); }),
+                       "OMPI_COMM_WORLD_RANK is not set but OMPI_COMM_WORLD_SIZE is set to '4'"));
+  ::setenv("OMPI_COMM_WORLD_RANK", "1", 1);
+  ::unsetenv("OMPI_COMM_WORLD_SIZE");
+  EXPECT_TRUE(contains(error_of([] { rank_info_from_env(); }),
+                       "OMPI_COMM_WORLD_RANK is set to '1' but OMPI_COMM_WORLD_SIZE is not set"));
   for (const char* v : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_PROCID",
                         "SLURM_NTASKS", "SLURM_LOCALID"})
     ::unsetenv(v);

@@ -110,5 +110,51 @@ TEST(ToolExit, PrepareDataChecksItsOptions) {
   expect_one_line(r, "prepare_data", "missing' does not exist");
 }
 
+// CLI11 read integers with strtoll: a value past the type's range became its limit
+// (--max-tokens 99999999999999999999 ran "forever"), -1 for an unsigned option became 2^64-1
+// (--seed -1), 010 was octal. Every integer option of every tool now takes decimal digits in
+// range, or exits 2 naming the option and the value.
+TEST(ToolExit, IntegerOptionsAreDecimalAndInRange) {
+  if (!test::tool_built("generate")) GTEST_SKIP() << "generate not built";
+  const std::string base = "--checkpoint /nonexistent --prompt x ";
+  for (auto [args, part] : {std::pair{"--max-tokens 99999999999999999999", "'99999999999999999999' is out of range"},
+                            std::pair{"--max-tokens -99999999999999999999", "is out of range"},
+                            std::pair{"--seed -1", "'-1' is negative"},
+                            std::pair{"--seed 18446744073709551616", "out of range"},
+                            std::pair{"--top-k 0x10", "'0x10' is not a decimal integer"},
+                            std::pair{"--top-k 1e3", "not a decimal integer"}}) {
+    SCOPED_TRACE(args);
+    const test::ToolResult r = test::run_tool("generate", base + args);
+    EXPECT_EQ(r.status, 2) << r.err;
+    expect_one_line(r, "generate", part);
+  }
+  // In range, a leading zero is decimal: the run gets past the command line (to the checkpoint).
+  const test::ToolResult r = test::run_tool("generate", base + "--seed 18446744073709551615 --top-k 010");
+  EXPECT_EQ(r.status, 1) << r.err;
+  expect_one_line(r, "generate", "/nonexistent");
+}
+
+TEST(ToolExit, PrepareDataBoundsItsThreads) {
+  if (!test::tool_built("prepare_data")) GTEST_SKIP() << "prepare_data not built";
+  test::TempDir dir;
+  for (const char* t : {"-1", "100000"}) {
+    SCOPED_TRACE(t);
+    const test::ToolResult r =
+        test::run_tool("prepare_data", "--input " + dir.path() + " --out " + dir.path() + "/o --threads " + t);
+    EXPECT_EQ(r.status, 2) << r.err;
+    expect_one_line(r, "prepare_data", "--threads");
+  }
+}
+
+// `ablate --seeds 100000000 --dry-run` grew without bound before printing anything.
+TEST(ToolExit, AblateBoundsItsGrid) {
+  if (!test::tool_built("ablate")) GTEST_SKIP() << "ablate not built";
+  test::TempDir dir;
+  const test::ToolResult r = test::run_tool(
+      "ablate", "--config " + dir.path() + "/c.yaml --out " + dir.path() + "/a --seeds 100000000 --dry-run");
+  EXPECT_EQ(r.status, 2) << r.err;  // a grid the command line asked for: a usage error
+  expect_one_line(r, "ablate", "more than 10000");
+}
+
 }  // namespace
 }  // namespace zt

@@ -203,6 +203,20 @@ TEST(Grid, RejectsBadGrids) {
                                       "longer than"));
 }
 
+// `ablate --seeds 100000000 --dry-run` grew without bound before printing anything.
+TEST(Grid, AGridTooLargeToRunIsRefusedAtOnce) {
+  EXPECT_TRUE(throws_error_containing([] { expand_grid({parse_sweep("loss.z_loss_weight=0,1")}, 100000000); },
+                                      "2 setting(s) x --seeds 100000000 runs, more than 10000"));
+  EXPECT_TRUE(throws_error_containing([] { expand_grid({}, INT64_MAX); }, "more than 10000"));
+  std::string many = "optim.lr=1";
+  for (int i = 2; i <= 200; ++i) many += "," + std::to_string(i);
+  std::string more = "train.batch_size=1";
+  for (int i = 2; i <= 200; ++i) more += "," + std::to_string(i);
+  EXPECT_TRUE(throws_error_containing([&] { expand_grid({parse_sweep(many), parse_sweep(more)}, 1); },
+                                      "the grid (200 x 200 x ...) has more than 10000 runs"));
+  EXPECT_EQ(expand_grid({parse_sweep(many)}, 50).size(), 10000u);
+}
+
 // ---- spike counter -------------------------------------------------------------------------
 
 // Reference: the definition written out with a full sort of each window.

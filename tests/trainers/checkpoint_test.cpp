@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 
@@ -13,6 +14,7 @@
 #include "trainers/metrics.h"
 #include "trainers/sharded_checkpoint.h"
 #include "tests/support/check.h"
+#include "tests/support/input_files.h"
 
 namespace zt {
 namespace {
@@ -260,6 +262,24 @@ TEST(Metrics, ResumeSetsDamagedLinesAsideAndSaysSo) {
   fs::remove_all(dir);
 }
 
+// --resume reads metrics.jsonl: a FIFO there blocked it forever and a link to /dev/zero was
+// read until memory ran out. Both are refused at once, naming the file (the link here goes to
+// /dev/null, the same kind of file, so the test cannot exhaust memory if the check is lost).
+TEST(Metrics, ResumeRefusesAFifoOrADeviceInPlaceOfTheFile) {
+  const fs::path dir = fresh_dir("metrics_special");
+  const std::string path = (dir / "metrics.jsonl").string();
+  std::string msg = test::error_of_reading_fifo(path, [](const std::string& p) { MetricsWriter::resume(p, 2); });
+  EXPECT_NE(msg.find("metrics.jsonl' is a FIFO"), std::string::npos) << msg;
+  fs::remove(path);
+  fs::create_symlink("/dev/null", path);
+  msg = test::error_of([&] { MetricsWriter::resume(path, 2); });
+  EXPECT_NE(msg.find("metrics.jsonl' is a character device"), std::string::npos) << msg;
+  EXPECT_TRUE(fs::is_symlink(path));  // left as it was
+  fs::remove(path);
+  MetricsWriter::resume(path, 2);  // no file at all: an empty record
+  fs::remove_all(dir);
+}
+
 TEST(Metrics, RecordsAndResumeTruncation) {
   const fs::path dir = fresh_dir("metrics");
   const std::string path = (dir / "metrics.jsonl").string();
@@ -320,6 +340,95 @@ TEST(Checkpoint, PruneShardedRemovesShardsWithoutAManifest) {
   for (const char* kept : {"step_00000006.tp1of2.ckpt", "step_00000009.tp0of2.ckpt"})
     EXPECT_TRUE(fs::exists(c / kept)) << kept;
   fs::remove_all(dir);
+}
+
+// ---- sharded checkpoints: the manifest binds its shard files --------------------------------
+
+// A TP=2 checkpoint of `step` in run `run_id` under dir: two shard files (tensor "w" holds
+// step * 10 + rank, so a mixed load would show) and the manifest.
+std::string write_tp2(const fs::path& dir, int64_t step, int64_t run_id, float bias = 0) {
+  const std::string manifest = checkpoint_path(dir.string(), step);
+  fs::create_directories(fs::path(manifest).parent_path());
+  Checkpoint ck;
+  ck.meta = {{"step", step}, {"run_id", run_id}};
+  ck.config_yaml = "model: {}\n";
+  for (int r = 0; r < 2; ++r) {
+    Checkpoint shard = ck;
+    shard.tensors["w"] = Tensor::full({4}, static_cast<double>(step * 10 + r) + bias, DType::f32);
+    write_checkpoint_shard(manifest, shard, r, 2);
+  }
+  write_checkpoint_manifest(manifest, ck, 2, {"w"}, [](const std::string&) { return ShardSpec{}; });
+  return manifest;
+}
+
+std::string shard_file(const std::string& manifest, int r) {
+  return manifest.substr(0, manifest.size() - 5) + ".tp" + std::to_string(r) + "of2.ckpt";
+}
+
+float loaded_w(const std::string& manifest, int r) {
+  const Checkpoint c = read_checkpoint_for_rank(manifest, r, 2, [](const std::string&) { return ShardSpec{}; });
+  return c.tensors.at("w").to_vector<float>()[0];
+}
+
+// Shards swapped between ranks, replaced by the same rank's shard of an older step, taken from
+// another run, rewritten with other contents, truncated or missing: each loaded without a word
+// (a mixed model). Now each is an error naming the shard file, and the newest-checkpoint
+// search (--resume, generate) falls back to the newest complete checkpoint, saying why.
+TEST(ShardedCheckpoint, TheManifestBindsItsShards) {
+  const fs::path dir = fresh_dir("ckpt_bind"), other = fresh_dir("ckpt_bind_other");
+  struct Case {
+    const char* name;
+    std::function<void(const std::string&)> spoil;
+    std::string expect;
+  };
+  const std::string older = checkpoint_path(dir.string(), 3);
+  const std::vector<Case> cases = {
+      {"swapped",
+       [](const std::string& m) {
+         fs::rename(shard_file(m, 0), shard_file(m, 0) + ".x");
+         fs::rename(shard_file(m, 1), shard_file(m, 0));
+         fs::rename(shard_file(m, 0) + ".x", shard_file(m, 1));
+       },
+       "holds tensor-parallel rank 1 of 2, not rank 0 of 2"},
+      {"older step", [&](const std::string& m) { fs::copy_file(shard_file(older, 0), shard_file(m, 0), fs::copy_options::overwrite_existing); },
+       "is of step 3, the manifest of step 6"},
+      {"other run",
+       [&](const std::string& m) {
+         fs::copy_file(shard_file(write_tp2(other, 6, 999), 0), shard_file(m, 0), fs::copy_options::overwrite_existing);
+       },
+       "was written by another run (run id 999, the manifest's 7)"},
+      {"rewritten",
+       [&](const std::string& m) {
+         write_tp2(other, 6, 7, 0.5f);  // same step, rank and run; other values
+         fs::copy_file(shard_file(checkpoint_path(other.string(), 6), 0), shard_file(m, 0),
+                       fs::copy_options::overwrite_existing);
+       },
+       "is not the file the manifest was written with"},
+      {"missing", [](const std::string& m) { fs::remove(shard_file(m, 0)); }, "is missing"},
+      {"truncated", [](const std::string& m) { fs::resize_file(shard_file(m, 0), fs::file_size(shard_file(m, 0)) - 8); },
+       "truncated"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    fs::remove_all(dir);
+    write_tp2(dir, 3, 7);
+    const std::string m = write_tp2(dir, 6, 7);
+    EXPECT_EQ(loaded_w(m, 0), 60.0f);
+    EXPECT_EQ(loaded_w(m, 1), 61.0f);
+    EXPECT_EQ(checkpoint_damage(m), "");
+    c.spoil(m);
+    const std::string msg = error_of([&] { loaded_w(m, 0); });
+    EXPECT_NE(msg.find(c.expect), std::string::npos) << msg;
+    EXPECT_NE(msg.find("step_00000006.tp0of2.ckpt"), std::string::npos) << msg;
+    const CheckpointChoice choice = newest_good_checkpoint(dir.string());
+    ASSERT_TRUE(choice.path.has_value());
+    EXPECT_EQ(*choice.path, older);
+    ASSERT_EQ(choice.skipped.size(), 1u);
+    EXPECT_NE(choice.skipped[0].find(c.expect), std::string::npos) << choice.skipped[0];
+    EXPECT_EQ(loaded_w(older, 1), 31.0f);  // the fallback is whole
+  }
+  fs::remove_all(dir);
+  fs::remove_all(other);
 }
 
 }  // namespace

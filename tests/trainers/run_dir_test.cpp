@@ -124,6 +124,18 @@ TEST(RunDir, PlanRunStartSaysWhatIsThereAndTheWayOut) {
     EXPECT_NE(msg.find("checkpoints' is not a directory"), std::string::npos) << msg;
     EXPECT_EQ(msg.find("already holds"), std::string::npos) << msg;
   }
+  // checkpoints/ as a symlink loop was read as "no checkpoint yet" and --overwrite (which
+  // deletes the run) was offered: the error now names the path and what is wrong with it.
+  const std::string looped = (dir / "looped").string();
+  fs::create_directories(looped);
+  std::ofstream(fs::path(looped) / "metrics.jsonl") << "{\"step\": 1}\n";
+  fs::create_symlink(fs::path(looped) / "checkpoints", fs::path(looped) / "checkpoints");
+  for (bool resume : {false, true}) {
+    msg = error_of([&] { plan_run_start(looped, resume, false); });
+    EXPECT_NE(msg.find("checkpoints' cannot be read: Too many levels of symbolic links"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("--overwrite"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("first checkpoint"), std::string::npos) << msg;
+  }
   std::ofstream(dir / "afile") << "x";
   msg = error_of([&] { RunDirLock lock((dir / "afile").string()); });
   EXPECT_NE(msg.find("afile' is not a directory"), std::string::npos) << msg;

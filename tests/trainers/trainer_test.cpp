@@ -367,5 +367,30 @@ TEST(TrainTool, ResumingAFinishedRunSaysItIsFinished) {
   fs::remove_all(r.dir);
 }
 
+// `train ... | head -1`: the trainer died of SIGPIPE at its first progress line after head
+// exited. Now the progress stops and the run goes on: exit 0, every step in metrics.jsonl, the
+// final checkpoint written.
+TEST(TrainTool, AClosedStdoutStopsTheProgressNotTheRun) {
+  const std::string bin = std::string(ZTRAIN_BIN_DIR) + "/train";
+  if (!fs::exists(bin)) GTEST_SKIP() << "build the train tool first: " << bin;
+  TestRun r = make_run("sigpipe", {"train.max_steps=6", "log.eval_every=0", "log.log_every=1",
+                                   "log.checkpoint_every=3"});
+  std::ofstream(r.dir / "cfg.yaml") << config_to_yaml(r.cfg);
+  const std::string status = (r.dir / "status").string();
+  const std::string cmd = "bash -c '" + bin + " --config " + (r.dir / "cfg.yaml").string() +
+                          " 2>/dev/null | head -1 > /dev/null; echo ${PIPESTATUS[0]} > " + status + "'";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::ifstream in(status);
+  int code = -1;
+  in >> code;
+  EXPECT_EQ(code, 0) << "train's exit status (141 = killed by SIGPIPE)";
+  int64_t records = 0;
+  std::ifstream metrics(fs::path(r.cfg.log.out_dir) / "metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) records += line.find("\"loss\"") != std::string::npos;
+  EXPECT_EQ(records, 6);
+  EXPECT_TRUE(fs::exists(checkpoint_path(r.cfg.log.out_dir, 6)));
+  fs::remove_all(r.dir);
+}
+
 }  // namespace
 }  // namespace zt

@@ -42,8 +42,18 @@ std::vector<RunSpec> expand_grid(const std::vector<Sweep>& sweeps, int64_t seeds
     for (size_t j = 0; j < i; ++j) ZT_CHECK(sweeps[j].key != key, "--sweep ", key, " is given twice");
   }
 
+  // Bounded before anything is built: a grid of 10^8 runs is a typo, not a plan, and
+  // expanding it would exhaust memory before a word is printed.
   size_t settings = 1;
-  for (const Sweep& sweep : sweeps) settings *= sweep.values.size();
+  std::string sizes;
+  for (const Sweep& sweep : sweeps) {
+    sizes += std::to_string(sweep.values.size()) + " x ";
+    ZT_CHECK(settings <= kMaxGridRuns / sweep.values.size(), "the grid (", sizes, "...) has more than ", kMaxGridRuns,
+             " runs; sweep fewer values");
+    settings *= sweep.values.size();
+  }
+  ZT_CHECK(static_cast<uint64_t>(seeds) <= kMaxGridRuns / settings, "the grid has ", settings, " setting(s) x --seeds ",
+           seeds, " runs, more than ", kMaxGridRuns, "; sweep fewer values or run fewer seeds");
 
   std::vector<RunSpec> runs;
   for (size_t setting = 0; setting < settings; ++setting) {

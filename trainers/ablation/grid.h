@@ -20,9 +20,12 @@ struct RunSpec {
   std::string label;
 };
 
+// The most runs one grid may hold (settings x seeds).
+constexpr size_t kMaxGridRuns = 10000;
+
 // Order: the first sweep varies slowest, the seed fastest, so all seeds of one setting run
 // back to back. Throws zt::Error when seeds < 1, a key is swept twice, train.seed or
-// log.out_dir is swept (ablate owns them), or two runs would get the same directory name.
+// log.out_dir is swept (ablate owns them), the grid has more than kMaxGridRuns runs, or two runs would get the same directory name.
 std::vector<RunSpec> expand_grid(const std::vector<Sweep>& sweeps, int64_t seeds);
 
 // The short name of a swept key in run names: its last part ("z_loss_weight"), or the whole

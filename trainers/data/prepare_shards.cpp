@@ -60,13 +60,21 @@ std::vector<InputFile> list_inputs(const PrepareOptions& o) {
   ZT_CHECK(!o.inputs.empty(), "prepare_data: no --input given");
   // --out may lie inside an --input directory: its shards, manifest and temp files are this
   // program's output, never documents (a second run would otherwise tokenize them).
-  const fs::path out_dir = fs::weakly_canonical(o.out_dir);
+  // weakly_canonical keeps a trailing '/' ("out/" -> "/abs/out/"); compare without it.
+  const auto canonical = [](const fs::path& p) {
+    fs::path c = fs::weakly_canonical(p);
+    return c.has_filename() ? c : c.parent_path();
+  };
+  const fs::path out_dir = canonical(o.out_dir);
   std::vector<InputFile> files;
   for (const std::string& input : o.inputs) {
     std::error_code ec;
     const fs::file_status status = fs::status(input, ec);
     ZT_CHECK(!ec && fs::exists(status), "input '", input, "' does not exist");
-    const std::string root = fs::weakly_canonical(input).string();
+    const std::string root = canonical(input).string();
+    ZT_CHECK(fs::path(root) != out_dir, "--out '", o.out_dir, "' is also the --input '", input,
+             "': its shards would be read as documents; write to another directory (one inside the input is fine: it "
+             "is skipped)");
     if (fs::is_regular_file(status)) {
       files.push_back(stat_file(root));
       continue;
@@ -75,7 +83,7 @@ std::vector<InputFile> list_inputs(const PrepareOptions& o) {
     std::vector<std::string> found;
     for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::follow_directory_symlink);
          it != fs::recursive_directory_iterator(); ++it) {
-      if (hidden(it->path()) || (it->is_directory() && fs::weakly_canonical(it->path()) == out_dir)) {
+      if (hidden(it->path()) || (it->is_directory() && canonical(it->path()) == out_dir)) {
         if (it->is_directory()) it.disable_recursion_pending();
         continue;
       }
@@ -252,7 +260,11 @@ PrepareReport prepare_shards(const PrepareOptions& o) {
   ZT_CHECK(o.val_fraction >= 0 && o.val_fraction < 1, "--val-fraction must be in [0, 1), got ", o.val_fraction);
   ZT_CHECK(o.shard_tokens > 0 && o.shard_tokens <= INT32_MAX, "--shard-tokens must be in [1, 2^31), got ",
            o.shard_tokens);
-  const int threads = o.threads > 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  ZT_CHECK(o.threads >= 0 && o.threads <= kMaxPrepareThreads, "--threads must be in [0, ", kMaxPrepareThreads,
+           "] (0: every core), got ", o.threads);
+  const int threads = o.threads > 0 ? o.threads
+                                    : static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u,
+                                                                  static_cast<unsigned>(kMaxPrepareThreads)));
 
   const std::vector<InputFile> files = list_inputs(o);
   const std::vector<std::string> vocab_files = tokenizer_files(o.tokenizer, o.vocab_dir);  // checks the name

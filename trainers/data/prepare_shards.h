@@ -27,6 +27,9 @@ enum class TextFormat { text, brown };
 TextFormat parse_text_format(const std::string& name);  // "text" | "brown"
 const char* text_format_name(TextFormat format);
 
+// The most tokenizer threads prepare_data starts (each holds a batch of documents).
+constexpr int kMaxPrepareThreads = 1024;
+
 struct PrepareOptions {
   std::vector<std::string> inputs;
   std::string out_dir;
@@ -35,7 +38,7 @@ struct PrepareOptions {
   TextFormat format = TextFormat::text;
   double val_fraction = 0.1;           // in [0, 1)
   int64_t shard_tokens = 100'000'000;  // tokens per shard file (llm.c's size)
-  int threads = 0;                     // 0: every core
+  int threads = 0;                     // 0: every core; at most kMaxPrepareThreads
   bool force = false;                  // rebuild even when up to date
   bool progress = true;                // progress bar / lines on stderr
   std::string dump_text;               // also write the documents' text here (joined by <|endoftext|>)

@@ -145,6 +145,30 @@ TEST(PrepareShards, AnOutputDirectoryInsideAnInputDirectoryIsNotRead) {
   EXPECT_EQ(prepare_shards(o).input_files, 5);
 }
 
+// `--out DIR --input DIR`: a second run found no manifest (the first one's shards were new
+// inputs) and --force tokenized its own .bin shards as documents. Refused, naming both.
+TEST(PrepareShards, AnOutputDirectoryThatIsAnInputIsRefused) {
+  Workspace w;
+  for (int i = 0; i < 3; ++i) test::write_file(w.dir / ("in/" + std::to_string(i) + ".txt"), w.docs[i]);
+  auto o = w.options();
+  o.out_dir = w.dir / "in";
+  EXPECT_NE(error_of([&] { prepare_shards(o); }).find("is also the --input"), std::string::npos);
+  o.out_dir = w.dir / "in/../in/";
+  EXPECT_NE(error_of([&] { prepare_shards(o); }).find("is also the --input"), std::string::npos);
+  EXPECT_FALSE(fs::exists(w.dir / "in/manifest.json"));
+}
+
+// --threads: 0 is every core; a negative count or one past 1024 is refused (100000 aborted).
+TEST(PrepareShards, ThreadCountIsBounded) {
+  Workspace w;
+  test::write_file(w.dir / "in/a.txt", w.docs[0]);
+  auto o = w.options();
+  for (int t : {-1, 100000}) {
+    o.threads = t;
+    EXPECT_NE(error_of([&] { prepare_shards(o); }).find("--threads must be in [0, 1024]"), std::string::npos);
+  }
+}
+
 TEST(PrepareShards, SplitsIntoShardsAndRemovesStaleOnes) {
   Workspace w;
   for (int i = 0; i < 25; ++i) test::write_file(w.dir / ("in/" + std::to_string(100 + i) + ".txt"), w.docs[i]);
