@@ -298,8 +298,7 @@ std::vector<RunOutcome> run_ablation(const AblationPlan& plan, std::ostream& pro
   const int64_t jobs = plan.jobs;
   int64_t cpu_threads = 0;
   if (plan.devices.empty() && jobs > 1 && !pending.empty()) {
-    cpu_threads = threads_per_run(plan.cpu_cores > 0 ? plan.cpu_cores : available_cores(),
-                                  std::min<int64_t>(jobs, static_cast<int64_t>(pending.size())));
+    cpu_threads = threads_per_run(plan.cpu_cores > 0 ? plan.cpu_cores : available_cores(), jobs);
   }
   auto placement = [&](size_t index, size_t slot) {
     bool cpu_run = false, threads_set = true;

@@ -7,8 +7,8 @@
 // given to the run by its config (--set train.device=cuda:K), never by an environment
 // variable. Without --devices, a run whose config puts it on the CPU (train.device cpu, or
 // auto without a CUDA device) and leaves train.threads at 0 gets --set
-// train.threads=max(1, cores / N'), N' = min(N, the runs left to run), so N runs do not each
-// start one thread per core. These placement settings are not part of a run's identity:
+// train.threads=max(1, cores / N), so N runs do not each start one thread per core (N, not
+// the runs left, so a run resumed by a rerun with the same N gets the same thread count). These placement settings are not part of a run's identity:
 // a run may resume in another slot, on another device, with another thread count.
 #include <cstdint>
 #include <string>
