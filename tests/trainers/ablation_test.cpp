@@ -1180,7 +1180,7 @@ TEST_F(RealTrain, ParallelRunsMatchTheSameRunsAlone) {
 // interrupted runs from their checkpoints and ends with the numbers of an uninterrupted sweep.
 TEST_F(RealTrain, KillNineMidSweepThenRerunResumes) {
   std::vector<std::string> args = kFourRuns;
-  args.insert(args.end(), {"--jobs", "2", "--set", "train.max_steps=200", "--set", "log.eval_every=50"});
+  args.insert(args.end(), {"--jobs", "2", "--set", "train.max_steps=120", "--set", "log.eval_every=40"});
   ASSERT_EQ(ablate("whole", args), 0) << output("whole");
 
   const fs::path abl = tmp_.path() / "killed";
