@@ -1219,7 +1219,8 @@ TEST_F(RealTrain, KillNineMidSweepThenRerunResumes) {
 TEST_F(RealTrain, ADivergingRunIsDivergedNotCrashed) {
   const std::vector<std::string> args = {"--sweep",        "optim.lr=1e-2,1e3", "--set", "optim.grad_clip=0",
                                          "--set",          "train.on_nonfinite=stop", "--set",
-                                         "train.max_steps=40", "--set", "schedule.warmup_steps=0"};
+                                         "train.max_steps=16", "--set", "schedule.warmup_steps=0",
+                                         "--set",          "train.threads=1"};
   ASSERT_EQ(ablate("div", args), 0) << output("div");
   const fs::path bad = tmp_.path() / "div" / "lr=1e3_seed=0";
   ASSERT_TRUE(fs::exists(bad / "ablate.diverged")) << output("div") << read_file(bad / "train.log");
