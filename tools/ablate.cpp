@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
       plan.stream_train_output = show_output;
       if (!devices.empty()) plan.devices = parse_devices(devices);
       plan.jobs = jobs > 0 ? jobs : std::max<int64_t>(1, static_cast<int64_t>(plan.devices.size()));
-      plan.progress_line = isatty(STDOUT_FILENO) == 1;
+      plan.progress_line = isatty(STDOUT_FILENO) == 1 && !show_output;
       validate_plan(plan);
       const std::vector<RunSpec> runs = expand_grid(plan.sweeps, plan.seeds);
 

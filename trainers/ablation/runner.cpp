@@ -196,14 +196,15 @@ namespace {
 volatile std::sig_atomic_t g_stop_signal = 0;
 extern "C" void on_stop_signal(int signal) { g_stop_signal = signal; }
 
-// Installs the handlers for the life of run_ablation, without SA_RESTART so a sleep ends at
-// once, and puts the previous ones back.
+// Installs the handlers for the life of run_ablation and puts the previous ones back.
+// SA_RESTART keeps writes and reads going; nanosleep returns early on a signal regardless.
 class StopSignals {
  public:
   StopSignals() {
     g_stop_signal = 0;
     struct sigaction action {};
     action.sa_handler = on_stop_signal;
+    action.sa_flags = SA_RESTART;
     sigemptyset(&action.sa_mask);
     sigaction(SIGINT, &action, &old_int_);
     sigaction(SIGTERM, &action, &old_term_);
@@ -310,7 +311,8 @@ std::vector<RunOutcome> run_ablation(const AblationPlan& plan, std::ostream& pro
     return placement_sets(plan.devices, slot, cpu_run, threads_set, cpu_threads);
   };
 
-  std::vector<std::optional<ActiveRun>> slots(static_cast<size_t>(jobs));
+  // One slot per run at most: a huge --jobs allocates nothing it cannot use.
+  std::vector<std::optional<ActiveRun>> slots(std::max<size_t>(1, std::min<size_t>(jobs, pending.size())));
   std::vector<double> durations;  // of the runs that ended done or diverged here
   size_t ended = total - pending.size(), failed = 0;
   bool status_shown = false;
@@ -329,7 +331,7 @@ std::vector<RunOutcome> run_ablation(const AblationPlan& plan, std::ostream& pro
                         std::to_string(elapsed.size()) + " running, " + std::to_string(pending.size()) + " left";
     if (failed) state += ", " + std::to_string(failed) + " failed";
     if (!elapsed.empty() || !pending.empty()) {
-      state += ", ETA " + format_duration(estimate_eta(mean, elapsed, pending.size(), jobs));
+      state += ", ETA " + format_duration(estimate_eta(mean, elapsed, pending.size(), static_cast<int64_t>(slots.size())));
     }
     return state;
   };
