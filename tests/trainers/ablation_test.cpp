@@ -1173,6 +1173,12 @@ TEST_F(RealTrain, ParallelRunsMatchTheSameRunsAlone) {
     EXPECT_TRUE(same_metrics(dir / "metrics.jsonl", tmp_.path() / "solo" / run.name / "metrics.jsonl")) << run.name;
   }
   EXPECT_NE(output("par").find("4/4 done, 0 running, 0 left"), std::string::npos) << output("par");
+  // The first two ran side by side: the second started before the first ended.
+  const size_t second_started = output("par").find("[2/4] lr=1e-2 seed=1 ...");
+  const size_t first_ended = output("par").find("[1/4] lr=1e-2 seed=0 done");
+  ASSERT_NE(second_started, std::string::npos) << output("par");
+  ASSERT_NE(first_ended, std::string::npos) << output("par");
+  EXPECT_LT(second_started, first_ended) << output("par");
   EXPECT_NE(read_file(plan.out_dir / "summary.md").find("## Learning-rate sensitivity"), std::string::npos);
 }
 
