@@ -1,12 +1,17 @@
-// ablate: runs a grid of training runs (e.g. a z-loss sweep), one `train` process at a time,
-// each in its own directory under one ablation directory; resumable; then writes
-// summary.md / summary.csv and the loss/lse plots. See docs/ablations.md.
+// ablate: runs a grid of training runs (e.g. a z-loss sweep), `--jobs N` `train` processes at
+// a time (spread over --devices), each in its own directory under one ablation directory;
+// resumable; then writes summary.md / summary.csv and the loss/lse plots. See
+// docs/ablations.md.
 //
 //   ablate --config configs/gpt_tiny.yaml --sweep loss.z_loss_weight=0,1e-4,1e-3,1e-2
+//   ablate --config configs/gpt_small.yaml --sweep optim.lr=1e-4,3e-4,1e-3 --jobs 4 --devices 0,1
 //
-// Exit status: 0 when every run finished, 1 when some run failed (the others still ran),
-// 2 on a usage or config error (nothing ran).
+// Exit status: 0 when every run finished or diverged, 1 when some run failed (the others still
+// ran), 2 on a usage or config error (nothing ran), 128 + signal when stopped by SIGINT/SIGTERM
+// (its trains stopped; rerun to resume).
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <filesystem>
 #include <iostream>
@@ -17,6 +22,7 @@
 #include "framework/error.h"
 #include "trainers/ablation/grid.h"
 #include "trainers/ablation/runner.h"
+#include "trainers/ablation/scheduler.h"
 #include "trainers/ablation/spikes.h"
 #include "trainers/ablation/sweep.h"
 #include "tools/tool_main.h"
@@ -91,12 +97,19 @@ int main(int argc, char** argv) {
   SpikeOptions spikes;
   std::optional<double> ema;
   bool no_plots = false, dry_run = false, show_output = false;
+  int64_t jobs = 0;
+  std::string devices;
   app.add_option("--config", config, "training config (YAML)")->required();
   app.add_option("--sweep", sweep_args, "section.key=v1,v2,... (repeatable: the grid is their product)")
       ->allow_extra_args(false);
   app.add_option("--seeds", seeds, "runs seeds 0..N-1 of every setting (sets train.seed)")->capture_default_str();
   app.add_option("--out", out, "ablation directory (default: runs/ablate-<config stem>)");
   app.add_option("--set", sets, "section.key=value for every run (repeatable)")->allow_extra_args(false);
+  app.add_option("--jobs,-j", jobs, "runs at once (default 1; with --devices, one per device)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--devices", devices,
+                 "CUDA devices to spread the runs over, round-robin: 0,1,... (each run gets --set "
+                 "train.device=cuda:K)");
   app.add_option("--train-bin", train_bin, "the train program (default: train next to ablate)");
   app.add_flag("--no-plots", no_plots, "skip the plots");
   app.add_option("--python", python, "Python with matplotlib for the plots")->capture_default_str();
@@ -119,6 +132,9 @@ int main(int argc, char** argv) {
       plan.out_dir = out.empty() ? fs::path("runs") / ("ablate-" + fs::path(config).stem().string()) : fs::path(out);
       plan.train_bin = train_bin.empty() ? this_program_dir() / "train" : fs::path(train_bin);
       plan.stream_train_output = show_output;
+      if (!devices.empty()) plan.devices = parse_devices(devices);
+      plan.jobs = jobs > 0 ? jobs : std::max<int64_t>(1, static_cast<int64_t>(plan.devices.size()));
+      plan.progress_line = isatty(STDOUT_FILENO) == 1 && !show_output;
       validate_plan(plan);
       const std::vector<RunSpec> runs = expand_grid(plan.sweeps, plan.seeds);
 
@@ -127,7 +143,10 @@ int main(int argc, char** argv) {
       for (const RunSpec& run : runs) (void)zt::load_config(plan.config.string(), train_overrides(plan, run));
 
       if (dry_run) {
-        std::cout << runs.size() << " runs under " << plan.out_dir.string() << ":\n";
+        std::cout << runs.size() << " runs under " << plan.out_dir.string() << ", " << plan.jobs << " at a time";
+        if (!plan.devices.empty()) std::cout << " on cuda:" << devices << " round-robin (--set train.device=cuda:K)";
+        else if (plan.jobs > 1) std::cout << " (CPU runs: --set train.threads=" << threads_per_run(available_cores(), plan.jobs) << " unless set)";
+        std::cout << ":\n";
         for (const RunSpec& run : runs) {
           const fs::path dir = run_directory(plan, run);
           const Attempt attempt = next_attempt(dir);
@@ -150,15 +169,33 @@ int main(int argc, char** argv) {
       throw zt::tool::UsageError(e.what());
     }
 
+    int interrupted_by = 0;
+    for (const RunOutcome& o : outcomes) {
+      if (o.status == RunStatus::kInterrupted) interrupted_by = o.signal;
+    }
+    if (interrupted_by) {
+      std::cerr << "ablate: stopped by signal " << interrupted_by
+                << "; rerun the same command to resume the unfinished runs\n";
+      return 128 + interrupted_by;
+    }
+
+    std::vector<SummaryRow> rows;
+    try {
+      rows = collect_summary(plan, spikes);
+      write_lr_sensitivity_data(plan, rows);  // read by the plot script
+    } catch (const zt::Error& e) {
+      std::cerr << "ablate: writing the summary: " << e.what() << "\n";
+      return 1;
+    }
     if (!no_plots) make_plots(python, plot_script, plan.out_dir, ema ? std::to_string(*ema) : std::string());
     try {
-      write_summary(plan, collect_summary(plan, spikes), spikes);
+      write_summary(plan, rows, spikes);
     } catch (const zt::Error& e) {
       std::cerr << "ablate: writing the summary: " << e.what() << "\n";
       return 1;
     }
 
-    size_t failed = 0, skipped = 0;
+    size_t failed = 0, skipped = 0, diverged = 0;
     std::string failed_labels;
     for (const RunOutcome& o : outcomes) {
       if (o.status == RunStatus::kFailed) {
@@ -167,10 +204,11 @@ int main(int argc, char** argv) {
                          (run_directory(plan, o.run) / "train.log").string() + ")";
       }
       if (o.status == RunStatus::kAlreadyDone) ++skipped;
+      if (o.status == RunStatus::kDiverged) ++diverged;
     }
     std::cout << "ablate: " << outcomes.size() << (outcomes.size() == 1 ? " run, " : " runs, ")
               << outcomes.size() - failed << " finished ("
-              << skipped << " already before), " << failed << " failed. Summary: "
+              << skipped << " already before, " << diverged << " diverged now), " << failed << " failed. Summary: "
               << (plan.out_dir / "summary.md").string() << "\n";
     if (failed) {
       std::cerr << "ablate: failed runs (rerun the same command to resume them):" << failed_labels << "\n";

@@ -9,6 +9,12 @@ sub-directory holding a metrics.jsonl is a run) and each run's metrics.jsonl, an
 
     <metric>_vs_step.png, <metric>_vs_tokens.png   for loss, ce_loss, z_loss, lse_mean, lse_max
     combined_vs_step.png, combined_vs_tokens.png   all five plus val_loss in one figure
+    final_loss_vs_lr.png                           when the grid sweeps optim.lr (ablate wrote
+                                                   lr_sensitivity.json): final loss against the
+                                                   learning rate, one line per setting, and the
+                                                   training loss of the diverged runs
+
+--only NAME[,NAME...] writes only the named figures (file names without .png).
 
 Every run of the ablation is drawn on the same axes: the raw series thin and faint, an
 exponential moving average (debiased, weight W on the previous value) on top, val_loss as
@@ -154,6 +160,64 @@ def zoom_limits(runs, metric, smooth):
     return low - margin, high + margin
 
 
+def plot_lr_sensitivity(plt, ablation_dir, out, name):
+    """final_loss_vs_lr.png from lr_sensitivity.json (written by ablate): per setting, the
+    seed-mean final loss against the learning rate on a log axis (diverged points as x, the
+    setting's loss at initialisation dotted); beside it the training loss of each diverged run
+    against step. Returns the path, or None without lr_sensitivity.json."""
+    path = os.path.join(ablation_dir, "lr_sensitivity.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    diverged = [r for r in data.get("runs", []) if r.get("diverged")]
+    fig, axes = plt.subplots(1, 2 if diverged else 1, figsize=(11 if diverged else 6.5, 4.5), squeeze=False)
+    ax = axes[0][0]
+    cmap = plt.get_cmap("tab10")
+    for i, setting in enumerate(data.get("settings", [])):
+        colour = cmap(i % 10)
+        points = setting.get("points", [])
+        xs = [as_float(p.get("lr_value")) for p in points]
+        ys = [as_float(p.get("loss")) for p in points]
+        ax.plot(xs, ys, color=colour, marker="o", markersize=4, linewidth=1.4, label=setting.get("label", ""))
+        bad = [(x, y) for x, y, p in zip(xs, ys, points) if p.get("diverged", 0) > 0 and math.isfinite(y)]
+        if bad:
+            ax.scatter([b[0] for b in bad], [b[1] for b in bad], color=colour, marker="x", s=60, zorder=3)
+        init = as_float(setting.get("init_loss"))
+        if math.isfinite(init):
+            ax.axhline(init, color=colour, linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel(data.get("lr_key", "optim.lr"))
+    ax.set_ylabel("final loss (seed mean; diverged = loss at init)")
+    ax.set_title(f"{name}: final loss vs learning rate (x: diverged, dotted: init)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    if diverged:
+        ax = axes[0][1]
+        for run in diverged:
+            metrics = os.path.join(ablation_dir, run["name"], "metrics.jsonl")
+            if not os.path.exists(metrics):
+                continue
+            steps, _ = read_metrics(metrics)
+            xs = [r["step"] for r in steps]
+            ys = [r["loss"] if math.isfinite(r["loss"]) else math.nan for r in steps]
+            line, = ax.plot(xs, ys, linewidth=1.0, label=run.get("label", run["name"]))
+            finite = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
+            if finite and len(finite) < len(xs):  # where it went non-finite
+                ax.scatter([finite[-1][0]], [finite[-1][1]], color=line.get_color(), marker="x", s=50)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.set_title("diverged runs (x: last finite loss)", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    target = os.path.join(out, "final_loss_vs_lr.png")
+    fig.savefig(target, dpi=90)
+    plt.close(fig)
+    return target
+
+
 class Style:
     """Colour per setting (the swept values without the seed), line style per seed."""
 
@@ -205,7 +269,13 @@ def main(argv):
     parser.add_argument("--out", help="output folder (default: ABLATION_DIR/plots)")
     parser.add_argument("--ema", type=float, default=None,
                         help="EMA weight of the previous value, in [0, 1) (default: 1 - 50/records)")
+    parser.add_argument("--only", help="comma-separated figure names (without .png) to write; default all")
     args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
+
+    def wanted(figure):
+        return only is None or figure in only
+
     if args.ema is not None and not 0 <= args.ema < 1:
         print(f"plot_ablation: --ema must be in [0, 1), got {args.ema}", file=sys.stderr)
         return 2
@@ -236,8 +306,19 @@ def main(argv):
     name = os.path.basename(os.path.normpath(args.ablation_dir))
     written = []
 
+    if wanted("final_loss_vs_lr"):
+        try:
+            path = plot_lr_sensitivity(plt, args.ablation_dir, out, name)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"plot_ablation: {e}", file=sys.stderr)
+            return 2
+        if path:
+            written.append(path)
+
     for x, _ in X_AXES:
         for metric, title in METRICS:
+            if not wanted(f"{metric}_vs_{x}"):
+                continue
             fig, ax = plt.subplots(figsize=(8, 5))
             draw(ax, runs, metric, x, args.ema, style, show_val=metric == "loss")
             ax.set_title(f"{name}: {title}" + (" (points: val_loss)" if metric == "loss" else ""))
@@ -245,10 +326,12 @@ def main(argv):
             ax.legend(fontsize=8)
             fig.tight_layout()
             path = os.path.join(out, f"{metric}_vs_{x}.png")
-            fig.savefig(path, dpi=110)
+            fig.savefig(path, dpi=100)
             plt.close(fig)
             written.append(path)
 
+        if not wanted(f"combined_vs_{x}"):
+            continue
         fig, axes = plt.subplots(2, 3, figsize=(16, 9))
         for ax, metric in zip(axes.flat, [m for m, _ in METRICS] + ["val_loss"]):
             draw(ax, runs, metric, x, args.ema, style, show_val=metric == "loss")

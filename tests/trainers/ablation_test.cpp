@@ -1,6 +1,9 @@
 // Tests of the ablation tooling: sweep parser, grid expansion and run names, spike counter,
 // metrics reading and summary (hand-computed values), resume of a half-finished ablation with
-// a stub train program, the ablate command line, and the plot script.
+// a stub train program, the ablate command line, the plot script, and, with the real train
+// program on a tiny model, parallel runs (--jobs) against solo runs, kill -9 then resume,
+// and a diverging run; the learning-rate sensitivity table against a hand computation.
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -19,11 +23,15 @@
 
 #include "framework/error.h"
 #include "trainers/ablation/grid.h"
+#include "trainers/ablation/lr_sensitivity.h"
+#include "trainers/ablation/process.h"
 #include "trainers/ablation/run_metrics.h"
 #include "trainers/ablation/runner.h"
 #include "trainers/ablation/spikes.h"
 #include "trainers/ablation/summary.h"
+#include "trainers/ablation/scheduler.h"
 #include "trainers/ablation/sweep.h"
+#include "trainers/data/token_shard.h"
 
 namespace zt::ablation {
 namespace {
@@ -486,7 +494,8 @@ TEST(Summary, CsvQuotesValuesWithCommas) {
 
 // Behaves like train for ablate's purposes: writes metrics.jsonl and checkpoints into
 // log.out_dir, logs its command line to invocations.txt, and fails when told to by a file
-// <ablation>/fail_<run name> ("exit": status 3 after step 4; "signal": killed by SIGKILL).
+// <ablation>/fail_<run name> ("exit": status 3 after step 4; "signal": killed by SIGKILL;
+// "sleep": sleeps a minute after step 3).
 // Fresh: steps 1-3, checkpoint at 3, then 4-6 and an evaluation. Like the real trainer,
 // --resume continues from the newest checkpoint (step 3) keeping the earlier records and
 // fails without a checkpoint; without --resume it refuses a directory holding a run unless
@@ -519,6 +528,7 @@ else
   [ -f "$out/checkpoints/step_00000003.ckpt" ] || { echo "stub train: --resume without a checkpoint" >&2; exit 66; }
 fi
 fail="$(dirname "$out")/fail_$(basename "$out")"
+if [ -f "$fail" ] && grep -q sleep "$fail"; then exec -a "sleeping $out" sleep 60; fi
 if [ -f "$fail" ]; then
   step 4 3.75
   echo "stub train: boom" >&2
@@ -542,7 +552,7 @@ class AblationResume : public ::testing::Test {
  protected:
   void SetUp() override {
     plan_.config = tmp_.path() / "cfg.yaml";
-    write_file(plan_.config, "train:\n  max_steps: 6\n");
+    write_file(plan_.config, "data:\n  train: [train.bin]\n  val: [val.bin]\ntrain:\n  max_steps: 6\n");
     plan_.sweeps = {parse_sweep("loss.z_loss_weight=0,1e-4,1e-3")};
     plan_.seeds = 2;
     plan_.sets = {"train.max_steps=6", "optim.lr=1e-3"};
@@ -796,6 +806,454 @@ TEST(PlotScript, WritesEveryFigureFromSyntheticMetrics) {
   EXPECT_EQ(run_shell("/usr/bin/python3 " + script.string() + " " + (tmp.path() / "empty").string() +
                       " > /dev/null 2>&1"),
             2);
+}
+
+// ---- parallel runs: slots, devices, threads, ETA -----------------------------------------------
+
+TEST(Scheduler, ParsesDeviceLists) {
+  EXPECT_EQ(parse_devices("0"), (std::vector<int64_t>{0}));
+  EXPECT_EQ(parse_devices("3,0,1"), (std::vector<int64_t>{3, 0, 1}));
+  EXPECT_TRUE(throws_error_containing([] { parse_devices(""); }, "item 1 is empty"));
+  EXPECT_TRUE(throws_error_containing([] { parse_devices("0,,1"); }, "item 2 is empty"));
+  EXPECT_TRUE(throws_error_containing([] { parse_devices("0,"); }, "item 2 is empty"));
+  EXPECT_TRUE(throws_error_containing([] { parse_devices("0,-1"); }, "'-1' is not a CUDA device id"));
+  EXPECT_TRUE(throws_error_containing([] { parse_devices("cuda:0"); }, "'cuda:0' is not"));
+  EXPECT_TRUE(throws_error_containing([] { parse_devices("1,0,1"); }, "device 1 is listed twice"));
+}
+
+TEST(Scheduler, PlacesRunsRoundRobinAndSplitsThreads) {
+  EXPECT_EQ(threads_per_run(16, 4), 4);
+  EXPECT_EQ(threads_per_run(2, 4), 1);
+  EXPECT_EQ(threads_per_run(7, 2), 3);
+  EXPECT_GE(available_cores(), 1);
+  const std::vector<int64_t> devices = {2, 5};
+  for (size_t slot = 0; slot < 5; ++slot) {
+    EXPECT_EQ(placement_sets(devices, slot, true, false, 3),
+              (std::vector<std::string>{"train.device=cuda:" + std::to_string(devices[slot % 2])}))
+        << slot;
+  }
+  EXPECT_EQ(placement_sets({}, 1, true, false, 3), (std::vector<std::string>{"train.threads=3"}));
+  EXPECT_TRUE(placement_sets({}, 1, true, true, 3).empty());    // the user's train.threads stays
+  EXPECT_TRUE(placement_sets({}, 1, false, false, 3).empty());  // a GPU run
+  EXPECT_TRUE(placement_sets({}, 0, true, false, 0).empty());   // --jobs 1
+}
+
+TEST(Scheduler, EstimatesTheTimeLeft) {
+  EXPECT_LT(estimate_eta(-1, {3.0}, 4, 2), 0);  // no run ended yet
+  EXPECT_EQ(format_duration(-1), "?");
+  // mean 10 s; running 4 s and 12 s in (rests 6 and 0); 3 left: (6 + 0 + 30) / 2 = 18.
+  EXPECT_DOUBLE_EQ(estimate_eta(10, {4.0, 12.0}, 3, 2), 18.0);
+  // One slot busy for another 9 s, nothing left: the longest rest, not 9 / 4.
+  EXPECT_DOUBLE_EQ(estimate_eta(10, {1.0}, 0, 4), 9.0);
+  EXPECT_EQ(format_duration(42.4), "42 s");
+  EXPECT_EQ(format_duration(725), "12 min 5 s");
+  EXPECT_EQ(format_duration(3 * 3600 + 4 * 60 + 10), "3 h 4 min");
+}
+
+TEST_F(AblationResume, RunsSeveralAtOnceOnTheListedDevices) {
+  plan_.jobs = 3;
+  plan_.devices = {4, 7};
+  std::ostringstream progress;
+  const auto outcomes = run_ablation(plan_, progress);
+  ASSERT_EQ(outcomes.size(), 6u);
+  std::map<std::string, int> per_device;
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(outcomes[i].status, RunStatus::kDone) << i << progress.str();
+    ASSERT_EQ(invocations(i).size(), 1u) << i;
+    const std::string command = invocations(i)[0];
+    const bool on4 = command.find("--set train.device=cuda:4") != std::string::npos;
+    const bool on7 = command.find("--set train.device=cuda:7") != std::string::npos;
+    EXPECT_TRUE(on4 != on7) << command;
+    ++per_device[on4 ? "4" : "7"];
+    // The placement is not part of the run's identity.
+    EXPECT_EQ(read_file(dir(i) / "ablate_args.json").find("train.device"), std::string::npos);
+  }
+  EXPECT_GE(per_device["4"], 1);
+  EXPECT_GE(per_device["7"], 1);
+  EXPECT_NE(progress.str().find("6/6 done, 0 running, 0 left"), std::string::npos) << progress.str();
+
+  // A train.device of the user's own conflicts with --devices; so does streaming with jobs > 1.
+  plan_.sets.push_back("train.device=cpu");
+  EXPECT_TRUE(throws_error_containing([&] { validate_plan(plan_); }, "--devices gives each run its train.device"));
+  plan_.sets.pop_back();
+  plan_.stream_train_output = true;
+  EXPECT_TRUE(throws_error_containing([&] { validate_plan(plan_); }, "--show-train-output needs --jobs 1"));
+  plan_.stream_train_output = false;
+  plan_.jobs = 0;
+  EXPECT_TRUE(throws_error_containing([&] { validate_plan(plan_); }, "--jobs must be >= 1"));
+}
+
+TEST_F(AblationResume, AFailedRunDoesNotStopTheOthersRunningBesideIt) {
+  plan_.jobs = 2;
+  fs::create_directories(plan_.out_dir);
+  write_file(plan_.out_dir / ("fail_" + runs_[0].name), "exit\n");
+  std::ostringstream progress;
+  const auto outcomes = run_ablation(plan_, progress);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(outcomes[i].status, i == 0 ? RunStatus::kFailed : RunStatus::kDone) << i;
+  // The failure is reported with the last lines of its train.log; it is a crash, not a divergence.
+  EXPECT_NE(progress.str().find("[1/6] z_loss_weight=0 seed=0 FAILED"), std::string::npos) << progress.str();
+  EXPECT_NE(progress.str().find("stub train: boom"), std::string::npos) << progress.str();
+  EXPECT_TRUE(fs::exists(dir(0) / "ablate.failed"));
+  EXPECT_FALSE(fs::exists(dir(0) / "ablate.diverged"));
+}
+
+// Processes whose command line mentions `text` (the orphans a killed ablate could leave).
+std::vector<pid_t> processes_mentioning(const std::string& text) {
+  std::vector<pid_t> found;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = read_file(entry.path() / "cmdline");
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    const pid_t pid = static_cast<pid_t>(std::stol(name));
+    if (pid != getpid() && cmdline.find(text) != std::string::npos) found.push_back(pid);
+  }
+  return found;
+}
+
+// Waits up to `seconds` for `done` to hold; returns whether it did.
+template <class F>
+bool wait_until(F&& done, double seconds) {
+  for (int i = 0; i < static_cast<int>(seconds * 100); ++i) {
+    if (done()) return true;
+    usleep(10000);
+  }
+  return done();
+}
+
+class AblateProcess : public AblateCli {
+ protected:
+  pid_t start(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {ablate_.string(), "--config", config_.string(), "--train-bin", stub_.string(),
+                                     "--no-plots", "--out", (tmp_.path() / "abl").string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return spawn_program(argv, tmp_.path() / "out.txt");
+  }
+};
+
+// SIGTERM to ablate: it stops its trains, waits for them and exits 128 + 15; no train is left.
+// kill -9 of ablate: its trains die with it (PR_SET_PDEATHSIG), none is orphaned.
+TEST_F(AblateProcess, ASignalToAblateEndsItsTrains) {
+  const fs::path abl = tmp_.path() / "abl";
+  for (const char* run : {"z_loss_weight=0_seed=0", "z_loss_weight=1e-3_seed=0"}) {
+    write_file(abl / (std::string("fail_") + run), "sleep\n");
+  }
+  for (const int sig : {SIGTERM, SIGKILL}) {
+    fs::remove_all(abl / "z_loss_weight=0_seed=0");
+    fs::remove_all(abl / "z_loss_weight=1e-3_seed=0");
+    const pid_t pid = start({"--jobs", "2", "--sweep", "loss.z_loss_weight=0,1e-3"});
+    ASSERT_TRUE(wait_until([&] { return processes_mentioning(abl.string() + "/z_loss_weight=").size() >= 2; }, 20))
+        << output();
+    ASSERT_TRUE(wait_until([&] { return fs::exists(abl / "z_loss_weight=1e-3_seed=0" / "metrics.jsonl"); }, 20));
+    kill(pid, sig);
+    EXPECT_EQ(wait_program(pid), 128 + sig) << output();
+    EXPECT_TRUE(wait_until([&] { return processes_mentioning(abl.string() + "/z_loss_weight=").empty(); }, 10))
+        << "signal " << sig << ": trains left running";
+    if (sig == SIGTERM) EXPECT_NE(output().find("stopped by signal 15"), std::string::npos) << output();
+    // Neither run is marked failed: a rerun resumes them.
+    EXPECT_FALSE(fs::exists(abl / "z_loss_weight=0_seed=0" / "ablate.failed"));
+  }
+}
+
+TEST_F(AblateCli, DryRunShowsThePlacement) {
+  ASSERT_EQ(run_shell(command("--out abl --dry-run --jobs 4 --devices 0,1 --sweep loss.z_loss_weight=0,1e-3")), 0)
+      << output();
+  EXPECT_NE(output().find("4 at a time on cuda:0,1 round-robin"), std::string::npos) << output();
+  EXPECT_EQ(run_shell(command("--out abl --jobs 2 --devices 0,0 --sweep loss.z_loss_weight=0")), 2) << output();
+  EXPECT_NE(output().find("listed twice"), std::string::npos) << output();
+  EXPECT_EQ(run_shell(command("--out abl --jobs 0 --sweep loss.z_loss_weight=0")), 2) << output();
+  EXPECT_EQ(run_shell(command("--out abl --devices 0 --set train.device=cpu --sweep loss.z_loss_weight=0")), 2)
+      << output();
+}
+
+// ---- learning-rate sensitivity, by hand ----------------------------------------------------------
+
+// A run's metrics: step-0 evaluation `init` (none when NaN), steps 1..3 ending at `last_loss`,
+// and an evaluation `final_val` at step 3 (none when NaN; JSON null when infinite).
+std::string lr_metrics(double init, double last_loss, double final_val) {
+  std::string text;
+  auto number = [](double v) { return std::isfinite(v) ? std::to_string(v) : std::string("null"); };
+  if (!std::isnan(init)) text += R"({"step":0,"val_loss":)" + number(init) + "}\n";
+  text += step_line(1, 6.0) + step_line(2, 5.0) + step_line(3, last_loss);
+  if (!std::isnan(final_val)) text += R"({"step":3,"val_loss":)" + number(final_val) + "}\n";
+  return text;
+}
+
+TEST(LrSensitivity, MatchesAHandComputation) {
+  TempDir tmp;
+  AblationPlan plan;
+  plan.config = tmp.path() / "cfg.yaml";
+  write_file(plan.config, "model: {vocab_size: 64}\ndata: {train: [t.bin], val: [v.bin]}\n");
+  plan.sweeps = {parse_sweep("loss.z_loss_weight=0,1e-3"), parse_sweep("optim.lr=1e-2,1e-3,1e-1")};
+  plan.seeds = 2;
+  plan.out_dir = tmp.path() / "abl";
+  const auto runs = expand_grid(plan.sweeps, plan.seeds);
+  ASSERT_EQ(runs.size(), 12u);
+  const double inf = std::numeric_limits<double>::infinity();
+  const double ln64 = std::log(64.0);
+  struct Case {
+    const char* marker;  // "done", "diverged", "failed"
+    double init, last_loss, final_val;
+  };
+  // Grid order: z (slow), lr as swept 1e-2, 1e-3, 1e-1, seed (fast).
+  const Case cases[12] = {
+      // z=0, lr=1e-2: 3.0 and 3.2 -> L = 3.1
+      {"done", 4.0, 3.5, 3.0}, {"done", 4.2, 3.5, 3.2},
+      // z=0, lr=1e-3: 3.6 and, without evaluations, the last training loss 3.8 -> L = 3.7
+      {"done", 4.0, 3.5, 3.6}, {"done", kNaN, 3.8, kNaN},
+      // z=0, lr=1e-1: stopped non-finite (counts as its init 4.1); final 4.5 > init 4.3 -> 4.3.
+      {"diverged", 4.1, 9.0, kNaN}, {"done", 4.3, 4.0, 4.5},
+      // z=1e-3, lr=1e-2: 2.9 and a crash (left out) -> L = 2.9
+      {"done", 4.0, 3.0, 2.9}, {"failed", 4.0, 3.0, kNaN},
+      // z=1e-3, lr=1e-3: non-finite final val_loss (counts as init 4.0) and 3.4 -> L = 3.7
+      {"done", 4.0, 3.0, inf}, {"done", 4.0, 3.0, 3.4},
+      // z=1e-3, lr=1e-1: both crashed -> no L, no sensitivity
+      {"failed", 4.0, 3.0, kNaN}, {"failed", 4.0, 3.0, kNaN},
+  };
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const fs::path dir = plan.out_dir / runs[i].name;
+    write_file(dir / "metrics.jsonl", lr_metrics(cases[i].init, cases[i].last_loss, cases[i].final_val));
+    write_file(dir / (std::string("ablate.") + cases[i].marker), "stopped on a non-finite loss at step 3\n");
+  }
+  const auto rows = collect_summary(plan, {});
+  // Statuses: the marker, or diverged by the loss (final above init, non-finite final).
+  const std::vector<std::string> statuses = {"done", "done", "done",     "done",     "diverged", "diverged",
+                                             "done", "failed", "diverged", "done",  "failed",   "failed"};
+  for (size_t i = 0; i < rows.size(); ++i) EXPECT_EQ(rows[i].status, statuses[i]) << i;
+  EXPECT_DOUBLE_EQ(rows[3].init_loss, ln64);  // no step-0 evaluation: ln(vocab_size)
+  EXPECT_EQ(rows[4].diverged, "stopped on a non-finite loss at step 3");
+  EXPECT_EQ(rows[5].diverged, "final loss above the loss at initialisation");
+  EXPECT_EQ(rows[8].diverged, "non-finite final loss");
+  EXPECT_EQ(divergence_reason(false, 3.0, 4.0), "");
+
+  const auto settings = lr_sensitivity(plan.sweeps, rows);
+  ASSERT_TRUE(settings.has_value());
+  ASSERT_EQ(settings->size(), 2u);
+  const LrSetting& z0 = (*settings)[0];
+  EXPECT_EQ(z0.label, "z_loss_weight=0");
+  ASSERT_EQ(z0.points.size(), 3u);
+  EXPECT_EQ(z0.points[0].lr, "1e-3");  // ascending
+  EXPECT_EQ(z0.points[1].lr, "1e-2");
+  EXPECT_EQ(z0.points[2].lr, "1e-1");
+  EXPECT_NEAR(z0.points[0].loss, 3.7, 1e-12);
+  EXPECT_NEAR(z0.points[1].loss, 3.1, 1e-12);
+  EXPECT_NEAR(z0.points[2].loss, (4.1 + 4.3) / 2, 1e-12);
+  EXPECT_EQ(z0.points[2].diverged, 2);
+  EXPECT_EQ(z0.best_lr, "1e-2");
+  EXPECT_NEAR(z0.best_loss, 3.1, 1e-12);
+  const double z0_init = (4.0 + 4.2 + 4.0 + ln64 + 4.1 + 4.3) / 6;
+  EXPECT_NEAR(z0.init_loss, z0_init, 1e-12);
+  // mean over lr of min(L, init) - best: (3.7 - 3.1 + 0 + min(4.2, init) - 3.1) / 3
+  EXPECT_NEAR(z0.sensitivity, (3.7 - 3.1 + 0.0 + std::min(4.2, z0_init) - 3.1) / 3, 1e-12);
+  EXPECT_EQ(z0.diverged, 2);
+  EXPECT_EQ(z0.crashed, 0);
+
+  const LrSetting& z1 = (*settings)[1];
+  EXPECT_NEAR(z1.points[0].loss, (4.0 + 3.4) / 2, 1e-12);
+  EXPECT_NEAR(z1.points[1].loss, 2.9, 1e-12);
+  EXPECT_TRUE(std::isnan(z1.points[2].loss));
+  EXPECT_EQ(z1.best_lr, "1e-2");
+  EXPECT_TRUE(std::isnan(z1.sensitivity));  // lr=1e-1 has no finished run
+  EXPECT_EQ(z1.crashed, 3);
+  EXPECT_EQ(z1.diverged, 1);
+
+  const std::string md = summary_markdown(plan.sweeps, rows, {});
+  EXPECT_NE(md.find("## Learning-rate sensitivity"), std::string::npos) << md;
+  EXPECT_NE(md.find("| z_loss_weight | lr=1e-3 | lr=1e-2 | lr=1e-1 | best lr | loss at init | diverged | crashed | "
+                    "LR sensitivity |"),
+            std::string::npos)
+      << md;
+  char expected_row[256];
+  std::snprintf(expected_row, sizeof expected_row, "| 0 | 3.7000 | 3.1000 | 4.2000 (2/2 diverged) | 1e-2 | %.4f | 2/6 | 0 | %.4f |",
+                z0_init, z0.sensitivity);
+  EXPECT_NE(md.find(expected_row), std::string::npos) << expected_row << "\n" << md;
+  EXPECT_NE(md.find("| 1e-3 | 3.7000 (1/2 diverged) | 2.9000 | - | 1e-2 | 4.0000 | 1/6 | 3 | - |"), std::string::npos)
+      << md;
+
+  // Without an lr sweep of two values there is no section.
+  EXPECT_FALSE(lr_sensitivity({parse_sweep("optim.lr=1e-3")}, rows).has_value());
+  EXPECT_FALSE(lr_sensitivity({parse_sweep("loss.z_loss_weight=0,1e-3")}, rows).has_value());
+
+  // The plot script draws final loss against learning rate from lr_sensitivity.json.
+  write_lr_sensitivity_data(plan, rows);
+  ASSERT_TRUE(fs::exists(plan.out_dir / "lr_sensitivity.json"));
+  if (run_shell("/usr/bin/python3 -c 'import matplotlib' > /dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 with matplotlib is not installed";
+  }
+  const fs::path script = fs::path(ZTRAIN_SOURCE_DIR) / "tools" / "plot_ablation.py";
+  ASSERT_EQ(run_shell("/usr/bin/python3 " + script.string() + " " + plan.out_dir.string() +
+                      " --only final_loss_vs_lr > " + (tmp.path() / "plot.txt").string() + " 2>&1"),
+            0)
+      << read_file(tmp.path() / "plot.txt");
+  const fs::path png = plan.out_dir / "plots" / "final_loss_vs_lr.png";
+  ASSERT_TRUE(fs::exists(png)) << read_file(tmp.path() / "plot.txt");
+  EXPECT_GT(fs::file_size(png), 5000u);
+  EXPECT_EQ(read_file(png).substr(0, 8), "\x89PNG\r\n\x1a\n");
+  EXPECT_FALSE(fs::exists(plan.out_dir / "plots" / "loss_vs_step.png"));  // --only
+  write_summary(plan, rows, {});
+  EXPECT_NE(read_file(plan.out_dir / "summary.md").find("](plots/final_loss_vs_lr.png)"), std::string::npos);
+}
+
+// ---- the real train program on a tiny model ------------------------------------------------------
+
+// A repeating 16-token pattern over ids < 64.
+std::vector<int32_t> pattern_tokens(int64_t n) {
+  std::vector<int32_t> ids;
+  for (int64_t i = 0; i < n; ++i) ids.push_back(static_cast<int32_t>((3 + 5 * (i % 16) + i / 97) % 64));
+  return ids;
+}
+
+class RealTrain : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ablate_ = fs::path(ZTRAIN_BIN_DIR) / "ablate";
+    train_ = fs::path(ZTRAIN_BIN_DIR) / "train";
+    if (!fs::exists(ablate_) || !fs::exists(train_)) GTEST_SKIP() << "ablate and train are not built";
+    data::write_token_shard((tmp_.path() / "train_000.bin").string(), pattern_tokens(6000));
+    data::write_token_shard((tmp_.path() / "val_000.bin").string(), pattern_tokens(800));
+    config_ = tmp_.path() / "tiny.yaml";
+    write_file(config_,
+               "model: {n_layer: 1, n_head: 2, d_model: 32, seq_len: 16, vocab_size: 64, vocab_multiple: 128}\n"
+               "loss: {z_loss_weight: 1.0e-4}\n"
+               "optim: {lr: 1.0e-2, min_lr: 1.0e-3, weight_decay: 0.1, grad_clip: 1.0}\n"
+               "schedule: {warmup_steps: 3}\n"
+               "data: {train: [" + (tmp_.path() / "train_000.bin").string() + "], val: [" +
+                   (tmp_.path() / "val_000.bin").string() + "]}\n"
+               "train: {batch_size: 4, max_steps: 24, seed: 7, device: cpu}\n"
+               "log: {log_every: 1, eval_every: 8, eval_batches: 2, checkpoint_every: 4}\n");
+  }
+  std::vector<std::string> ablate_args(const std::string& out, const std::vector<std::string>& extra) const {
+    std::vector<std::string> argv = {ablate_.string(), "--config", config_.string(), "--train-bin",
+                                     train_.string(), "--no-plots", "--out", (tmp_.path() / out).string()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  }
+  int ablate(const std::string& out, const std::vector<std::string>& extra) const {
+    return run_program(ablate_args(out, extra), tmp_.path() / (out + ".txt"));
+  }
+  std::string output(const std::string& out) const { return read_file(tmp_.path() / (out + ".txt")); }
+
+  TempDir tmp_;
+  fs::path ablate_, train_, config_;
+};
+
+// Every logged number of two runs but the timings.
+::testing::AssertionResult same_metrics(const fs::path& a, const fs::path& b) {
+  const RunMetrics x = read_metrics(a), y = read_metrics(b);
+  if (x.steps.size() != y.steps.size() || x.evals.size() != y.evals.size() || x.steps.empty()) {
+    return ::testing::AssertionFailure() << a << " and " << b << " differ in their numbers of records";
+  }
+  for (size_t i = 0; i < x.steps.size(); ++i) {
+    const StepRecord &p = x.steps[i], &q = y.steps[i];
+    const double pv[] = {p.tokens, p.lr, p.loss, p.ce_loss, p.z_loss, p.lse_mean, p.lse_max, p.grad_norm};
+    const double qv[] = {q.tokens, q.lr, q.loss, q.ce_loss, q.z_loss, q.lse_mean, q.lse_max, q.grad_norm};
+    if (p.step != q.step || !std::equal(std::begin(pv), std::end(pv), std::begin(qv))) {
+      return ::testing::AssertionFailure() << a << " and " << b << " differ at step " << p.step << ": loss "
+                                           << p.loss << " vs " << q.loss;
+    }
+  }
+  for (size_t i = 0; i < x.evals.size(); ++i) {
+    if (x.evals[i].step != y.evals[i].step || x.evals[i].val_loss != y.evals[i].val_loss) {
+      return ::testing::AssertionFailure() << a << " and " << b << " differ in val_loss at step " << x.evals[i].step;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+const std::vector<std::string> kFourRuns = {"--sweep", "optim.lr=1e-2,3e-3", "--seeds", "2"};
+
+// Two runs at a time give each run exactly the numbers it gets alone (train run by hand with
+// the same settings and the thread count ablate gives it).
+TEST_F(RealTrain, ParallelRunsMatchTheSameRunsAlone) {
+  std::vector<std::string> args = kFourRuns;
+  args.insert(args.end(), {"--jobs", "2"});
+  ASSERT_EQ(ablate("par", args), 0) << output("par");
+  const int64_t threads = threads_per_run(available_cores(), 2);
+  AblationPlan plan;
+  plan.config = config_;
+  plan.sweeps = {parse_sweep("optim.lr=1e-2,3e-3")};
+  plan.seeds = 2;
+  plan.out_dir = tmp_.path() / "par";
+  plan.train_bin = train_;
+  for (const RunSpec& run : expand_grid(plan.sweeps, plan.seeds)) {
+    const fs::path dir = plan.out_dir / run.name;
+    ASSERT_TRUE(fs::exists(dir / "ablate.done")) << run.name << output("par");
+    EXPECT_NE(read_file(dir / "train.log").find("--set train.threads=" + std::to_string(threads)), std::string::npos)
+        << read_file(dir / "train.log");
+    std::vector<std::string> solo = train_command(plan, run, Attempt::kFresh);
+    solo.back() = "log.out_dir=" + (tmp_.path() / "solo" / run.name).string();
+    solo.insert(solo.end(), {"--set", "train.threads=" + std::to_string(threads)});
+    ASSERT_EQ(run_program(solo, tmp_.path() / "solo.txt"), 0) << read_file(tmp_.path() / "solo.txt");
+    EXPECT_TRUE(same_metrics(dir / "metrics.jsonl", tmp_.path() / "solo" / run.name / "metrics.jsonl")) << run.name;
+  }
+  EXPECT_NE(output("par").find("4/4 done, 0 running, 0 left"), std::string::npos) << output("par");
+  // The first two ran side by side: the second started before the first ended.
+  const size_t second_started = output("par").find("[2/4] lr=1e-2 seed=1 ...");
+  const size_t first_ended = output("par").find("[1/4] lr=1e-2 seed=0 done");
+  ASSERT_NE(second_started, std::string::npos) << output("par");
+  ASSERT_NE(first_ended, std::string::npos) << output("par");
+  EXPECT_LT(second_started, first_ended) << output("par");
+  EXPECT_NE(read_file(plan.out_dir / "summary.md").find("## Learning-rate sensitivity"), std::string::npos);
+}
+
+// kill -9 of ablate mid-sweep kills its trains too; rerunning the command resumes the
+// interrupted runs from their checkpoints and ends with the numbers of an uninterrupted sweep.
+TEST_F(RealTrain, KillNineMidSweepThenRerunResumes) {
+  std::vector<std::string> args = kFourRuns;
+  args.insert(args.end(), {"--jobs", "2", "--set", "train.max_steps=120", "--set", "log.eval_every=40"});
+  ASSERT_EQ(ablate("whole", args), 0) << output("whole");
+
+  const fs::path abl = tmp_.path() / "killed";
+  const pid_t pid = spawn_program(ablate_args("killed", args), tmp_.path() / "killed.txt");
+  // Once some run has a checkpoint past its first, and before any has finished.
+  const bool mid = wait_until(
+      [&] {
+        if (!fs::exists(abl)) return false;
+        for (const auto& entry : fs::directory_iterator(abl)) {
+          if (fs::exists(entry.path() / "checkpoints" / "step_00000008.ckpt")) return true;
+        }
+        return false;
+      },
+      60);
+  kill(pid, SIGKILL);
+  EXPECT_EQ(wait_program(pid), 128 + SIGKILL);
+  ASSERT_TRUE(mid) << output("killed");
+  EXPECT_TRUE(wait_until([&] { return processes_mentioning(abl.string() + "/").empty(); }, 10))
+      << "trains outlived ablate";
+  size_t unfinished = 0;
+  for (const auto& entry : fs::directory_iterator(abl)) {
+    if (entry.is_directory() && !fs::exists(entry.path() / "ablate.done")) ++unfinished;
+  }
+  ASSERT_GE(unfinished, 1u);
+
+  ASSERT_EQ(ablate("killed", args), 0) << output("killed");
+  EXPECT_NE(output("killed").find("(resuming from its newest checkpoint)"), std::string::npos) << output("killed");
+  for (const RunSpec& run : expand_grid({parse_sweep("optim.lr=1e-2,3e-3")}, 2)) {
+    EXPECT_TRUE(same_metrics(abl / run.name / "metrics.jsonl", tmp_.path() / "whole" / run.name / "metrics.jsonl"))
+        << run.name;
+  }
+}
+
+// A learning rate of 1e3 without clipping diverges: the run stops on a non-finite loss, and
+// ablate marks it diverged (not failed), does not rerun it, and exits 0.
+TEST_F(RealTrain, ADivergingRunIsDivergedNotCrashed) {
+  const std::vector<std::string> args = {"--sweep",        "optim.lr=1e-2,1e3", "--set", "optim.grad_clip=0",
+                                         "--set",          "train.on_nonfinite=stop", "--set",
+                                         "train.max_steps=16", "--set", "schedule.warmup_steps=0",
+                                         "--set",          "train.threads=1"};
+  ASSERT_EQ(ablate("div", args), 0) << output("div");
+  const fs::path bad = tmp_.path() / "div" / "lr=1e3_seed=0";
+  ASSERT_TRUE(fs::exists(bad / "ablate.diverged")) << output("div") << read_file(bad / "train.log");
+  EXPECT_FALSE(fs::exists(bad / "ablate.failed"));
+  EXPECT_NE(output("div").find("[2/2] lr=1e3 seed=0 DIVERGED"), std::string::npos) << output("div");
+  EXPECT_NE(read_file(bad / "ablate.diverged").find("non-finite"), std::string::npos);
+  const std::string md = read_file(tmp_.path() / "div" / "summary.md");
+  EXPECT_NE(md.find("| lr=1e3_seed=0 | 1e3 | 0 | diverged |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| all | "), std::string::npos) << md;
+  EXPECT_NE(md.find("(1/1 diverged) | 1e-2 |"), std::string::npos) << md;
+  // A rerun leaves it alone.
+  ASSERT_EQ(ablate("div", args), 0) << output("div");
+  EXPECT_NE(output("div").find("[2/2] lr=1e3 seed=0 already finished (diverged)"), std::string::npos) << output("div");
 }
 
 }  // namespace

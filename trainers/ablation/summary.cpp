@@ -1,5 +1,7 @@
 #include "trainers/ablation/summary.h"
 
+#include "trainers/ablation/lr_sensitivity.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -76,12 +78,14 @@ double finite_std(const std::vector<double>& values) {
 RunSummary summarize(const RunMetrics& metrics, const SpikeOptions& spikes) {
   RunSummary s{};
   s.final_loss = s.final_val_loss = s.best_val_loss = s.mean_lse_last10 = s.max_abs_lse = s.tokens_per_s = kNaN;
+  s.initial_val_loss = kNaN;
   s.loss_spikes = 0;
 
   const auto& steps = metrics.steps;
   if (!steps.empty()) {
     s.steps = steps.back().step;
     s.final_loss = steps.back().loss;
+    s.ends_nonfinite = !std::isfinite(steps.back().loss) || !std::isfinite(steps.back().grad_norm);
 
     const size_t tail = std::max<size_t>(1, (steps.size() + 9) / 10);  // ceil(10%)
     std::vector<double> tail_lse;
@@ -105,7 +109,9 @@ RunSummary summarize(const RunMetrics& metrics, const SpikeOptions& spikes) {
   }
 
   if (!metrics.evals.empty()) {
+    s.has_val_loss = true;
     s.final_val_loss = metrics.evals.back().val_loss;
+    if (metrics.evals.front().step == 0) s.initial_val_loss = metrics.evals.front().val_loss;
     for (const EvalRecord& e : metrics.evals) {
       if (std::isfinite(e.val_loss) && (std::isnan(s.best_val_loss) || e.val_loss < s.best_val_loss)) {
         s.best_val_loss = e.val_loss;
@@ -177,6 +183,7 @@ std::string summary_markdown(const std::vector<Sweep>& sweeps, const std::vector
          << fixed(finite_mean(spike_counts), 1) << " | " << fixed(finite_mean(throughput), 0) << " |\n";
     }
   }
+  if (const auto lr = lr_sensitivity(sweeps, rows)) md << lr_sensitivity_markdown(sweeps, *lr);
   return md.str();
 }
 

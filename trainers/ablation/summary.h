@@ -12,6 +12,7 @@
 //   tokens_per_s    mean of tokens_per_s over the logged steps after the first (the first step
 //                   carries one-time warm-up: allocation, autotuning)
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,9 @@ struct RunSummary {
   int64_t steps = -1;  // -1: no step logged
   double final_loss, final_val_loss, best_val_loss, mean_lse_last10, max_abs_lse, tokens_per_s;
   int64_t loss_spikes = 0;
+  bool has_val_loss = false;  // some evaluation was logged (its value may be NaN)
+  double initial_val_loss;    // val_loss of the step-0 evaluation; NaN without one
+  bool ends_nonfinite = false;  // the last step record has a non-finite loss or grad_norm
 };
 
 RunSummary summarize(const RunMetrics& metrics, const SpikeOptions& spikes = {});
@@ -32,13 +36,16 @@ RunSummary summarize(const RunMetrics& metrics, const SpikeOptions& spikes = {})
 // One row of the tables.
 struct SummaryRow {
   RunSpec run;
-  std::string status;  // "done", "failed", "unfinished", "not run"
+  std::string status;  // "done", "diverged", "failed", "unfinished", "not run"
   RunSummary summary;
+  double init_loss = std::numeric_limits<double>::quiet_NaN();  // see lr_sensitivity.h
+  std::string diverged;  // why it diverged (lr_sensitivity.h); "" when it did not
 };
 
 // Markdown: a table with one row per run (swept values by short key, seed, status, numbers),
 // then, when some setting has more than one seed, a second table with each setting's mean
-// over its finished seeds. `sweeps` gives the column order.
+// over its finished seeds, then, when the grid sweeps optim.lr, the learning-rate sensitivity
+// section (lr_sensitivity.h). `sweeps` gives the column order.
 std::string summary_markdown(const std::vector<Sweep>& sweeps, const std::vector<SummaryRow>& rows,
                              const SpikeOptions& spikes);
 // CSV (RFC 4180 quoting): run, one column per swept key (full key), seed, status, then the
