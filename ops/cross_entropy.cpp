@@ -56,6 +56,8 @@ void validate(const Variable& logits, const Tensor& targets, const CrossEntropyO
            "cross_entropy: label_smoothing must be in [0, 1), got ", o.label_smoothing);
   ZT_CHECK(o.reduction == Reduction::mean || o.reduction == Reduction::sum || o.reduction == Reduction::none,
            "cross_entropy: unknown reduction ", static_cast<int>(o.reduction));
+  ZT_CHECK(std::isfinite(o.logit_softcap) && o.logit_softcap >= 0,
+           "cross_entropy: logit_softcap must be finite and >= 0 (0: off), got ", o.logit_softcap);
   ZT_CHECK(std::isfinite(o.scale) && o.scale > 0, "cross_entropy: scale must be finite and > 0, got ", o.scale);
   ZT_CHECK(o.scale == 1.0 || o.reduction != Reduction::none,
            "cross_entropy: scale applies to a reduced loss (mean or sum), not to reduction none");
@@ -171,6 +173,7 @@ CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_i
   p.label_smoothing = o.label_smoothing;
   p.z_loss_weight = o.z_loss_weight;
   p.ignore_index = o.ignore_index;
+  p.logit_softcap = o.logit_softcap;
 
   // On the host the check is cheap and happens before anything is written (the logits may
   // be the gradient buffer); on CUDA the kernels raise a deferred check's flag, reported at
