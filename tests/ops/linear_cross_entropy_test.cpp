@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "framework/autograd/grad_mode.h"
+#include "framework/device.h"
 #include "ops/matmul.h"
 #include "tests/support/check.h"
 #include "tests/support/multi_rank.h"
@@ -286,6 +287,43 @@ TEST(LinearCrossEntropyTp, TwoRanksEqualOneRank) {
             }
           });
         }
+}
+
+// On the GPU against the CPU op on f64 copies of the same (rounded) inputs: GPT-2's padded
+// head (the one-read cluster kernel per chunk), the cap (the row kernels), chunks that do not
+// divide N, every reduction's forward. Skips without a GPU.
+TEST(LinearCrossEntropyCuda, MatchesTheCpuOp) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  const Device gpu = Device::cuda(0);
+  const int64_t n = 300, c = 64, v = 50304, classes = 50257;
+  for (DType dt : {DType::bf16, DType::f32})
+    for (double cap : {0.0, 30.0})
+      for (Reduction red : {Reduction::mean, Reduction::sum, Reduction::none}) {
+        SCOPED_TRACE(detail::cat(dtype_name(dt), " softcap ", cap, " ", reduction_name(red)));
+        const Tensor h = randn({n, c}, 1.0).to(dt), w = randn({v, c}, 0.3).to(dt);
+        const Tensor y = Tensor::from_vector(random_targets(n, classes, Ignored::some), {n});
+        CrossEntropyOptions o;
+        o.label_smoothing = 0.1;
+        o.z_loss_weight = 1e-4;
+        o.logit_softcap = cap;
+        o.num_classes = classes;
+        o.reduction = red;
+        const bool grad = red != Reduction::none;
+        Variable hv(h.to(gpu), grad), wv(w.to(gpu), grad);
+        ops::CrossEntropyResult r = ops::linear_cross_entropy(hv, wv, y.to(gpu), o, 77);
+        if (grad) r.loss.backward();
+        // The reference: the CPU op in f64 on the same values, except that the GPU rounds the
+        // logits to dt (bf16: a relative 4e-3 per logit) before the loss.
+        const Out want = run_fused(h.to(DType::f64), w.to(DType::f64), y, o, 0);
+        const double tol = dt == DType::bf16 ? 2e-2 : 1e-4;
+        EXPECT_TRUE(test::close_rel(r.loss.tensor().to(Device::cpu()), want.loss, tol));
+        EXPECT_TRUE(test::close_rel(r.lse.to(Device::cpu()), want.lse, tol));
+        EXPECT_EQ(r.count.to(Device::cpu()).item(), want.count.item());
+        if (grad) {
+          EXPECT_TRUE(test::close_rel(hv.grad().to(Device::cpu()), want.dh, tol));
+          EXPECT_TRUE(test::close_rel(wv.grad().to(Device::cpu()), want.dw, tol));
+        }
+      }
 }
 
 }  // namespace
