@@ -51,10 +51,11 @@ struct Params {
 };
 
 // Logit soft-capping, the one definition both backends use (Gemma 2: cap 30). Returns
-// c = cap tanh(x / cap) and sets *dc_dx = 1 - tanh^2(x / cap), both from one expm1 of
-// -2|x|/cap: with a = exp(-2|u|), tanh|u| = (1 - a) / (1 + a) and 1 - tanh^2 u = 4a / (1 + a)^2,
-// so neither loses precision (1 - t^2 from a rounded t would be 0 or noise once t rounds to
-// 1, and 1 - a would cancel for small |u|). A logit of -inf stays -inf (a masked column stays
+// c = cap tanh(x / cap) and sets *dc_dx = 1 - tanh^2(x / cap), with u = x / cap and
+// a = exp(-2|u|): tanh|u| = (1 - a) / (1 + a) and 1 - tanh^2 u = 4a / (1 + a)^2. 1 - a is
+// expm1(-2|u|) (no cancellation for small |u|) and a itself is 1 + that while a >= 1/2, else
+// a second exp (1 + expm1 would lose a's digits once a is small); so neither c nor dc/dx
+// loses precision (1 - t^2 from a rounded t would be 0 or noise once t rounds to 1). A logit of -inf stays -inf (a masked column stays
 // masked, dc/dx 0); +inf gives cap (dc/dx 0); NaN stays NaN. Everything the loss uses (max,
 // lse, x_y, the smoothing sum, z-loss) is of c, and the gradient is d/dc * dc/dx.
 template <class A>
@@ -64,11 +65,16 @@ ZT_XENT_HD inline A softcap(A x, A cap, A* dc_dx) {
     return x;
   }
   const A u = x / cap;
-  A em1;  // a - 1, in [-1, 0]
-  if constexpr (std::is_same_v<A, float>) em1 = expm1f(-2.0f * fabsf(u));
-  else em1 = expm1(-2.0 * fabs(u));
+  A em1, a;  // a - 1 in [-1, 0], and a
+  if constexpr (std::is_same_v<A, float>) {
+    em1 = expm1f(-2.0f * fabsf(u));
+    a = em1 < -0.5f ? expf(-2.0f * fabsf(u)) : 1.0f + em1;
+  } else {
+    em1 = expm1(-2.0 * fabs(u));
+    a = em1 < -0.5 ? exp(-2.0 * fabs(u)) : 1.0 + em1;
+  }
   const A one_plus_a = A(2) + em1;
-  *dc_dx = A(4) * (A(1) + em1) / (one_plus_a * one_plus_a);
+  *dc_dx = A(4) * a / (one_plus_a * one_plus_a);
   const A t = -em1 / one_plus_a;  // tanh|u|
   return u < A(0) ? -cap * t : u > A(0) ? cap * t : u;  // u: 0 or NaN kept as they are
 }

@@ -18,9 +18,9 @@ XentReference xent_reference(const Tensor& x_t, const std::vector<int64_t>& y, d
         dcap[k] = 0;
         continue;
       }
-      const double t = std::tanh(x[k] / softcap);
-      x[k] = softcap * t;
-      dcap[k] = 1 - t * t;
+      const double u = x[k] / softcap, ch = std::cosh(u);
+      x[k] = softcap * std::tanh(u);
+      dcap[k] = 1 / (ch * ch);  // 1 - tanh^2 u, without the cancellation once tanh u rounds to 1
     }
   XentReference r;
   r.row_loss.assign(n, 0);
