@@ -66,6 +66,23 @@ void check_float_matrix(const Tensor& t, const std::string& file, const char* wh
   ZT_CHECK(t.dim() == 2, file, ": ", what, " must be ", shape, ", got shape ", shape_str(t.shape()));
 }
 
+// The checks both forms share: targets [N] i32/i64 beside `rows` ([N, ...] of `rows_file`),
+// and a vocabulary of `vocab` `units` (logit columns or weight rows) that --tp and
+// --num-classes must fit.
+void check_targets_and_vocab(const Args& a, const Tensor& targets, const Tensor& rows, const char* rows_name,
+                             int64_t vocab, const char* units, const std::string& vocab_file) {
+  ZT_CHECK(targets.dtype() == DType::i32 || targets.dtype() == DType::i64, a.targets,
+           ": targets must be i32 or i64, got ", dtype_name(targets.dtype()));
+  ZT_CHECK(targets.dim() == 1 && targets.size(0) == rows.size(0), a.targets, ": targets of shape ",
+           shape_str(targets.shape()), " do not match ", rows_name, " of shape ", shape_str(rows.shape()),
+           " (expected [", rows.size(0), "])");
+  ZT_CHECK(vocab % a.tp == 0, "vocabulary of ", vocab, " ", units, " is not divisible by --tp ", a.tp);
+  const bool columns = std::string(units) == "columns";
+  ZT_CHECK(a.num_classes == -1 || (a.num_classes >= 1 && a.num_classes <= vocab), "--num-classes ", a.num_classes,
+           ": expected -1 (every ", columns ? "column" : "row", ") or 1..", vocab, " (the ",
+           columns ? "columns" : "rows", " of ", vocab_file, ")");
+}
+
 Inputs load_fused_inputs(const Args& a) {
   Inputs in;
   in.hidden = io::read_npy(a.hidden);
@@ -75,33 +92,15 @@ Inputs load_fused_inputs(const Args& a) {
   check_float_matrix(in.weight, a.weight, "weight", "[V, C]");
   ZT_CHECK(in.weight.size(1) == in.hidden.size(1), a.weight, ": weight of shape ", shape_str(in.weight.shape()),
            " does not match hidden of shape ", shape_str(in.hidden.shape()), " (expected [V, ", in.hidden.size(1), "])");
-  ZT_CHECK(in.targets.dtype() == DType::i32 || in.targets.dtype() == DType::i64, a.targets,
-           ": targets must be i32 or i64, got ", dtype_name(in.targets.dtype()));
-  ZT_CHECK(in.targets.dim() == 1 && in.targets.size(0) == in.hidden.size(0), a.targets, ": targets of shape ",
-           shape_str(in.targets.shape()), " do not match hidden of shape ", shape_str(in.hidden.shape()),
-           " (expected [", in.hidden.size(0), "])");
-  ZT_CHECK(in.weight.size(0) % a.tp == 0, "vocabulary of ", in.weight.size(0), " weight rows is not divisible by --tp ",
-           a.tp);
-  ZT_CHECK(a.num_classes == -1 || (a.num_classes >= 1 && a.num_classes <= in.weight.size(0)), "--num-classes ",
-           a.num_classes, ": expected -1 (every row) or 1..", in.weight.size(0), " (the rows of ", a.weight, ")");
+  check_targets_and_vocab(a, in.targets, in.hidden, "hidden", in.weight.size(0), "weight rows", a.weight);
   return in;
 }
 
 Inputs load_inputs(const Args& a) {
   if (fused(a)) return load_fused_inputs(a);
   Inputs in{io::read_npy(a.logits), Tensor(), Tensor(), io::read_npy(a.targets)};
-  ZT_CHECK(in.logits.dtype() == DType::f32 || in.logits.dtype() == DType::f64, a.logits,
-           ": logits must be f32 or f64, got ", dtype_name(in.logits.dtype()));
-  ZT_CHECK(in.logits.dim() == 2, a.logits, ": logits must be [N, V], got shape ", shape_str(in.logits.shape()));
-  ZT_CHECK(in.targets.dtype() == DType::i32 || in.targets.dtype() == DType::i64, a.targets,
-           ": targets must be i32 or i64, got ", dtype_name(in.targets.dtype()));
-  ZT_CHECK(in.targets.dim() == 1 && in.targets.size(0) == in.logits.size(0), a.targets, ": targets of shape ",
-           shape_str(in.targets.shape()), " do not match logits of shape ", shape_str(in.logits.shape()),
-           " (expected [", in.logits.size(0), "])");
-  ZT_CHECK(in.logits.size(1) % a.tp == 0, "vocabulary of ", in.logits.size(1), " columns is not divisible by --tp ",
-           a.tp);
-  ZT_CHECK(a.num_classes == -1 || (a.num_classes >= 1 && a.num_classes <= in.logits.size(1)), "--num-classes ",
-           a.num_classes, ": expected -1 (every column) or 1..", in.logits.size(1), " (the columns of ", a.logits, ")");
+  check_float_matrix(in.logits, a.logits, "logits", "[N, V]");
+  check_targets_and_vocab(a, in.targets, in.logits, "logits", in.logits.size(1), "columns", a.logits);
   return in;
 }
 

@@ -181,6 +181,24 @@ void check_case(const Case& c, Tensor logits = Tensor()) {
   }
 }
 
+// One point of an option grid; its index varies the target dtype, the backward seed (2.5:
+// the fused gradient scaled in place) and in place or not.
+Case grid_case(DType dtype, int64_t width, int64_t classes, double e, double z, Reduction red, Ignored ig,
+               int index) {
+  Case c;
+  c.dtype = dtype;
+  c.v = width;
+  c.classes = classes;
+  c.smoothing = e;
+  c.z = z;
+  c.reduction = red;
+  c.ignored = ig;
+  c.target_dtype = index % 2 ? DType::i32 : DType::i64;
+  c.seed = index % 4 < 2 ? 1.0 : 2.5;
+  c.inplace = index % 3 != 2;
+  return c;
+}
+
 // ---- every combination the issue names ----------------------------------------------------
 
 class CrossEntropyCombos : public ::testing::TestWithParam<DType> {};
@@ -220,21 +238,8 @@ TEST_P(CrossEntropyPadded, MatchesFloat64ReferenceOverTheRealClasses) {
     for (double e : {0.0, 0.1})
       for (double z : {0.0, 1e-2})
         for (Reduction red : {Reduction::mean, Reduction::sum, Reduction::none})
-          for (Ignored ig : {Ignored::none, Ignored::some, Ignored::all}) {
-            Case c;
-            c.dtype = GetParam();
-            c.v = width;
-            c.classes = classes;
-            c.smoothing = e;
-            c.z = z;
-            c.reduction = red;
-            c.ignored = ig;
-            c.target_dtype = index % 2 ? DType::i32 : DType::i64;
-            c.seed = index % 4 < 2 ? 1.0 : 2.5;
-            c.inplace = index % 3 != 2;
-            ++index;
-            check_case(c);
-          }
+          for (Ignored ig : {Ignored::none, Ignored::some, Ignored::all})
+            check_case(grid_case(GetParam(), width, classes, e, z, red, ig, index++));
 }
 
 // One class, every column a class given explicitly, tails shorter than a vector, and the
@@ -276,19 +281,9 @@ TEST_P(CrossEntropySoftcap, MatchesFloat64Reference) {
       for (double z : {0.0, 1e-2})
         for (Reduction red : {Reduction::mean, Reduction::sum, Reduction::none})
           for (Ignored ig : {Ignored::none, Ignored::some, Ignored::all}) {
-            Case c;
-            c.dtype = GetParam();
-            c.v = width;
-            c.classes = classes;
-            c.smoothing = e;
-            c.z = z;
-            c.reduction = red;
-            c.ignored = ig;
+            Case c = grid_case(GetParam(), width, classes, e, z, red, ig, index);
             c.softcap = index % 5 == 4 ? 30.0 : 5.0;
             if (c.softcap == 30.0) c.scale = 40;  // Gemma's cap on logits that reach it
-            c.target_dtype = index % 2 ? DType::i32 : DType::i64;
-            c.seed = index % 4 < 2 ? 1.0 : 2.5;
-            c.inplace = index % 3 != 2;
             ++index;
             check_case(c);
           }
