@@ -554,39 +554,39 @@ void finish_typed(const Tensor& logits, const Tensor& targets, const Tensor& gat
 
 #pragma omp parallel reduction(| : bad)
   {
-  CapScratch<A> cs(capped && with_grad ? valid : 0);
+    CapScratch<A> cs(capped && with_grad ? valid : 0);
 #pragma omp for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    T* g = with_grad ? g_all + i * v : nullptr;
-    const RowKind kind = classify(tg[i], p);
-    if (kind != RowKind::normal) {
-      write_special_row<T>(kind, i, v, out, g);
-      bad |= kind == RowKind::bad;
-      continue;
+    for (int64_t i = 0; i < n; ++i) {
+      T* g = with_grad ? g_all + i * v : nullptr;
+      const RowKind kind = classify(tg[i], p);
+      if (kind != RowKind::normal) {
+        write_special_row<T>(kind, i, v, out, g);
+        bad |= kind == RowKind::bad;
+        continue;
+      }
+      // m = max m_r; d = sum d_r exp(m_r - m); x_y from its owner (others sent 0); S = sum s_r.
+      double m = -std::numeric_limits<double>::infinity();
+      for (int64_t r = 0; r < ranks; ++r) m = std::max(m, static_cast<double>(st[(r * n + i) * 4]));
+      double d = 0, x_y = 0, sum_x = 0;
+      for (int64_t r = 0; r < ranks; ++r) {
+        const A* s = st + (r * n + i) * 4;
+        if (s[1] != 0) d += s[1] * std::exp(static_cast<double>(s[0]) - m);
+        x_y += s[2];
+        sum_x += s[3];
+      }
+      const RowTerms rt = row_terms(m, d, x_y, sum_x, p);
+      write_row_terms<T>(rt, i, out);
+      if (g && capped) {
+        A* c = cap_row<T>(x_all + i * v, valid, p.logit_softcap, cs);
+        cap_fns.finish(c, c, valid, tg[i] - p.vocab_offset, m, d, rt.lse, p, scale, nullptr);
+        uncap_grad<T>(cs, g, valid);
+        zero_padding(g, valid, v);
+      } else if (g) {
+        fns.finish(x_all + i * v, g, valid, tg[i] - p.vocab_offset, m, d, rt.lse, p, scale,
+                   i + 1 < n ? x_all + (i + 1) * v : nullptr);
+        zero_padding(g, valid, v);
+      }
     }
-    // m = max m_r; d = sum d_r exp(m_r - m); x_y from its owner (others sent 0); S = sum s_r.
-    double m = -std::numeric_limits<double>::infinity();
-    for (int64_t r = 0; r < ranks; ++r) m = std::max(m, static_cast<double>(st[(r * n + i) * 4]));
-    double d = 0, x_y = 0, sum_x = 0;
-    for (int64_t r = 0; r < ranks; ++r) {
-      const A* s = st + (r * n + i) * 4;
-      if (s[1] != 0) d += s[1] * std::exp(static_cast<double>(s[0]) - m);
-      x_y += s[2];
-      sum_x += s[3];
-    }
-    const RowTerms rt = row_terms(m, d, x_y, sum_x, p);
-    write_row_terms<T>(rt, i, out);
-    if (g && capped) {
-      A* c = cap_row<T>(x_all + i * v, valid, p.logit_softcap, cs);
-      cap_fns.finish(c, c, valid, tg[i] - p.vocab_offset, m, d, rt.lse, p, scale, nullptr);
-      uncap_grad<T>(cs, g, valid);
-      zero_padding(g, valid, v);
-    } else if (g) {
-      fns.finish(x_all + i * v, g, valid, tg[i] - p.vocab_offset, m, d, rt.lse, p, scale,
-                 i + 1 < n ? x_all + (i + 1) * v : nullptr);
-      zero_padding(g, valid, v);
-    }
-  }
   }
   if (out.bad_target && bad) *out.bad_target = 1;
 }

@@ -243,25 +243,27 @@ TEST_P(CrossEntropyPadded, MatchesFloat64ReferenceOverTheRealClasses) {
 }
 
 // One class, every column a class given explicitly, tails shorter than a vector, and the
-// SSE2 build of the row kernels.
+// SSE2 build of the row kernels; each with and without the logit soft-cap.
 TEST_P(CrossEntropyPadded, EdgeWidths) {
   for (const char* simd : {"", "sse2"}) {
     if (*simd) ::setenv("ZTRAIN_CPU_SIMD", simd, 1);
     for (auto [width, classes] : {std::pair<int64_t, int64_t>{8, 1}, {16, 16}, {17, 9}, {64, 33}, {64, 63}, {40, 8}})
-      for (Reduction red : {Reduction::mean, Reduction::none}) {
-        SCOPED_TRACE(detail::cat("ZTRAIN_CPU_SIMD=", simd));
-        Case c;
-        c.dtype = GetParam();
-        c.n = 5;
-        c.v = width;
-        c.classes = classes;
-        c.smoothing = 0.1;
-        c.z = 1e-2;
-        c.reduction = red;
-        c.ignored = Ignored::some;
-        c.inplace = red == Reduction::mean;
-        check_case(c);
-      }
+      for (Reduction red : {Reduction::mean, Reduction::none})
+        for (double cap : {0.0, 2.0}) {  // also under the logit soft-cap
+          SCOPED_TRACE(detail::cat("ZTRAIN_CPU_SIMD=", simd));
+          Case c;
+          c.dtype = GetParam();
+          c.n = 5;
+          c.v = width;
+          c.classes = classes;
+          c.smoothing = 0.1;
+          c.z = 1e-2;
+          c.reduction = red;
+          c.ignored = Ignored::some;
+          c.inplace = red == Reduction::mean;
+          c.softcap = cap;
+          check_case(c);
+        }
     ::unsetenv("ZTRAIN_CPU_SIMD");
   }
 }
@@ -287,30 +289,6 @@ TEST_P(CrossEntropySoftcap, MatchesFloat64Reference) {
             ++index;
             check_case(c);
           }
-}
-
-// Tails shorter than a vector and the SSE2 build of the row kernels under the cap.
-TEST_P(CrossEntropySoftcap, EdgeWidthsAndPortableSimd) {
-  for (const char* simd : {"", "sse2"}) {
-    if (*simd) ::setenv("ZTRAIN_CPU_SIMD", simd, 1);
-    for (auto [width, classes] : {std::pair<int64_t, int64_t>{1, -1}, {8, 1}, {17, 9}, {64, 63}})
-      for (Reduction red : {Reduction::mean, Reduction::none}) {
-        SCOPED_TRACE(detail::cat("ZTRAIN_CPU_SIMD=", simd));
-        Case c;
-        c.dtype = GetParam();
-        c.n = 5;
-        c.v = width;
-        c.classes = classes;
-        c.smoothing = 0.1;
-        c.z = 1e-2;
-        c.softcap = 2.0;
-        c.reduction = red;
-        c.ignored = Ignored::some;
-        c.inplace = red == Reduction::mean;
-        check_case(c);
-      }
-    ::unsetenv("ZTRAIN_CPU_SIMD");
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CrossEntropySoftcap, ::testing::Values(DType::f32, DType::bf16, DType::f64),
