@@ -2,6 +2,7 @@
 // The steps of ops::cross_entropy around its kernels (internal to ops/), shared by
 // cross_entropy() and linear_cross_entropy() (ops/linear_cross_entropy.h), which runs them
 // per chunk of rows. Implemented in ops/cross_entropy.cpp. Host-only (not for .cu files).
+// `op` names the calling op in error messages.
 #include <memory>
 
 #include "framework/device_backend.h"
@@ -9,8 +10,6 @@
 #include "ops/cross_entropy_kernels.h"
 
 namespace zt::ops::xent {
-
-// `op` names the calling op in error messages.
 
 // The option checks (z_loss_weight, label_smoothing, reduction, logit_softcap, scale).
 void validate_options(const CrossEntropyOptions& o, const char* op);
