@@ -10,6 +10,7 @@
 #include "framework/device_backend.h"
 #include "framework/distributed/process_group.h"
 #include "ops/cross_entropy_kernels.h"
+#include "ops/cross_entropy_steps.h"
 #include "ops/device_dispatch.h"
 
 namespace zt::ops {
@@ -50,33 +51,12 @@ void validate(const Variable& logits, const Tensor& targets, const CrossEntropyO
            x.size(0), "])");
   ZT_CHECK(targets.device() == x.device(), "cross_entropy: targets on ", targets.device().str(), " but logits on ",
            x.device().str());
-  ZT_CHECK(std::isfinite(o.z_loss_weight) && o.z_loss_weight >= 0,
-           "cross_entropy: z_loss_weight must be finite and >= 0, got ", o.z_loss_weight);
-  ZT_CHECK(std::isfinite(o.label_smoothing) && o.label_smoothing >= 0 && o.label_smoothing < 1,
-           "cross_entropy: label_smoothing must be in [0, 1), got ", o.label_smoothing);
-  ZT_CHECK(o.reduction == Reduction::mean || o.reduction == Reduction::sum || o.reduction == Reduction::none,
-           "cross_entropy: unknown reduction ", static_cast<int>(o.reduction));
-  ZT_CHECK(std::isfinite(o.scale) && o.scale > 0, "cross_entropy: scale must be finite and > 0, got ", o.scale);
-  ZT_CHECK(o.scale == 1.0 || o.reduction != Reduction::none,
-           "cross_entropy: scale applies to a reduced loss (mean or sum), not to reduction none");
+  xent::validate_options(o, "cross_entropy");
 }
 
 bool on_cuda(const Tensor& t) { return t.device().is_cuda(); }
 
-// ---- scaling the fused gradient by an upstream gradient (the uncommon paths) ----
-
-// g *= factor on CPU with threads; on CUDA through Tensor::scale_.
-void scale_grad(Tensor& g, double factor) {
-  if (factor == 1.0) return;
-  if (on_cuda(g)) return g.scale_(factor);
-  dispatch_float(g.dtype(), "cross_entropy backward", [&](auto tag) {
-    using T = decltype(tag);
-    T* p = g.data<T>();
-    const int64_t n = g.numel();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) p[i] = T(static_cast<double>(p[i]) * factor);
-  });
-}
+using xent::scale_grad;
 
 // Row i of g [N, V] *= w[i] (reduction none with an upstream gradient vector).
 void scale_rows(Tensor& g, const Tensor& w) {
@@ -138,6 +118,119 @@ class CrossEntropyNode : public Node {
 
 }  // namespace
 
+namespace xent {
+
+void scale_grad(Tensor& g, double factor) {
+  if (factor == 1.0) return;
+  if (on_cuda(g)) return g.scale_(factor);
+  dispatch_float(g.dtype(), "cross_entropy backward", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = g.data<T>();
+    const int64_t n = g.numel();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] = T(static_cast<double>(p[i]) * factor);
+  });
+}
+
+void validate_options(const CrossEntropyOptions& o, const char* op) {
+  ZT_CHECK(std::isfinite(o.z_loss_weight) && o.z_loss_weight >= 0, op,
+           ": z_loss_weight must be finite and >= 0, got ", o.z_loss_weight);
+  ZT_CHECK(std::isfinite(o.label_smoothing) && o.label_smoothing >= 0 && o.label_smoothing < 1, op,
+           ": label_smoothing must be in [0, 1), got ", o.label_smoothing);
+  ZT_CHECK(o.reduction == Reduction::mean || o.reduction == Reduction::sum || o.reduction == Reduction::none, op,
+           ": unknown reduction ", static_cast<int>(o.reduction));
+  ZT_CHECK(std::isfinite(o.logit_softcap) && o.logit_softcap >= 0, op,
+           ": logit_softcap must be finite and >= 0 (0: off), got ", o.logit_softcap);
+  ZT_CHECK(std::isfinite(o.scale) && o.scale > 0, op, ": scale must be finite and > 0, got ", o.scale);
+  ZT_CHECK(o.scale == 1.0 || o.reduction != Reduction::none, op,
+           ": scale applies to a reduced loss (mean or sum), not to reduction none");
+}
+
+Params make_params(const CrossEntropyOptions& o, int64_t rows, int64_t vocab_local, int ranks, int rank,
+                   const char* op) {
+  Params p;
+  p.rows = rows;
+  p.vocab_local = vocab_local;
+  p.vocab_global = p.vocab_local * ranks;
+  p.vocab_offset = p.vocab_local * rank;
+  ZT_CHECK(o.num_classes == -1 || (o.num_classes >= 1 && o.num_classes <= p.vocab_global), op,
+           ": num_classes must be -1 (every column is a class) or in [1, ", p.vocab_global,
+           "] (the global width: ", p.vocab_local, " columns x ", ranks, " rank", ranks == 1 ? "" : "s",
+           "), got ", o.num_classes);
+  p.num_classes = o.num_classes == -1 ? p.vocab_global : o.num_classes;
+  p.label_smoothing = o.label_smoothing;
+  p.z_loss_weight = o.z_loss_weight;
+  p.ignore_index = o.ignore_index;
+  p.logit_softcap = o.logit_softcap;
+  return p;
+}
+
+Run start_run(const Tensor& targets, const Params& p, const CrossEntropyOptions& o, Device device, DType acc) {
+  // On the host the check is cheap and happens before anything is written (the logits may
+  // be the gradient buffer); on CUDA the kernels raise a deferred check's flag, reported at
+  // the next host read after them (framework/cuda/deferred_check.h).
+  if (device.is_cpu()) {
+    const std::string msg = bad_target_message(targets.to_vector<int64_t>(), p.classes(), p.ignore_index);
+    ZT_CHECK(msg.empty(), msg);
+  }
+  Run run;
+  Outputs& out = run.out;
+  out.row_loss = Tensor::empty({targets.numel()}, acc, device);
+  out.lse = Tensor::empty({targets.numel()}, acc, device);
+  out.z_row = Tensor::empty({targets.numel()}, acc, device);
+  if (!device.is_cpu()) {
+    run.bad_targets = device_backend(device).input_check();
+    out.bad_target = run.bad_targets->device_flag();
+  }
+  out.grad_scale = Tensor::empty({}, acc, device);
+  run.count = Tensor::empty({}, DType::i64, device);
+  const bool mean = o.reduction == Reduction::mean;
+  ZT_ON_DEVICE(targets, count_rows_cpu(targets, p.ignore_index, mean, run.count, out.grad_scale),
+               count_rows_cuda(targets, p.ignore_index, mean, run.count, out.grad_scale));
+  if (o.scale != 1.0) out.grad_scale.scale_(o.scale);  // one scalar, before the kernels read it
+  return run;
+}
+
+void loss_kernels(const Tensor& x, const Tensor& targets, const Params& p, Outputs& out, ProcessGroup* group) {
+  const int ranks = group ? group->size() : 1;
+  if (ranks == 1) {
+    ZT_ON_DEVICE(x, fused_cpu(x, targets, p, out), fused_cuda(x, targets, p, out));
+    return;
+  }
+  // Vocab-parallel: 4 numbers per row and rank, one all_gather, then the global row terms
+  // and this shard's gradient.
+  const DType acc = out.row_loss.dtype();
+  Tensor stats = Tensor::empty({p.rows, 4}, acc, x.device());
+  ZT_ON_DEVICE(x, local_stats_cpu(x, targets, p, stats), local_stats_cuda(x, targets, p, stats));
+  Tensor gathered = Tensor::empty({ranks, p.rows, 4}, acc, x.device());
+  group->all_gather(stats, gathered);
+  ZT_ON_DEVICE(x, finish_cpu(x, targets, gathered, p, out), finish_cuda(x, targets, gathered, p, out));
+}
+
+CrossEntropyResult finish_run(Run& run, const Tensor& targets, const Params& p, Reduction reduction) {
+  const Outputs& out = run.out;
+  const Device device = out.row_loss.device();
+  const DType acc = out.row_loss.dtype();
+  CrossEntropyResult result;
+  result.count = run.count;
+  Tensor loss = reduction == Reduction::none ? out.row_loss : Tensor::empty({}, acc, device);
+  Tensor no_loss;
+  result.ce_sum = Tensor::empty({}, acc, device);
+  result.z_sum = Tensor::empty({}, acc, device);
+  Tensor& loss_out = reduction == Reduction::none ? no_loss : loss;
+  ZT_ON_DEVICE(out.row_loss,
+               reduce_rows_cpu(out.row_loss, out.z_row, out.grad_scale, loss_out, result.ce_sum, result.z_sum),
+               reduce_rows_cuda(out.row_loss, out.z_row, out.grad_scale, loss_out, result.ce_sum, result.z_sum));
+  result.loss = Variable(loss);
+  result.lse = out.lse;
+  result.z_loss = out.z_row;
+  result.target_check = {device, targets, p.classes(), p.ignore_index};
+  if (run.bad_targets) run.bad_targets->commit([check = result.target_check] { check.fail(); });
+  return result;
+}
+
+}  // namespace xent
+
 void CrossEntropyResult::check() const { target_check.check(); }
 
 void CrossEntropyResult::TargetCheck::check() const {
@@ -158,74 +251,14 @@ CrossEntropyResult cross_entropy(const Variable& logits, const Tensor& targets_i
   const int ranks = o.group ? o.group->size() : 1;
   const int rank = o.group ? o.group->rank() : 0;
 
-  xent::Params p;
-  p.rows = x.size(0);
-  p.vocab_local = x.size(1);
-  p.vocab_global = p.vocab_local * ranks;
-  p.vocab_offset = p.vocab_local * rank;
-  ZT_CHECK(o.num_classes == -1 || (o.num_classes >= 1 && o.num_classes <= p.vocab_global),
-           "cross_entropy: num_classes must be -1 (every column is a class) or in [1, ", p.vocab_global,
-           "] (the global width: ", p.vocab_local, " columns x ", ranks, " rank", ranks == 1 ? "" : "s",
-           "), got ", o.num_classes);
-  p.num_classes = o.num_classes == -1 ? p.vocab_global : o.num_classes;
-  p.label_smoothing = o.label_smoothing;
-  p.z_loss_weight = o.z_loss_weight;
-  p.ignore_index = o.ignore_index;
-
-  // On the host the check is cheap and happens before anything is written (the logits may
-  // be the gradient buffer); on CUDA the kernels raise a deferred check's flag, reported at
-  // the next host read after them (framework/cuda/deferred_check.h).
-  if (device.is_cpu()) {
-    const std::string msg = bad_target_message(targets.to_vector<int64_t>(), p.classes(), p.ignore_index);
-    ZT_CHECK(msg.empty(), msg);
-  }
-
+  const xent::Params p = xent::make_params(o, x.size(0), x.size(1), ranks, rank, "cross_entropy");
   const bool with_grad = needs_grad({logits});
-  xent::Outputs out;
-  out.row_loss = Tensor::empty({p.rows}, acc, device);
-  out.lse = Tensor::empty({p.rows}, acc, device);
-  out.z_row = Tensor::empty({p.rows}, acc, device);
-  std::unique_ptr<DeviceBackend::InputCheck> bad_targets;  // the device kernels' target check
-  if (!device.is_cpu()) {
-    bad_targets = device_backend(device).input_check();
-    out.bad_target = bad_targets->device_flag();
-  }
-  out.grad_scale = Tensor::empty({}, acc, device);
-  if (with_grad) out.grad = o.inplace_grad ? x : Tensor::empty(x.shape(), x.dtype(), device);
-
-  CrossEntropyResult result;
-  result.count = Tensor::empty({}, DType::i64, device);
-  const bool mean = o.reduction == Reduction::mean;
-  ZT_ON_DEVICE(targets, xent::count_rows_cpu(targets, p.ignore_index, mean, result.count, out.grad_scale),
-               xent::count_rows_cuda(targets, p.ignore_index, mean, result.count, out.grad_scale));
-  if (o.scale != 1.0) out.grad_scale.scale_(o.scale);  // one scalar, before the kernels read it
-
-  if (ranks == 1) {
-    ZT_ON_DEVICE(x, xent::fused_cpu(x, targets, p, out), xent::fused_cuda(x, targets, p, out));
-  } else {
-    // Vocab-parallel: 4 numbers per row and rank, one all_gather, then the global row terms
-    // and this shard's gradient.
-    Tensor stats = Tensor::empty({p.rows, 4}, acc, device);
-    ZT_ON_DEVICE(x, xent::local_stats_cpu(x, targets, p, stats), xent::local_stats_cuda(x, targets, p, stats));
-    Tensor gathered = Tensor::empty({ranks, p.rows, 4}, acc, device);
-    o.group->all_gather(stats, gathered);
-    ZT_ON_DEVICE(x, xent::finish_cpu(x, targets, gathered, p, out),
-                 xent::finish_cuda(x, targets, gathered, p, out));
-  }
-
-  Tensor loss = o.reduction == Reduction::none ? out.row_loss : Tensor::empty({}, acc, device);
-  Tensor no_loss;
-  result.ce_sum = Tensor::empty({}, acc, device);
-  result.z_sum = Tensor::empty({}, acc, device);
-  Tensor& loss_out = o.reduction == Reduction::none ? no_loss : loss;
-  ZT_ON_DEVICE(out.row_loss,
-               xent::reduce_rows_cpu(out.row_loss, out.z_row, out.grad_scale, loss_out, result.ce_sum, result.z_sum),
-               xent::reduce_rows_cuda(out.row_loss, out.z_row, out.grad_scale, loss_out, result.ce_sum, result.z_sum));
-
-  result.lse = out.lse;
-  result.z_loss = out.z_row;
-  result.target_check = {device, targets, p.classes(), p.ignore_index};
-  if (bad_targets) bad_targets->commit([check = result.target_check] { check.fail(); });
+  xent::Run run = xent::start_run(targets, p, o, device, acc);
+  if (with_grad) run.out.grad = o.inplace_grad ? x : Tensor::empty(x.shape(), x.dtype(), device);
+  xent::loss_kernels(x, targets, p, run.out, o.group.get());
+  CrossEntropyResult result = xent::finish_run(run, targets, p, o.reduction);
+  const Tensor loss = result.loss.tensor();
+  const xent::Outputs& out = run.out;
   if (with_grad) {
     // The kernels wrote the gradient over the logits (inplace_grad): other nodes that saved
     // them, and cast()'s cached copies, see the new version and refuse the stale values.

@@ -3,6 +3,7 @@
 // smoothing. Math and conventions: see docs/cross_entropy.md.
 //
 // Per non-ignored row with logits x (global vocab V), target y, smoothing e, weight z:
+// (x the logits after the optional soft-cap, c = cap tanh(x / cap))
 //   lse = log sum_j exp(x_j)
 //   row = lse - (1-e) x_y - (e/V) sum_j x_j + z lse^2
 //   d row / d x_j = p_j (1 + 2 z lse) - (1-e)[j==y] - e/V
@@ -44,6 +45,11 @@ struct CrossEntropyOptions {
   // over a micro-batch scaled by 1 / (target tokens of the whole global batch). Finite, > 0;
   // 1 with reduction none.
   double scale = 1.0;
+  // Logit soft-capping (Gemma 2 uses 30): every logit x enters the loss as
+  // c = cap tanh(x / cap) (max, lse, target term, smoothing sum and z-loss all of c) and the
+  // gradient is chain-ruled, d/dx = d/dc (1 - tanh^2(x / cap)). 0: off. Finite, >= 0. A
+  // logit of -inf stays -inf (masked). Elementwise, so vocab-parallel statistics are unchanged.
+  double logit_softcap = 0.0;
 };
 
 // Everything but `loss` is for logging and carries no gradient. All are tensors on the

@@ -432,6 +432,31 @@ void write_row_terms(const RowTerms& r, int64_t i, Outputs& out) {
   out.z_row.data<A>()[i] = static_cast<A>(r.z_row);
 }
 
+// ---- logit soft-capping: the row is capped into per-thread rows of A, the row functions
+// run on those (as A logits, in place for the gradient), and the gradient is chain-ruled
+// back onto x. -------------------------------------------------------------------------
+
+// Per-thread rows for a capped row: c_j = softcap(x_j) and w_j = dc_j/dx_j over v columns.
+template <class A>
+struct CapScratch {
+  std::vector<A> c, w;
+  explicit CapScratch(int64_t v) : c(v), w(v) {}
+};
+
+// Fills cs with the capped prefix [0, v) of row x; returns cs.c.data().
+template <class T, class A = acc_t<T>>
+A* cap_row(const T* x, int64_t v, double cap, CapScratch<A>& cs) {
+  const A a_cap = static_cast<A>(cap);
+  for (int64_t j = 0; j < v; ++j) cs.c[j] = softcap<A>(widen<A>(x[j]), a_cap, &cs.w[j]);
+  return cs.c.data();
+}
+
+// g_j = (d loss / d c_j, left in cs.c by the row function) * dc_j/dx_j over v columns.
+template <class T, class A = acc_t<T>>
+void uncap_grad(const CapScratch<A>& cs, T* g, int64_t v) {
+  for (int64_t j = 0; j < v; ++j) g[j] = narrow<T>(static_cast<A>(cs.c[j] * cs.w[j]));
+}
+
 template <class T>
 void fused_typed(const Tensor& logits, const Tensor& targets, const Params& p, Outputs& out) {
   using A = acc_t<T>;
@@ -444,10 +469,14 @@ void fused_typed(const Tensor& logits, const Tensor& targets, const Params& p, O
   const RowFns<T> fns = row_fns<T>();
   int bad = 0;
 
+  const bool capped = p.logit_softcap > 0;
+  const RowFns<A> cap_fns = row_fns<A>();
+
 #pragma omp parallel
   {
     // e_j needs a row of f32 beside a bf16 gradient; f32/f64 gradients hold e_j themselves.
-    std::vector<float> scratch(with_grad && !std::is_same_v<T, A> ? v : 0);
+    std::vector<float> scratch(with_grad && !std::is_same_v<T, A> && !capped ? v : 0);
+    CapScratch<A> cs(capped ? valid : 0);
 #pragma omp for schedule(static) reduction(| : bad)
     for (int64_t i = 0; i < n; ++i) {
       T* g = with_grad ? g_all + i * v : nullptr;
@@ -457,8 +486,14 @@ void fused_typed(const Tensor& logits, const Tensor& targets, const Params& p, O
         bad |= kind == RowKind::bad;
         continue;
       }
-      const T* next = i + 1 < n ? x_all + (i + 1) * v : nullptr;
-      write_row_terms<T>(fns.fused(x_all + i * v, g, scratch.data(), valid, tg[i], p, scale, next), i, out);
+      if (capped) {
+        A* c = cap_row<T>(x_all + i * v, valid, p.logit_softcap, cs);
+        write_row_terms<T>(cap_fns.fused(c, g ? c : nullptr, nullptr, valid, tg[i], p, scale, nullptr), i, out);
+        if (g) uncap_grad<T>(cs, g, valid);
+      } else {
+        const T* next = i + 1 < n ? x_all + (i + 1) * v : nullptr;
+        write_row_terms<T>(fns.fused(x_all + i * v, g, scratch.data(), valid, tg[i], p, scale, next), i, out);
+      }
       zero_padding(g, valid, v);
     }
   }
@@ -475,14 +510,24 @@ void local_stats_typed(const Tensor& logits, const Tensor& targets, const Params
   const T* x_all = logits.data<T>();
   A* st = stats.data<A>();
   const RowFns<T> fns = row_fns<T>();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    if (tg[i] == p.ignore_index) {
-      std::fill(st + 4 * i, st + 4 * i + 4, A(0));
-      continue;
+  const bool capped = p.logit_softcap > 0;
+  const RowFns<A> cap_fns = row_fns<A>();
+#pragma omp parallel
+  {
+    CapScratch<A> cs(capped ? valid : 0);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      if (tg[i] == p.ignore_index) {
+        std::fill(st + 4 * i, st + 4 * i + 4, A(0));
+        continue;
+      }
+      // Over the real-class columns only: a shard of padding only gives {-inf, 0, 0, 0}.
+      if (capped)
+        cap_fns.stats(cap_row<T>(x_all + i * v, valid, p.logit_softcap, cs), valid, tg[i] - p.vocab_offset,
+                      st + 4 * i, nullptr);
+      else
+        fns.stats(x_all + i * v, valid, tg[i] - p.vocab_offset, st + 4 * i, i + 1 < n ? x_all + (i + 1) * v : nullptr);
     }
-    // Over the real-class columns only: a shard of padding only gives {-inf, 0, 0, 0}.
-    fns.stats(x_all + i * v, valid, tg[i] - p.vocab_offset, st + 4 * i, i + 1 < n ? x_all + (i + 1) * v : nullptr);
   }
 }
 
@@ -503,33 +548,44 @@ void finish_typed(const Tensor& logits, const Tensor& targets, const Tensor& gat
   T* g_all = with_grad ? out.grad.data<T>() : nullptr;
   const double scale = with_grad ? out.grad_scale.item() : 0.0;
   const RowFns<T> fns = row_fns<T>();
+  const bool capped = p.logit_softcap > 0;
+  const RowFns<A> cap_fns = row_fns<A>();
   int bad = 0;
 
-#pragma omp parallel for schedule(static) reduction(| : bad)
-  for (int64_t i = 0; i < n; ++i) {
-    T* g = with_grad ? g_all + i * v : nullptr;
-    const RowKind kind = classify(tg[i], p);
-    if (kind != RowKind::normal) {
-      write_special_row<T>(kind, i, v, out, g);
-      bad |= kind == RowKind::bad;
-      continue;
-    }
-    // m = max m_r; d = sum d_r exp(m_r - m); x_y from its owner (others sent 0); S = sum s_r.
-    double m = -std::numeric_limits<double>::infinity();
-    for (int64_t r = 0; r < ranks; ++r) m = std::max(m, static_cast<double>(st[(r * n + i) * 4]));
-    double d = 0, x_y = 0, sum_x = 0;
-    for (int64_t r = 0; r < ranks; ++r) {
-      const A* s = st + (r * n + i) * 4;
-      if (s[1] != 0) d += s[1] * std::exp(static_cast<double>(s[0]) - m);
-      x_y += s[2];
-      sum_x += s[3];
-    }
-    const RowTerms rt = row_terms(m, d, x_y, sum_x, p);
-    write_row_terms<T>(rt, i, out);
-    if (g) {
-      fns.finish(x_all + i * v, g, valid, tg[i] - p.vocab_offset, m, d, rt.lse, p, scale,
-                 i + 1 < n ? x_all + (i + 1) * v : nullptr);
-      zero_padding(g, valid, v);
+#pragma omp parallel reduction(| : bad)
+  {
+    CapScratch<A> cs(capped && with_grad ? valid : 0);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      T* g = with_grad ? g_all + i * v : nullptr;
+      const RowKind kind = classify(tg[i], p);
+      if (kind != RowKind::normal) {
+        write_special_row<T>(kind, i, v, out, g);
+        bad |= kind == RowKind::bad;
+        continue;
+      }
+      // m = max m_r; d = sum d_r exp(m_r - m); x_y from its owner (others sent 0); S = sum s_r.
+      double m = -std::numeric_limits<double>::infinity();
+      for (int64_t r = 0; r < ranks; ++r) m = std::max(m, static_cast<double>(st[(r * n + i) * 4]));
+      double d = 0, x_y = 0, sum_x = 0;
+      for (int64_t r = 0; r < ranks; ++r) {
+        const A* s = st + (r * n + i) * 4;
+        if (s[1] != 0) d += s[1] * std::exp(static_cast<double>(s[0]) - m);
+        x_y += s[2];
+        sum_x += s[3];
+      }
+      const RowTerms rt = row_terms(m, d, x_y, sum_x, p);
+      write_row_terms<T>(rt, i, out);
+      if (g && capped) {
+        A* c = cap_row<T>(x_all + i * v, valid, p.logit_softcap, cs);
+        cap_fns.finish(c, c, valid, tg[i] - p.vocab_offset, m, d, rt.lse, p, scale, nullptr);
+        uncap_grad<T>(cs, g, valid);
+        zero_padding(g, valid, v);
+      } else if (g) {
+        fns.finish(x_all + i * v, g, valid, tg[i] - p.vocab_offset, m, d, rt.lse, p, scale,
+                   i + 1 < n ? x_all + (i + 1) * v : nullptr);
+        zero_padding(g, valid, v);
+      }
     }
   }
   if (out.bad_target && bad) *out.bad_target = 1;

@@ -18,7 +18,7 @@
 // and the first padding columns is masked element by element, by one thread), and the
 // padded tail of the gradient is zero-filled with 16-byte stores, never read.
 //
-// Everything else (f64 logits, rows not 16-byte aligned, rows under 4 KiB or over 896 KiB)
+// Everything else (f64 logits, soft-capped logits, rows not 16-byte aligned, rows under 4 KiB or over 896 KiB)
 // runs rowwise_kernel<fused>: a CTA per row, online statistics from global memory, then a
 // second read for the gradient (mostly from L2). Vocab-parallel: rowwise_kernel<local_stats>
 // (one read) and rowwise_kernel<finish> (one read, one write) around the caller's all-gather.
@@ -635,10 +635,18 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) fused_cluster_kernel(
 // Row-per-CTA kernels on global memory: fallback fused, vocab-parallel stats and finish
 // ------------------------------------------------------------------------------------------
 
+// The logit the loss sees: x, or softcap(x) (cross_entropy_kernels.h) when cap > 0.
+template <class A>
+__device__ __forceinline__ A capped(A x, A cap) {
+  A unused;
+  return cap > A(0) ? softcap<A>(x, cap, &unused) : x;
+}
+
 // Per-thread online statistics over columns [0, n) of a row (no x_y). VEC: 16-byte
 // vectors, then the columns of a last, partial vector (n need not be a multiple of it).
 template <class T, int THREADS, bool VEC>
-__device__ __forceinline__ Stats<typename Elem<T>::Acc> thread_stats(const T* row, int64_t n) {
+__device__ __forceinline__ Stats<typename Elem<T>::Acc> thread_stats(const T* row, int64_t n,
+                                                                     typename Elem<T>::Acc cap) {
   using A = typename Elem<T>::Acc;
   constexpr int kVec = Elem<T>::kVec;
   A m = -std::numeric_limits<A>::infinity(), d = 0, s = 0;
@@ -649,6 +657,10 @@ __device__ __forceinline__ Stats<typename Elem<T>::Acc> thread_stats(const T* ro
     for (int64_t v = threadIdx.x; v < n / kVec; v += THREADS) {
       A x[kVec];
       unpack<T>(rv[v], x);
+      if (cap > A(0)) {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) x[i] = capped(x[i], cap);
+      }
       A vm = x[0];
 #pragma unroll
       for (int i = 1; i < kVec; ++i) vm = vm > x[i] ? vm : x[i];
@@ -665,7 +677,7 @@ __device__ __forceinline__ Stats<typename Elem<T>::Acc> thread_stats(const T* ro
     }
   }
   for (int64_t j = scalar_from + threadIdx.x; j < n; j += THREADS) {
-    const A x = to_acc(row[j]);
+    const A x = capped(to_acc(row[j]), cap);
     if (x > m) {
       d = (m == -std::numeric_limits<A>::infinity() ? A(0) : d * Exp<A>::diff(m, x)) + A(1);
       m = x;
@@ -677,11 +689,21 @@ __device__ __forceinline__ Stats<typename Elem<T>::Acc> thread_stats(const T* ro
   return {m, d, s, A(0)};
 }
 
+// d loss / d x of one logit x: of its capped value c when cap > 0, times dc/dx.
+template <class A>
+__device__ __forceinline__ A grad_of_logit(A x, bool is_target, const RowTerms<A>& r, A cap) {
+  A dc_dx = A(1);
+  const A c = cap > A(0) ? softcap<A>(x, cap, &dc_dx) : x;
+  A g = grad_of(c, r);
+  if (is_target) g += r.at_target;
+  return cap > A(0) ? g * dc_dx : g;
+}
+
 // Writes the gradient of columns [0, n) of a row; t_local is the target's column or outside.
 // VEC: whole vectors, then the columns of a last, partial vector one by one.
 template <class T, int THREADS, bool VEC>
 __device__ __forceinline__ void write_grad(const T* x_row, T* g_row, int64_t n, int64_t t_local,
-                                           const RowTerms<typename Elem<T>::Acc>& r) {
+                                           const RowTerms<typename Elem<T>::Acc>& r, typename Elem<T>::Acc cap) {
   using A = typename Elem<T>::Acc;
   constexpr int kVec = Elem<T>::kVec;
   int64_t scalar_from = 0;
@@ -692,22 +714,24 @@ __device__ __forceinline__ void write_grad(const T* x_row, T* g_row, int64_t n, 
     for (int64_t v = threadIdx.x; v < n / kVec; v += THREADS) {
       A x[kVec];
       unpack<T>(xv[v], x);
-#pragma unroll
-      for (int i = 0; i < kVec; ++i) x[i] = grad_of(x[i], r);
       const int64_t k = t_local - v * kVec;
-      if (static_cast<uint64_t>(k) < static_cast<uint64_t>(kVec)) {
+      if (cap > A(0)) {
 #pragma unroll
-        for (int i = 0; i < kVec; ++i)
-          if (i == k) x[i] += r.at_target;
+        for (int i = 0; i < kVec; ++i) x[i] = grad_of_logit(x[i], i == k, r, cap);
+      } else {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) x[i] = grad_of(x[i], r);
+        if (static_cast<uint64_t>(k) < static_cast<uint64_t>(kVec)) {
+#pragma unroll
+          for (int i = 0; i < kVec; ++i)
+            if (i == k) x[i] += r.at_target;
+        }
       }
       gv[v] = pack<T>(x);
     }
   }
-  for (int64_t j = scalar_from + threadIdx.x; j < n; j += THREADS) {
-    A g = grad_of(to_acc(x_row[j]), r);
-    if (j == t_local) g += r.at_target;
-    g_row[j] = from_acc<T>(g);
-  }
+  for (int64_t j = scalar_from + threadIdx.x; j < n; j += THREADS)
+    g_row[j] = from_acc<T>(grad_of_logit(to_acc(x_row[j]), j == t_local, r, cap));
 }
 
 // Zeros columns [from, to) of a gradient row (an ignored row, or the padding past the real
@@ -745,6 +769,7 @@ struct RowArgs {
   int64_t valid_local;  // this shard's leading real-class columns (the rest of a row is padding)
   int ranks;
   A smoothing, z;
+  A cap;  // logit soft-cap; 0: off
 };
 
 enum class RowKernel { fused, local_stats, finish };
@@ -785,8 +810,8 @@ __global__ void __launch_bounds__(THREADS) rowwise_kernel(const RowArgs<T> a) {
         st = combine(st, Stats<A>{g[0], g[1], g[3], g[2]});
       }
     } else {
-      st = thread_stats<T, THREADS, VEC>(x_row, a.valid_local);  // padding: never read
-      if (threadIdx.x == 0 && owns_target) st.xy = to_acc(x_row[t_local]);
+      st = thread_stats<T, THREADS, VEC>(x_row, a.valid_local, a.cap);  // padding: never read
+      if (threadIdx.x == 0 && owns_target) st.xy = capped(to_acc(x_row[t_local]), a.cap);
       st = block_reduce<THREADS>(st, scratch);
     }
 
@@ -803,7 +828,7 @@ __global__ void __launch_bounds__(THREADS) rowwise_kernel(const RowArgs<T> a) {
         a.z_row[row] = r.z_row;
       }
       if (g_row) {
-        write_grad<T, THREADS, VEC>(x_row, g_row, a.valid_local, owns_target ? t_local : -1, r);
+        write_grad<T, THREADS, VEC>(x_row, g_row, a.valid_local, owns_target ? t_local : -1, r, a.cap);
         zero_cols<T, THREADS, VEC>(g_row, a.valid_local, a.vocab_local);
       }
     }
@@ -908,6 +933,7 @@ RowArgs<typename cuda::device_type<T>::type> row_args(const Tensor& logits, cons
   a.ignore_index = p.ignore_index;
   a.smoothing = static_cast<A>(p.label_smoothing);
   a.z = static_cast<A>(p.z_loss_weight);
+  a.cap = static_cast<A>(p.logit_softcap);
   return a;
 }
 
@@ -1104,7 +1130,8 @@ void fused_cuda(const Tensor& logits, const Tensor& targets, const Params& p, Ou
     using D = typename cuda::device_type<T>::type;
     const FastConfig c = fast_config<T>(logits, out.grad, p.classes());
     if constexpr (!std::is_same_v<T, double>) {
-      if (c.cluster > 0) {
+      // Soft-capped logits take the row-per-CTA kernel (the cluster kernel has no cap yet).
+      if (c.cluster > 0 && p.logit_softcap == 0) {
         FusedArgs a{};
         a.logits = logits.raw_data();
         a.grad = out.grad.defined() ? out.grad.raw_data() : nullptr;

@@ -11,9 +11,18 @@
 // x_y = sum of the x_y column (one owner), S = sum s_r; then writes loss rows and the gradient.
 // "Local x" is the shard's columns below num_classes: a shard that is all padding sends
 // {-inf, 0, 0, 0}, which the combination above leaves out.
+#include <cmath>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 
 #include "framework/tensor.h"
+
+#if defined(__CUDACC__)
+#define ZT_XENT_HD __host__ __device__
+#else
+#define ZT_XENT_HD
+#endif
 
 namespace zt::ops::xent {
 
@@ -28,6 +37,9 @@ struct Params {
   double label_smoothing = 0;
   double z_loss_weight = 0;
   int64_t ignore_index = -100;
+  // Logit soft-capping: every logit x enters the loss as cap tanh(x / cap) (softcap() below);
+  // 0: off.
+  double logit_softcap = 0;
 
   // V of the math: the smoothing term divides by it, targets must lie in [0, V).
   int64_t classes() const { return num_classes < 0 ? vocab_global : num_classes; }
@@ -37,6 +49,35 @@ struct Params {
     return v < 0 ? 0 : v > vocab_local ? vocab_local : v;
   }
 };
+
+// Logit soft-capping, the one definition both backends use (Gemma 2: cap 30). Returns
+// c = cap tanh(x / cap) and sets *dc_dx = 1 - tanh^2(x / cap), with u = x / cap and
+// a = exp(-2|u|): tanh|u| = (1 - a) / (1 + a) and 1 - tanh^2 u = 4a / (1 + a)^2. 1 - a is
+// expm1(-2|u|) (no cancellation for small |u|) and a itself is 1 + that while a >= 1/2, else
+// a second exp (1 + expm1 would lose a's digits once a is small); so neither c nor dc/dx
+// loses precision (1 - t^2 from a rounded t would be 0 or noise once t rounds to 1). A logit of -inf stays -inf (a masked column stays
+// masked, dc/dx 0); +inf gives cap (dc/dx 0); NaN stays NaN. Everything the loss uses (max,
+// lse, x_y, the smoothing sum, z-loss) is of c, and the gradient is d/dc * dc/dx.
+template <class A>
+ZT_XENT_HD inline A softcap(A x, A cap, A* dc_dx) {
+  if (x == -std::numeric_limits<A>::infinity()) {
+    *dc_dx = A(0);
+    return x;
+  }
+  const A u = x / cap;
+  A em1, a;  // a - 1 in [-1, 0], and a
+  if constexpr (std::is_same_v<A, float>) {
+    em1 = expm1f(-2.0f * fabsf(u));
+    a = em1 < -0.5f ? expf(-2.0f * fabsf(u)) : 1.0f + em1;
+  } else {
+    em1 = expm1(-2.0 * fabs(u));
+    a = em1 < -0.5 ? exp(-2.0 * fabs(u)) : 1.0 + em1;
+  }
+  const A one_plus_a = A(2) + em1;
+  *dc_dx = A(4) * a / (one_plus_a * one_plus_a);
+  const A t = -em1 / one_plus_a;  // tanh|u|
+  return u < A(0) ? -cap * t : u > A(0) ? cap * t : u;  // u: 0 or NaN kept as they are
+}
 
 // Outputs, preallocated by the caller on the logits' device:
 //   row_loss [N]  ce + z lse^2 per row (0 on ignored rows)

@@ -39,13 +39,14 @@ struct TpCase {
   double smoothing, z;
   Reduction reduction;
   int64_t classes = -1;  // num_classes: global columns [classes, v) are padding; -1: none
+  double softcap = 0;    // logit_softcap; 0: off
 };
 
 std::string describe(const TpCase& c) {
   return detail::cat("ranks ", c.ranks, " dtype ", dtype_name(c.dtype), " V ", c.v, " smoothing ", c.smoothing, " z ",
                      c.z, " reduction ",
                      c.reduction == Reduction::mean ? "mean" : c.reduction == Reduction::sum ? "sum" : "none",
-                     " num_classes ", c.classes);
+                     " num_classes ", c.classes, " softcap ", c.softcap);
 }
 
 void check_tp(const TpCase& c, Tensor logits = Tensor()) {
@@ -69,11 +70,12 @@ void check_tp(const TpCase& c, Tensor logits = Tensor()) {
   opt.z_loss_weight = c.z;
   opt.reduction = c.reduction;
   opt.num_classes = c.classes;
+  opt.logit_softcap = c.softcap;
   const Outputs one = run_op(logits, targets, opt, n);
-  if (classes < c.v) {  // the one-rank op itself against the f64 reference over the real classes
+  if (classes < c.v || c.softcap > 0) {  // the one-rank op itself against the f64 reference over the real classes
     const auto ref = test::xent_reference(logits, y, c.smoothing, c.z, -100,
                                           c.reduction == Reduction::mean ? "mean" : c.reduction == Reduction::sum ? "sum" : "none",
-                                          1.0, {}, classes);
+                                          1.0, {}, classes, c.softcap);
     EXPECT_TRUE(test::close_rel(one.lse, Tensor::from_vector(ref.lse, {n}), c.dtype == DType::f64 ? 1e-12 : 2e-5));
   }
 
@@ -152,6 +154,26 @@ TEST_P(CrossEntropyTp, PaddedVocabulary) {
             check_tp({ranks, dt, width, e, z, red, classes});
   check_tp({ranks, DType::f32, 50304, 0.1, 1e-4, Reduction::mean, 50257});
   check_tp({ranks, DType::bf16, width, 0.1, 1e-4, Reduction::mean, width - local / 2 - 3});
+}
+
+// Logit soft-capping is elementwise: each rank caps its shard and the statistics combine as
+// before. Every reduction, smoothing, z-loss, an ignored row, padding over part of the last
+// shard and over whole shards.
+TEST_P(CrossEntropyTp, SoftcappedEqualsOneRank) {
+  ZT_REQUIRE_GLOO();
+  const int ranks = GetParam();
+  const int64_t width = 64, local = width / ranks;
+  for (DType dt : {DType::f32, DType::f64})
+    for (int64_t classes : {int64_t{-1}, width - local / 2 - 3, local - 5})
+      for (double e : {0.0, 0.1})
+        for (Reduction red : {Reduction::mean, Reduction::sum, Reduction::none}) {
+          TpCase c{ranks, dt, width, e, 1e-2, red, classes};
+          c.softcap = 4.0;
+          check_tp(c);
+        }
+  TpCase c{ranks, DType::bf16, width, 0.1, 1e-4, Reduction::mean, -1};
+  c.softcap = 4.0;
+  check_tp(c);
 }
 
 INSTANTIATE_TEST_SUITE_P(Ranks, CrossEntropyTp, ::testing::Values(2, 4),

@@ -20,10 +20,12 @@
 
 #include "framework/device.h"
 #include "ops/attention.h"
+#include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
 #include "ops/gelu.h"
 #include "ops/layernorm.h"
+#include "ops/linear_cross_entropy.h"
 #include "ops/matmul.h"
 #include "ops/mlp.h"
 #include "ops/reduce.h"
@@ -258,6 +260,44 @@ std::vector<OpCase> cases() {
          },
          {{{2, 9, 96}}}});
     row({"transpose02", t, [](const auto& v) { return ops::transpose(v[0], 0, 2); }, {{{5, 6, 7, 3}}}});
+
+    // cross_entropy with the logit soft-cap (on CUDA the row-per-CTA kernels apply it), with
+    // padding columns, smoothing and z-loss; and the fused head (linear_cross_entropy): chunks
+    // of 16 rows over 70 (a last partial chunk) with every option, and the default chunk.
+    auto xent_capped = [](const auto& v) {
+      ops::CrossEntropyOptions o;
+      o.label_smoothing = 0.1;
+      o.z_loss_weight = 1e-2;
+      o.logit_softcap = 5;
+      o.num_classes = 990;
+      o.inplace_grad = false;
+      return ops::cross_entropy(v[0], v[1].tensor(), o).loss;
+    };
+    row({"cross_entropy_softcap", t, xent_capped, {{{64, 1000}, 3.0}, ids({64}, 990, DType::i64)}, {true, false}});
+    auto fused_head = [](const auto& v) {
+      ops::CrossEntropyOptions o;
+      o.label_smoothing = 0.1;
+      o.z_loss_weight = 1e-2;
+      o.logit_softcap = 5;
+      o.num_classes = v[1].shape()[0] - 10;  // the last 10 weight rows are padding
+      return ops::linear_cross_entropy(v[0], v[1], v[2].tensor(), o, 16).loss;
+    };
+    // f64 (the gradcheck: two runs per sampled element) on a smaller head.
+    if (t == DType::f64)
+      row({"linear_cross_entropy", t, fused_head, {{{21, 8}}, {{40, 8}, 0.3}, ids({21}, 30, DType::i32)},
+           {true, true, false}});
+    else
+      row({"linear_cross_entropy", t, fused_head, {{{70, 48}}, {{300, 48}, 0.3}, ids({70}, 290, DType::i32)},
+           {true, true, false}});
+    auto fused_head_sum = [](const auto& v) {
+      ops::CrossEntropyOptions o;
+      o.reduction = ops::Reduction::sum;
+      o.z_loss_weight = 1e-4;
+      return ops::linear_cross_entropy(v[0], v[1], v[2].tensor(), o).loss;
+    };
+    if (t != DType::f64)  // f64: gradchecked in linear_cross_entropy_test.cpp; here it would cost seconds
+      row({"linear_cross_entropy_sum", t, fused_head_sum, {{{33, 64}}, {{512, 64}, 0.2}, ids({33}, 512, DType::i64)},
+           {true, true, false}});
   }
 
   // causal_self_attention under each backend choice: bf16 takes cuDNN's fused attention (D a

@@ -407,6 +407,61 @@ TEST(CrossEntropyCuda, VocabParallelKernelsEqualOneRank) {
     }
 }
 
+// Logit soft-capping on the row-per-CTA kernels (capped logits never take the cluster
+// kernel): 16-byte rows (GPT-2's padded width, vector loop and padding), rows that are not
+// (scalar loop), in place and not; then the vocab-parallel local_stats / finish pair over 2
+// shards; against the CPU kernels in f64 (whose cap is tested against the formula).
+TEST(CrossEntropyCuda, SoftcappedKernelsMatchF64Reference) {
+  REQUIRE_GPU();
+  for (DType dtype : {DType::f32, DType::bf16, DType::f64})
+    for (auto [width, classes] : {std::pair<int64_t, int64_t>{50304, 50257}, {50257, -1}, {33, 30}, {1024, -1}})
+      for (bool inplace : {true, false}) {
+        const std::string what = std::string(dtype_name(dtype)) + " width " + std::to_string(width) + " classes " +
+                                 std::to_string(classes) + (inplace ? " in place" : " out of place");
+        const int64_t rows = rows_for(width), real = classes < 0 ? width : classes;
+        const Tensor logits = poison_padding(random_logits(rows, width, dtype), real);
+        const Tensor targets = random_targets(rows, real, Ignored::some, -100);
+        xent::Params p = params(rows, width, 0.1, 1e-2, -100, classes);
+        p.logit_softcap = 5;
+        const KernelOut got = run_cuda(logits, targets, p, true, inplace);
+        expect_kernel_match(got, run_reference(logits, targets, p, true), dtype, what);
+        EXPECT_TRUE(padding_is_zero(got.grad, real)) << what;
+      }
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    const int64_t rows = 9, local = 16768, vocab = 2 * local, classes = vocab - 101;
+    const Tensor logits = poison_padding(random_logits(rows, vocab, dtype), classes);
+    const Tensor targets = random_targets(rows, classes, Ignored::some, -100);
+    xent::Params p = params(rows, vocab, 0.1, 1e-2, -100, classes);
+    p.logit_softcap = 30;
+    const KernelOut ref = run_reference(logits, targets, p, true);
+    const DType acc = DType::f32;
+    const Tensor t = targets.to(kGpu);
+    Tensor gathered = Tensor::empty({2, rows, 4}, acc, kGpu);
+    std::vector<Tensor> shards;
+    p.vocab_local = local;
+    for (int r = 0; r < 2; ++r) {
+      shards.push_back(logits.slice(1, r * local, (r + 1) * local).contiguous().to(kGpu));
+      p.vocab_offset = r * local;
+      Tensor stats = gathered.select(0, r);
+      test::poison(stats);
+      xent::local_stats_cuda(shards[r], t, p, stats);
+    }
+    for (int r = 0; r < 2; ++r) {
+      p.vocab_offset = r * local;
+      FlaggedOutputs o = device_outputs(shards[r], r == 0, true);
+      Tensor count = Tensor::empty({}, DType::i64, kGpu);
+      xent::count_rows_cuda(t, -100, true, count, o.grad_scale);
+      xent::finish_cuda(shards[r], t, gathered, p, o);
+      const KernelOut got = host_copy(o, count);
+      SCOPED_TRACE(std::string(dtype_name(dtype)) + " capped shard " + std::to_string(r));
+      EXPECT_TRUE(test::close_rel(got.row_loss, ref.row_loss, loss_tol(dtype)));
+      EXPECT_TRUE(test::close_rel(got.lse, ref.lse, loss_tol(dtype)));
+      EXPECT_TRUE(test::close_rel(got.grad, ref.grad.slice(1, r * local, (r + 1) * local).contiguous(),
+                                  grad_tol(dtype)));
+    }
+  }
+}
+
 TEST(CrossEntropyCuda, BadTargetRaisesTheFlagAndErrorsWhenRead) {
   REQUIRE_GPU();
   for (int64_t vocab : {int64_t{50304}, int64_t{32}}) {  // fast and fallback kernels

@@ -84,6 +84,7 @@ struct Case {
   bool inplace = true;
   double scale = 3.0;  // logits ~ N(0, scale)
   int64_t classes = -1;  // num_classes: columns [classes, v) are padding; -1: none
+  double softcap = 0;    // logit_softcap; 0: off
 };
 
 std::string reduction_name(Reduction r) { return r == Reduction::mean ? "mean" : r == Reduction::sum ? "sum" : "none"; }
@@ -92,7 +93,7 @@ std::string describe(const Case& c) {
   return detail::cat("dtype ", dtype_name(c.dtype), " N ", c.n, " V ", c.v, " smoothing ", c.smoothing, " z ", c.z,
                      " reduction ", reduction_name(c.reduction), " ignored ", ignored_name(c.ignored), " targets ",
                      dtype_name(c.target_dtype), " seed ", c.seed, " inplace ", c.inplace, " scale ", c.scale,
-                     " num_classes ", c.classes);
+                     " num_classes ", c.classes, " softcap ", c.softcap);
 }
 
 // Columns [classes, width) set to NaN: a kernel that reads padding makes the loss NaN, and
@@ -126,7 +127,8 @@ void check_case(const Case& c, Tensor logits = Tensor()) {
   if (c.reduction == Reduction::none)
     for (int64_t i = 0; i < c.n; ++i) weights.push_back(test::test_generator().normal());
   const test::XentReference ref = test::xent_reference(logits, y, c.smoothing, c.z, kIgnore,
-                                                       reduction_name(c.reduction), c.seed, weights, c.classes);
+                                                       reduction_name(c.reduction), c.seed, weights, c.classes,
+                                                       c.softcap);
 
   CrossEntropyOptions opt;
   opt.label_smoothing = c.smoothing;
@@ -135,6 +137,7 @@ void check_case(const Case& c, Tensor logits = Tensor()) {
   opt.reduction = c.reduction;
   opt.inplace_grad = c.inplace;
   opt.num_classes = c.classes;
+  opt.logit_softcap = c.softcap;
   Variable x(logits.clone(), true);
   const Tensor before = x.tensor().clone();
   ops::CrossEntropyResult r = ops::cross_entropy(x, targets_tensor(y, c.target_dtype), opt);
@@ -178,6 +181,24 @@ void check_case(const Case& c, Tensor logits = Tensor()) {
   }
 }
 
+// One point of an option grid; its index varies the target dtype, the backward seed (2.5:
+// the fused gradient scaled in place) and in place or not.
+Case grid_case(DType dtype, int64_t width, int64_t classes, double e, double z, Reduction red, Ignored ig,
+               int index) {
+  Case c;
+  c.dtype = dtype;
+  c.v = width;
+  c.classes = classes;
+  c.smoothing = e;
+  c.z = z;
+  c.reduction = red;
+  c.ignored = ig;
+  c.target_dtype = index % 2 ? DType::i32 : DType::i64;
+  c.seed = index % 4 < 2 ? 1.0 : 2.5;
+  c.inplace = index % 3 != 2;
+  return c;
+}
+
 // ---- every combination the issue names ----------------------------------------------------
 
 class CrossEntropyCombos : public ::testing::TestWithParam<DType> {};
@@ -217,49 +238,111 @@ TEST_P(CrossEntropyPadded, MatchesFloat64ReferenceOverTheRealClasses) {
     for (double e : {0.0, 0.1})
       for (double z : {0.0, 1e-2})
         for (Reduction red : {Reduction::mean, Reduction::sum, Reduction::none})
-          for (Ignored ig : {Ignored::none, Ignored::some, Ignored::all}) {
-            Case c;
-            c.dtype = GetParam();
-            c.v = width;
-            c.classes = classes;
-            c.smoothing = e;
-            c.z = z;
-            c.reduction = red;
-            c.ignored = ig;
-            c.target_dtype = index % 2 ? DType::i32 : DType::i64;
-            c.seed = index % 4 < 2 ? 1.0 : 2.5;
-            c.inplace = index % 3 != 2;
-            ++index;
-            check_case(c);
-          }
+          for (Ignored ig : {Ignored::none, Ignored::some, Ignored::all})
+            check_case(grid_case(GetParam(), width, classes, e, z, red, ig, index++));
 }
 
 // One class, every column a class given explicitly, tails shorter than a vector, and the
-// SSE2 build of the row kernels.
+// SSE2 build of the row kernels; each with and without the logit soft-cap.
 TEST_P(CrossEntropyPadded, EdgeWidths) {
   for (const char* simd : {"", "sse2"}) {
     if (*simd) ::setenv("ZTRAIN_CPU_SIMD", simd, 1);
     for (auto [width, classes] : {std::pair<int64_t, int64_t>{8, 1}, {16, 16}, {17, 9}, {64, 33}, {64, 63}, {40, 8}})
-      for (Reduction red : {Reduction::mean, Reduction::none}) {
-        SCOPED_TRACE(detail::cat("ZTRAIN_CPU_SIMD=", simd));
-        Case c;
-        c.dtype = GetParam();
-        c.n = 5;
-        c.v = width;
-        c.classes = classes;
-        c.smoothing = 0.1;
-        c.z = 1e-2;
-        c.reduction = red;
-        c.ignored = Ignored::some;
-        c.inplace = red == Reduction::mean;
-        check_case(c);
-      }
+      for (Reduction red : {Reduction::mean, Reduction::none})
+        for (double cap : {0.0, 2.0}) {  // also under the logit soft-cap
+          SCOPED_TRACE(detail::cat("ZTRAIN_CPU_SIMD=", simd));
+          Case c;
+          c.dtype = GetParam();
+          c.n = 5;
+          c.v = width;
+          c.classes = classes;
+          c.smoothing = 0.1;
+          c.z = 1e-2;
+          c.reduction = red;
+          c.ignored = Ignored::some;
+          c.inplace = red == Reduction::mean;
+          c.softcap = cap;
+          check_case(c);
+        }
     ::unsetenv("ZTRAIN_CPU_SIMD");
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CrossEntropyPadded, ::testing::Values(DType::f32, DType::bf16, DType::f64),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+// Logit soft-capping (cap 5 on logits ~ N(0, 3): tanh well into its bend, so a missing chain
+// rule or an uncapped max/lse/target/smoothing sum shows) with every option the op takes:
+// smoothing, z-loss, every reduction, ignored rows, padding columns, in place and not.
+class CrossEntropySoftcap : public ::testing::TestWithParam<DType> {};
+
+TEST_P(CrossEntropySoftcap, MatchesFloat64Reference) {
+  int index = 0;
+  for (auto [width, classes] : {std::pair<int64_t, int64_t>{32, -1}, {33, 27}, {1000, -1}, {4104, 4097}})
+    for (double e : {0.0, 0.1})
+      for (double z : {0.0, 1e-2})
+        for (Reduction red : {Reduction::mean, Reduction::sum, Reduction::none})
+          for (Ignored ig : {Ignored::none, Ignored::some, Ignored::all}) {
+            Case c = grid_case(GetParam(), width, classes, e, z, red, ig, index);
+            c.softcap = index % 5 == 4 ? 30.0 : 5.0;
+            if (c.softcap == 30.0) c.scale = 40;  // Gemma's cap on logits that reach it
+            ++index;
+            check_case(c);
+          }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CrossEntropySoftcap, ::testing::Values(DType::f32, DType::bf16, DType::f64),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+// The capped loss is bounded: with cap C every logit lies in (-C, C), so lse <= C + log V and
+// a row's cross-entropy <= 2C + log V however large the raw logits; huge logits have a
+// vanishing gradient (tanh is flat there) and -inf stays masked (gradient exactly 0 without
+// smoothing).
+TEST(CrossEntropy, SoftcapBoundsTheLossAndKeepsMasks) {
+  const int64_t n = 3, v = 16;
+  const double cap = 10;
+  Tensor logits = random_logits(n, v, DType::f64, 1e3);
+  logits.data<double>()[0] = 1e30;
+  logits.data<double>()[v + 3] = -kInf;
+  const std::vector<int64_t> y = {0, 5, 9};
+  CrossEntropyOptions opt;
+  opt.logit_softcap = cap;
+  opt.reduction = Reduction::none;
+  Variable x(logits.clone(), true);
+  auto r = ops::cross_entropy(x, targets_tensor(y, DType::i64), opt);
+  r.loss.backward(Tensor::full({n}, 1.0, DType::f64));
+  const std::vector<double> loss = r.loss.tensor().to_vector<double>(), lse = r.lse.to_vector<double>();
+  for (int64_t i = 0; i < n; ++i) {
+    EXPECT_LE(lse[i], cap + std::log(static_cast<double>(v)) + 1e-12);
+    EXPECT_LE(loss[i], 2 * cap + std::log(static_cast<double>(v)) + 1e-12);
+  }
+  const std::vector<double> g = x.grad().to_vector<double>();
+  EXPECT_EQ(g[0], 0.0);      // x = 1e30: tanh is flat, d c / d x = 0
+  EXPECT_EQ(g[v + 3], 0.0);  // masked
+  const auto ref = test::xent_reference(logits, y, 0, 0, kIgnore, "none", 1.0, {1, 1, 1}, -1, cap);
+  EXPECT_TRUE(test::close_rel(r.loss.tensor(), f64_tensor(ref.row_loss, {n}), 1e-12));
+  EXPECT_TRUE(grad_close(x.grad(), ref.grad, {n, v}, tol_for(DType::f64)));
+}
+
+TEST(CrossEntropy, GradcheckFloat64WithSoftcap) {
+  const std::vector<int64_t> y = {2, kIgnore, 0, 6};
+  for (Reduction red : {Reduction::mean, Reduction::sum, Reduction::none})
+    for (int64_t classes : {-1, 5}) {
+      SCOPED_TRACE(detail::cat(reduction_name(red), " num_classes ", classes));
+      CrossEntropyOptions opt;
+      opt.label_smoothing = 0.1;
+      opt.z_loss_weight = 0.05;
+      opt.logit_softcap = 2.5;
+      opt.reduction = red;
+      opt.num_classes = classes;
+      std::vector<int64_t> yc = y;
+      if (classes == 5) yc[3] = 4;
+      auto f = [&](const std::vector<Variable>& in) {
+        return ops::cross_entropy(in[0], targets_tensor(yc, DType::i64), opt).loss;
+      };
+      EXPECT_TRUE(test::gradcheck(f, {random_logits(4, 7, DType::f64)}));
+    }
+}
 
 // The SSE2 build of the row kernels (the AVX2 one runs above when the CPU has it), including
 // vocabularies that are not a multiple of the vector width and smaller than one vector.
@@ -787,6 +870,15 @@ TEST(CrossEntropyErrors, InvalidOptions) {
   EXPECT_NE(with(-0.1, 0).find("label_smoothing"), std::string::npos);
   EXPECT_NE(with(std::nan(""), 0).find("label_smoothing"), std::string::npos);
   EXPECT_EQ(with(0.999, 0), "(no error)");
+  auto with_cap = [&](double cap) {
+    CrossEntropyOptions o;
+    o.logit_softcap = cap;
+    return error_of([&] { ops::cross_entropy(Variable(x.tensor().clone(), true), t, o); });
+  };
+  EXPECT_EQ(with_cap(-1), "cross_entropy: logit_softcap must be finite and >= 0 (0: off), got -1");
+  EXPECT_NE(with_cap(kInf).find("logit_softcap must be finite and >= 0 (0: off), got inf"), std::string::npos);
+  EXPECT_NE(with_cap(std::nan("")).find("logit_softcap"), std::string::npos);
+  EXPECT_EQ(with_cap(30), "(no error)");
 }
 
 TEST(CrossEntropyErrors, OutOfRangeTargetNamesRowAndValueAndWritesNothing) {

@@ -8,9 +8,20 @@ namespace zt::test {
 
 XentReference xent_reference(const Tensor& x_t, const std::vector<int64_t>& y, double e, double z,
                              int64_t ignore_index, const std::string& reduction, double seed,
-                             const std::vector<double>& row_weights, int64_t num_classes) {
+                             const std::vector<double>& row_weights, int64_t num_classes, double softcap) {
   const int64_t n = x_t.size(0), width = x_t.size(1), v = num_classes < 0 ? width : num_classes;
-  const std::vector<double> x = x_t.to_vector<double>();
+  std::vector<double> x = x_t.to_vector<double>();
+  std::vector<double> dcap(x.size(), 1.0);  // d capped / d x
+  if (softcap > 0)
+    for (size_t k = 0; k < x.size(); ++k) {
+      if (x[k] == -std::numeric_limits<double>::infinity()) {
+        dcap[k] = 0;
+        continue;
+      }
+      const double u = x[k] / softcap, ch = std::cosh(u);
+      x[k] = softcap * std::tanh(u);
+      dcap[k] = 1 / (ch * ch);  // 1 - tanh^2 u, without the cancellation once tanh u rounds to 1
+    }
   XentReference r;
   r.row_loss.assign(n, 0);
   r.lse.assign(n, 0);
@@ -40,7 +51,8 @@ XentReference xent_reference(const Tensor& x_t, const std::vector<int64_t>& y, d
     else if (!row_weights.empty()) w = row_weights[i];
     for (int64_t j = 0; j < v; ++j) {
       const double p = std::exp(row[j] - m) / d;  // exp(x - lse) would carry lse's rounding
-      r.grad[i * width + j] = w * (p * (1 + 2 * z * lse) - (j == y[i] ? 1 - e : 0) - e / static_cast<double>(v));
+      r.grad[i * width + j] = w * (p * (1 + 2 * z * lse) - (j == y[i] ? 1 - e : 0) - e / static_cast<double>(v)) *
+                              dcap[i * width + j];
     }
   }
   const double total = r.ce_sum + r.z_sum;

@@ -19,9 +19,11 @@ struct XentReference {
 // x: [N, W] values (any dtype, read as f64); y: [N]. reduction: "mean" | "sum" | "none".
 // row_weights: upstream gradient per row for "none" (empty: ones); seed multiplies mean/sum.
 // num_classes: V, the classes are columns [0, V) and columns [V, W) padding that the formulas
-// never see (-1: V = W).
+// never see (-1: V = W). softcap: each logit x is replaced by cap tanh(x / cap) (-inf kept)
+// and the gradient multiplied by 1 - tanh^2(x / cap); 0: off.
 XentReference xent_reference(const Tensor& x, const std::vector<int64_t>& y, double smoothing, double z,
                              int64_t ignore_index, const std::string& reduction, double seed = 1.0,
-                             const std::vector<double>& row_weights = {}, int64_t num_classes = -1);
+                             const std::vector<double>& row_weights = {}, int64_t num_classes = -1,
+                             double softcap = 0.0);
 
 }  // namespace zt::test

@@ -46,6 +46,13 @@ class XentTool : public ::testing::Test {
     io::write_npy(path("T.npy"), Tensor::from_vector(y_, {n}).to(target_dtype));
   }
   std::string path(const std::string& name) const { return dir_.path() + "/" + name; }
+  // A failing run: exit `status` (1: the inputs, 2: the command line) and one line naming `part`.
+  void expect_failure(const std::string& args, const std::string& part, int status) const {
+    const ToolRun r = xent(args);
+    EXPECT_EQ(r.status, status) << args << "\n" << r.output;
+    EXPECT_EQ(r.output.rfind("xent: ", 0), 0u) << r.output;
+    EXPECT_NE(r.output.find(part), std::string::npos) << "expected '" << part << "' in: " << r.output;
+  }
   std::string inputs() const { return "--logits " + path("L.npy") + " --targets " + path("T.npy"); }
   Tensor out(const std::string& run, const std::string& name) const { return io::read_npy(path(run) + "/" + name); }
 
@@ -154,10 +161,7 @@ TEST_F(XentTool, ErrorsAreOneClearLine) {
   make_inputs(4, 30);
   // Exit 1 for what the inputs hold, 2 for a bad command line (tools/tool_main.h).
   auto expect_error = [&](const std::string& args, const std::string& part, int status = 1) {
-    const ToolRun r = xent(args);
-    EXPECT_EQ(r.status, status) << args << "\n" << r.output;
-    EXPECT_EQ(r.output.rfind("xent: ", 0), 0u) << r.output;
-    EXPECT_NE(r.output.find(part), std::string::npos) << "expected '" << part << "' in: " << r.output;
+    expect_failure(args, part, status);
   };
   const std::string o = " --out " + path("err");
   expect_error(inputs() + " --tp 4" + o, "vocabulary of 30 columns is not divisible by --tp 4");
@@ -206,6 +210,76 @@ TEST_F(XentTool, ErrorsAreOneClearLine) {
   EXPECT_NE(tp.output.find("target 31 at row 2 is outside [0, 30)"), std::string::npos) << tp.output;
   EXPECT_NE(tp.output.find("xent: rank "), std::string::npos) << tp.output;
 #endif
+}
+
+TEST_F(XentTool, LogitSoftcapMatchesTheReference) {
+  make_inputs(6, 40);
+  const ToolRun r = xent(inputs() + " --label-smoothing 0.1 --z-loss-weight 0.01 --logit-softcap 4 --out " +
+                         path("cap"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto ref = test::xent_reference(logits_, y_, 0.1, 0.01, -100, "mean", 1.0, {}, -1, 4.0);
+  EXPECT_TRUE(test::close_rel(out("cap", "loss.npy"), Tensor::scalar(ref.loss, DType::f64), 1e-5));
+  EXPECT_TRUE(test::close_rel(out("cap", "grad.npy"), Tensor::from_vector(ref.grad, {6, 40}), 1e-5));
+  EXPECT_TRUE(test::close_rel(out("cap", "lse.npy"), Tensor::from_vector(ref.lse, {6}), 1e-6));
+  expect_failure(inputs() + " --logit-softcap -1 --out " + path("cap"), "logit_softcap must be finite and >= 0", 1);
+}
+
+// The fused head (--hidden/--weight): the loss and lse of logits = H W^T, grad_hidden = G W
+// and grad_weight = G^T H with G the reference's gradient of the logits; in chunks of 4 of 9
+// rows; --tp 2 equals one rank; reduction none is forward only.
+TEST_F(XentTool, FusedHeadMatchesTheReference) {
+  const int64_t n = 9, c = 5, v = 40, classes = 37;
+  const Tensor h = Tensor::randn({n, c}, DType::f64, test::test_generator(), 0, 1);
+  const Tensor w = Tensor::randn({v, c}, DType::f64, test::test_generator(), 0, 1);
+  std::vector<int64_t> y(n);
+  for (int64_t i = 0; i < n; ++i) y[i] = (i * 7) % classes;
+  y[4] = -100;
+  io::write_npy(path("H.npy"), h);
+  io::write_npy(path("W.npy"), w);
+  io::write_npy(path("Ty.npy"), Tensor::from_vector(y, {n}));
+  const std::string common = "--hidden " + path("H.npy") + " --weight " + path("W.npy") + " --targets " + path("Ty.npy") +
+                             " --label-smoothing 0.1 --z-loss-weight 0.01 --logit-softcap 3 --num-classes 37 "
+                             "--chunk-rows 4 --dtype f64";
+  const ToolRun r = xent(common + " --out " + path("fused"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::vector<double> hv = h.to_vector<double>(), wv = w.to_vector<double>();
+  std::vector<double> logits(n * v, 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < v; ++j)
+      for (int64_t k = 0; k < c; ++k) logits[i * v + j] += hv[i * c + k] * wv[j * c + k];
+  const auto ref = test::xent_reference(Tensor::from_vector(logits, {n, v}), y, 0.1, 0.01, -100, "mean", 1.0, {},
+                                        classes, 3.0);
+  std::vector<double> dh(n * c, 0), dw(v * c, 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < v; ++j)
+      for (int64_t k = 0; k < c; ++k) {
+        dh[i * c + k] += ref.grad[i * v + j] * wv[j * c + k];
+        dw[j * c + k] += ref.grad[i * v + j] * hv[i * c + k];
+      }
+  EXPECT_TRUE(test::close_rel(out("fused", "loss.npy"), Tensor::scalar(ref.loss, DType::f64), 1e-12));
+  EXPECT_TRUE(test::close_rel(out("fused", "lse.npy"), Tensor::from_vector(ref.lse, {n}), 1e-12));
+  EXPECT_TRUE(test::close_rel(out("fused", "z_loss.npy"), Tensor::from_vector(ref.z_row, {n}), 1e-12));
+  EXPECT_TRUE(test::close_rel(out("fused", "grad_hidden.npy"), Tensor::from_vector(dh, {n, c}), 1e-10));
+  EXPECT_TRUE(test::close_rel(out("fused", "grad_weight.npy"), Tensor::from_vector(dw, {v, c}), 1e-10));
+#ifdef ZTRAIN_WITH_GLOO
+  const ToolRun tp = xent(common + " --tp 2 --out " + path("fused_tp2"));
+  ASSERT_EQ(tp.status, 0) << tp.output;
+  for (const char* f : {"loss.npy", "lse.npy", "z_loss.npy", "grad_hidden.npy", "grad_weight.npy"})
+    EXPECT_TRUE(test::close_rel(out("fused_tp2", f), out("fused", f), 1e-12)) << f;
+#endif
+  const ToolRun none = xent(common + " --reduction none --out " + path("fused_none"));
+  ASSERT_EQ(none.status, 0) << none.output;
+  EXPECT_TRUE(test::close_rel(out("fused_none", "loss.npy"), Tensor::from_vector(ref.row_loss, {n}), 1e-12));
+  EXPECT_FALSE(std::filesystem::exists(path("fused_none") + "/grad_hidden.npy"));
+
+  expect_failure(common + " --logits " + path("H.npy") + " --out " + path("e"), "either --logits or --hidden", 2);
+  expect_failure("--hidden " + path("H.npy") + " --targets " + path("Ty.npy") + " --out " + path("e"),
+                     "--hidden and --weight go together", 2);
+  io::write_npy(path("W3.npy"), Tensor::zeros({v, 3}, DType::f64));
+  expect_failure("--hidden " + path("H.npy") + " --weight " + path("W3.npy") + " --targets " + path("Ty.npy") +
+                     " --out " + path("e"),
+                 "weight of shape [40, 3] does not match hidden of shape [9, 5]", 1);
+  expect_failure(common + " --tp 3 --out " + path("e"), "vocabulary of 40 weight rows is not divisible by --tp 3", 1);
 }
 
 }  // namespace
