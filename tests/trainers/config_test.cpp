@@ -138,7 +138,7 @@ INSTANTIATE_TEST_SUITE_P(
                 {"--set model.n_kv_head=3", "model.n_kv_head 3 does not divide model.n_head 2"}},
         BadCase{"rope_odd_head_dim", "", {"model.arch=llama", "model.d_model=6", "model.n_head=2"},
                 {"model.position: rope needs an even head dimension"}},
-        BadCase{"bad_tokenizer", "", {"data.tokenizer=sentencepiece"}, {"data.tokenizer", "gpt2|cl100k|o200k|llama3"}})
+        BadCase{"bad_tokenizer", "", {"data.tokenizer=sentencepiece"}, {"data.tokenizer", "gpt2|cl100k|o200k|llama3"}},
         // 1e300 MiB passed and failed at run time as "-9223372036854775808 bytes".
         BadCase{"bucket_mb_huge", "parallel:\n  bucket_mb: 1e300\n", {}, {"test.yaml:9:14", "parallel.bucket_mb", "1 byte to 1 TiB", "1e+300"}},
         BadCase{"bucket_mb_tiny", "", {"parallel.bucket_mb=1e-300"}, {"parallel.bucket_mb", "1 byte to 1 TiB"}},
