@@ -6,6 +6,7 @@
 #include "framework/error.h"
 #include "models/gpt.h"
 #include "models/llama.h"
+#include "ops/linear_cross_entropy.h"
 #include "ops/matmul.h"
 
 namespace zt {
@@ -53,8 +54,10 @@ ops::CrossEntropyResult Model::head_loss(const HeadInputs& in, const Tensor& tar
   xo.reduction = o.reduction;
   xo.scale = o.scale;
   xo.inplace_grad = o.inplace_grad;
+  xo.logit_softcap = o.logit_softcap;
   xo.num_classes = config_.vocab_size;  // the logits' columns past it are the table's padding
   xo.group = tp_;
+  if (o.fused_head) return ops::linear_cross_entropy(in.hidden, in.weight, targets.reshape({-1}), xo);
   return ops::cross_entropy(ops::linear(in.hidden, in.weight), targets.reshape({-1}), xo);
 }
 

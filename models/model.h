@@ -32,6 +32,10 @@ struct LossOptions {
   ops::Reduction reduction = ops::Reduction::mean;
   double scale = 1.0;         // multiplies the reduced loss and its gradient (see ops::cross_entropy)
   bool inplace_grad = true;   // false when the loss is not differentiated (evaluation)
+  double logit_softcap = 0.0;  // 0: off; else logits -> cap tanh(logits / cap) before the loss
+  // The head product and the loss as one op (ops::linear_cross_entropy): the [tokens, vocab]
+  // logits never exist; same loss and gradients up to rounding.
+  bool fused_head = false;
 };
 
 class Model {

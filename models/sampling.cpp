@@ -46,4 +46,9 @@ std::vector<double> real_vocab_row(const Tensor& logits, int64_t row, int64_t vo
   return logits.select(0, row).slice(0, 0, vocab_size).to_vector<double>();
 }
 
+void apply_logit_softcap(std::vector<double>& logits, double cap) {
+  if (cap <= 0) return;
+  for (double& x : logits) x = cap * std::tanh(x / cap);
+}
+
 }  // namespace zt

@@ -21,4 +21,9 @@ int64_t sample_token(const std::vector<double>& logits, const SamplingOptions& o
 // vocab_size columns only: the padded columns are dropped, so they can never be sampled.
 std::vector<double> real_vocab_row(const Tensor& logits, int64_t row, int64_t vocab_size);
 
+// Logit soft-capping as the loss applies it (loss.logit_softcap): x -> cap tanh(x / cap) for
+// each value; cap 0 leaves the row as it is. A model trained with a cap samples from capped
+// logits.
+void apply_logit_softcap(std::vector<double>& logits, double cap);
+
 }  // namespace zt

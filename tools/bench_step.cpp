@@ -57,6 +57,7 @@ struct Bench {
   std::unique_ptr<zt::Model> model;
   std::unique_ptr<zt::AdamW> adam;
   std::unique_ptr<zt::TrainingStep> runner;
+  bool fused_head = false;  // loss.fused_head as resolved (--set loss.fused_head=on|off|auto)
   zt::Generator data_gen{12345};
   std::unique_ptr<zt::data::DataLoader> loader;  // --data: train's loader over data.train
   std::map<std::string, double> phase_ms;       // profiled runs: device time per phase (event to event)
@@ -163,7 +164,8 @@ int main(int argc, char** argv) {
     b.adam = std::make_unique<zt::AdamW>(
         b.model->parameters().all(),
         zt::AdamWOptions{b.cfg.optim.weight_decay, b.cfg.optim.beta1, b.cfg.optim.beta2, b.cfg.optim.eps});
-    b.runner = std::make_unique<zt::TrainingStep>(b.cfg, *b.model, *b.adam, b.par, b.compute);
+    b.fused_head = zt::fused_head_for_run(b.cfg, b.par.layout, b.compute, b.par.device);
+    b.runner = std::make_unique<zt::TrainingStep>(b.cfg, *b.model, *b.adam, b.par, b.compute, b.fused_head);
     if (real_data) {
       zt::data::DataLoaderOptions d;
       d.shards = b.cfg.data.train;
@@ -176,9 +178,10 @@ int main(int argc, char** argv) {
 
     const auto& m = b.cfg.model;
     const double flops_per_token = b.model->flops_per_token();
-    std::printf("bench_step: %s, %s, %lld layers, d_model %lld, %s params, B=%lld T=%lld grad_accum %lld, %s, z_loss "
+    std::printf("bench_step: %s, %s%s, %lld layers, d_model %lld, %s params, B=%lld T=%lld grad_accum %lld, %s, z_loss "
                 "%.1e, %s\n",
-                config_path.c_str(), b.model->describe().c_str(), static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model),
+                config_path.c_str(), b.model->describe().c_str(), b.fused_head ? ", fused head" : "",
+                static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model),
                 zt::format_parameter_count(b.model->num_parameters()).c_str(), static_cast<long long>(batch),
                 static_cast<long long>(seq_len), static_cast<long long>(grad_accum), dtype.c_str(),
                 b.cfg.loss.z_loss_weight, real_data ? "tokens from data.train" : "random tokens");

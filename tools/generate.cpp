@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
       const zt::Tensor input = zt::Tensor::from_vector(ctx, {1, n - start}, device);
       const zt::Variable logits = model.forward(input, zt::DType::f32, /*training=*/false, dropout_unused);
       // The last position's logits over the real vocabulary (the padded columns dropped).
-      const std::vector<double> last = zt::real_vocab_row(logits.tensor(), n - start - 1, cfg.model.vocab_size);
+      std::vector<double> last = zt::real_vocab_row(logits.tensor(), n - start - 1, cfg.model.vocab_size);
+      zt::apply_logit_softcap(last, cfg.loss.logit_softcap);  // the logits the model was trained on
       const auto next = static_cast<int32_t>(zt::sample_token(last, so, gen));
       if (stop_at_eot && next == tok.document_separator()) break;
       ids.push_back(next);

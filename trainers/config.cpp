@@ -284,6 +284,12 @@ const std::vector<KeySpec>& key_table() {
                "z-loss weight at step 0 under linear_warmup"),
       int_key("loss", "z_loss_warmup_steps", ZT_FIELD(loss.z_loss_warmup_steps), 0, kMax,
               "steps of the z-loss warmup (linear_warmup only; >= 1 there)"),
+      real_key("loss", "logit_softcap", ZT_FIELD(loss.logit_softcap), non_negative,
+               "logit soft-capping: logits -> cap * tanh(logits / cap) before the loss, in evaluation and in "
+               "generate (Gemma 2: 30); 0 = off. The alternative to z-loss for logit drift"),
+      choice_key("loss", "fused_head", ZT_FIELD(loss.fused_head), {"auto", "on", "off"},
+                 "the LM head's product and the loss as one op that never holds the [tokens, vocab] logits "
+                 "(ops/linear_cross_entropy.h); auto: on when the unfused logits would not fit in free memory"),
 
       int_key("parallel", "tensor_parallel_size", ZT_FIELD(parallel.tensor_parallel_size), 1, 1024,
               "tensor-parallel ranks T (Megatron-style); a world of N ranks is T-way tensor x N/T-way data "

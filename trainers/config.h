@@ -27,6 +27,8 @@ struct LossConfig {
   std::string z_loss_schedule = "constant";  // constant | linear_warmup
   double z_loss_start = 0.0;                 // linear_warmup: the weight at step 0
   int64_t z_loss_warmup_steps = 0;           // linear_warmup: steps to reach z_loss_weight
+  double logit_softcap = 0.0;                // 0: off; else logits -> cap tanh(logits / cap) (Gemma 2: 30)
+  std::string fused_head = "auto";           // auto | on | off: the head product and the loss in one op
 };
 
 struct ParallelConfig {

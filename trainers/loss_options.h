@@ -6,12 +6,15 @@
 
 namespace zt {
 
-// Training: z-loss at this step's (scheduled) weight, label smoothing, ignore_index; reduction
-// sum multiplied by `scale` (1 / the global batch's target tokens: the global mean's gradient,
-// written by the loss kernel in place).
-LossOptions training_loss_options(const LossConfig& loss, double z_loss_weight, double scale);
+// Training: z-loss at this step's (scheduled) weight, label smoothing, ignore_index, soft-capping;
+// reduction sum multiplied by `scale` (1 / the global batch's target tokens: the global mean's
+// gradient, written by the loss kernel in place); the fused head when `fused_head`
+// (resolve_fused_head).
+LossOptions training_loss_options(const LossConfig& loss, double z_loss_weight, double scale, bool fused_head);
 // Evaluation: the plain cross-entropy (no z-loss, no smoothing, so val_loss is comparable
-// across z-loss and smoothing ablations), summed; no gradient.
-LossOptions evaluation_loss_options(const LossConfig& loss);
+// across z-loss and smoothing ablations) of the same model (soft-capping is part of its
+// output), summed; no gradient.
+LossOptions evaluation_loss_options(const LossConfig& loss, bool fused_head);
+
 
 }  // namespace zt

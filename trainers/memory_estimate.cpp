@@ -55,7 +55,7 @@ std::string MemoryEstimate::describe() const {
          " + activations " + gb(activations) + " = " + gb(total()) + ", a lower bound";
 }
 
-MemoryEstimate estimate_training_memory(const ModelConfig& m, int64_t batch_size, DType compute) {
+MemoryEstimate estimate_training_memory(const ModelConfig& m, int64_t batch_size, DType compute, bool fused_head) {
   const double n = parameter_count(m), cs = static_cast<double>(dtype_size(compute));
   const double tokens = static_cast<double>(batch_size) * static_cast<double>(m.seq_len);
   MemoryEstimate e;
@@ -65,9 +65,10 @@ MemoryEstimate estimate_training_memory(const ModelConfig& m, int64_t batch_size
   // Per token and block, backward keeps at least the norms' outputs, qkv, the attention output
   // and the MLP's hidden values (ModelConfig::activation_values_per_token_and_layer); plus the
   // logits.
-  e.activations = tokens * cs *
-                  (static_cast<double>(m.n_layer) * m.activation_values_per_token_and_layer() +
-                   static_cast<double>(m.padded_vocab()));
+  const double vocab = static_cast<double>(m.padded_vocab());
+  e.activations = tokens * cs * static_cast<double>(m.n_layer) * m.activation_values_per_token_and_layer() +
+                  (fused_head ? tokens * vocab * 2.0 / 8.0 : tokens * cs * vocab);
+  if (fused_head) e.gradients += 4 * vocab * static_cast<double>(m.d_model);  // the head gradient's f32 sum
   return e;
 }
 

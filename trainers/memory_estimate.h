@@ -21,8 +21,11 @@ struct MemoryEstimate {
   std::string describe() const;  // "parameters 0.50 GB + gradients ... (a lower bound)"
 };
 
-// One training step of `model` with micro-batches of `batch_size` sequences of seq_len tokens.
-MemoryEstimate estimate_training_memory(const ModelConfig& model, int64_t batch_size, DType compute);
+// One training step of `model` with micro-batches of `batch_size` sequences of seq_len tokens;
+// with `fused_head` the logits are a chunk of at most 1/8 of their bf16 size
+// (ops/linear_cross_entropy.h) plus the head gradient's f32 accumulator, instead of whole.
+MemoryEstimate estimate_training_memory(const ModelConfig& model, int64_t batch_size, DType compute,
+                                        bool fused_head = false);
 // One forward of `batch_size` sequences (generate): parameters and activations only.
 MemoryEstimate estimate_inference_memory(const ModelConfig& model, int64_t batch_size);
 

@@ -81,10 +81,13 @@ class Trainer {
     // A config that cannot fit is refused before anything is allocated. Per rank: its rows of
     // the micro-batch, and at least 1/T of the model and its activations under T-way tensor
     // parallelism (still a lower bound).
-    MemoryEstimate need = estimate_training_memory(cfg_.model, micro_batch_rows(cfg_, l), compute_);
-    for (double* part : {&need.parameters, &need.gradients, &need.optimizer, &need.activations})
-      *part /= static_cast<double>(l.tp_size);
-    check_memory_fits(need, device_, "training this config");
+    fused_head_ = fused_head_for_run(cfg_, l, compute_, device_);
+    if (l.world_size > 1) {  // auto sees each rank's free memory: every rank takes one answer
+      Tensor t = Tensor::from_vector(std::vector<int64_t>{fused_head_ ? 1 : 0}, {1}, device_);
+      par_.world->all_reduce(t, ReduceOp::max);
+      fused_head_ = t.to_vector<int64_t>()[0] == 1;
+    }
+    check_memory_fits(rank_training_memory(cfg_, l, compute_, fused_head_), device_, "training this config");
 
     // Data first: a missing or bad shard should fail before anything is written. Each
     // data-parallel rank reads its own rows of every global micro-batch.
@@ -107,7 +110,7 @@ class Trainer {
     adam_ = std::make_unique<AdamW>(model_->parameters().all(),
                                     AdamWOptions{cfg_.optim.weight_decay, cfg_.optim.beta1, cfg_.optim.beta2,
                                                  cfg_.optim.eps});
-    step_runner_ = std::make_unique<TrainingStep>(cfg_, *model_, *adam_, par_, compute_);
+    step_runner_ = std::make_unique<TrainingStep>(cfg_, *model_, *adam_, par_, compute_, fused_head_);
     lr_ = LrSchedule{cfg_.optim.lr, cfg_.optim.min_lr, cfg_.schedule.warmup_steps, cfg_.train.max_steps};
     z_ = ZLossSchedule{cfg_.loss.z_loss_schedule, cfg_.loss.z_loss_weight, cfg_.loss.z_loss_start,
                        cfg_.loss.z_loss_warmup_steps};
@@ -267,6 +270,7 @@ class Trainer {
     s << ", dtype " << cfg_.train.dtype << ", " << tokens_per_step_ << " tokens per step (batch "
       << cfg_.train.batch_size << " x seq_len " << cfg_.model.seq_len << " x grad_accum " << cfg_.train.grad_accum
       << "), " << cfg_.train.max_steps << " steps; run dir " << run_dir_;
+    if (fused_head_) s << "; fused head (loss.fused_head " << cfg_.loss.fused_head << ": the logits are never whole)";
     progress_.event(s.str());
     if (par_.layout.world_size > 1) {
       s.str("");
@@ -287,7 +291,7 @@ class Trainer {
     double sums[2] = {0, 0};  // ce, count
     for (int64_t i = 0; i < n; ++i) {
       data::Batch b = val_loader_->next();
-      ops::CrossEntropyResult r = model_->loss(b.inputs.to(device_), b.targets.to(device_), evaluation_loss_options(cfg_.loss),
+      ops::CrossEntropyResult r = model_->loss(b.inputs.to(device_), b.targets.to(device_), evaluation_loss_options(cfg_.loss, fused_head_),
                                                compute_, /*training=*/false, eval_dropout_);
       r.check();
       sums[0] += r.ce_sum.item();
@@ -405,6 +409,7 @@ class Trainer {
   Progress progress_;
   Device device_;
   DType compute_ = DType::f32;
+  bool fused_head_ = false;  // loss.fused_head as resolved for this run
   int64_t tokens_per_step_ = 0;
   std::unique_ptr<data::DataLoader> train_loader_, val_loader_;
   std::unique_ptr<Model> model_;

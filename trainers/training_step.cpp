@@ -19,8 +19,23 @@ int64_t micro_batch_rows(const Config& c, const ParallelLayout& l) {
   return c.train.batch_size / l.dp_size;
 }
 
-TrainingStep::TrainingStep(const Config& config, Model& model, AdamW& adam, const ParallelContext& par, DType compute)
-    : cfg_(config), model_(model), adam_(adam), par_(par), compute_(compute) {
+MemoryEstimate rank_training_memory(const Config& c, const ParallelLayout& l, DType compute, bool fused_head) {
+  MemoryEstimate need = estimate_training_memory(c.model, micro_batch_rows(c, l), compute, fused_head);
+  for (double* part : {&need.parameters, &need.gradients, &need.optimizer, &need.activations})
+    *part /= static_cast<double>(l.tp_size);
+  return need;
+}
+
+bool fused_head_for_run(const Config& c, const ParallelLayout& l, DType compute, Device device) {
+  if (c.loss.fused_head != "auto") return c.loss.fused_head == "on";
+  const double available = available_memory(device);
+  const double unfused = rank_training_memory(c, l, compute, false).total();
+  return available > 0 && unfused > available && rank_training_memory(c, l, compute, true).total() < unfused;
+}
+
+TrainingStep::TrainingStep(const Config& config, Model& model, AdamW& adam, const ParallelContext& par, DType compute,
+                           bool fused_head)
+    : cfg_(config), model_(model), adam_(adam), par_(par), compute_(compute), fused_head_(fused_head) {
   rows_ = zt::micro_batch_rows(cfg_, par.layout);
   if (par.layout.dp_size > 1) {
     const auto bytes = static_cast<int64_t>(cfg_.parallel.bucket_mb * 1024.0 * 1024.0);
@@ -69,7 +84,7 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
     const Model::HeadInputs head = model_.head_inputs(ids, compute_, /*training=*/true, dropout_gen_);
     mark("loss");
     ops::CrossEntropyResult r =
-        model_.head_loss(head, targets, training_loss_options(cfg_.loss, z_loss_weight, 1.0 / global_targets));
+        model_.head_loss(head, targets, training_loss_options(cfg_.loss, z_loss_weight, 1.0 / global_targets, fused_head_));
     stats.add(r);
     checks.push_back(r.target_check);
     mark("bwd");

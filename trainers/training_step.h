@@ -25,6 +25,7 @@
 #include "trainers/config.h"
 #include "trainers/data/data_loader.h"
 #include "trainers/data_parallel.h"
+#include "trainers/memory_estimate.h"
 #include "trainers/metrics.h"
 #include "trainers/parallel_context.h"
 
@@ -34,11 +35,21 @@ namespace zt {
 // when D data-parallel ranks do not divide the global micro-batch).
 int64_t micro_batch_rows(const Config& config, const ParallelLayout& layout);
 
+// loss.fused_head for this run, decided once before the model is built: on, off, or for auto
+// whether the step with the unfused head (its [tokens, padded vocab / T] logits whole) would not
+// fit in the device's free memory while the fused one would need less. Errors name the key.
+bool fused_head_for_run(const Config& config, const ParallelLayout& layout, DType compute, Device device);
+// The memory estimate of one rank's step: 1/T of the model and its activations under T-way
+// tensor parallelism (a lower bound), with the head as `fused_head` says.
+MemoryEstimate rank_training_memory(const Config& config, const ParallelLayout& layout, DType compute, bool fused_head);
+
 class TrainingStep {
  public:
   // `model`, `adam` and `par` must outlive the step. Data parallelism (par.dp of more than one
   // rank) puts the gradients into buckets here.
-  TrainingStep(const Config& config, Model& model, AdamW& adam, const ParallelContext& par, DType compute);
+  // `fused_head`: the head and the loss as one op (fused_head_for_run).
+  TrainingStep(const Config& config, Model& model, AdamW& adam, const ParallelContext& par, DType compute,
+               bool fused_head);
 
   // The step's micro-batches come from `next` (grad_accum calls, each this rank's [B/D, T]
   // inputs and targets, on any device). Fills loss, ce_loss, z_loss, lse_mean, lse_max,
@@ -49,6 +60,7 @@ class TrainingStep {
 
   void zero_grad();
   int64_t micro_batch_rows() const { return rows_; }  // B / D sequences per micro-batch on this rank
+  bool fused_head() const { return fused_head_; }
 
  private:
   void release_grads();
@@ -58,6 +70,7 @@ class TrainingStep {
   AdamW& adam_;
   const ParallelContext& par_;
   DType compute_;
+  bool fused_head_ = false;
   int64_t rows_ = 0;
   Generator dropout_gen_;
   std::unique_ptr<DataParallelGradients> dp_grads_;

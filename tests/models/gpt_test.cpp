@@ -374,5 +374,18 @@ TEST(Sampling, RealVocabRowDropsThePaddedColumns) {
   EXPECT_THROW(real_vocab_row(logits.view({48}), 0, 11), Error);
 }
 
+// A model trained with loss.logit_softcap samples from the capped logits: cap tanh(x / cap),
+// order kept, values bounded by the cap; cap 0 leaves them as they are.
+TEST(Sampling, LogitSoftcapAsTheLossAppliesIt) {
+  std::vector<double> row = {-100.0, -1.0, 0.0, 2.5, 100.0};
+  const std::vector<double> raw = row;
+  apply_logit_softcap(row, 0.0);
+  EXPECT_EQ(row, raw);
+  apply_logit_softcap(row, 30.0);
+  for (size_t i = 0; i < row.size(); ++i) EXPECT_DOUBLE_EQ(row[i], 30.0 * std::tanh(raw[i] / 30.0)) << i;
+  EXPECT_LT(row.back(), 30.0);
+  EXPECT_GT(row.front(), -30.0);
+}
+
 }  // namespace
 }  // namespace zt

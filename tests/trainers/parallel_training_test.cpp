@@ -144,6 +144,15 @@ TEST_F(ParallelTraining, LlamaEveryLayoutTrainsTheSingleRankModelAndResumesExact
     }
   }
   ASSERT_EQ(train("cut", 2, 2, llama + " --stop-after 3").status, 0);
+  // The TP=2 checkpoint at step 3 resumed by one rank: re-sharded (the k|v and gate|up blocks
+  // cut separately), the same training.
+  fs::copy(dir_.path() + "/cut", dir_.path() + "/resharded", fs::copy_options::recursive);
+  const Result single = train("resharded", 1, 1, llama + " --resume");
+  ASSERT_EQ(single.status, 0) << single.output;
+  EXPECT_NE(single.output.find("saved with tensor_parallel_size 2"), std::string::npos) << single.output;
+  const auto resharded = metrics("resharded");
+  for (int64_t step = 4; step <= 6; ++step)
+    EXPECT_NEAR(resharded.at(step).first, ref.at(step).first, 1e-5 * ref.at(step).first) << "resharded, step " << step;
   const Result rest = train("cut", 2, 2, llama + " --resume");
   ASSERT_EQ(rest.status, 0) << rest.output;
   const auto full = metrics("tp2"), cut = metrics("cut");
@@ -156,6 +165,31 @@ TEST_F(ParallelTraining, LlamaEveryLayoutTrainsTheSingleRankModelAndResumesExact
   const Result wrong = train("cut", 2, 2, "--resume --set train.max_steps=7");
   EXPECT_NE(wrong.status, 0);
   EXPECT_NE(wrong.output.find("model.arch: llama -> gpt2"), std::string::npos) << wrong.output;
+}
+
+// loss.fused_head: the head product and the loss as one op (the logits never whole) trains the
+// same model as the unfused head, on one rank and on TP=2 x DP=2, for the tied GPT-2 head and
+// the untied llama head, with soft-capping on too.
+TEST_F(ParallelTraining, FusedHeadTrainsTheUnfusedModelOnEveryLayout) {
+  for (const std::string family : {"", "--set model.arch=llama --set model.n_kv_head=2 --set model.qk_norm=true"}) {
+    const std::string extra = family + " --set loss.logit_softcap=30";
+    const std::string tag = family.empty() ? "gpt2" : "llama";
+    const Result off = train(tag + "off", 1, 1, extra + " --set loss.fused_head=off");
+    ASSERT_EQ(off.status, 0) << off.output;
+    const auto ref = metrics(tag + "off");
+    for (auto [name, nproc, tp] : {std::tuple{"on", 1, 1}, std::tuple{"on_tp2dp2", 4, 2}}) {
+      const Result r = train(tag + name, nproc, tp, extra + " --set loss.fused_head=on");
+      ASSERT_EQ(r.status, 0) << tag << name << "\n" << r.output;
+      EXPECT_NE(r.output.find("fused head (loss.fused_head on"), std::string::npos) << r.output;
+      const auto got = metrics(tag + name);
+      ASSERT_EQ(got.size(), ref.size()) << tag << name;
+      for (const auto& [step, v] : ref) {
+        EXPECT_NEAR(got.at(step).first, v.first, 1e-6 * std::fabs(v.first)) << tag << name << ": loss at " << step;
+        EXPECT_NEAR(got.at(step).second, v.second, 1e-6 * std::fabs(v.second) + 1e-9)
+            << tag << name << ": grad_norm at " << step;
+      }
+    }
+  }
 }
 
 TEST_F(ParallelTraining, ResumeIsExactAndCheckpointsReshardAcrossLayouts) {
