@@ -118,7 +118,7 @@ Model::HeadInputs Gpt::head_inputs(const Tensor& ids, DType compute, bool traini
   x = ops::dropout(x, config_.dropout, dropout_gen, training);
   for (const Block& b : blocks_) x = block_forward(b, x, compute, training, dropout_gen);
   x = ops::layernorm(x, ops::cast(ln_f_w_, compute), ops::cast(ln_f_b_, compute));
-  return {ops::copy_to_tensor_parallel(ops::reshape(x, {B * T, C}), tp_), wte};
+  return {ops::reshape(x, {B * T, C}), wte};
 }
 
 }  // namespace zt

@@ -167,7 +167,7 @@ Model::HeadInputs Llama::head_inputs(const Tensor& ids, DType compute, bool trai
   for (const Block& b : blocks_) x = block_forward(b, x, compute, training, dropout_gen);
   x = norm(norm_f_, x, compute);
   const Variable head = config_.tie_embeddings ? table : ops::cast(lm_head_, compute);
-  return {ops::copy_to_tensor_parallel(ops::reshape(x, {B * T, config_.d_model}), tp_), head};
+  return {ops::reshape(x, {B * T, config_.d_model}), head};
 }
 
 std::string Llama::describe() const {

@@ -8,6 +8,7 @@
 #include "models/llama.h"
 #include "ops/linear_cross_entropy.h"
 #include "ops/matmul.h"
+#include "ops/tensor_parallel.h"
 
 namespace zt {
 
@@ -38,7 +39,7 @@ Variable Model::forward(const Tensor& ids, DType compute, bool training, Generat
   // kernels). The loss leaves the padded columns out (num_classes = vocab_size) and gives them
   // exactly zero gradient, so the padded rows get none from the head.
   const HeadInputs in = head_inputs(ids, compute, training, dropout_gen);
-  return ops::linear(in.hidden, in.weight);
+  return ops::linear(ops::copy_to_tensor_parallel(in.hidden, tp_), in.weight);
 }
 
 ops::CrossEntropyResult Model::loss(const Tensor& ids, const Tensor& targets, const LossOptions& o, DType compute,
@@ -57,8 +58,11 @@ ops::CrossEntropyResult Model::head_loss(const HeadInputs& in, const Tensor& tar
   xo.logit_softcap = o.logit_softcap;
   xo.num_classes = config_.vocab_size;  // the logits' columns past it are the table's padding
   xo.group = tp_;
+  // Under tensor parallelism the hidden states' gradient is summed over the group: by copy_to
+  // before the unfused head's product, inside the fused op (which all-reduces dhidden itself).
   if (o.fused_head) return ops::linear_cross_entropy(in.hidden, in.weight, targets.reshape({-1}), xo);
-  return ops::cross_entropy(ops::linear(in.hidden, in.weight), targets.reshape({-1}), xo);
+  return ops::cross_entropy(ops::linear(ops::copy_to_tensor_parallel(in.hidden, tp_), in.weight),
+                            targets.reshape({-1}), xo);
 }
 
 std::unique_ptr<Model> make_model(const ModelConfig& config, Generator& init, Device device,

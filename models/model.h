@@ -4,8 +4,9 @@
 // never name a family. A family implements head_inputs() and describe(); the rest is shared.
 //
 //   ids [B, T] -> head_inputs(): h [B*T, C] (after the final norm; under tensor parallelism
-//   every rank holds it whole, passed through copy_to so the head's gradient reduces over the
-//   group) and W [Vp/T, C] -> logits = h W^T [B*T, Vp/T] -> vocab-parallel loss.
+//   every rank holds it whole) and W [Vp/T, C] -> head_loss(): logits = h W^T [B*T, Vp/T]
+//   (h through copy_to, so its gradient is summed over the group) -> vocab-parallel loss; or
+//   both in one op (the fused head, which sums h's gradient over the group itself).
 //
 // loss() is "forward to the loss": the one place that turns LossOptions into the loss op's
 // options (num_classes, the tensor-parallel group), so training and evaluation cannot drift
