@@ -272,6 +272,7 @@ class Trainer {
       << "), " << cfg_.train.max_steps << " steps; run dir " << run_dir_;
     if (fused_head_) s << "; fused head (loss.fused_head " << cfg_.loss.fused_head << ": the logits are never whole)";
     progress_.event(s.str());
+    progress_.event("memory per rank: " + rank_training_memory(cfg_, par_.layout, compute_, fused_head_).describe());
     if (par_.layout.world_size > 1) {
       s.str("");
       s << "parallel: " << par_.layout.describe() << "; " << step_runner_->micro_batch_rows()
