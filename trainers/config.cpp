@@ -1,5 +1,6 @@
 #include "trainers/config.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cctype>
@@ -25,6 +26,39 @@ std::string shortest(double v) {  // shortest text that reads back as the same d
   char buf[64];
   auto r = std::to_chars(buf, buf + sizeof buf, v);
   return std::string(buf, r.ptr);
+}
+
+// The documents of a YAML text, counted up to 2 through the parser's events (nothing is built).
+// Not YAML::LoadAll: on some malformed texts (", }" ...) its document loop never ends, each turn
+// allocating a node, while the first document's parse has already succeeded or failed.
+struct DocumentCount {
+  int count = 0;
+  YAML::Mark second_start = YAML::Mark::null_mark();
+};
+
+DocumentCount count_documents(const std::string& text) {
+  struct Counter : YAML::EventHandler {
+    DocumentCount* out;
+    explicit Counter(DocumentCount* o) : out(o) {}
+    void OnDocumentStart(const YAML::Mark& mark) override {
+      if (++out->count == 2) out->second_start = mark;
+    }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+  };
+  DocumentCount result;
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  Counter counter(&result);
+  for (int turn = 0; turn < 2 && parser.HandleNextDocument(counter); ++turn) {
+  }
+  return result;
 }
 
 std::string show(const YAML::Node& n) {
@@ -515,11 +549,11 @@ Config parse_config(const std::string& yaml_text, const std::string& source, con
   c.source = source;
   YAML::Node root;
   try {
-    // Every document, so a file of several ("---") is refused instead of using one of them.
-    const std::vector<YAML::Node> docs = YAML::LoadAll(yaml_text);
-    ZT_CHECK(docs.size() <= 1, mark_str(source, docs.size() > 1 ? docs[1].Mark() : YAML::Mark()), ": the file holds ",
-             docs.size(), " YAML documents (separated by '---'); a config is one document: merge them or keep one");
-    if (!docs.empty()) root = docs[0];
+    root = YAML::Load(yaml_text);
+    // A file of several documents ("---") is refused instead of using one of them.
+    const DocumentCount docs = count_documents(yaml_text);
+    ZT_CHECK(docs.count <= 1, mark_str(source, docs.second_start), ": the file holds ", docs.count,
+             " YAML documents (separated by '---'); a config is one document: merge them or keep one");
   } catch (const YAML::Exception& e) {
     ZT_FAIL(mark_str(source, e.mark), ": not valid YAML: ", e.msg);
   }
