@@ -48,14 +48,7 @@ ops::CrossEntropyResult Model::loss(const Tensor& ids, const Tensor& targets, co
 }
 
 ops::CrossEntropyResult Model::head_loss(const HeadInputs& in, const Tensor& targets, const LossOptions& o) const {
-  ops::CrossEntropyOptions xo;
-  xo.z_loss_weight = o.z_loss_weight;
-  xo.label_smoothing = o.label_smoothing;
-  xo.ignore_index = o.ignore_index;
-  xo.reduction = o.reduction;
-  xo.scale = o.scale;
-  xo.inplace_grad = o.inplace_grad;
-  xo.logit_softcap = o.logit_softcap;
+  ops::CrossEntropyOptions xo = o.loss;
   xo.num_classes = config_.vocab_size;  // the logits' columns past it are the table's padding
   xo.group = tp_;
   // Under tensor parallelism the hidden states' gradient is summed over the group: by copy_to
@@ -67,7 +60,8 @@ ops::CrossEntropyResult Model::head_loss(const HeadInputs& in, const Tensor& tar
 
 std::unique_ptr<Model> make_model(const ModelConfig& config, Generator& init, Device device,
                                   std::shared_ptr<ProcessGroup> tp_group) {
-  config.validate();
+  // The Model constructor validates the config (an unknown arch included) before either family
+  // builds anything.
   if (config.is_gpt2()) return std::make_unique<Gpt>(config, init, device, std::move(tp_group));
   return std::make_unique<Llama>(config, init, device, std::move(tp_group));
 }

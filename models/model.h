@@ -27,13 +27,9 @@ class ProcessGroup;
 
 // What a caller chooses about the loss; the model adds what it knows (its vocabulary, its group).
 struct LossOptions {
-  double z_loss_weight = 0.0;
-  double label_smoothing = 0.0;
-  int64_t ignore_index = -100;
-  ops::Reduction reduction = ops::Reduction::mean;
-  double scale = 1.0;         // multiplies the reduced loss and its gradient (see ops::cross_entropy)
-  bool inplace_grad = true;   // false when the loss is not differentiated (evaluation)
-  double logit_softcap = 0.0;  // 0: off; else logits -> cap tanh(logits / cap) before the loss
+  // z-loss, smoothing, soft-cap, ignore_index, reduction, scale, inplace_grad; the model sets
+  // num_classes (its real vocabulary) and group (its tensor-parallel group).
+  ops::CrossEntropyOptions loss;
   // The head product and the loss as one op (ops::linear_cross_entropy): the [tokens, vocab]
   // logits never exist; same loss and gradients up to rounding.
   bool fused_head = false;

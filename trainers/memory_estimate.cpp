@@ -18,9 +18,6 @@ std::string gb(double bytes) {
   return buf;
 }
 
-// Doubles from here on: byte counts of a config at the validator's limits overflow int64.
-double parameter_count(const ModelConfig& m) { return static_cast<double>(m.num_parameters()); }
-
 double read_number_file(const char* path) {  // a cgroup file: a number, or "max"
   std::ifstream in(path);
   std::string s;
@@ -56,7 +53,8 @@ std::string MemoryEstimate::describe() const {
 }
 
 MemoryEstimate estimate_training_memory(const ModelConfig& m, int64_t batch_size, DType compute, bool fused_head) {
-  const double n = parameter_count(m), cs = static_cast<double>(dtype_size(compute));
+  // Doubles from here on: byte counts of a config at the validator's limits overflow int64.
+  const double n = static_cast<double>(m.num_parameters()), cs = static_cast<double>(dtype_size(compute));
   const double tokens = static_cast<double>(batch_size) * static_cast<double>(m.seq_len);
   MemoryEstimate e;
   e.parameters = 4 * n + (compute == DType::f32 ? 0 : cs * n);
@@ -74,7 +72,7 @@ MemoryEstimate estimate_training_memory(const ModelConfig& m, int64_t batch_size
 
 MemoryEstimate estimate_inference_memory(const ModelConfig& m, int64_t batch_size) {
   MemoryEstimate e;
-  e.parameters = 4 * parameter_count(m);
+  e.parameters = 4 * static_cast<double>(m.num_parameters());
   e.activations = 4.0 * static_cast<double>(batch_size) * static_cast<double>(m.seq_len) *
                   static_cast<double>(m.padded_vocab());
   return e;

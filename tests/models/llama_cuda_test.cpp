@@ -39,8 +39,8 @@ struct Result {
 
 Result loss_and_grads(Llama& model, const Tensor& ids, const Tensor& targets, DType compute) {
   LossOptions o;
-  o.z_loss_weight = 1e-3;
-  o.label_smoothing = 0.1;
+  o.loss.z_loss_weight = 1e-3;
+  o.loss.label_smoothing = 0.1;
   Generator no_dropout(0);
   const ops::CrossEntropyResult r =
       model.loss(ids.to(model.device()), targets.to(model.device()), o, compute, true, no_dropout);

@@ -95,9 +95,9 @@ TEST_P(LlamaReference, LossAndEveryGradientMatchTheNumpyReference) {
     targets.push_back(i % 5 == 4 ? -100 : (i * 11 + 1) % cfg.vocab_size);
   }
   LossOptions o;
-  o.z_loss_weight = 1e-3;
-  o.label_smoothing = 0.1;
-  o.inplace_grad = false;
+  o.loss.z_loss_weight = 1e-3;
+  o.loss.label_smoothing = 0.1;
+  o.loss.inplace_grad = false;
   Generator no_dropout(0);
   const ops::CrossEntropyResult r = model.loss(Tensor::from_vector(ids, {B, T}), Tensor::from_vector(targets, {B * T}),
                                                o, DType::f64, /*training=*/true, no_dropout);
@@ -115,8 +115,8 @@ TEST_P(LlamaReference, LossAndEveryGradientMatchTheNumpyReference) {
                       {"position", cfg.position},    {"rope_theta", cfg.rope_theta},
                       {"qk_norm", cfg.qk_norm},      {"tie_embeddings", cfg.tie_embeddings},
                       {"bias", cfg.bias},            {"norm_eps", cfg.norm_eps},
-                      {"z_loss_weight", o.z_loss_weight}, {"label_smoothing", o.label_smoothing},
-                      {"ignore_index", o.ignore_index}};
+                      {"z_loss_weight", o.loss.z_loss_weight}, {"label_smoothing", o.loss.label_smoothing},
+                      {"ignore_index", o.loss.ignore_index}};
   std::ofstream(in / "config.json") << j.dump(2);
   io::write_npy((in / "ids.npy").string(), Tensor::from_vector(ids, {B, T}));
   io::write_npy((in / "targets.npy").string(), Tensor::from_vector(targets, {B * T}));
