@@ -133,6 +133,27 @@ void ProcessGroup::reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) {
   out.copy_(all.select(0, rank()).view(out.shape()));
 }
 
+namespace {
+int64_t chunk_of(const ProcessGroup& g, const Tensor& flat, const char* op) {
+  ZT_CHECK(flat.defined() && flat.dim() == 1 && flat.is_contiguous(), op, ": needs a contiguous 1-D tensor, got ",
+           flat.defined() ? shape_str(flat.shape()) : std::string("an undefined one"));
+  ZT_CHECK(flat.numel() % g.size() == 0, op, ": ", flat.numel(), " elements do not split into ", g.size(), " chunks");
+  return flat.numel() / g.size();
+}
+}  // namespace
+
+std::shared_ptr<Work> ProcessGroup::reduce_scatter_in_place_async(Tensor flat, ReduceOp op) {
+  chunk_of(*this, flat, "reduce_scatter_in_place");
+  return all_reduce_async(std::move(flat), op);
+}
+
+void ProcessGroup::all_gather_in_place(Tensor& flat) {
+  const int64_t n = chunk_of(*this, flat, "all_gather_in_place");
+  const Tensor mine = flat.slice(0, rank() * n, (rank() + 1) * n).clone();
+  Tensor out = flat.view({size(), n});
+  all_gather(mine, out);
+}
+
 std::shared_ptr<ProcessGroup> make_process_group(const std::string& backend, const RankInfo& info,
                                                  std::shared_ptr<Store> store, Device device) {
   ZT_CHECK(backend == "gloo" || backend == "nccl" || backend == "auto", "process group: unknown backend '",

@@ -43,6 +43,14 @@ class ProcessGroup {
   // in [size() * n] -> out [n]: rank r receives the op-reduction of every rank's chunk r. The
   // default is an all_reduce of a copy and a slice; backends may do better.
   virtual void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op);
+  // In place on a contiguous 1-D `flat` of size() * n elements (ZeRO's buckets): after wait(),
+  // chunk rank() (elements [rank() * n, (rank() + 1) * n)) holds the op-reduction of every
+  // rank's chunk; the other chunks are unspecified. The default all-reduces the whole (right
+  // for every chunk, twice the traffic); NCCL reduce-scatters.
+  virtual std::shared_ptr<Work> reduce_scatter_in_place_async(Tensor flat, ReduceOp op);
+  // In place on a contiguous 1-D `flat` of size() * n elements: every rank's chunk rank()
+  // goes to every rank's chunk of that index.
+  virtual void all_gather_in_place(Tensor& flat);
 };
 
 // Where this process sits in the job, read from the environment of whichever launcher

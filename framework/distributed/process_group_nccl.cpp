@@ -120,13 +120,7 @@ class NcclProcessGroup : public ProcessGroup, public std::enable_shared_from_thi
     ZT_CUDA_CHECK(cudaStreamWaitEvent(stream_, before_, 0));
     ZT_NCCL_CHECK(ncclAllReduce(t.raw_data(), t.raw_data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()),
                                 op == ReduceOp::sum ? ncclSum : ncclMax, comm_, stream_));
-    cudaEvent_t done = take_event();
-    ZT_CUDA_CHECK(cudaEventRecord(done, stream_));
-    std::weak_ptr<NcclProcessGroup> self = weak_from_this();
-    return std::make_shared<NcclWork>(done, device_.index, [self](cudaEvent_t e) {
-      if (auto g = self.lock()) g->free_events_.push_back(e);
-      else cudaEventDestroy(e);
-    });
+    return record_async();
   }
 
   void reduce_scatter(const Tensor& in, Tensor& out, ReduceOp op) override {
@@ -137,6 +131,33 @@ class NcclProcessGroup : public ProcessGroup, public std::enable_shared_from_thi
     run([&](cudaStream_t s) {
       ZT_NCCL_CHECK(ncclReduceScatter(in.raw_data(), out.raw_data(), static_cast<size_t>(out.numel()),
                                       nccl_type(in.dtype()), op == ReduceOp::sum ? ncclSum : ncclMax, comm_, s));
+    });
+  }
+
+  // In place, as NCCL allows: rank r's output chunk is the input at offset r * n.
+  std::shared_ptr<Work> reduce_scatter_in_place_async(Tensor flat, ReduceOp op) override {
+    check(flat, "reduce_scatter_in_place");
+    ZT_CHECK(flat.dim() == 1 && flat.numel() % size_ == 0, "nccl reduce_scatter_in_place: ", flat.numel(),
+             " elements do not split into ", size_, " chunks");
+    const size_t n = static_cast<size_t>(flat.numel() / size_);
+    cuda::set_device(device_.index);
+    ZT_CUDA_CHECK(cudaEventRecord(before_, cuda::current_stream()));
+    ZT_CUDA_CHECK(cudaStreamWaitEvent(stream_, before_, 0));
+    char* base = static_cast<char*>(flat.raw_data());
+    ZT_NCCL_CHECK(ncclReduceScatter(base, base + static_cast<size_t>(rank_) * n * dtype_size(flat.dtype()), n,
+                                    nccl_type(flat.dtype()), op == ReduceOp::sum ? ncclSum : ncclMax, comm_, stream_));
+    return record_async();
+  }
+
+  void all_gather_in_place(Tensor& flat) override {
+    check(flat, "all_gather_in_place");
+    ZT_CHECK(flat.dim() == 1 && flat.numel() % size_ == 0, "nccl all_gather_in_place: ", flat.numel(),
+             " elements do not split into ", size_, " chunks");
+    const size_t n = static_cast<size_t>(flat.numel() / size_);
+    char* base = static_cast<char*>(flat.raw_data());
+    run([&](cudaStream_t s) {
+      ZT_NCCL_CHECK(ncclAllGather(base + static_cast<size_t>(rank_) * n * dtype_size(flat.dtype()), base, n,
+                                  nccl_type(flat.dtype()), comm_, s));
     });
   }
 
@@ -188,6 +209,17 @@ class NcclProcessGroup : public ProcessGroup, public std::enable_shared_from_thi
     collective(stream_);
     ZT_CUDA_CHECK(cudaEventRecord(after_, stream_));
     ZT_CUDA_CHECK(cudaStreamWaitEvent(caller, after_, 0));
+  }
+
+  // The Work of a collective just issued on stream_: its completion event.
+  std::shared_ptr<Work> record_async() {
+    cudaEvent_t done = take_event();
+    ZT_CUDA_CHECK(cudaEventRecord(done, stream_));
+    std::weak_ptr<NcclProcessGroup> self = weak_from_this();
+    return std::make_shared<NcclWork>(done, device_.index, [self](cudaEvent_t e) {
+      if (auto g = self.lock()) g->free_events_.push_back(e);
+      else cudaEventDestroy(e);
+    });
   }
 
   cudaEvent_t take_event() {
