@@ -161,9 +161,7 @@ int main(int argc, char** argv) {
     b.cfg.train.dtype = dtype;
     zt::Generator init(static_cast<uint64_t>(b.cfg.train.seed));
     b.model = zt::make_model(b.cfg.model, init, b.par.device);
-    b.adam = std::make_unique<zt::AdamW>(
-        b.model->parameters().all(),
-        zt::AdamWOptions{b.cfg.optim.weight_decay, b.cfg.optim.beta1, b.cfg.optim.beta2, b.cfg.optim.eps});
+    b.adam = zt::make_optimizer(b.cfg, *b.model, b.par.layout);
     b.fused_head = zt::fused_head_for_run(b.cfg, b.par.layout, b.compute, b.par.device);
     b.runner = std::make_unique<zt::TrainingStep>(b.cfg, *b.model, *b.adam, b.par, b.compute, b.fused_head);
     if (real_data) {

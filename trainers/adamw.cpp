@@ -1,6 +1,7 @@
 #include "trainers/adamw.h"
 
 #include <cmath>
+#include <limits>
 
 #include "ops/device_dispatch.h"
 #include "trainers/optim_cuda.h"
@@ -28,28 +29,58 @@ void update_host(float* p, const float* g, float* m, float* v, int64_t n, const 
   }
 }
 
-
 }  // namespace
 
-AdamW::AdamW(std::vector<Parameter>& params, AdamWOptions options) : params_(params), opt_(options) {
+PieceGradient gradient_from_params(const std::vector<Parameter>& params) {
+  return [&params](const ShardPiece& piece) -> Tensor {
+    const Parameter& p = params[static_cast<size_t>(piece.param)];
+    if (!p.var.has_grad()) return Tensor();
+    const Tensor& g = p.var.grad();
+    if (piece.numel == g.numel()) return g;
+    return g.contiguous().view({-1}).slice(0, piece.param_begin, piece.param_begin + piece.numel);
+  };
+}
+
+AdamW::AdamW(std::vector<Parameter>& params, AdamWOptions options, std::shared_ptr<const ParameterBuckets> layout)
+    : params_(params), opt_(options), layout_(std::move(layout)) {
+  ZT_CHECK(layout_, "AdamW: no parameter layout");
   for (const auto& p : params_) {
     const Tensor& w = p.var.tensor();
     ZT_CHECK(w.dtype() == DType::f32, "AdamW: parameter '", p.name, "' is ", dtype_name(w.dtype()),
              "; parameters are kept in f32");
-    m_[p.name] = Tensor::zeros(w.shape(), DType::f32, w.device());
-    v_[p.name] = Tensor::zeros(w.shape(), DType::f32, w.device());
+    ZT_CHECK(w.is_contiguous(), "AdamW: parameter '", p.name, "' is not contiguous");
+  }
+  const Device device = params_.empty() ? Device::cpu() : params_.front().var.device();
+  for (size_t b = 0; b < layout_->buckets().size(); ++b) {
+    const int64_t n = layout_->shard_numel(static_cast<int64_t>(b));
+    m_.push_back(Tensor::zeros({n}, DType::f32, device));
+    v_.push_back(Tensor::zeros({n}, DType::f32, device));
   }
 }
 
-void AdamW::step(double lr, double grad_scale) {
+AdamW::AdamW(std::vector<Parameter>& params, AdamWOptions options)
+    : AdamW(params, options,
+            std::make_shared<const ParameterBuckets>(params, std::numeric_limits<int64_t>::max() / 2, 1, 0)) {}
+
+Tensor AdamW::state_piece(const std::vector<Tensor>& flat, const ShardPiece& piece) const {
+  return flat[static_cast<size_t>(piece.bucket)].slice(0, piece.shard_offset, piece.shard_offset + piece.numel);
+}
+
+int64_t AdamW::state_bytes() const { return 2 * 4 * layout_->shard_elements(); }
+
+void AdamW::step(double lr, double grad_scale) { step(lr, grad_scale, gradient_from_params(params_)); }
+
+void AdamW::step(double lr, double grad_scale, const PieceGradient& gradient) {
   ++t_;
   const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(t_));
   const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(t_));
   std::vector<optim_cuda::AdamWTensor> device_tensors;  // updated together after the loop
   std::vector<Tensor> keep_alive;                       // f32 copies of non-f32 gradients
   Tensor on_device;                                     // one of them: where the launch goes
-  for (auto& p : params_) {
-    if (!p.var.has_grad()) continue;
+  for (const ShardPiece& piece : layout_->pieces()) {
+    Parameter& p = params_[static_cast<size_t>(piece.param)];
+    Tensor g = gradient(piece);
+    if (!g.defined()) continue;
     Scalars s{static_cast<float>(opt_.beta1),
               static_cast<float>(opt_.beta2),
               static_cast<float>(opt_.eps),
@@ -60,24 +91,21 @@ void AdamW::step(double lr, double grad_scale) {
     Tensor& w = p.var.tensor();
     // The bf16 compute copy, when the device kernel may rewrite it: then the next forward
     // needs no cast (framework/autograd/mixed_precision.h). Asked before the version bump.
-    Tensor* copy = rewritable_compute_copy(*p.var.impl());
+    // Only a piece that is the whole parameter can: a shard's weights arrive by all-gather.
+    Tensor* copy = piece.numel == w.numel() ? rewritable_compute_copy(*p.var.impl()) : nullptr;
     uint16_t* shadow = copy ? static_cast<uint16_t*>(copy->raw_data()) : nullptr;
     w.storage()->bump_version();  // written below through raw pointers: cached casts are stale
-    Tensor g = p.var.grad().to(DType::f32);
-    Tensor& m = m_.at(p.name);
-    Tensor& v = v_.at(p.name);
+    g = g.to(DType::f32).contiguous();
+    float* weights = w.data<float>() + piece.param_begin;
+    const Tensor m = state_piece(m_, piece), v = state_piece(v_, piece);
     if (w.device().is_cpu()) {
-      ZT_CHECK(w.is_contiguous(), "AdamW: parameter '", p.name, "' is not contiguous");
-      g = g.contiguous();
-      update_host(w.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), w.numel(), s);
+      update_host(weights, g.data<float>(), m.data<float>(), v.data<float>(), piece.numel, s);
     } else {
-      ZT_CHECK(w.is_contiguous(), "AdamW: parameter '", p.name, "' is not contiguous");
       ZT_CHECK(!on_device.defined() || on_device.device() == w.device(), "AdamW: parameters on ",
                on_device.device().str(), " and ", w.device().str(), "; one optimizer updates one device");
       on_device = w;
-      g = g.contiguous();
       keep_alive.push_back(g);
-      device_tensors.push_back({w.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), w.numel(),
+      device_tensors.push_back({weights, g.data<float>(), m.data<float>(), v.data<float>(), piece.numel,
                                 s.decay_factor, shadow});
       // The kernel rewrites the cached bf16 copy with the new weights: it is current again.
       if (shadow) compute_copy_rewritten(*p.var.impl());
@@ -92,6 +120,33 @@ void AdamW::step(double lr, double grad_scale) {
   }
 }
 
+AdamW::FullState AdamW::full_state(ProcessGroup* dp) const {
+  FullState out;
+  if (!layout_->sharded()) {
+    for (const ShardPiece& piece : layout_->pieces()) {
+      const Parameter& p = params_[static_cast<size_t>(piece.param)];
+      out.m[p.name] = state_piece(m_, piece).view(p.var.shape());
+      out.v[p.name] = state_piece(v_, piece).view(p.var.shape());
+    }
+    return out;
+  }
+  ZT_CHECK(dp && dp->size() == layout_->shards(), "AdamW: the state is sharded ", layout_->shards(),
+           " ways; gathering it needs the data-parallel group of that size");
+  for (size_t b = 0; b < layout_->buckets().size(); ++b) {
+    const int64_t n = layout_->shard_numel(static_cast<int64_t>(b));
+    for (auto [flat, map] : {std::pair{&m_, &out.m}, std::pair{&v_, &out.v}}) {
+      Tensor whole = Tensor::zeros({layout_->shards(), n}, DType::f32, (*flat)[b].device());
+      dp->all_gather((*flat)[b], whole);
+      const Tensor host = whole.to(Device::cpu()).view({-1});
+      for (const BucketSlot& s : layout_->buckets()[b].slots) {
+        const Parameter& p = params_[static_cast<size_t>(s.param)];
+        (*map)[p.name] = host.slice(0, s.offset, s.offset + s.numel).view(p.var.shape());
+      }
+    }
+  }
+  return out;
+}
+
 void AdamW::load_state(int64_t t, const std::map<std::string, Tensor>& m, const std::map<std::string, Tensor>& v) {
   ZT_CHECK(t >= 0, "AdamW state: negative step count ", t);
   for (const auto& p : params_) {
@@ -103,9 +158,13 @@ void AdamW::load_state(int64_t t, const std::map<std::string, Tensor>& m, const 
                shape_str(it->second.shape()), ", the parameter has ", shape_str(p.var.shape()));
     }
   }
-  for (const auto& p : params_) {
-    m_.at(p.name).copy_(m.at(p.name));
-    v_.at(p.name).copy_(v.at(p.name));
+  for (const ShardPiece& piece : layout_->pieces()) {
+    const std::string& name = params_[static_cast<size_t>(piece.param)].name;
+    for (auto [flat, map] : {std::pair{&m_, &m}, std::pair{&v_, &v}}) {
+      const Tensor src = map->at(name).contiguous().view({-1});
+      Tensor dst = state_piece(*flat, piece);
+      dst.copy_(src.slice(0, piece.param_begin, piece.param_begin + piece.numel));
+    }
   }
   t_ = t;
 }

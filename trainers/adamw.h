@@ -3,13 +3,21 @@
 //   p -= lr * wd * p                      (only for parameters with decay = true)
 //   m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2
 //   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-// State (m, v: f32, like the parameters; t) is saved in checkpoints under the parameter's name.
+// State (m, v: f32, like the parameters; t) lives in flat buffers, one per parameter bucket
+// (trainers/parameter_buckets.h), holding only this data-parallel rank's shard of each bucket
+// under ZeRO (parallel.zero_stage >= 1) and the whole bucket otherwise. Checkpoints see it per
+// parameter, whole (full_state / load_state), so a checkpoint resumes under any data-parallel
+// size and any zero_stage.
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "framework/distributed/process_group.h"
 #include "models/parameter_registry.h"
+#include "trainers/parameter_buckets.h"
 
 namespace zt {
 
@@ -20,27 +28,52 @@ struct AdamWOptions {
   double eps = 1e-8;
 };
 
+// The reduced gradient of one piece of this rank's shard (numel elements, contiguous f32),
+// or an undefined tensor when its parameter has none (the piece is then left alone).
+using PieceGradient = std::function<Tensor(const ShardPiece&)>;
+// The default source: the piece's elements of its parameter's .grad.
+PieceGradient gradient_from_params(const std::vector<Parameter>& params);
+
 class AdamW {
  public:
+  // `layout` must describe `params` (the same list); one shard: every parameter is updated.
+  AdamW(std::vector<Parameter>& params, AdamWOptions options, std::shared_ptr<const ParameterBuckets> layout);
+  // Unsharded, one bucket of everything.
   AdamW(std::vector<Parameter>& params, AdamWOptions options);
 
-  // One update with learning rate lr; parameters without a gradient are left alone. Each
-  // gradient is used times grad_scale (gradient clipping's factor, grad_clip.h: clip_factor),
-  // exactly as if it had been scaled in place first, without that extra pass.
+  // One update with learning rate lr of this rank's pieces; pieces without a gradient are
+  // left alone. Each gradient is used times grad_scale (gradient clipping's factor,
+  // grad_clip.h: clip_factor), as if it had been scaled in place first, without that pass.
+  // Sharded, only this rank's pieces of the weights change: the caller all-gathers them
+  // (DataParallelGradients::all_gather_weights).
   void step(double lr, double grad_scale = 1.0);
+  void step(double lr, double grad_scale, const PieceGradient& gradient);
 
   int64_t steps_taken() const { return t_; }
-  // For checkpoints: m and v of every parameter ("<name>"), and t.
-  const std::map<std::string, Tensor>& first_moments() const { return m_; }
-  const std::map<std::string, Tensor>& second_moments() const { return v_; }
-  // Restores state saved by a run with the same parameters (shapes are checked).
+  const ParameterBuckets& layout() const { return *layout_; }
+  const std::shared_ptr<const ParameterBuckets>& layout_shared() const { return layout_; }
+  // Bytes of m and v held by this rank.
+  int64_t state_bytes() const;
+
+  struct FullState {
+    std::map<std::string, Tensor> m, v;  // keyed by parameter name, each the parameter's shape
+  };
+  // The state per parameter, whole. Unsharded: views of the flat buffers. Sharded: a
+  // collective over `dp` (every rank of the data-parallel group calls it), bucket by bucket,
+  // into host tensors, so the device holds one extra bucket at a time.
+  FullState full_state(ProcessGroup* dp) const;
+  // Restores state saved per parameter (full_state's form) by a run with the same parameters,
+  // whatever its data-parallel size or sharding: each rank takes its pieces. Shapes are checked.
   void load_state(int64_t t, const std::map<std::string, Tensor>& m, const std::map<std::string, Tensor>& v);
 
  private:
+  Tensor state_piece(const std::vector<Tensor>& flat, const ShardPiece& piece) const;
+
   std::vector<Parameter>& params_;
   AdamWOptions opt_;
+  std::shared_ptr<const ParameterBuckets> layout_;
   int64_t t_ = 0;
-  std::map<std::string, Tensor> m_, v_;
+  std::vector<Tensor> m_, v_;  // per bucket: this rank's shard, f32
 };
 
 }  // namespace zt

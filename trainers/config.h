@@ -35,6 +35,7 @@ struct ParallelConfig {
   int64_t tensor_parallel_size = 1;  // T; the world's N ranks are T-way TP x N/T-way DP
   std::string store_dir;             // rendezvous directory when $ZTRAIN_STORE_DIR is unset
   double bucket_mb = 25.0;           // data-parallel gradient bucket size (MiB of f32)
+  int64_t zero_stage = 0;            // 0: replicated optimizer; 1: AdamW state sharded over DP; 2: gradients too
   int64_t rendezvous_timeout_s = 120;  // how long ranks wait for each other at start-up
 };
 

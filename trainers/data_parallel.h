@@ -1,21 +1,36 @@
 #pragma once
-// Data parallelism's gradient averaging (PyTorch DDP's buckets, Megatron's grad buffer):
-// every parameter's .grad is a view into one of a few flat f32 buckets, and each bucket's
-// all-reduce over the data-parallel group starts as soon as backward has produced the last
-// gradient in it, so communication overlaps the rest of backward.
+// Data parallelism's gradient reduction (PyTorch DDP's buckets, Megatron's grad buffer) and,
+// under ZeRO, the gathering of the updated weights. Parameters sit in flat f32 buckets
+// (trainers/parameter_buckets.h); each bucket's collective over the data-parallel group starts
+// as soon as backward has produced the last gradient in it, so communication overlaps the
+// rest of backward. Per parallel.zero_stage:
 //
-//   zero_grad()        zeroes the buckets (the views stay each parameter's .grad)
-//   micro-batches      backward accumulates into the buckets in place; only the last one
-//                      runs under sync_hook(), which launches buckets as they fill
-//   finish()           launches what is left and waits; then every rank holds the SUM over
-//                      the group (the trainer scales the loss by 1 / the global token count,
-//                      so the sum is the gradient of the global mean)
+//   0  every .grad is a view into its bucket; the last micro-batch's backward all-reduces
+//      the buckets: every rank holds the whole summed gradient and updates every weight.
+//   1  the same buckets, reduce-scattered instead: each rank holds the sum for its shard of
+//      each bucket (the rest of the bucket is its own, unreduced), updates that shard's
+//      weights (AdamW keeps m and v for the shard only), and all_gather_weights() brings
+//      every rank the others' updated shards.
+//   2  no whole gradient buffers: every micro-batch's backward hands each bucket, once its
+//      gradients are final, to a transient buffer that is reduce-scattered and added into
+//      this rank's shard accumulator (shard-sized), and the parameters' gradients are
+//      dropped. The gradient memory per rank is the shards plus the buckets in flight.
+//
+// The communication per step of stages 0 and 1 is the same (a reduce-scatter and an
+// all-gather move what one all-reduce does); stage 2 reduce-scatters once per micro-batch.
+//
+//   zero_grad()        zeroes the buckets / shard accumulators
+//   micro-batches      run their backward under sync_hook() when syncs(last) says so, then
+//                      finish_micro_batch(last), which launches what is left and waits;
+//                      the trainer scales the loss by 1 / the global token count, so the
+//                      sum over the group is the gradient of the global mean
+//   gradient           the reduced gradient of a piece of this rank's shard, for AdamW and
+//                      the gradient norm
 //
 // Buckets are launched strictly in index order on every rank (a bucket that fills early
 // waits for the ones before it), so all ranks issue the same collectives in the same order.
-// Parameters go into buckets in reverse registration order: backward produces the last
-// layers' gradients first. On CUDA the all-reduces run on the NCCL stream, fenced by events
-// (no host wait); on CPU on the Gloo group's worker thread.
+// On CUDA the collectives run on the NCCL stream, fenced by events (no host wait); on CPU on
+// the Gloo group's worker thread.
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -23,31 +38,51 @@
 #include "framework/autograd/engine.h"
 #include "framework/distributed/process_group.h"
 #include "models/parameter_registry.h"
+#include "trainers/adamw.h"
+#include "trainers/parameter_buckets.h"
 
 namespace zt {
 
 class DataParallelGradients {
  public:
-  // bucket_bytes: the f32 bytes per bucket (a parameter larger than that gets its own).
-  DataParallelGradients(std::vector<Parameter>& params, std::shared_ptr<ProcessGroup> group, int64_t bucket_bytes);
+  // `layout` has group->size() shards when zero_stage >= 1, one otherwise.
+  DataParallelGradients(std::vector<Parameter>& params, std::shared_ptr<ProcessGroup> group,
+                        std::shared_ptr<const ParameterBuckets> layout, int zero_stage);
 
   void zero_grad();
-  // The hook to install (LeafGradReadyHookGuard) around the step's last backward.
+  // Whether the backward of this micro-batch (`last`: the step's last) reduces buckets.
+  bool syncs(bool last) const { return last || zero_stage_ == 2; }
+  // The hook to install (LeafGradReadyHookGuard) around such a backward.
   LeafGradReadyHook sync_hook();
-  void finish();
+  // After each micro-batch's backward: when it synced, every bucket reduced and waited for.
+  void finish_micro_batch(bool last);
 
+  PieceGradient gradient() const;
+  // Stages 1 and 2, after AdamW updated this rank's pieces: every rank receives every shard
+  // of the weights (bucket by bucket through one bucket-sized buffer).
+  void all_gather_weights();
+
+  int zero_stage() const { return zero_stage_; }
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
+  // Bytes of gradient storage held between micro-batches (buckets, or shard accumulators).
+  int64_t gradient_bytes() const;
 
  private:
   struct Bucket {
-    Tensor flat;
-    int64_t params = 0;  // how many parameters live in it
-    int64_t ready = 0;   // of them, final in this backward
+    Tensor flat;       // stages 0, 1: the bucket, every member's .grad a view into it
+    Tensor in_flight;  // stage 2: the bucket being reduce-scattered
+    Tensor shard;      // stage 2: this rank's reduced shard, summed over micro-batches
+    int64_t ready = 0;  // members final in this backward
     std::shared_ptr<Work> work;
   };
+  void launch(int64_t b);
   void launch_ready();
+  void wait_all();
 
+  std::vector<Parameter>& params_;
   std::shared_ptr<ProcessGroup> group_;
+  std::shared_ptr<const ParameterBuckets> layout_;
+  int zero_stage_ = 0;
   std::vector<Bucket> buckets_;
   std::vector<std::pair<const VariableImpl*, int64_t>> bucket_of_;  // leaf -> bucket index
   int64_t next_launch_ = 0;

@@ -31,18 +31,15 @@ double sum_squares(const Tensor& grad) {
   return total;
 }
 
-// Sum of squares of the gradients of the parameters that pass `keep`.
-template <class Keep>
-double squares_of(const std::vector<Parameter>& params, Keep&& keep) {
+// Sum of squares of some gradients (any dtype, any device).
+double squares_of(const std::vector<Tensor>& grads) {
   double total = 0;
   // Device gradients: one multi-tensor reduction and one read back, not a copy per tensor.
   std::vector<Tensor> device_grads;
   std::vector<const float*> data;
   std::vector<int64_t> sizes;
   int device = -1;
-  for (const auto& p : params) {
-    if (!p.var.has_grad() || !keep(p)) continue;
-    const Tensor& g = p.var.grad();
+  for (const Tensor& g : grads) {
     if (g.device().is_cuda() && (device < 0 || device == g.device().index)) {
       device = g.device().index;
       device_grads.push_back(g.to(DType::f32).contiguous());
@@ -58,6 +55,15 @@ double squares_of(const std::vector<Parameter>& params, Keep&& keep) {
   return total;
 }
 
+// Sum of squares of the gradients of the parameters that pass `keep`.
+template <class Keep>
+double squares_of(const std::vector<Parameter>& params, Keep&& keep) {
+  std::vector<Tensor> grads;
+  for (const auto& p : params)
+    if (p.var.has_grad() && keep(p)) grads.push_back(p.var.grad());
+  return squares_of(grads);
+}
+
 }  // namespace
 
 double global_grad_norm(const std::vector<Parameter>& params, const std::shared_ptr<ProcessGroup>& tp_group) {
@@ -70,6 +76,28 @@ double global_grad_norm(const std::vector<Parameter>& params, const std::shared_
   Tensor sum = Tensor::full({1}, sharded, DType::f64, device);
   tp_group->all_reduce(sum, ReduceOp::sum);
   return std::sqrt(sum.item() + replicated);
+}
+
+double sharded_grad_norm(const std::vector<Parameter>& params, const ParameterBuckets& layout,
+                         const PieceGradient& gradient, const std::shared_ptr<ProcessGroup>& dp_group,
+                         const std::shared_ptr<ProcessGroup>& tp_group) {
+  std::vector<Tensor> sharded, replicated;  // over the tensor-parallel group
+  for (const ShardPiece& piece : layout.pieces()) {
+    Tensor g = gradient(piece);
+    if (!g.defined()) continue;
+    (params[static_cast<size_t>(piece.param)].shard.sharded() ? sharded : replicated).push_back(std::move(g));
+  }
+  const Device device = params.empty() ? Device::cpu() : params.front().var.device();
+  // Pieces are disjoint over the data-parallel group: their squares add up over it.
+  Tensor sums = Tensor::from_vector(std::vector<double>{squares_of(sharded), squares_of(replicated)}, {2}, device);
+  if (dp_group && dp_group->size() > 1) dp_group->all_reduce(sums, ReduceOp::sum);
+  if (tp_group && tp_group->size() > 1) {
+    Tensor tp_part = sums.slice(0, 0, 1).clone();
+    tp_group->all_reduce(tp_part, ReduceOp::sum);
+    return std::sqrt(tp_part.item() + sums.slice(0, 1, 2).item());
+  }
+  const auto v = sums.to_vector<double>();
+  return std::sqrt(v[0] + v[1]);
 }
 
 double clip_factor(double max_norm, double norm) {

@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "models/parameter_registry.h"
+#include "trainers/adamw.h"
+#include "trainers/parameter_buckets.h"
 
 namespace zt {
 
@@ -16,6 +18,13 @@ class ProcessGroup;
 // sharded parameters summed over the group, replicated parameters counted once. (Data-parallel
 // ranks hold identical gradients after the all-reduce: nothing to add over them.)
 double global_grad_norm(const std::vector<Parameter>& params, const std::shared_ptr<ProcessGroup>& tp_group = nullptr);
+
+// The same norm under ZeRO, where each data-parallel rank holds the reduced gradient of its
+// shard only (`gradient` of each piece of `layout`): the squares summed over `dp_group`, then
+// as above over `tp_group`. The same value on every rank.
+double sharded_grad_norm(const std::vector<Parameter>& params, const ParameterBuckets& layout,
+                         const PieceGradient& gradient, const std::shared_ptr<ProcessGroup>& dp_group,
+                         const std::shared_ptr<ProcessGroup>& tp_group);
 
 // The factor clipping scales every gradient by: max_norm / norm when norm > max_norm
 // (max_norm > 0), else 1. The trainer hands it to AdamW::step, which applies it while it reads

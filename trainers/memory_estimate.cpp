@@ -89,7 +89,8 @@ std::string memory_shortfall(const MemoryEstimate& need, double available, Devic
   return what + " needs at least " + gb(need.total()) + " (" + need.describe() + ") but only " + gb(available) +
          " of " + (device.is_cpu() ? std::string("host") : device.str()) +
          " memory is free; make the model (model.n_layer, model.d_model, model.vocab_size) or train.batch_size "
-         "smaller";
+         "smaller, or spread it over more ranks (parallel.tensor_parallel_size; parallel.zero_stage 1 or 2 shards "
+         "the optimizer state and gradients over the data-parallel ranks)";
 }
 
 void check_memory_fits(const MemoryEstimate& need, Device device, const std::string& what) {

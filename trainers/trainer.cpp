@@ -107,9 +107,7 @@ class Trainer {
 
     Generator init(static_cast<uint64_t>(cfg_.train.seed));
     model_ = make_model(cfg_.model, init, device_, par_.tp);
-    adam_ = std::make_unique<AdamW>(model_->parameters().all(),
-                                    AdamWOptions{cfg_.optim.weight_decay, cfg_.optim.beta1, cfg_.optim.beta2,
-                                                 cfg_.optim.eps});
+    adam_ = make_optimizer(cfg_, *model_, par_.layout);
     step_runner_ = std::make_unique<TrainingStep>(cfg_, *model_, *adam_, par_, compute_, fused_head_);
     lr_ = LrSchedule{cfg_.optim.lr, cfg_.optim.min_lr, cfg_.schedule.warmup_steps, cfg_.train.max_steps};
     z_ = ZLossSchedule{cfg_.loss.z_loss_schedule, cfg_.loss.z_loss_weight, cfg_.loss.z_loss_start,
@@ -279,6 +277,17 @@ class Trainer {
         << " sequences per rank and micro-batch; backend " << par_.world->backend();
       progress_.event(s.str());
     }
+    {
+      // What this rank holds, measured from its buffers (the estimate above is from the config).
+      s.str("");
+      s << "optimizer state per rank: " << adam_->state_bytes() << " bytes (AdamW m, v";
+      if (adam_->layout().sharded())
+        s << "; parallel.zero_stage " << cfg_.parallel.zero_stage << ": this rank's shard, 1/"
+          << adam_->layout().shards();
+      s << ")";
+      if (step_runner_->gradient_bytes() > 0) s << "; gradient buffers " << step_runner_->gradient_bytes() << " bytes";
+      progress_.event(s.str());
+    }
     if (step_ > 0) progress_.event("resumed at step " + std::to_string(step_) + " from " + resumed_from_);
   }
 
@@ -333,13 +342,16 @@ class Trainer {
                {"run_id", run_id_}};
     ck.config_yaml = config_to_yaml(cfg_);
     const std::string path = checkpoint_path(run_dir_, step_);
+    // Whole per parameter, whatever the sharding (a collective over the data-parallel group
+    // under ZeRO), so any layout and zero_stage can resume from it.
+    const AdamW::FullState state = adam_->full_state(par_.dp.get());
     if (l.dp_rank == 0) {
       if (l.rank == 0) fs::create_directories(fs::path(path).parent_path());
       par_.tp->barrier();  // the folder exists before the other shards are written
       Checkpoint shard = ck;
       save_model(*model_, shard);
-      for (const auto& [name, t] : adam_->first_moments()) shard.tensors["adamw/m/" + name] = t;
-      for (const auto& [name, t] : adam_->second_moments()) shard.tensors["adamw/v/" + name] = t;
+      for (const auto& [name, t] : state.m) shard.tensors["adamw/m/" + name] = t;
+      for (const auto& [name, t] : state.v) shard.tensors["adamw/v/" + name] = t;
       write_checkpoint_shard(path, shard, l.tp_rank, l.tp_size);
       if (l.tp_size > 1) {
         par_.tp->barrier();

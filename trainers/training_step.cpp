@@ -23,7 +23,19 @@ MemoryEstimate rank_training_memory(const Config& c, const ParallelLayout& l, DT
   MemoryEstimate need = estimate_training_memory(c.model, micro_batch_rows(c, l), compute, fused_head);
   for (double* part : {&need.parameters, &need.gradients, &need.optimizer, &need.activations})
     *part /= static_cast<double>(l.tp_size);
+  if (c.parallel.zero_stage >= 1) need.optimizer /= static_cast<double>(l.dp_size);
+  if (c.parallel.zero_stage >= 2) need.gradients /= static_cast<double>(l.dp_size);
   return need;
+}
+
+std::unique_ptr<AdamW> make_optimizer(const Config& c, Model& model, const ParallelLayout& l) {
+  const int shards = c.parallel.zero_stage >= 1 ? l.dp_size : 1;
+  auto layout = std::make_shared<const ParameterBuckets>(
+      model.parameters().all(), static_cast<int64_t>(c.parallel.bucket_mb * 1024.0 * 1024.0), shards,
+      shards > 1 ? l.dp_rank : 0);
+  return std::make_unique<AdamW>(
+      model.parameters().all(),
+      AdamWOptions{c.optim.weight_decay, c.optim.beta1, c.optim.beta2, c.optim.eps}, std::move(layout));
 }
 
 bool fused_head_for_run(const Config& c, const ParallelLayout& l, DType compute, Device device) {
@@ -38,8 +50,8 @@ TrainingStep::TrainingStep(const Config& config, Model& model, AdamW& adam, cons
     : cfg_(config), model_(model), adam_(adam), par_(par), compute_(compute), fused_head_(fused_head) {
   rows_ = zt::micro_batch_rows(cfg_, par.layout);
   if (par.layout.dp_size > 1) {
-    const auto bytes = static_cast<int64_t>(cfg_.parallel.bucket_mb * 1024.0 * 1024.0);
-    dp_grads_ = std::make_unique<DataParallelGradients>(model_.parameters().all(), par.dp, bytes);
+    dp_grads_ = std::make_unique<DataParallelGradients>(model_.parameters().all(), par.dp, adam_.layout_shared(),
+                                                        static_cast<int>(cfg_.parallel.zero_stage));
   }
 }
 
@@ -88,24 +100,29 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
     stats.add(r);
     checks.push_back(r.target_check);
     mark("bwd");
-    if (dp_grads_ && a + 1 == accum) {
-      // The last micro-batch: each bucket's all-reduce starts once backward has filled it.
+    const bool last = a + 1 == accum;
+    if (dp_grads_ && dp_grads_->syncs(last)) {
+      // Each bucket's reduction starts once backward has filled it (the last micro-batch; all
+      // of them under ZeRO-2).
       LeafGradReadyHookGuard sync(dp_grads_->sync_hook());
       r.loss.backward();
     } else {
       r.loss.backward();
     }
+    if (dp_grads_) dp_grads_->finish_micro_batch(last);
   }
   mark("optim");
   for (const auto& c : checks) c.check();
-  if (dp_grads_) dp_grads_->finish();
   const LossStats::Totals t = stats.reduce(*par_.dp);
   m.ce_loss = t.mean(t.ce_sum);
   m.z_loss = t.mean(t.z_sum);
   m.loss = m.ce_loss + m.z_loss;
   m.lse_mean = t.mean(t.lse_sum);
   m.lse_max = t.lse_max;
-  m.grad_norm = global_grad_norm(model_.parameters().all(), par_.tp);
+  const bool sharded = adam_.layout().sharded();
+  const PieceGradient gradient = dp_grads_ ? dp_grads_->gradient() : gradient_from_params(model_.parameters().all());
+  m.grad_norm = sharded ? sharded_grad_norm(model_.parameters().all(), adam_.layout(), gradient, par_.dp, par_.tp)
+                        : global_grad_norm(model_.parameters().all(), par_.tp);
   if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
     m.skipped = skip_nonfinite;
     release_grads();
@@ -114,7 +131,8 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
   }
   // Clipping rides on the update (the factor scales each gradient as AdamW reads it): no pass
   // over the gradients of its own, and the gradients themselves stay unscaled.
-  adam_.step(lr, clip_factor(cfg_.optim.grad_clip, m.grad_norm));
+  adam_.step(lr, clip_factor(cfg_.optim.grad_clip, m.grad_norm), gradient);
+  if (sharded) dp_grads_->all_gather_weights();
   release_grads();
   mark("");
   return m;

@@ -8,6 +8,8 @@
 //     the last micro-batch's backward launches the data-parallel bucket all-reduces)
 //   wait for the all-reduces -> global grad norm (tensor-parallel shards summed) -> non-finite?
 //   -> AdamW, with clipping's factor applied as it reads the gradients
+//   (ZeRO, parallel.zero_stage 1 or 2: reduce-scatters instead of all-reduces, the norm over
+//   the shards, AdamW on this rank's shard, then the weights all-gathered; data_parallel.h)
 //
 // The loss is the mean over every target token of the global batch (all micro-batches, all
 // data-parallel ranks), as torchtitan defines it, not a mean of per-micro-batch means; the
@@ -40,13 +42,19 @@ int64_t micro_batch_rows(const Config& config, const ParallelLayout& layout);
 // fit in the device's free memory while the fused one would need less. Errors name the key.
 bool fused_head_for_run(const Config& config, const ParallelLayout& layout, DType compute, Device device);
 // The memory estimate of one rank's step: 1/T of the model and its activations under T-way
-// tensor parallelism (a lower bound), with the head as `fused_head` says.
+// tensor parallelism (a lower bound), with the head as `fused_head` says; under ZeRO over D
+// data-parallel ranks 1/D of the optimizer state (stage 1) and of the gradients (stage 2).
 MemoryEstimate rank_training_memory(const Config& config, const ParallelLayout& layout, DType compute, bool fused_head);
+
+// The optimizer of a run: AdamW over the model's parameters in flat buckets of
+// parallel.bucket_mb, its state sharded over the data-parallel ranks when parallel.zero_stage
+// is 1 or 2 (trainers/parameter_buckets.h). TrainingStep reduces the gradients into the same buckets.
+std::unique_ptr<AdamW> make_optimizer(const Config& config, Model& model, const ParallelLayout& layout);
 
 class TrainingStep {
  public:
-  // `model`, `adam` and `par` must outlive the step. Data parallelism (par.dp of more than one
-  // rank) puts the gradients into buckets here.
+  // `model`, `adam` and `par` must outlive the step; `adam` comes from make_optimizer. Data
+  // parallelism (par.dp of more than one rank) puts the gradients into its buckets here.
   // `fused_head`: the head and the loss as one op (fused_head_for_run).
   TrainingStep(const Config& config, Model& model, AdamW& adam, const ParallelContext& par, DType compute,
                bool fused_head);
@@ -61,6 +69,8 @@ class TrainingStep {
   void zero_grad();
   int64_t micro_batch_rows() const { return rows_; }  // B / D sequences per micro-batch on this rank
   bool fused_head() const { return fused_head_; }
+  // Bytes of gradient storage this rank keeps between micro-batches (0: allocated by backward).
+  int64_t gradient_bytes() const { return dp_grads_ ? dp_grads_->gradient_bytes() : 0; }
 
  private:
   void release_grads();

@@ -1,6 +1,7 @@
 // The up-front memory estimate: exact parameter bytes, a lower bound for the rest, and a
 // refusal that names the sizes and the keys to shrink.
 #include "trainers/memory_estimate.h"
+#include "trainers/training_step.h"
 
 #include <gtest/gtest.h>
 
@@ -49,6 +50,35 @@ TEST(MemoryEstimate, DeviceMemoryIsKnownOnAGpu) {
   huge.n_head = 64;
   const std::string msg = memory_shortfall(estimate_training_memory(huge, 8, DType::bf16), free_b, Device::cuda(0), "x");
   EXPECT_NE(msg.find("of cuda:0 memory is free"), std::string::npos) << msg;
+}
+
+
+// Under ZeRO over D data-parallel ranks a rank holds 1/D of the optimizer state (stage 1) and
+// of the gradients (stage 2); tensor parallelism divides everything by T first.
+TEST(MemoryEstimate, ZeroDividesTheOptimizerAndGradientsPerRank) {
+  Config c;
+  c.model.n_layer = 2;
+  c.model.d_model = 64;
+  c.model.n_head = 4;
+  c.model.seq_len = 32;
+  c.model.vocab_size = 500;
+  c.train.batch_size = 8;
+  ParallelLayout l;
+  l.world_size = 8;
+  l.tp_size = 2;
+  l.dp_size = 4;
+  const MemoryEstimate z0 = rank_training_memory(c, l, DType::bf16, false);
+  c.parallel.zero_stage = 1;
+  const MemoryEstimate z1 = rank_training_memory(c, l, DType::bf16, false);
+  c.parallel.zero_stage = 2;
+  const MemoryEstimate z2 = rank_training_memory(c, l, DType::bf16, false);
+  EXPECT_DOUBLE_EQ(z1.optimizer, z0.optimizer / 4);
+  EXPECT_DOUBLE_EQ(z1.gradients, z0.gradients);
+  EXPECT_DOUBLE_EQ(z2.optimizer, z0.optimizer / 4);
+  EXPECT_DOUBLE_EQ(z2.gradients, z0.gradients / 4);
+  EXPECT_DOUBLE_EQ(z2.parameters, z0.parameters);
+  EXPECT_DOUBLE_EQ(z2.activations, z0.activations);
+  EXPECT_DOUBLE_EQ(z0.optimizer * 2, estimate_training_memory(c.model, 2, DType::bf16).optimizer);
 }
 
 }  // namespace

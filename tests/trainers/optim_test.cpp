@@ -83,7 +83,7 @@ TEST(AdamW, MatchesFloat64Reference) {
   for (size_t i = 0; i < 2; ++i) {
     Tensor ref = Tensor::from_vector(p[i], ps[i].var.shape());
     EXPECT_TRUE(test::close_rel(ps[i].var.tensor(), ref, 1e-5)) << ps[i].name;
-    EXPECT_TRUE(test::close_rel(adam.first_moments().at(ps[i].name), Tensor::from_vector(m[i], ps[i].var.shape()), 1e-5));
+    EXPECT_TRUE(test::close_rel(adam.full_state(nullptr).m.at(ps[i].name), Tensor::from_vector(m[i], ps[i].var.shape()), 1e-5));
   }
   EXPECT_EQ(ps[2].var.tensor().to_vector<double>(), frozen_before);  // no gradient: untouched, not even decayed
 }
@@ -120,7 +120,7 @@ TEST(AdamW, GradScaleEqualsClippingFirst) {
     for (size_t i = 0; i < a.size(); ++i) {
       const std::string& name = a[i].name;
       EXPECT_EQ(a[i].var.tensor().to_vector<float>(), b[i].var.tensor().to_vector<float>()) << dev.str() << name;
-      EXPECT_EQ(oa.second_moments().at(name).to_vector<float>(), ob.second_moments().at(name).to_vector<float>())
+      EXPECT_EQ(oa.full_state(nullptr).v.at(name).to_vector<float>(), ob.full_state(nullptr).v.at(name).to_vector<float>())
           << dev.str() << name;
     }
   }
@@ -145,7 +145,8 @@ TEST(AdamW, StateRoundTripContinuesIdentically) {
   // b gets a's parameters and optimizer state after 3 steps, then both take 3 more.
   for (size_t i = 0; i < a.size(); ++i) b[i].var.tensor().copy_(a[i].var.tensor());
   AdamW ob(b, {0.1, 0.9, 0.95, 1e-8});
-  ob.load_state(oa.steps_taken(), oa.first_moments(), oa.second_moments());
+  const AdamW::FullState saved = oa.full_state(nullptr);
+  ob.load_state(oa.steps_taken(), saved.m, saved.v);
   for (int t = 3; t < 6; ++t) {
     a[0].var.set_grad(grads[t]);
     b[0].var.set_grad(grads[t]);
@@ -154,9 +155,9 @@ TEST(AdamW, StateRoundTripContinuesIdentically) {
   }
   EXPECT_EQ(a[0].var.tensor().to_vector<float>(), b[0].var.tensor().to_vector<float>());
 
-  std::map<std::string, Tensor> wrong = oa.first_moments();
+  std::map<std::string, Tensor> wrong = saved.m;
   wrong["w"] = Tensor::zeros({5, 7}, DType::f32);
-  EXPECT_THROW(ob.load_state(1, wrong, oa.second_moments()), Error);
+  EXPECT_THROW(ob.load_state(1, wrong, saved.v), Error);
 }
 
 TEST(GradClip, GlobalNormAndClipping) {

@@ -239,6 +239,85 @@ TEST_F(ParallelTraining, ResumeIsExactAndCheckpointsReshardAcrossLayouts) {
     EXPECT_NEAR(resharded.at(step).first, full.at(step).first, 1e-4 * full.at(step).first) << step;
 }
 
+// The number after `label` in a tool's output ("optimizer state per rank: 123 bytes").
+int64_t number_after(const std::string& output, const std::string& label) {
+  const size_t at = output.find(label);
+  if (at == std::string::npos) return -1;
+  return std::stoll(output.substr(at + label.size()));
+}
+
+// parallel.zero_stage 1 and 2 (the AdamW state, and the gradients, sharded over the
+// data-parallel ranks) train the zero_stage 0 model within 1e-6 at DP=2, DP=4 and TP=2 x DP=2
+// (two micro-batches per step, clipping active), each rank holding 1/D of the optimizer state
+// (and at stage 2 of the gradients); a stage 1 run resumes bit for bit, and its checkpoint
+// resumes under another data-parallel size and stage 0.
+TEST_F(ParallelTraining, ZeroShardsTheOptimizerAndTrainsTheSameModel) {
+  const std::string clip = " --set optim.grad_clip=0.5";  // acts on every step (norms 0.6-0.8)
+  const std::string llama = clip + " --set model.arch=llama --set model.n_kv_head=2 --set model.qk_norm=true";
+  for (auto [tag, nproc, tp, family] : {std::tuple{"dp2", 2, 1, clip}, std::tuple{"dp4", 4, 1, clip},
+                                        std::tuple{"tp2dp2", 4, 2, clip}, std::tuple{"llama_tp2dp2", 4, 2, llama}}) {
+    const int dp = nproc / tp;
+    const Result base = train(std::string(tag) + "_z0", nproc, tp, family);
+    ASSERT_EQ(base.status, 0) << tag << "\n" << base.output;
+    const auto ref = metrics(std::string(tag) + "_z0");
+    ASSERT_EQ(ref.size(), 6u + 3u);
+    EXPECT_GT(ref.at(1).second, 0.5) << "clipping should act";
+    const int64_t state0 = number_after(base.output, "optimizer state per rank: ");
+    const int64_t grads0 = number_after(base.output, "gradient buffers ");
+    ASSERT_GT(state0, 0) << base.output;
+    ASSERT_GT(grads0, 0) << base.output;
+    for (int stage : {1, 2}) {
+      const std::string name = std::string(tag) + "_z" + std::to_string(stage);
+      const Result r = train(name, nproc, tp, family + " --set parallel.zero_stage=" + std::to_string(stage));
+      ASSERT_EQ(r.status, 0) << name << "\n" << r.output;
+      EXPECT_NE(r.output.find("parallel.zero_stage " + std::to_string(stage) + ": this rank's shard, 1/" +
+                              std::to_string(dp)),
+                std::string::npos)
+          << r.output;
+      // 1/D of stage 0's bytes, up to the padding of each bucket to D x 64 elements.
+      const int64_t state = number_after(r.output, "optimizer state per rank: ");
+      EXPECT_GE(state * dp, state0) << name;
+      EXPECT_LT(state * dp - state0, 8 * 64 * dp) << name;
+      if (stage == 2) {
+        const int64_t grads = number_after(r.output, "gradient buffers ");
+        EXPECT_GE(grads * dp, grads0) << name;
+        EXPECT_LT(grads * dp - grads0, 4 * 64 * dp) << name;
+      }
+      const auto got = metrics(name);
+      ASSERT_EQ(got.size(), ref.size()) << name;
+      for (const auto& [step, v] : ref) {
+        EXPECT_NEAR(got.at(step).first, v.first, 1e-6 * std::fabs(v.first)) << name << ": loss at " << step;
+        EXPECT_NEAR(got.at(step).second, v.second, 1e-6 * std::fabs(v.second) + 1e-9) << name << ": grad_norm at " << step;
+      }
+    }
+  }
+  // Resume under the same layout and stage: bit for bit.
+  const std::string z1 = clip + " --set parallel.zero_stage=1";
+  ASSERT_EQ(train("cut", 2, 1, z1 + " --stop-after 3").status, 0);
+  const Result rest = train("cut", 2, 1, z1 + " --resume");
+  ASSERT_EQ(rest.status, 0) << rest.output;
+  const auto full = metrics("dp2_z1"), cut = metrics("cut");
+  ASSERT_EQ(full.size(), cut.size());
+  for (const auto& [step, v] : full) {
+    EXPECT_EQ(v.first, cut.at(step).first) << "loss at " << step;
+    EXPECT_EQ(v.second, cut.at(step).second) << "grad_norm at " << step;
+  }
+  // A DP=4 stage-1 checkpoint resumed by DP=2 at stage 0, and by DP=2 at stage 2: the state is
+  // saved per parameter, each rank takes its part.
+  ASSERT_EQ(train("dp4cut", 4, 1, z1 + " --stop-after 3").status, 0);
+  fs::copy(dir_.path() + "/dp4cut", dir_.path() + "/dp4cut2", fs::copy_options::recursive);
+  const auto dp4 = metrics("dp4_z1");
+  for (auto [dir, stage] : {std::pair{"dp4cut", 0}, std::pair{"dp4cut2", 2}}) {
+    const Result r = train(dir, 2, 1, clip + " --resume --set parallel.zero_stage=" + std::to_string(stage));
+    ASSERT_EQ(r.status, 0) << r.output;
+    const auto resumed = metrics(dir);
+    for (int64_t step = 4; step <= 6; ++step) {
+      EXPECT_NEAR(resumed.at(step).first, dp4.at(step).first, 1e-4 * dp4.at(step).first) << dir << " step " << step;
+      EXPECT_NEAR(resumed.at(step).second, dp4.at(step).second, 1e-4 * dp4.at(step).second) << dir << " step " << step;
+    }
+  }
+}
+
 TEST_F(ParallelTraining, LayoutErrorsNameTheirValues) {
   Result r = train("odd", 3, 2);
   EXPECT_NE(r.status, 0);
