@@ -260,6 +260,21 @@ TEST(Config, ShippedLlamaConfigsLoad) {
   EXPECT_EQ(tiny.model.arch, "llama");
 }
 
+// The 1B-class configs: the sizes their comments state, ZeRO-1 on.
+TEST(Config, ShippedBillionParameterConfigsLoad) {
+  const Config xl = load_config(std::string(ZTRAIN_SOURCE_DIR) + "/configs/gpt_xl.yaml");
+  EXPECT_EQ(xl.model.n_layer, 48);
+  EXPECT_EQ(xl.model.d_model, 1600);
+  EXPECT_NEAR(static_cast<double>(xl.model.num_parameters()), 1.56e9, 0.01e9);
+  EXPECT_EQ(xl.parallel.zero_stage, 1);
+  const Config olmo = load_config(std::string(ZTRAIN_SOURCE_DIR) + "/configs/llama_1b.yaml");
+  EXPECT_EQ(olmo.model.arch, "llama");
+  EXPECT_EQ(olmo.model.padded_vocab(), 100352);
+  EXPECT_NEAR(static_cast<double>(olmo.model.num_parameters()), 1.38e9, 0.01e9);
+  EXPECT_EQ(olmo.data.tokenizer, "cl100k");
+  EXPECT_EQ(olmo.parallel.zero_stage, 1);
+}
+
 // The config fuzzer's find: on this text yaml-cpp's LoadAll never ended (a node a turn); the
 // documents are now counted through the parser's events, two at most, so it is refused at once.
 TEST(Config, MalformedTextIsRefusedAtOnce) {
