@@ -6,12 +6,12 @@
 //   y = checkpoint(fn, {x}, {&dropout_gen});
 //
 // Forward: fn(inputs) runs without a graph (nothing saved inside), and y's node, the region
-// node, takes the inputs. Backward of the region node: fn runs again, with a graph, on the saved
-// inputs (each wrapped so that the gradient reaching it is captured; a leaf input enters as
-// itself, so its gradient goes into .grad directly, as without the region), the engine backpropagates
+// node, keeps the inputs. Backward of the region node: fn runs again, with a graph, on the
+// saved inputs (each wrapped so that the gradient reaching it is captured; a leaf input enters
+// as itself, its gradient going into .grad as without the region), the engine backpropagates
 // y's gradient through that graph (run_region_backward, engine.h), and the node returns the
 // inputs' captured gradients. Parameters fn reads get their gradients into .grad as they would
-// without the region. No-grad mode (evaluation) just runs fn.
+// without the region. The price: fn's forward twice per step. No-grad mode just runs fn.
 //
 // Bit-identical to running fn directly, loss and every gradient:
 //  - the recomputation is the same ops on the same values; each generator in `generators` is
