@@ -140,7 +140,7 @@ TEST(Checkpoint, RetainedGraphRecomputesOnEachBackward) {
 // The hook's calls (which leaf, its gradient then) with and without regions: the leaf-ready
 // hook fires once per leaf, after its last contribution, also for a parameter read inside two
 // regions and outside them (w0), and for one read by two regions (every block parameter).
-std::vector<std::pair<std::string, Tensor>> hook_calls(bool regions) {
+std::vector<std::pair<std::string, Tensor>> hook_calls(bool regions, DType compute) {
   Params p = make_params(4);
   std::map<const VariableImpl*, std::string> names;
   const std::vector<Variable> all = p.all();
@@ -148,16 +148,16 @@ std::vector<std::pair<std::string, Tensor>> hook_calls(bool regions) {
   Generator data(1), gen(2);
   Variable x0(Tensor::randn({kRows, kWidth}, DType::f32, data), true);
   names[x0.impl().get()] = "x0";
-  Variable x = ops::gelu(x0);
+  Variable x = ops::gelu(ops::cast(x0, compute));
   for (int b = 0; b < 2; ++b) {
     // w0 is read inside each region (a second product on the residual stream) and by the head
     // after them, whose backward runs first: reported after the head, it would be early.
-    auto fn = [&p, &gen](const std::vector<Variable>& in) {
-      return ops::linear(block(p, in[0], DType::f32, 0.25, gen), p.w0);
+    auto fn = [&p, &gen, compute](const std::vector<Variable>& in) {
+      return ops::linear(block(p, in[0], compute, 0.25, gen), ops::cast(p.w0, compute));
     };
     x = regions ? checkpoint(fn, {x}, {&gen}) : fn({x});
   }
-  x = ops::linear(x, p.w0);
+  x = ops::linear(x, ops::cast(p.w0, compute));
   std::vector<std::pair<std::string, Tensor>> calls;
   {
     LeafGradReadyHookGuard hook([&](VariableImpl& v) { calls.push_back({names.at(&v), v.grad.clone()}); });
@@ -167,16 +167,21 @@ std::vector<std::pair<std::string, Tensor>> hook_calls(bool regions) {
   return calls;
 }
 
+// In bf16 the leaves' gradients arrive in bf16 and are widened into their f32 .grad just before
+// the hook: the region's join the outer backward's list, so they are widened in time too.
 TEST(Checkpoint, LeafReadyHookFiresOncePerLeafWithItsFinalGradient) {
-  const auto none = hook_calls(false), regions = hook_calls(true);
-  ASSERT_EQ(none.size(), 7u);  // six parameters and the input
-  ASSERT_EQ(regions.size(), none.size());
-  std::map<std::string, Tensor> by_name;
-  for (const auto& [name, grad] : none) EXPECT_TRUE(by_name.emplace(name, grad).second) << name << " reported twice";
-  for (const auto& [name, grad] : regions) {
-    ASSERT_TRUE(by_name.count(name)) << name;
-    EXPECT_TRUE(test::same_bits(grad, by_name.at(name))) << name << " was reported before its final gradient";
-    by_name.erase(name);  // a second report fails the count above
+  for (DType compute : {DType::f32, DType::bf16}) {
+    const auto none = hook_calls(false, compute), regions = hook_calls(true, compute);
+    ASSERT_EQ(none.size(), 7u);  // six parameters and the input
+    ASSERT_EQ(regions.size(), none.size()) << dtype_name(compute);
+    std::map<std::string, Tensor> by_name;
+    for (const auto& [name, grad] : none) EXPECT_TRUE(by_name.emplace(name, grad).second) << name << " reported twice";
+    for (const auto& [name, grad] : regions) {
+      ASSERT_TRUE(by_name.count(name)) << name;
+      EXPECT_TRUE(test::same_bits(grad, by_name.at(name)))
+          << name << " was reported before its final gradient (" << dtype_name(compute) << ")";
+      by_name.erase(name);  // a second report fails the count above
+    }
   }
 }
 

@@ -19,8 +19,10 @@ struct TrainedGrads {
   std::map<std::string, Tensor> grads;  // by parameter name, on the host
   Generator::State dropout_after;
   int regions = 0;  // checkpoint nodes in the first micro-batch's graph
+  int nodes = 0;    // all its nodes: what a region hides saves nothing
 };
 
+// Nodes named `name` in the graph of root (every node when name is empty).
 inline int count_nodes(const Variable& root, const std::string& name) {
   std::unordered_set<const Node*> seen;
   std::vector<const Node*> stack{root.grad_fn().get()};
@@ -29,7 +31,7 @@ inline int count_nodes(const Variable& root, const std::string& name) {
     const Node* node = stack.back();
     stack.pop_back();
     if (!node || !seen.insert(node).second) continue;
-    n += node->name() == name;
+    n += name.empty() || node->name() == name;
     for (const Edge& e : node->edges()) stack.push_back(e.node.get());
   }
   return n;
@@ -52,7 +54,10 @@ inline TrainedGrads train_grads(ModelConfig c, const std::string& mode, DType co
     const Tensor id_t = Tensor::from_vector(ids, {2, c.seq_len}).to(device);
     const Tensor tg_t = Tensor::from_vector(targets, {2 * c.seq_len}).to(device);
     const ops::CrossEntropyResult r = model->loss(id_t, tg_t, o, compute, /*training=*/true, dropout);
-    if (micro == 0) out.regions = count_nodes(r.loss, "checkpoint");
+    if (micro == 0) {
+      out.regions = count_nodes(r.loss, "checkpoint");
+      out.nodes = count_nodes(r.loss, "");
+    }
     out.losses.push_back(r.loss.tensor().to(Device::cpu()));
     r.loss.backward();
   }
@@ -93,6 +98,7 @@ inline void expect_modes_agree(const ModelConfig& c, const std::string& what, De
     for (const char* mode : {"block", "mlp"}) {
       const TrainedGrads got = train_grads(c, mode, compute, device);
       EXPECT_EQ(got.regions, c.n_layer) << at << " " << mode;
+      EXPECT_LT(got.nodes, none.nodes) << at << " " << mode;
       expect_same_bits(got, none, at + " " + mode);
     }
   }
