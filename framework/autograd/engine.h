@@ -30,7 +30,8 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
 // its forward and backpropagates through it. The engine's rules for it:
 //  - it sums every gradient exactly as the enclosing backward would have, had the region's graph
 //    been part of its own (same node order, same folding; its leaves' gradients are added into
-//    .grad in place, in that order), so a region changes no bits;
+//    .grad in place, in that order), so a region changes no bits (checkpoint.h names the two
+//    orders a region's inputs can change, neither of which a transformer block has);
 //  - it reports no leaf as ready: a node whose backward adds into leaves other than through its
 //    returned gradients must list each such leaf among its edges (returning no gradient there),
 //    and the enclosing backward reports the leaf once the last of its edges, these included,
