@@ -71,35 +71,35 @@ Variable Gpt::row_parallel_out(const Variable& partial, const Variable& bias, DT
   return ops::add(ops::reduce_from_tensor_parallel(partial, tp_), ops::cast(bias, compute));
 }
 
-Variable Gpt::block_forward(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const {
-  const int64_t H = config_.n_head / tp_size();  // this rank's heads
-  const double p = config_.dropout;
-  auto c = [&](const Variable& w) { return ops::cast(w, compute); };
-  const bool tp = tp_size() > 1;
+bool Gpt::fold_residual(bool training) const {
   // One rank without dropout: each residual add rides on the output product that makes its
   // branch (cuBLASLt reads the residual stream as its C input: no separate add kernel, one
   // rounding). Dropout would come between product and add, and with T ranks the product is
   // partial (the bias and the add follow the all-reduce): those keep the separate add.
-  const bool fold_residual = !tp && (p == 0 || !training);
+  return tp_size() == 1 && (config_.dropout == 0 || !training);
+}
 
+Variable Gpt::attention_half(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const {
+  const int64_t H = config_.n_head / tp_size();  // this rank's heads
+  auto c = [&](const Variable& w) { return ops::cast(w, compute); };
   Variable h = ops::copy_to_tensor_parallel(ops::layernorm(x, c(b.ln_1_w), c(b.ln_1_b)), tp_);
   Variable y = ops::causal_self_attention(ops::linear(h, c(b.attn_w), c(b.attn_b)), H);  // [B, T, C/T]
   // One rank: the bias rides on the product (and the residual, when it folds). T ranks: each
   // product is partial, the bias is added once to their sum.
-  Variable r;
-  if (fold_residual) {
-    r = ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b), x);
-  } else {
-    y = tp ? row_parallel_out(ops::linear(y, c(b.attn_proj_w)), b.attn_proj_b, compute)
-           : ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b));
-    r = ops::add(x, ops::dropout(y, p, gen, training));
-  }
+  if (fold_residual(training)) return ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b), x);
+  y = tp_size() > 1 ? row_parallel_out(ops::linear(y, c(b.attn_proj_w)), b.attn_proj_b, compute)
+                    : ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b));
+  return ops::add(x, ops::dropout(y, config_.dropout, gen, training));
+}
 
-  h = ops::copy_to_tensor_parallel(ops::layernorm(r, c(b.ln_2_w), c(b.ln_2_b)), tp_);
-  if (fold_residual) return ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), c(b.fc_proj_b), r);
-  h = tp ? row_parallel_out(ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), Variable()), b.fc_proj_b, compute)
-         : ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), c(b.fc_proj_b));
-  return ops::add(r, ops::dropout(h, p, gen, training));
+Variable Gpt::mlp_half(const Block& b, const Variable& r, DType compute, bool training, Generator& gen) const {
+  auto c = [&](const Variable& w) { return ops::cast(w, compute); };
+  Variable h = ops::copy_to_tensor_parallel(ops::layernorm(r, c(b.ln_2_w), c(b.ln_2_b)), tp_);
+  if (fold_residual(training)) return ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), c(b.fc_proj_b), r);
+  h = tp_size() > 1
+          ? row_parallel_out(ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), Variable()), b.fc_proj_b, compute)
+          : ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), c(b.fc_proj_b));
+  return ops::add(r, ops::dropout(h, config_.dropout, gen, training));
 }
 
 Model::HeadInputs Gpt::head_inputs(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const {
@@ -116,7 +116,12 @@ Model::HeadInputs Gpt::head_inputs(const Tensor& ids, DType compute, bool traini
       ops::embedding_shard(wte, Variable(ids), first_row, config_.vocab_size), tp_);
   Variable x = ops::add(tokens, ops::embedding(ops::cast(wpe_, compute), Variable(positions)));
   x = ops::dropout(x, config_.dropout, dropout_gen, training);
-  for (const Block& b : blocks_) x = block_forward(b, x, compute, training, dropout_gen);
+  auto half = [this, compute, training, &gen = dropout_gen](int64_t l, BlockHalf which, const Variable& v) {
+    const Block& b = blocks_[static_cast<size_t>(l)];
+    return which == BlockHalf::attention ? attention_half(b, v, compute, training, gen)
+                                         : mlp_half(b, v, compute, training, gen);
+  };
+  x = blocks(half, x, dropout_gen);
   x = ops::layernorm(x, ops::cast(ln_f_w_, compute), ops::cast(ln_f_b_, compute));
   return {ops::reshape(x, {B * T, C}), wte};
 }

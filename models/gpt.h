@@ -61,7 +61,10 @@ class Gpt final : public Model {
     Variable ln_1_w, ln_1_b, attn_w, attn_b, attn_proj_w, attn_proj_b;
     Variable ln_2_w, ln_2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;
   };
-  Variable block_forward(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const;
+  // A block's two halves (Model::blocks): x -> x + attn(ln_1(x)), r -> r + mlp(ln_2(r)).
+  Variable attention_half(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const;
+  Variable mlp_half(const Block& b, const Variable& r, DType compute, bool training, Generator& gen) const;
+  bool fold_residual(bool training) const;  // each residual add rides on its branch's output product
 
   // x [.., C] through a row-parallel layer's partial product: the all-reduce over the group,
   // then the replicated bias (added once, after the sum).

@@ -119,14 +119,14 @@ Variable Llama::row_parallel(const Variable& x, const Variable& w, const Variabl
   return ops::add(residual, ops::dropout(out, dropout, gen, training));
 }
 
-Variable Llama::block_forward(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const {
+Variable Llama::attention_half(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const {
   const ModelConfig& m = config_;
   const int64_t H = m.n_head / tp_size(), Hkv = m.kv_heads() / tp_size();  // this rank's heads
   auto c = [&](const Variable& v) { return v.defined() ? ops::cast(v, compute) : Variable(); };
   // The gains of QK-norm act on this rank's heads only: their gradient is summed over the group.
   auto shared = [&](const Variable& v) { return ops::copy_to_tensor_parallel(c(v), tp_); };
 
-  // Attention: one product for q, k and v (this rank's heads: [H D | Hkv D | Hkv D] rows).
+  // One product for q, k and v (this rank's heads: [H D | Hkv D | Hkv D] rows).
   Variable h = ops::copy_to_tensor_parallel(norm(b.attn_norm, x, compute), tp_);
   const Variable w_qkv = ops::concat_rows({c(b.wq), c(b.wkv)});
   const Variable b_qkv = m.bias ? ops::concat_rows({c(b.bq), c(b.bkv)}) : Variable();
@@ -136,10 +136,13 @@ Variable Llama::block_forward(const Block& b, const Variable& x, DType compute, 
                             m.qk_norm ? shared(b.q_norm) : Variable(), m.qk_norm ? shared(b.k_norm) : Variable(),
                             m.norm_eps);
   const Variable y = ops::causal_self_attention(qkv, H, Hkv);  // [B, T, H D]
-  const Variable r = row_parallel(y, b.wo, b.bo, x, compute, m.dropout, training, gen);
+  return row_parallel(y, b.wo, b.bo, x, compute, m.dropout, training, gen);
+}
 
-  // MLP.
-  h = ops::copy_to_tensor_parallel(norm(b.mlp_norm, r, compute), tp_);
+Variable Llama::mlp_half(const Block& b, const Variable& r, DType compute, bool training, Generator& gen) const {
+  const ModelConfig& m = config_;
+  auto c = [&](const Variable& v) { return v.defined() ? ops::cast(v, compute) : Variable(); };
+  const Variable h = ops::copy_to_tensor_parallel(norm(b.mlp_norm, r, compute), tp_);
   if (m.mlp == "swiglu")
     return row_parallel(ops::swiglu(ops::linear(h, c(b.w_in), c(b.b_in))), b.w_down, b.b_down, r, compute, m.dropout,
                         training, gen);
@@ -164,7 +167,12 @@ Model::HeadInputs Llama::head_inputs(const Tensor& ids, DType compute, bool trai
   if (pos_embeddings_.defined())
     x = ops::add(x, ops::embedding(ops::cast(pos_embeddings_, compute), Variable(positions_.slice(0, 0, T))));
   x = ops::dropout(x, config_.dropout, dropout_gen, training);
-  for (const Block& b : blocks_) x = block_forward(b, x, compute, training, dropout_gen);
+  auto half = [this, compute, training, &gen = dropout_gen](int64_t l, BlockHalf which, const Variable& v) {
+    const Block& b = blocks_[static_cast<size_t>(l)];
+    return which == BlockHalf::attention ? attention_half(b, v, compute, training, gen)
+                                         : mlp_half(b, v, compute, training, gen);
+  };
+  x = blocks(half, x, dropout_gen);
   x = norm(norm_f_, x, compute);
   const Variable head = config_.tie_embeddings ? table : ops::cast(lm_head_, compute);
   return {ops::reshape(x, {B * T, config_.d_model}), head};

@@ -61,7 +61,9 @@ class Llama final : public Model {
   };
   Norm add_norm(const std::string& name);
   Variable norm(const Norm& n, const Variable& x, DType compute) const;
-  Variable block_forward(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const;
+  // A block's two halves (Model::blocks): x -> x + attn(norm_1(x)), r -> r + mlp(norm_2(r)).
+  Variable attention_half(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const;
+  Variable mlp_half(const Block& b, const Variable& r, DType compute, bool training, Generator& gen) const;
   // The output of a row-parallel product: all-reduced over the group, then the replicated bias;
   // on one rank the bias and the residual ride on the product.
   Variable row_parallel(const Variable& x, const Variable& w, const Variable& bias, const Variable& residual,

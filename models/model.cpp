@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "framework/autograd/checkpoint.h"
 #include "framework/distributed/process_group.h"
 #include "framework/error.h"
 #include "models/gpt.h"
@@ -31,6 +32,24 @@ std::pair<int64_t, int64_t> Model::check_ids(const Tensor& ids, DType compute) c
   ZT_CHECK(B >= 1 && T >= 1 && T <= config_.seq_len, "model forward: ", T,
            " tokens per sequence, the model's seq_len is ", config_.seq_len);
   return {B, T};
+}
+
+Variable Model::blocks(const BlockHalves& half, Variable x, Generator& gen) const {
+  const std::string& mode = config_.activation_checkpointing;
+  auto region = [&gen](std::function<Variable(const Variable&)> f, const Variable& in) {
+    return checkpoint([f = std::move(f)](const std::vector<Variable>& v) { return f(v[0]); }, {in}, {&gen});
+  };
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    auto attention = [half, l](const Variable& v) { return half(l, BlockHalf::attention, v); };
+    auto mlp = [half, l](const Variable& v) { return half(l, BlockHalf::mlp, v); };
+    if (mode == "block") {
+      x = region([attention, mlp](const Variable& v) { return mlp(attention(v)); }, x);
+    } else {
+      const Variable r = attention(x);
+      x = mode == "mlp" ? region(mlp, r) : mlp(r);
+    }
+  }
+  return x;
 }
 
 Variable Model::forward(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const {

@@ -12,6 +12,7 @@
 // options (num_classes, the tensor-parallel group), so training and evaluation cannot drift
 // apart. Adding a family: docs/architecture.md, "Adding a model family".
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -76,6 +77,15 @@ class Model {
   Model(const ModelConfig& config, Device device, std::shared_ptr<ProcessGroup> tp_group);
   // ids checks every family shares; returns (B, T).
   std::pair<int64_t, int64_t> check_ids(const Tensor& ids, DType compute) const;
+  // The n_layer transformer blocks on x, block l being x -> r = half(l, attention, x) ->
+  // half(l, mlp, r), as config_.activation_checkpointing says: none, the halves as they are;
+  // block, each whole block one checkpoint region (only its input is kept for backward); mlp,
+  // each second half (norm, MLP, residual add) one region. Dropout draws from `gen`, which a
+  // region rewinds when it recomputes. The regions keep `half` for backward: it must capture
+  // nothing that dies with the forward (`gen` by reference, the rest by value).
+  enum class BlockHalf { attention, mlp };
+  using BlockHalves = std::function<Variable(int64_t layer, BlockHalf which, const Variable& in)>;
+  Variable blocks(const BlockHalves& half, Variable x, Generator& gen) const;
 
   ModelConfig config_;
   Device device_;

@@ -26,6 +26,9 @@ void ModelConfig::validate() const {
   ZT_CHECK(d_ff >= 0, "model.d_ff must be >= 0 (0: the mlp's default width), got ", d_ff);
   ZT_CHECK(rope_theta > 0, "model.rope_theta must be > 0, got ", rope_theta);
   ZT_CHECK(norm_eps > 0, "model.norm_eps must be > 0, got ", norm_eps);
+  ZT_CHECK(activation_checkpointing == "none" || activation_checkpointing == "block" ||
+               activation_checkpointing == "mlp",
+           "train.activation_checkpointing must be none, block or mlp, got '", activation_checkpointing, "'");
   ZT_CHECK(n_kv_head >= 0 && n_head % kv_heads() == 0, "model.n_kv_head ", n_kv_head, " does not divide model.n_head ",
            n_head, " (each key/value head serves n_head / n_kv_head query heads; 0 means n_head)");
   ZT_CHECK(position != "rope" || head_dim() % 2 == 0, "model.position: rope needs an even head dimension, but d_model ",
@@ -82,13 +85,29 @@ double ModelConfig::flops_per_token() const {
   return 6.0 * n + 6.0 * static_cast<double>(n_layer) * static_cast<double>(d_model) * static_cast<double>(seq_len);
 }
 
+namespace {
+// The MLP's hidden values: pre- and post-activation for GELU; gate|up and the product for SwiGLU.
+double mlp_hidden_values(const ModelConfig& m) {
+  return (m.mlp == "swiglu" ? 3.0 : 2.0) * static_cast<double>(m.ffn_width());
+}
+}  // namespace
+
 double ModelConfig::activation_values_per_token_and_layer() const {
   // At least: the two norms' outputs, the qkv projection, the attention output and the MLP's
-  // hidden values (pre- and post-activation for GELU; gate|up and the product for SwiGLU).
-  const double C = static_cast<double>(d_model), F = static_cast<double>(ffn_width());
+  // hidden values.
+  const double C = static_cast<double>(d_model);
   const double Q = static_cast<double>(qkv_width());
   const double rotated = position == "rope" || qk_norm ? Q : 0;  // the rotated / normalised copy
-  return 2 * C + Q + rotated + C + (mlp == "swiglu" ? 3 * F : 2 * F);
+  return 2 * C + Q + rotated + C + mlp_hidden_values(*this);
+}
+
+double ModelConfig::activation_values_per_token() const {
+  const double L = static_cast<double>(n_layer), block = activation_values_per_token_and_layer();
+  // mlp: the region keeps its input (the residual stream, C values) in place of the second
+  // norm's output (C values), and drops the hidden values.
+  if (activation_checkpointing == "mlp") return L * (block - mlp_hidden_values(*this));
+  if (activation_checkpointing == "block") return L * static_cast<double>(d_model) + block;
+  return L * block;
 }
 
 }  // namespace zt

@@ -38,6 +38,12 @@ struct ModelConfig {
   bool tie_embeddings = true;       // the LM head is the token embedding table
   bool bias = true;                 // biases in the linear layers (and LayerNorm)
   double norm_eps = 1e-5;           // epsilon of every norm (LayerNorm, RMSNorm, QK-norm)
+  // How the forward trades compute for memory (framework/autograd/checkpoint.h), the config's
+  // train.activation_checkpointing: none; block (each block a checkpoint region: backward keeps
+  // only the blocks' inputs and recomputes one block at a time); mlp (the second half of each
+  // block, norm + MLP + residual, a region: the MLP's hidden values are recomputed). Same bits
+  // either way; not a shape key (a resume may change it).
+  std::string activation_checkpointing = "none";  // none | block | mlp
 
   int64_t padded_vocab() const { return (vocab_size + vocab_multiple - 1) / vocab_multiple * vocab_multiple; }
   int64_t head_dim() const { return d_model / n_head; }
@@ -57,8 +63,12 @@ struct ModelConfig {
   // FLOPs of one token's forward + backward, 6 N + 6 L d T (N without the position table): the
   // numerator of MFU, one formula for the trainer's mfu field and bench_step.
   double flops_per_token() const;
-  // Values per token and block that backward keeps at least (memory estimate).
+  // Values per token and block that backward keeps at least without checkpointing.
   double activation_values_per_token_and_layer() const;
+  // Values per token that backward keeps at least over all blocks, as activation_checkpointing
+  // says (memory estimate): none, n_layer blocks' worth; mlp, without the MLP's hidden values;
+  // block, each block's input plus one block's worth, live while it is recomputed.
+  double activation_values_per_token() const;
 };
 
 }  // namespace zt

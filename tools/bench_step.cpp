@@ -10,6 +10,7 @@
 //   bench_step                                    configs/gpt_small.yaml, B = 16, T = 1024
 //                                                 (3 warm-up steps, then 3 s of them: --warmup-s)
 //   bench_step --batch-size 32 --steps 20 --profile --out runs/bench_step_b32.json
+//   bench_step --set train.activation_checkpointing=block   (any config key: --set section.key=value)
 //
 // Prints tokens/s (median step), MFU against the bf16 dense peak (989 TFLOP/s on H100/H200;
 // FLOPs per token 6 N + 6 L d T), peak device memory, the host's time per phase against the
@@ -176,9 +177,11 @@ int main(int argc, char** argv) {
 
     const auto& m = b.cfg.model;
     const double flops_per_token = b.model->flops_per_token();
-    std::printf("bench_step: %s, %s%s, %lld layers, d_model %lld, %s params, B=%lld T=%lld grad_accum %lld, %s, z_loss "
-                "%.1e, %s\n",
-                config_path.c_str(), b.model->describe().c_str(), b.fused_head ? ", fused head" : "",
+    const std::string recompute =
+        m.activation_checkpointing == "none" ? "" : ", activation checkpointing " + m.activation_checkpointing;
+    std::printf("bench_step: %s, %s%s%s, %lld layers, d_model %lld, %s params, B=%lld T=%lld grad_accum %lld, %s, "
+                "z_loss %.1e, %s\n",
+                config_path.c_str(), b.model->describe().c_str(), b.fused_head ? ", fused head" : "", recompute.c_str(),
                 static_cast<long long>(m.n_layer), static_cast<long long>(m.d_model),
                 zt::format_parameter_count(b.model->num_parameters()).c_str(), static_cast<long long>(batch),
                 static_cast<long long>(seq_len), static_cast<long long>(grad_accum), dtype.c_str(),
@@ -245,6 +248,7 @@ int main(int argc, char** argv) {
 
     nlohmann::json out = {{"config", config_path}, {"batch_size", batch}, {"grad_accum", grad_accum},
                           {"seq_len", seq_len}, {"dtype", dtype},
+                          {"activation_checkpointing", m.activation_checkpointing},
                           {"step_ms_median", median * 1e3}, {"step_ms_min", *fastest * 1e3},
                           {"tokens_per_s", tok_s}, {"mfu", mfu}, {"flops_per_token", flops_per_token},
                           {"peak_allocated_bytes", after.peak_allocated}, {"peak_reserved_bytes", after.peak_reserved},

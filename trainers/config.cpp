@@ -371,6 +371,11 @@ const std::vector<KeySpec>& key_table() {
       int_key("train", "seed", ZT_FIELD(train.seed), 0, kMax, "seeds initialisation, data order and dropout"),
       choice_key("train", "dtype", ZT_FIELD(train.dtype), {"f32", "bf16"},
                  "compute dtype; parameters and optimizer state stay f32"),
+      choice_key("train", "activation_checkpointing", ZT_FIELD(model.activation_checkpointing),
+                 {"none", "block", "mlp"},
+                 "recompute activations in backward instead of keeping them (bit-identical results, about one "
+                 "more forward of compute): block keeps only each transformer block's input; mlp recomputes the "
+                 "second half of each block (norm, MLP, residual), dropping the MLP's hidden values"),
       string_key("train", "device", ZT_FIELD(train.device), device_name,
                  "auto (cuda when available, else cpu) | cpu | cuda | cuda:N"),
       choice_key("train", "on_nonfinite", ZT_FIELD(train.on_nonfinite), {"stop", "skip"},
@@ -513,10 +518,10 @@ void validate(const Config& c) {
   try {
     c.model.validate();
   } catch (const Error& e) {
-    // Name where the offending key got its value: the message starts with "model.<key>".
+    // Name where the offending key got its value: the message starts with "model.<key>" (or
+    // train.activation_checkpointing, which the model section's struct holds too).
     const std::string what = e.what();
-    const auto end = what.find_first_of(" :", 6);
-    const std::string key = what.rfind("model.", 0) == 0 ? what.substr(0, end) : "model.arch";
+    const std::string key = what.substr(0, what.find_first_of(" :"));
     ZT_FAIL(at(c, c.where.count(key) ? key : "model.arch"), ": ", what);
   }
   try {

@@ -18,7 +18,8 @@
 namespace zt {
 
 // The model section is the models' own configuration (models/model_config.h): one struct, no
-// copy between them.
+// copy between them. It also holds train.activation_checkpointing, which the model's forward
+// reads (ModelConfig::activation_checkpointing).
 
 struct LossConfig {
   double z_loss_weight = 0.0;

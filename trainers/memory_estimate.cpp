@@ -61,10 +61,10 @@ MemoryEstimate estimate_training_memory(const ModelConfig& m, int64_t batch_size
   e.gradients = 4 * n;
   e.optimizer = 8 * n;
   // Per token and block, backward keeps at least the norms' outputs, qkv, the attention output
-  // and the MLP's hidden values (ModelConfig::activation_values_per_token_and_layer); plus the
-  // logits.
+  // and the MLP's hidden values, less what activation checkpointing recomputes
+  // (ModelConfig::activation_values_per_token); plus the logits.
   const double vocab = static_cast<double>(m.padded_vocab());
-  e.activations = tokens * cs * static_cast<double>(m.n_layer) * m.activation_values_per_token_and_layer() +
+  e.activations = tokens * cs * m.activation_values_per_token() +
                   (fused_head ? tokens * vocab * 2.0 / 8.0 : tokens * cs * vocab);
   if (fused_head) e.gradients += 4 * vocab * static_cast<double>(m.d_model);  // the head gradient's f32 sum
   return e;
@@ -89,8 +89,9 @@ std::string memory_shortfall(const MemoryEstimate& need, double available, Devic
   return what + " needs at least " + gb(need.total()) + " (" + need.describe() + ") but only " + gb(available) +
          " of " + (device.is_cpu() ? std::string("host") : device.str()) +
          " memory is free; make the model (model.n_layer, model.d_model, model.vocab_size) or train.batch_size "
-         "smaller, or spread it over more ranks (parallel.tensor_parallel_size; parallel.zero_stage 1 or 2 shards "
-         "the optimizer state and gradients over the data-parallel ranks)";
+         "smaller, recompute activations (train.activation_checkpointing: block), or spread it over more ranks "
+         "(parallel.tensor_parallel_size; parallel.zero_stage 1 or 2 shards the optimizer state and gradients "
+         "over the data-parallel ranks)";
 }
 
 void check_memory_fits(const MemoryEstimate& need, Device device, const std::string& what) {

@@ -269,6 +269,8 @@ class Trainer {
       << cfg_.train.batch_size << " x seq_len " << cfg_.model.seq_len << " x grad_accum " << cfg_.train.grad_accum
       << "), " << cfg_.train.max_steps << " steps; run dir " << run_dir_;
     if (fused_head_) s << "; fused head (loss.fused_head " << cfg_.loss.fused_head << ": the logits are never whole)";
+    if (m.activation_checkpointing != "none")
+      s << "; activation checkpointing " << m.activation_checkpointing << " (recomputed in backward)";
     progress_.event(s.str());
     progress_.event("memory per rank: " + rank_training_memory(cfg_, par_.layout, compute_, fused_head_).describe());
     if (par_.layout.world_size > 1) {

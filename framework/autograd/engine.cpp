@@ -12,6 +12,10 @@ namespace zt {
 
 namespace {
 thread_local BackwardStats t_stats;  // of the current (or last) run_backward on this thread
+// The outermost running backward's list of leaf gradients waiting for their widening: a region
+// backward (run_region_backward) appends to it, so they are widened when and in the order the
+// outer backward widens its own.
+thread_local std::vector<PendingMasterGrad>* t_conversions = nullptr;
 }  // namespace
 
 bool exclusively_owned(const Tensor& t) {
@@ -92,8 +96,12 @@ LeafGradReadyHookGuard::~LeafGradReadyHookGuard() { leaf_ready_hook = std::move(
 
 BackwardStats last_backward_stats() { return t_stats; }
 
-void run_backward(const Variable& root, const Tensor& grad, double seed, bool retain_graph) {
-  t_stats = {};
+namespace {
+
+// `region`: null for run_backward; for run_region_backward, the leaves the region declared.
+void backward_pass(const Variable& root, const Tensor& grad, double seed, bool retain_graph,
+                   const std::function<bool(const VariableImpl&)>* region) {
+  if (!region) t_stats = {};  // a region's sums count towards the backward that runs it
   ZT_CHECK(root.defined(), "backward on an undefined Variable");
   ZT_CHECK(root.requires_grad(), "backward on a Variable that does not require grad (shape ",
            shape_str(root.shape()), "): no input of the computation requires grad");
@@ -105,12 +113,31 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
              " needs an explicit gradient of that shape");
   }
   NoGradGuard no_grad;  // backward itself builds no graph
+  // A region's backward reports no leaf as ready (the backward that runs it does, by the region
+  // node's leaf edges) and may touch only the leaves its node declared.
+  const LeafGradReadyHook hook = region ? nullptr : leaf_ready_hook;
+  auto check_declared = [&](const VariableImpl& leaf) {
+    ZT_CHECK(!region || (*region)(leaf), "checkpoint region: its recomputation reached the leaf '", leaf.name,
+             "' (shape ", shape_str(leaf.data.shape()), ") that its forward never passed to an op; ops must ask "
+             "needs_grad() about every input they read (node.h)");
+  };
+  std::vector<PendingMasterGrad> own_conversions;
+  std::vector<PendingMasterGrad>& leaf_conversions = region ? *t_conversions : own_conversions;
+  struct ConversionsScope {  // the outermost backward publishes its list for the regions it runs
+    std::vector<PendingMasterGrad>* prev;
+    bool active;
+    ~ConversionsScope() {
+      if (active) t_conversions = prev;
+    }
+  } scope{t_conversions, region == nullptr};
+  if (!region) t_conversions = &own_conversions;
 
   Node* root_node = root.grad_fn().get();
   if (!root_node) {  // a leaf: its gradient is the seed
+    check_declared(*root.impl());
     Tensor g = grad.defined() ? grad : Tensor::full(root.shape(), seed, root.dtype(), root.device());
     accumulate_leaf_grad(*root.impl(), std::move(g));
-    if (leaf_ready_hook) leaf_ready_hook(*root.impl());
+    if (hook) hook(*root.impl());
     return;
   }
 
@@ -118,7 +145,6 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
   // once all of its consumers have passed their gradient down (Kahn's algorithm).
   // With a leaf-ready hook, also count the edges into each leaf: its gradient is final when
   // the last of them has been passed.
-  const LeafGradReadyHook hook = leaf_ready_hook;
   std::unordered_map<VariableImpl*, int> leaf_edges;
   std::unordered_map<Node*, int> pending;
   std::vector<Node*> stack{root_node};
@@ -138,7 +164,6 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
   // Keep the nodes alive while we run them even if the caller drops the graph.
   std::shared_ptr<Node> keep_root = root.grad_fn();
   std::unordered_map<Node*, Tensor> grads;  // gradient of each pending node's output
-  std::vector<PendingMasterGrad> leaf_conversions;
   std::vector<Node*> ready{root_node};
   while (!ready.empty()) {
     Node* n = ready.back();
@@ -180,6 +205,7 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
       } else if (e.leaf) {
         if (in_grads[i].defined()) {
           check_grad(*n, i, in_grads[i]);
+          check_declared(*e.leaf);
           if (in_grads[i].dtype() != e.dtype) leaf_conversions.push_back({e.leaf, std::move(in_grads[i]), e.dtype});
           else accumulate_leaf_grad(*e.leaf, std::move(in_grads[i]));
         }
@@ -201,7 +227,20 @@ void run_backward(const Variable& root, const Tensor& grad, double seed, bool re
     }
     if (!retain_graph) n->release_saved();
   }
-  widen_master_grads(leaf_conversions, accumulate_leaf_grad);
+  if (!region) widen_master_grads(leaf_conversions, accumulate_leaf_grad);
+}
+
+}  // namespace
+
+void run_backward(const Variable& root, const Tensor& grad, double seed, bool retain_graph) {
+  backward_pass(root, grad, seed, retain_graph, nullptr);
+}
+
+void run_region_backward(const Variable& root, const Tensor& grad,
+                         const std::function<bool(const VariableImpl&)>& declared_leaves) {
+  ZT_CHECK(t_conversions, "run_region_backward outside a backward: only a node's backward may run one");
+  ZT_CHECK(grad.defined(), "run_region_backward: the region's output gradient is undefined");
+  backward_pass(root, grad, 1.0, /*retain_graph=*/false, &declared_leaves);
 }
 
 }  // namespace zt

@@ -26,6 +26,26 @@ class LeafGradReadyHookGuard {
 // grad: the root's gradient; undefined means a host scalar `seed` (root must have one element).
 void run_backward(const Variable& root, const Tensor& grad, double seed, bool retain_graph);
 
+// A backward run from inside a node's backward: a checkpoint region (checkpoint.h) recomputes
+// its forward and backpropagates through it. The engine's rules for it:
+//  - it sums every gradient exactly as the enclosing backward would have, had the region's graph
+//    been part of its own (same node order, same folding; its leaves' gradients are added into
+//    .grad in place, in that order), so a region changes no bits (checkpoint.h names the two
+//    orders a region's inputs can change, neither of which a transformer block has);
+//  - it reports no leaf as ready: a node whose backward adds into leaves other than through its
+//    returned gradients must list each such leaf among its edges (returning no gradient there),
+//    and the enclosing backward reports the leaf once the last of its edges, these included,
+//    has been passed. So a parameter used inside a region and elsewhere (a tied embedding, a
+//    weight read by two regions) is reported once, with its final gradient;
+//  - it reaches only leaves that `declared_leaves` accepts (zt::Error naming the leaf otherwise),
+//    since an undeclared one could be reported early;
+//  - the gradients of master weights that arrive in their compute dtype join the enclosing
+//    backward's list and are widened when it widens its own;
+//  - its gradient sums count in the enclosing backward's last_backward_stats().
+// The graph below `root` is freed as it goes (no retain_graph). Only valid inside a backward.
+void run_region_backward(const Variable& root, const Tensor& grad,
+                         const std::function<bool(const VariableImpl&)>& declared_leaves);
+
 // What the last run_backward on this thread did with gradients that met at one input: sums
 // through accumulate_grad (a separate pass; leaf sums included), and sums a node folded into
 // its own kernel (Node::backward_folding).

@@ -27,7 +27,24 @@ std::vector<Tensor> Node::backward_folding(const Tensor& grad_output, const std:
   return backward(grad_output);
 }
 
+namespace {
+thread_local NeedsGradRecorder* t_recorder = nullptr;  // the innermost alive on this thread
+}  // namespace
+
+NeedsGradRecorder::NeedsGradRecorder() : prev_(t_recorder) { t_recorder = this; }
+NeedsGradRecorder::~NeedsGradRecorder() { t_recorder = prev_; }
+
+void NeedsGradRecorder::note(const Variable& v) {
+  std::vector<Variable>& seen = v.is_leaf() ? leaves_ : non_leaves_;
+  for (const Variable& s : seen)  // a region reads a few dozen parameters: a scan is enough
+    if (s.impl() == v.impl()) return;
+  seen.push_back(v);
+}
+
 bool needs_grad(const std::vector<Variable>& inputs) {
+  for (NeedsGradRecorder* r = t_recorder; r; r = r->prev_)
+    for (const Variable& v : inputs)
+      if (v.requires_grad()) r->note(v);
   if (!grad_enabled()) return false;
   for (const Variable& v : inputs)
     if (v.requires_grad()) return true;

@@ -71,7 +71,32 @@ class Node {
   std::vector<Edge> edges_;
 };
 
-// True when grad mode is on and any of the inputs requires a gradient.
+// True when grad mode is on and any of the inputs requires a gradient. Every op asks it about
+// every input it reads, grad mode or not (the pattern above), which is what lets a
+// NeedsGradRecorder see them.
 bool needs_grad(const std::vector<Variable>& inputs);
+
+// While alive on this thread, notes the Variables needs_grad() is asked about that require a
+// gradient, in or out of grad mode: a checkpoint region's forward runs without a graph, yet must
+// know which parameters it reads (checkpoint.h). Recorders nest; each sees every question.
+class NeedsGradRecorder {
+ public:
+  NeedsGradRecorder();
+  ~NeedsGradRecorder();
+  NeedsGradRecorder(const NeedsGradRecorder&) = delete;
+  NeedsGradRecorder& operator=(const NeedsGradRecorder&) = delete;
+
+  // Distinct leaves that require a gradient, in the order first seen.
+  const std::vector<Variable>& leaves() const { return leaves_; }
+  // Non-leaf Variables that require a gradient (made by ops with a graph), in the order first seen.
+  const std::vector<Variable>& non_leaves() const { return non_leaves_; }
+
+ private:
+  friend bool needs_grad(const std::vector<Variable>& inputs);
+  void note(const Variable& v);
+
+  NeedsGradRecorder* prev_;
+  std::vector<Variable> leaves_, non_leaves_;
+};
 
 }  // namespace zt

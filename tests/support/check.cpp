@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace zt::test {
@@ -42,6 +43,22 @@ std::vector<double> host(const Tensor& t) { return t.to_vector<double>(); }
     const bool ok = (a[i] == e[i]) || std::abs(a[i] - e[i]) <= atol + rtol * std::abs(e[i]);
     if (!ok) return ::testing::AssertionFailure() << "element " << i << ": " << a[i] << " vs expected " << e[i];
   }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult same_bits(const Tensor& actual, const Tensor& expected) {
+  if (actual.dtype() != expected.dtype() || actual.shape() != expected.shape())
+    return ::testing::AssertionFailure() << dtype_name(actual.dtype()) << " " << shape_str(actual.shape())
+                                         << " vs expected " << dtype_name(expected.dtype()) << " "
+                                         << shape_str(expected.shape());
+  const Tensor a = actual.to(Device::cpu()).contiguous(), e = expected.to(Device::cpu()).contiguous();
+  const size_t width = dtype_size(a.dtype());
+  const auto* pa = static_cast<const unsigned char*>(a.raw_data());
+  const auto* pe = static_cast<const unsigned char*>(e.raw_data());
+  for (size_t i = 0; i < a.nbytes(); i += width)
+    if (std::memcmp(pa + i, pe + i, width) != 0)
+      return ::testing::AssertionFailure() << "element " << i / width << " differs: " << host(a)[i / width]
+                                           << " vs expected " << host(e)[i / width];
   return ::testing::AssertionSuccess();
 }
 

@@ -30,6 +30,11 @@ std::string error_of(F&& f) {
   return "(no error)";
 }
 
+// The same dtype, shape and bytes (after moving both to the host, contiguous): results that must
+// be bit-identical, not merely close (activation checkpointing against none). Reports the first
+// differing element.
+::testing::AssertionResult same_bits(const Tensor& actual, const Tensor& expected);
+
 // Fills a tensor with NaN (floating) or a sentinel (integers) so unwritten outputs are caught.
 void poison(Tensor& t);
 

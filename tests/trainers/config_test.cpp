@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "framework/error.h"
 #include "tests/support/input_files.h"
@@ -287,12 +288,39 @@ TEST(Config, MalformedTextIsRefusedAtOnce) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
 }
 
+// train.activation_checkpointing: read into the model's struct (the forward reads it), written
+// back under train, refused naming the key, the value and where it came from.
+TEST(Config, ActivationCheckpointingKey) {
+  EXPECT_EQ(parse_config(kMinimal, "test.yaml").model.activation_checkpointing, "none");
+  const Config c = parse_config(std::string(kMinimal) + "train:\n  activation_checkpointing: block\n", "test.yaml");
+  EXPECT_EQ(c.model.activation_checkpointing, "block");
+  EXPECT_EQ(parse_config(config_to_yaml(c), "resolved").model.activation_checkpointing, "block");
+  EXPECT_NE(config_to_yaml(c).find("activation_checkpointing: block"), std::string::npos);
+  EXPECT_EQ(parse_config(kMinimal, "test.yaml", {"train.activation_checkpointing=mlp"}).model.activation_checkpointing,
+            "mlp");
+  EXPECT_EQ(error_of(std::string(kMinimal) + "train:\n  activation_checkpointing: layers\n"),
+            "test.yaml:9:29: train.activation_checkpointing: must be one of none|block|mlp, got 'layers'");
+  EXPECT_EQ(error_of(kMinimal, {"train.activation_checkpointing=true"}),
+            "--set train.activation_checkpointing=true: train.activation_checkpointing: must be one of "
+            "none|block|mlp, got 'true'");
+}
+
+// The README's key table is the one `train --list-keys` prints, verbatim.
+TEST(Config, ReadmeKeyTableIsTheValidatorsTable) {
+  std::ifstream in(std::string(ZTRAIN_SOURCE_DIR) + "/README.md");
+  ASSERT_TRUE(in) << "README.md";
+  const std::string readme((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(readme.find(config_keys_markdown()), std::string::npos)
+      << "update the README's table from build/bin/train --list-keys:\n"
+      << config_keys_markdown();
+}
+
 TEST(Config, KeysTableListsEveryKey) {
   const std::string md = config_keys_markdown();
   for (const char* key : {"model.n_layer", "loss.z_loss_weight", "loss.z_loss_schedule", "parallel.tensor_parallel_size",
                           "optim.grad_clip", "schedule.warmup_steps", "data.val", "train.on_nonfinite", "log.checkpoint_every",
                           "model.arch", "model.norm", "model.mlp", "model.position", "model.qk_norm", "model.n_kv_head",
-                          "model.tie_embeddings", "model.bias", "data.tokenizer"})
+                          "model.tie_embeddings", "model.bias", "data.tokenizer", "train.activation_checkpointing"})
     EXPECT_NE(md.find(std::string("`") + key + "`"), std::string::npos) << key;
 }
 

@@ -21,6 +21,21 @@ TEST(MemoryEstimate, Gpt2SmallParameterAndOptimizerBytes) {
   EXPECT_EQ(estimate_inference_memory(gpt2, 1).optimizer, 0);
 }
 
+// train.activation_checkpointing: mlp drops the MLP's hidden values of every block; block keeps
+// each block's input plus one block's activations (live while it is recomputed).
+TEST(MemoryEstimate, ActivationCheckpointingKeepsLess) {
+  ModelConfig m;  // GPT-2 small: C 768, MLP 3072 (pre- and post-GELU kept)
+  const double tokens = 16.0 * 1024, L = 12, C = 768, per_block = m.activation_values_per_token_and_layer();
+  const double logits = tokens * 4 * static_cast<double>(m.padded_vocab());
+  EXPECT_EQ(estimate_training_memory(m, 16, DType::f32).activations, tokens * 4 * L * per_block + logits);
+  m.activation_checkpointing = "mlp";
+  EXPECT_EQ(estimate_training_memory(m, 16, DType::f32).activations,
+            tokens * 4 * L * (per_block - 2 * 3072) + logits);
+  m.activation_checkpointing = "block";
+  EXPECT_EQ(estimate_training_memory(m, 16, DType::f32).activations, tokens * 4 * (L * C + per_block) + logits);
+  EXPECT_EQ(estimate_training_memory(m, 16, DType::f32).parameters, estimate_training_memory(ModelConfig{}, 16, DType::f32).parameters);
+}
+
 TEST(MemoryEstimate, ShortfallNamesSizesAndKeys) {
   ModelConfig huge;
   huge.n_layer = 1024;
@@ -32,6 +47,7 @@ TEST(MemoryEstimate, ShortfallNamesSizesAndKeys) {
   EXPECT_NE(msg.find("training this config needs at least"), std::string::npos) << msg;
   EXPECT_NE(msg.find("64.00 GB of host memory"), std::string::npos) << msg;
   EXPECT_NE(msg.find("model.n_layer"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("train.activation_checkpointing: block"), std::string::npos) << msg;
   EXPECT_EQ(memory_shortfall(estimate_training_memory(ModelConfig{}, 1, DType::f32), 1e12, Device::cpu(), "x"), "");
   EXPECT_EQ(memory_shortfall(e, 0, Device::cpu(), "x"), "");  // unknown: no refusal
 }
