@@ -33,35 +33,36 @@ Gpt::Gpt(const ModelConfig& config, Generator& init, Device device, std::shared_
   auto ones = [&](const Shape& s) { return Tensor::full(s, 1.0, DType::f32, device_); };
 
   // Whole tensors drawn in one order whatever T is, then this rank's shard kept.
-  auto add = [&](const std::string& name, const Tensor& full, bool decay, ShardSpec spec = {}) {
-    return params_.add(name, shard_of(full, spec, r, T), decay, spec);
+  auto add = [&](const std::string& name, const Tensor& full, bool decay, ParamGroup group, ShardSpec spec = {}) {
+    return params_.add(name, shard_of(full, spec, r, T), decay, group, spec);
   };
+  using G = ParamGroup;
   const ShardSpec rows{0, 1}, qkv_rows{0, 3}, columns{1, 1};
 
   // Padded rows stay zero: no token id selects them and the LM head never reads them.
   Tensor wte = zeros({Vp, C});
   wte.slice(0, 0, V).copy_(normal({V, C}, kInitStd));
-  wte_ = add("wte.weight", wte, true, rows);
-  wpe_ = add("wpe.weight", normal({config_.seq_len, C}, kInitStd), true);
+  wte_ = add("wte.weight", wte, true, G::embedding, rows);
+  wpe_ = add("wpe.weight", normal({config_.seq_len, C}, kInitStd), true, G::embedding);
   for (int64_t l = 0; l < config_.n_layer; ++l) {
     const std::string p = "h." + std::to_string(l) + ".";
     Block b;
-    b.ln_1_w = add(p + "ln_1.weight", ones({C}), false);
-    b.ln_1_b = add(p + "ln_1.bias", zeros({C}), false);
-    b.attn_w = add(p + "attn.c_attn.weight", normal({3 * C, C}, kInitStd), true, qkv_rows);
-    b.attn_b = add(p + "attn.c_attn.bias", zeros({3 * C}), false, qkv_rows);
-    b.attn_proj_w = add(p + "attn.c_proj.weight", normal({C, C}, proj_std), true, columns);
-    b.attn_proj_b = add(p + "attn.c_proj.bias", zeros({C}), false);
-    b.ln_2_w = add(p + "ln_2.weight", ones({C}), false);
-    b.ln_2_b = add(p + "ln_2.bias", zeros({C}), false);
-    b.fc_w = add(p + "mlp.c_fc.weight", normal({4 * C, C}, kInitStd), true, rows);
-    b.fc_b = add(p + "mlp.c_fc.bias", zeros({4 * C}), false, rows);
-    b.fc_proj_w = add(p + "mlp.c_proj.weight", normal({C, 4 * C}, proj_std), true, columns);
-    b.fc_proj_b = add(p + "mlp.c_proj.bias", zeros({C}), false);
+    b.ln_1_w = add(p + "ln_1.weight", ones({C}), false, G::norm);
+    b.ln_1_b = add(p + "ln_1.bias", zeros({C}), false, G::norm);
+    b.attn_w = add(p + "attn.c_attn.weight", normal({3 * C, C}, kInitStd), true, G::attention, qkv_rows);
+    b.attn_b = add(p + "attn.c_attn.bias", zeros({3 * C}), false, G::attention, qkv_rows);
+    b.attn_proj_w = add(p + "attn.c_proj.weight", normal({C, C}, proj_std), true, G::attention, columns);
+    b.attn_proj_b = add(p + "attn.c_proj.bias", zeros({C}), false, G::attention);
+    b.ln_2_w = add(p + "ln_2.weight", ones({C}), false, G::norm);
+    b.ln_2_b = add(p + "ln_2.bias", zeros({C}), false, G::norm);
+    b.fc_w = add(p + "mlp.c_fc.weight", normal({4 * C, C}, kInitStd), true, G::mlp, rows);
+    b.fc_b = add(p + "mlp.c_fc.bias", zeros({4 * C}), false, G::mlp, rows);
+    b.fc_proj_w = add(p + "mlp.c_proj.weight", normal({C, 4 * C}, proj_std), true, G::mlp, columns);
+    b.fc_proj_b = add(p + "mlp.c_proj.bias", zeros({C}), false, G::mlp);
     blocks_.push_back(std::move(b));
   }
-  ln_f_w_ = add("ln_f.weight", ones({C}), false);
-  ln_f_b_ = add("ln_f.bias", zeros({C}), false);
+  ln_f_w_ = add("ln_f.weight", ones({C}), false, G::norm);
+  ln_f_b_ = add("ln_f.bias", zeros({C}), false, G::norm);
   std::vector<int64_t> pos(static_cast<size_t>(config_.seq_len));
   for (size_t t = 0; t < pos.size(); ++t) pos[t] = static_cast<int64_t>(t);
   positions_ = Tensor::from_vector(pos, {config_.seq_len}, device_);
@@ -79,11 +80,14 @@ bool Gpt::fold_residual(bool training) const {
   return tp_size() == 1 && (config_.dropout == 0 || !training);
 }
 
-Variable Gpt::attention_half(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const {
+Variable Gpt::attention_half(int64_t layer, const Block& b, const Variable& x, DType compute, bool training,
+                             Generator& gen) const {
   const int64_t H = config_.n_head / tp_size();  // this rank's heads
   auto c = [&](const Variable& w) { return ops::cast(w, compute); };
   Variable h = ops::copy_to_tensor_parallel(ops::layernorm(x, c(b.ln_1_w), c(b.ln_1_b)), tp_);
-  Variable y = ops::causal_self_attention(ops::linear(h, c(b.attn_w), c(b.attn_b)), H);  // [B, T, C/T]
+  const Variable qkv = ops::linear(h, c(b.attn_w), c(b.attn_b));
+  observe_attention(layer, qkv, H, H);
+  Variable y = ops::causal_self_attention(qkv, H);  // [B, T, C/T]
   // One rank: the bias rides on the product (and the residual, when it folds). T ranks: each
   // product is partial, the bias is added once to their sum.
   if (fold_residual(training)) return ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b), x);
@@ -118,7 +122,7 @@ Model::HeadInputs Gpt::head_inputs(const Tensor& ids, DType compute, bool traini
   x = ops::dropout(x, config_.dropout, dropout_gen, training);
   auto half = [this, compute, training, &gen = dropout_gen](int64_t l, BlockHalf which, const Variable& v) {
     const Block& b = blocks_[static_cast<size_t>(l)];
-    return which == BlockHalf::attention ? attention_half(b, v, compute, training, gen)
+    return which == BlockHalf::attention ? attention_half(l, b, v, compute, training, gen)
                                          : mlp_half(b, v, compute, training, gen);
   };
   x = blocks(half, x, dropout_gen);

@@ -62,7 +62,9 @@ class Gpt final : public Model {
     Variable ln_2_w, ln_2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;
   };
   // A block's two halves (Model::blocks): x -> x + attn(ln_1(x)), r -> r + mlp(ln_2(r)).
-  Variable attention_half(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const;
+  // `layer` (0-based) names the block to the attention score probe.
+  Variable attention_half(int64_t layer, const Block& b, const Variable& x, DType compute, bool training,
+                          Generator& gen) const;
   Variable mlp_half(const Block& b, const Variable& r, DType compute, bool training, Generator& gen) const;
   bool fold_residual(bool training) const;  // each residual add rides on its branch's output product
 

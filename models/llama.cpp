@@ -37,12 +37,13 @@ Llama::Llama(const ModelConfig& config, Generator& init, Device device, std::sha
   auto normal = [&](const Shape& s, double std) { return Tensor::randn(s, DType::f32, init, 0.0, std, device_); };
   auto zeros = [&](const Shape& s) { return Tensor::zeros(s, DType::f32, device_); };
   // Whole tensors drawn in one order whatever T is, then this rank's shard kept.
-  auto add = [&](const std::string& name, const Tensor& full, bool decay, ShardSpec spec = {}) {
-    return params_.add(name, shard_of(full, spec, r, T), decay, spec);
+  auto add = [&](const std::string& name, const Tensor& full, bool decay, ParamGroup group, ShardSpec spec = {}) {
+    return params_.add(name, shard_of(full, spec, r, T), decay, group, spec);
   };
-  auto add_bias = [&](const std::string& name, int64_t n, ShardSpec spec = {}) {
-    return m.bias ? add(name, zeros({n}), false, spec) : Variable();
+  auto add_bias = [&](const std::string& name, int64_t n, ParamGroup group, ShardSpec spec = {}) {
+    return m.bias ? add(name, zeros({n}), false, group, spec) : Variable();
   };
+  using G = ParamGroup;
   auto vocab_table = [&] {  // padded rows stay zero: no id selects them, the loss never reads them
     Tensor t = zeros({Vp, C});
     t.slice(0, 0, V).copy_(normal({V, C}, kInitStd));
@@ -50,36 +51,37 @@ Llama::Llama(const ModelConfig& config, Generator& init, Device device, std::sha
   };
   const ShardSpec rows{0, 1}, two_blocks{0, 2}, columns{1, 1};
 
-  tok_embeddings_ = add("tok_embeddings.weight", vocab_table(), true, rows);
-  if (m.position == "learned") pos_embeddings_ = add("pos_embeddings.weight", normal({m.seq_len, C}, kInitStd), true);
+  tok_embeddings_ = add("tok_embeddings.weight", vocab_table(), true, G::embedding, rows);
+  if (m.position == "learned")
+    pos_embeddings_ = add("pos_embeddings.weight", normal({m.seq_len, C}, kInitStd), true, G::embedding);
   for (int64_t l = 0; l < m.n_layer; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     Block b;
     b.attn_norm = add_norm(p + "attn_norm");
-    b.wq = add(p + "attn.wq.weight", normal({H * D, C}, kInitStd), true, rows);
-    b.bq = add_bias(p + "attn.wq.bias", H * D, rows);
-    b.wkv = add(p + "attn.wkv.weight", normal({2 * Hkv * D, C}, kInitStd), true, two_blocks);
-    b.bkv = add_bias(p + "attn.wkv.bias", 2 * Hkv * D, two_blocks);
+    b.wq = add(p + "attn.wq.weight", normal({H * D, C}, kInitStd), true, G::attention, rows);
+    b.bq = add_bias(p + "attn.wq.bias", H * D, G::attention, rows);
+    b.wkv = add(p + "attn.wkv.weight", normal({2 * Hkv * D, C}, kInitStd), true, G::attention, two_blocks);
+    b.bkv = add_bias(p + "attn.wkv.bias", 2 * Hkv * D, G::attention, two_blocks);
     if (m.qk_norm) {
-      b.q_norm = add(p + "attn.q_norm.weight", Tensor::full({D}, 1.0, DType::f32, device_), false);
-      b.k_norm = add(p + "attn.k_norm.weight", Tensor::full({D}, 1.0, DType::f32, device_), false);
+      b.q_norm = add(p + "attn.q_norm.weight", Tensor::full({D}, 1.0, DType::f32, device_), false, G::norm);
+      b.k_norm = add(p + "attn.k_norm.weight", Tensor::full({D}, 1.0, DType::f32, device_), false, G::norm);
     }
-    b.wo = add(p + "attn.wo.weight", normal({C, H * D}, proj_std), true, columns);
-    b.bo = add_bias(p + "attn.wo.bias", C);
+    b.wo = add(p + "attn.wo.weight", normal({C, H * D}, proj_std), true, G::attention, columns);
+    b.bo = add_bias(p + "attn.wo.bias", C, G::attention);
     b.mlp_norm = add_norm(p + "mlp_norm");
     if (m.mlp == "swiglu") {
-      b.w_in = add(p + "mlp.w_gate_up.weight", normal({2 * F, C}, kInitStd), true, two_blocks);
-      b.b_in = add_bias(p + "mlp.w_gate_up.bias", 2 * F, two_blocks);
+      b.w_in = add(p + "mlp.w_gate_up.weight", normal({2 * F, C}, kInitStd), true, G::mlp, two_blocks);
+      b.b_in = add_bias(p + "mlp.w_gate_up.bias", 2 * F, G::mlp, two_blocks);
     } else {
-      b.w_in = add(p + "mlp.w_fc.weight", normal({F, C}, kInitStd), true, rows);
-      b.b_in = add_bias(p + "mlp.w_fc.bias", F, rows);
+      b.w_in = add(p + "mlp.w_fc.weight", normal({F, C}, kInitStd), true, G::mlp, rows);
+      b.b_in = add_bias(p + "mlp.w_fc.bias", F, G::mlp, rows);
     }
-    b.w_down = add(p + "mlp.w_down.weight", normal({C, F}, proj_std), true, columns);
-    b.b_down = add_bias(p + "mlp.w_down.bias", C);
+    b.w_down = add(p + "mlp.w_down.weight", normal({C, F}, proj_std), true, G::mlp, columns);
+    b.b_down = add_bias(p + "mlp.w_down.bias", C, G::mlp);
     blocks_.push_back(std::move(b));
   }
   norm_f_ = add_norm("norm_f");
-  if (!m.tie_embeddings) lm_head_ = add("lm_head.weight", vocab_table(), true, rows);
+  if (!m.tie_embeddings) lm_head_ = add("lm_head.weight", vocab_table(), true, G::head, rows);
   std::vector<int64_t> pos(static_cast<size_t>(m.seq_len));
   for (size_t t = 0; t < pos.size(); ++t) pos[t] = static_cast<int64_t>(t);
   positions_ = Tensor::from_vector(pos, {m.seq_len}, device_);
@@ -87,9 +89,11 @@ Llama::Llama(const ModelConfig& config, Generator& init, Device device, std::sha
 
 Llama::Norm Llama::add_norm(const std::string& name) {
   Norm n;
-  n.weight = params_.add(name + ".weight", Tensor::full({config_.d_model}, 1.0, DType::f32, device_), false);
+  n.weight = params_.add(name + ".weight", Tensor::full({config_.d_model}, 1.0, DType::f32, device_), false,
+                           ParamGroup::norm);
   if (config_.norm == "layernorm" && config_.bias)
-    n.bias = params_.add(name + ".bias", Tensor::zeros({config_.d_model}, DType::f32, device_), false);
+    n.bias = params_.add(name + ".bias", Tensor::zeros({config_.d_model}, DType::f32, device_), false,
+                             ParamGroup::norm);
   return n;
 }
 
@@ -119,7 +123,8 @@ Variable Llama::row_parallel(const Variable& x, const Variable& w, const Variabl
   return ops::add(residual, ops::dropout(out, dropout, gen, training));
 }
 
-Variable Llama::attention_half(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const {
+Variable Llama::attention_half(int64_t layer, const Block& b, const Variable& x, DType compute, bool training,
+                               Generator& gen) const {
   const ModelConfig& m = config_;
   const int64_t H = m.n_head / tp_size(), Hkv = m.kv_heads() / tp_size();  // this rank's heads
   auto c = [&](const Variable& v) { return v.defined() ? ops::cast(v, compute) : Variable(); };
@@ -135,6 +140,7 @@ Variable Llama::attention_half(const Block& b, const Variable& x, DType compute,
     qkv = ops::qk_norm_rope(qkv, H, Hkv, m.position == "rope" ? m.rope_theta : 0.0,
                             m.qk_norm ? shared(b.q_norm) : Variable(), m.qk_norm ? shared(b.k_norm) : Variable(),
                             m.norm_eps);
+  observe_attention(layer, qkv, H, Hkv);
   const Variable y = ops::causal_self_attention(qkv, H, Hkv);  // [B, T, H D]
   return row_parallel(y, b.wo, b.bo, x, compute, m.dropout, training, gen);
 }
@@ -169,7 +175,7 @@ Model::HeadInputs Llama::head_inputs(const Tensor& ids, DType compute, bool trai
   x = ops::dropout(x, config_.dropout, dropout_gen, training);
   auto half = [this, compute, training, &gen = dropout_gen](int64_t l, BlockHalf which, const Variable& v) {
     const Block& b = blocks_[static_cast<size_t>(l)];
-    return which == BlockHalf::attention ? attention_half(b, v, compute, training, gen)
+    return which == BlockHalf::attention ? attention_half(l, b, v, compute, training, gen)
                                          : mlp_half(b, v, compute, training, gen);
   };
   x = blocks(half, x, dropout_gen);

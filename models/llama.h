@@ -62,7 +62,9 @@ class Llama final : public Model {
   Norm add_norm(const std::string& name);
   Variable norm(const Norm& n, const Variable& x, DType compute) const;
   // A block's two halves (Model::blocks): x -> x + attn(norm_1(x)), r -> r + mlp(norm_2(r)).
-  Variable attention_half(const Block& b, const Variable& x, DType compute, bool training, Generator& gen) const;
+  // `layer` (0-based) names the block to the attention score probe.
+  Variable attention_half(int64_t layer, const Block& b, const Variable& x, DType compute, bool training,
+                          Generator& gen) const;
   Variable mlp_half(const Block& b, const Variable& r, DType compute, bool training, Generator& gen) const;
   // The output of a row-parallel product: all-reduced over the group, then the replicated bias;
   // on one rank the bias and the residual ride on the product.

@@ -1,8 +1,10 @@
 #include "models/model.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "framework/autograd/checkpoint.h"
+#include "framework/autograd/grad_mode.h"
 #include "framework/distributed/process_group.h"
 #include "framework/error.h"
 #include "models/gpt.h"
@@ -75,6 +77,21 @@ ops::CrossEntropyResult Model::head_loss(const HeadInputs& in, const Tensor& tar
   if (o.fused_head) return ops::linear_cross_entropy(in.hidden, in.weight, targets.reshape({-1}), xo);
   return ops::cross_entropy(ops::linear(ops::copy_to_tensor_parallel(in.hidden, tp_), in.weight),
                             targets.reshape({-1}), xo);
+}
+
+void Model::logit_moments(const HeadInputs& in, ops::Moments& acc) const {
+  NoGradGuard no_grad;
+  const Tensor hidden = in.hidden.tensor(), weight = in.weight.tensor();  // [N, C], [Vp / T, C]
+  const int64_t n = hidden.shape()[0], local = weight.shape()[0];
+  // This rank's columns are global ids [rank * local, (rank + 1) * local); the real ones end at
+  // vocab_size (the last rank may hold padding only past it).
+  const int64_t real = std::clamp<int64_t>(config_.vocab_size - tp_rank() * local, 0, local);
+  constexpr int64_t kChunkLogits = int64_t{1} << 26;
+  const int64_t rows = std::max<int64_t>(1, kChunkLogits / std::max<int64_t>(local, 1));
+  for (int64_t r = 0; r < n; r += rows) {
+    const Variable logits = ops::linear(Variable(hidden.slice(0, r, std::min(n, r + rows))), Variable(weight));
+    ops::accumulate_moments(logits.tensor(), real, 0, acc);
+  }
 }
 
 std::unique_ptr<Model> make_model(const ModelConfig& config, Generator& init, Device device,

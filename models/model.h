@@ -18,9 +18,11 @@
 
 #include "framework/autograd/variable.h"
 #include "framework/random.h"
+#include "models/attention_score_max.h"
 #include "models/model_config.h"
 #include "models/parameter_registry.h"
 #include "ops/cross_entropy.h"
+#include "ops/moments.h"
 
 namespace zt {
 
@@ -63,6 +65,16 @@ class Model {
   // cross-entropy over the real vocabulary (num_classes = vocab_size, the model's group).
   ops::CrossEntropyResult head_loss(const HeadInputs& in, const Tensor& targets, const LossOptions& options) const;
 
+  // Instability signals, for log steps only (trainers/signals.h).
+  // The logits of head_inputs' outputs, hidden W^T, over the real vocabulary's columns on this
+  // rank (not the padding), added to `acc` without a host read. Recomputed in chunks of rows
+  // whether or not the head is fused (the unfused loss overwrites its logits with their
+  // gradient; the fused one never holds them): one more head product forward, with a transient
+  // chunk of at most 2^26 logits.
+  void logit_moments(const HeadInputs& in, ops::Moments& acc) const;
+  // While `probe` is attached (non-null), every forward hands each layer's attention input to it.
+  void attach_score_probe(AttentionScoreMax* probe) const { score_probe_ = probe; }
+
   const ModelConfig& config() const { return config_; }
   ParameterRegistry& parameters() { return params_; }
   const ParameterRegistry& parameters() const { return params_; }
@@ -86,11 +98,19 @@ class Model {
   enum class BlockHalf { attention, mlp };
   using BlockHalves = std::function<Variable(int64_t layer, BlockHalf which, const Variable& in)>;
   Variable blocks(const BlockHalves& half, Variable x, Generator& gen) const;
+  // Each family calls this with the qkv its attention op reads ([B, T, (H + 2 Hkv) D], this
+  // rank's heads), for the attached probe if any.
+  void observe_attention(int64_t layer, const Variable& qkv, int64_t n_head, int64_t n_kv_head) const {
+    if (score_probe_) score_probe_->observe(layer, qkv.tensor(), n_head, n_kv_head);
+  }
 
   ModelConfig config_;
   Device device_;
   std::shared_ptr<ProcessGroup> tp_;
   ParameterRegistry params_;
+
+ private:
+  mutable AttentionScoreMax* score_probe_ = nullptr;
 };
 
 // The family model.arch names, initialised from `init` (same seed, same model, whatever the

@@ -2,10 +2,10 @@
 
 namespace zt {
 
-Variable ParameterRegistry::add(const std::string& name, Tensor init, bool decay, ShardSpec shard) {
+Variable ParameterRegistry::add(const std::string& name, Tensor init, bool decay, ParamGroup group, ShardSpec shard) {
   for (const auto& p : params_) ZT_CHECK(p.name != name, "parameter '", name, "' registered twice");
   Variable v(std::move(init), /*requires_grad=*/true, name);
-  params_.push_back({name, v, decay, shard});
+  params_.push_back({name, v, decay, shard, group});
   return v;
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "framework/autograd/variable.h"
+#include "models/parameter_group.h"
 #include "models/tensor_parallel_split.h"
 
 namespace zt {
@@ -16,13 +17,16 @@ struct Parameter {
   Variable var;  // leaf, requires_grad; under tensor parallelism this rank's shard
   bool decay = true;
   ShardSpec shard;  // how the whole tensor is split over the tensor-parallel ranks
+  // The part of the model it belongs to (per-group signals). A tied embedding table that is also
+  // the head counts as embedding.
+  ParamGroup group = ParamGroup::embedding;
 };
 
 class ParameterRegistry {
  public:
-  // Registers a new leaf holding `init` (this rank's shard when `shard` splits it); names
-  // must be unique.
-  Variable add(const std::string& name, Tensor init, bool decay, ShardSpec shard = {});
+  // Registers a new leaf holding `init` (this rank's shard when `shard` splits it) in `group`;
+  // names must be unique.
+  Variable add(const std::string& name, Tensor init, bool decay, ParamGroup group, ShardSpec shard = {});
 
   const std::vector<Parameter>& all() const { return params_; }
   std::vector<Parameter>& all() { return params_; }

@@ -389,7 +389,8 @@ const std::vector<KeySpec>& key_table() {
       string_key("log", "out_dir", ZT_FIELD(log.out_dir), non_empty,
                  "run directory: metrics.jsonl, config.yaml, checkpoints/"),
       int_key("log", "log_every", ZT_FIELD(log.log_every), 1, kMax,
-              "steps between progress lines when output is not a terminal"),
+              "steps between progress lines when output is not a terminal and between the instability "
+              "signals in metrics.jsonl (both also at step 1 and the last step)"),
       int_key("log", "eval_every", ZT_FIELD(log.eval_every), 0, kMax,
               "steps between validation evaluations (also before step 1 and after the last); 0 = only those"),
       int_key("log", "eval_batches", ZT_FIELD(log.eval_batches), 1, kMax, "validation micro-batches per evaluation"),

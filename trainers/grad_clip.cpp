@@ -100,6 +100,45 @@ double sharded_grad_norm(const std::vector<Parameter>& params, const ParameterBu
   return std::sqrt(v[0] + v[1]);
 }
 
+std::vector<std::pair<ParamGroup, double>> group_grad_norms(const std::vector<Parameter>& params,
+                                                            const ParameterBuckets& layout,
+                                                            const PieceGradient& gradient,
+                                                            const std::shared_ptr<ProcessGroup>& dp_group,
+                                                            const std::shared_ptr<ProcessGroup>& tp_group) {
+  const bool tp = tp_group && tp_group->size() > 1;
+  const bool dp = layout.sharded() && dp_group && dp_group->size() > 1;
+  const size_t n = kParamGroups.size();
+  // [group] replicated over the tensor-parallel group, then [n + group] sharded over it.
+  std::vector<std::vector<Tensor>> grads(2 * n);
+  for (const ShardPiece& piece : layout.pieces()) {
+    Tensor g = gradient(piece);
+    if (!g.defined()) continue;
+    const Parameter& p = params[static_cast<size_t>(piece.param)];
+    grads[(tp && p.shard.sharded() ? n : 0) + static_cast<size_t>(p.group)].push_back(std::move(g));
+  }
+  std::vector<double> squares;
+  for (const auto& g : grads) squares.push_back(g.empty() ? 0.0 : squares_of(g));
+  if (dp || tp) {  // pieces add up over the data-parallel group, shards over the tensor-parallel one
+    const Device device = params.front().var.device();
+    Tensor sums = Tensor::from_vector(squares, {static_cast<int64_t>(squares.size())}, device);
+    if (dp) dp_group->all_reduce(sums, ReduceOp::sum);
+    if (tp) {
+      Tensor shards = sums.slice(0, static_cast<int64_t>(n), static_cast<int64_t>(2 * n)).clone();
+      tp_group->all_reduce(shards, ReduceOp::sum);
+      sums.slice(0, static_cast<int64_t>(n), static_cast<int64_t>(2 * n)).copy_(shards);
+    }
+    squares = sums.to_vector<double>();
+  }
+  std::vector<std::pair<ParamGroup, double>> out;
+  for (ParamGroup g : kParamGroups) {
+    bool any = false;
+    for (const auto& p : params) any = any || p.group == g;
+    const auto i = static_cast<size_t>(g);
+    if (any) out.emplace_back(g, std::sqrt(squares[i] + squares[n + i]));
+  }
+  return out;
+}
+
 double clip_factor(double max_norm, double norm) {
   if (!(max_norm > 0) || !(norm > max_norm)) return 1.0;
   return max_norm / (norm + 1e-6);

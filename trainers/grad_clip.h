@@ -2,6 +2,7 @@
 // Global-norm gradient clipping: the L2 norm over every parameter's gradient together,
 // and a uniform rescale when it exceeds the threshold (GPT-2/llm.c style).
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "models/parameter_registry.h"
@@ -25,6 +26,17 @@ double global_grad_norm(const std::vector<Parameter>& params, const std::shared_
 double sharded_grad_norm(const std::vector<Parameter>& params, const ParameterBuckets& layout,
                          const PieceGradient& gradient, const std::shared_ptr<ProcessGroup>& dp_group,
                          const std::shared_ptr<ProcessGroup>& tp_group);
+
+// The same norm per parameter group (Parameter::group) over the same gradients (`gradient` of
+// each piece of `layout`; under ZeRO this rank's shard, summed over `dp_group`), shards summed
+// over `tp_group` as above, for the groups the model has, in kParamGroups order: the
+// grad_norm/<group> signals of a log step. A pass of its own (a host read per group and kind),
+// so the clipping norm stays one reduction.
+std::vector<std::pair<ParamGroup, double>> group_grad_norms(const std::vector<Parameter>& params,
+                                                            const ParameterBuckets& layout,
+                                                            const PieceGradient& gradient,
+                                                            const std::shared_ptr<ProcessGroup>& dp_group,
+                                                            const std::shared_ptr<ProcessGroup>& tp_group);
 
 // The factor clipping scales every gradient by: max_norm / norm when norm > max_norm
 // (max_norm > 0), else 1. The trainer hands it to AdamW::step, which applies it while it reads

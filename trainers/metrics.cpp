@@ -36,6 +36,7 @@ nlohmann::json StepMetrics::to_json() const {
   j["elapsed_s"] = number(elapsed_s);
   if (mfu) j["mfu"] = number(*mfu);
   if (skipped) j["skipped"] = true;
+  for (const auto& [name, value] : signals) j[name] = number(value);
   return j;
 }
 

@@ -3,13 +3,17 @@
 //
 //   step record:  {"step", "tokens", "lr", "loss", "ce_loss", "z_loss", "lse_mean", "lse_max",
 //                  "grad_norm", "z_loss_weight", "tokens_per_s", "elapsed_s", ["mfu" on GPU],
-//                  ["skipped": true when on_nonfinite=skip dropped the update]}
+//                  ["skipped": true when on_nonfinite=skip dropped the update],
+//                  [at log steps: the instability signals of trainers/signals.h: logits_absmax,
+//                   logits_mean, logits_std, attn_score_max, attn_score_max/layer_<i>,
+//                   grad_norm/<group>, update_ratio/<group>]}
 //   eval record:  {"step", "tokens", "val_loss", "elapsed_s"}
 // NaN and inf are written as null (JSON has no such numbers).
 #include <cstdint>
 #include <cstdio>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +26,8 @@ struct StepMetrics {
   double lr = 0, loss = 0, ce_loss = 0, z_loss = 0, lse_mean = 0, lse_max = 0, grad_norm = 0, z_loss_weight = 0;
   double tokens_per_s = 0, elapsed_s = 0;
   std::optional<double> mfu;  // GPU runs only
+  // The instability signals of a log step (trainers/signals.h), name -> value; empty otherwise.
+  std::vector<std::pair<std::string, double>> signals;
   bool skipped = false;
 
   nlohmann::json to_json() const;

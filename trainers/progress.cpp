@@ -24,8 +24,7 @@ std::string Progress::format_duration(double s) {
 
 void Progress::step(int64_t step, double loss, double tokens_per_s, double seconds_per_step, double lr,
                     double grad_norm) {
-  const bool last = step == total_;
-  if (closed_ || (!terminal_ && step % log_every_ != 0 && !last && step != 1)) return;
+  if (closed_ || (!terminal_ && !is_log_step(step, log_every_, total_))) return;
   const double eta = seconds_per_step * static_cast<double>(total_ - step);
   char buf[256];
   std::snprintf(buf, sizeof buf, "step %lld/%lld | loss %.4f | lr %.3g | grad_norm %.3f | %.0f tok/s | ETA %s",

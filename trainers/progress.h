@@ -8,6 +8,12 @@
 
 namespace zt {
 
+// The log steps of a run of `total` steps: step 1, every log_every-th, the last. Plain progress
+// lines and the instability signals in metrics.jsonl come at these.
+inline bool is_log_step(int64_t step, int64_t log_every, int64_t total) {
+  return step == 1 || step % log_every == 0 || step == total;
+}
+
 class Progress {
  public:
   Progress(std::FILE* out, bool terminal, int64_t total_steps, int64_t log_every);

@@ -132,7 +132,8 @@ class Trainer {
       if (opts_.stop_after > 0 && done >= opts_.stop_after) break;
       const auto t0 = Clock::now();
       StepMetrics m = step_runner_->run([&] { return train_loader_->next(); }, lr_.at(step_), z_.at(step_),
-                                        cfg_.train.on_nonfinite == "skip");
+                                        cfg_.train.on_nonfinite == "skip", nullptr,
+                                        is_log_step(step_ + 1, cfg_.log.log_every, cfg_.train.max_steps));
       ++step_;
       tokens_ += tokens_per_step_;
       m.step = step_;

@@ -1,6 +1,7 @@
 #include "trainers/training_step.h"
 
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "framework/autograd/engine.h"
@@ -9,6 +10,7 @@
 #include "trainers/grad_clip.h"
 #include "trainers/loss_options.h"
 #include "trainers/loss_stats.h"
+#include "trainers/signals.h"
 
 namespace zt {
 
@@ -68,7 +70,8 @@ void TrainingStep::release_grads() {
 }
 
 StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double lr, double z_loss_weight,
-                              bool skip_nonfinite, const std::function<void(const char*)>& phase) {
+                              bool skip_nonfinite, const std::function<void(const char*)>& phase,
+                              bool signals) {
   auto mark = [&](const char* p) {
     if (phase) phase(p);
   };
@@ -85,6 +88,8 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
                       (static_cast<uint64_t>(adam_.steps_taken()) * 0x9e3779b97f4a7c15ull) ^
                       (static_cast<uint64_t>(par_.layout.dp_rank) << 48));
   LossStats stats(par_.device);
+  std::optional<StepSignals> sig;  // log steps only
+  if (signals) sig.emplace(model_, par_);
   // Bad targets raise a deferred device-side check (on CUDA); read once the micro-batches are
   // issued, before anything is applied, so no host read separates the micro-batches.
   std::vector<ops::CrossEntropyResult::TargetCheck> checks;
@@ -95,6 +100,7 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
     const Tensor targets = b.targets.to(par_.device).reshape({-1});
     const Model::HeadInputs head = model_.head_inputs(ids, compute_, /*training=*/true, dropout_gen_);
     mark("loss");
+    if (sig) sig->add_logits(head);  // its own product from the head inputs (the loss may overwrite its logits)
     ops::CrossEntropyResult r =
         model_.head_loss(head, targets, training_loss_options(cfg_.loss, z_loss_weight, 1.0 / global_targets, fused_head_));
     stats.add(r);
@@ -123,16 +129,23 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
   const PieceGradient gradient = dp_grads_ ? dp_grads_->gradient() : gradient_from_params(model_.parameters().all());
   m.grad_norm = sharded ? sharded_grad_norm(model_.parameters().all(), adam_.layout(), gradient, par_.dp, par_.tp)
                         : global_grad_norm(model_.parameters().all(), par_.tp);
+  if (sig) sig->add_gradients(model_.parameters().all(), adam_.layout(), gradient);
   if (!std::isfinite(m.loss) || !std::isfinite(m.grad_norm)) {
     m.skipped = skip_nonfinite;
+    if (sig) m.signals = sig->finish();
     release_grads();
     mark("");
     return m;  // no update; the caller stops or reports the skip
   }
   // Clipping rides on the update (the factor scales each gradient as AdamW reads it): no pass
   // over the gradients of its own, and the gradients themselves stay unscaled.
+  if (sig) sig->before_update(model_.parameters().all());
   adam_.step(lr, clip_factor(cfg_.optim.grad_clip, m.grad_norm), gradient);
   if (sharded) dp_grads_->all_gather_weights();
+  if (sig) {  // the whole new weights (all-gathered under ZeRO)
+    sig->after_update(model_.parameters().all());
+    m.signals = sig->finish();
+  }
   release_grads();
   mark("");
   return m;

@@ -63,8 +63,10 @@ class TrainingStep {
   // inputs and targets, on any device). Fills loss, ce_loss, z_loss, lse_mean, lse_max,
   // grad_norm, lr, z_loss_weight and skipped. A non-finite loss or norm makes no update.
   // `phase` (optional) is called at "fwd", "loss", "bwd", "optim" and "" (done) for timing.
+  // `signals`: a log step; also measures the instability signals (trainers/signals.h) into
+  // StepMetrics::signals, at the cost that header names. Other steps do none of that work.
   StepMetrics run(const std::function<data::Batch()>& next, double lr, double z_loss_weight, bool skip_nonfinite,
-                  const std::function<void(const char*)>& phase = nullptr);
+                  const std::function<void(const char*)>& phase = nullptr, bool signals = false);
 
   void zero_grad();
   int64_t micro_batch_rows() const { return rows_; }  // B / D sequences per micro-batch on this rank

@@ -1,0 +1,63 @@
+#include <cmath>
+#include <vector>
+
+#include "ops/cpu_compute.h"
+#include "ops/moments_kernels.h"
+
+namespace zt::ops {
+
+namespace {
+
+struct Partial {
+  double sum = 0, squares = 0, count = 0, nans = 0, max = -INFINITY, absmax = 0;
+};
+
+}  // namespace
+
+void accumulate_moments_cpu(const Tensor& x_in, int64_t cols, int64_t period, Tensor& sums, Tensor& maxes) {
+  Tensor x = x_in.slice(1, 0, cols);
+  if (x.dtype() == DType::bf16) x = x.to(DType::f32);
+  if (x.strides()[1] != 1) x = x.contiguous();
+  const int64_t rows = x.shape()[0], ld = x.strides()[0];
+  // Fixed blocks of rows, each summed alone, then the blocks in order: the same total for any
+  // thread count.
+  const int64_t block_rows = std::max<int64_t>(1, cpu::kParallelMin / std::max<int64_t>(cols, 1));
+  const int64_t blocks = (rows + block_rows - 1) / block_rows;
+  std::vector<Partial> part(static_cast<size_t>(blocks));
+  cpu::dispatch_compute(x.dtype(), "accumulate_moments", [&](auto tag) {
+    using T = decltype(tag);
+    const T* p = x.data<T>();
+#pragma omp parallel for schedule(static) if (blocks > 1)
+    for (int64_t b = 0; b < blocks; ++b) {
+      Partial& s = part[static_cast<size_t>(b)];
+      for (int64_t r = b * block_rows; r < std::min(rows, (b + 1) * block_rows); ++r) {
+        const int64_t end = period > 0 ? std::min(cols, r % period + 1) : cols;
+        for (int64_t c = 0; c < end; ++c) {
+          const double v = static_cast<double>(p[r * ld + c]);
+          if (std::isnan(v)) {
+            s.nans += 1;
+            continue;
+          }
+          s.sum += v;
+          s.squares += v * v;
+          s.max = std::max(s.max, v);
+          s.absmax = std::max(s.absmax, std::abs(v));
+        }
+        s.count += static_cast<double>(end);
+      }
+    }
+  });
+  double* out = sums.data<double>();
+  double* mx = maxes.data<double>();
+  for (const Partial& s : part) {
+    out[0] += s.sum;
+    out[1] += s.squares;
+    out[2] += s.count;
+    out[3] += s.nans;
+    mx[0] = std::max(mx[0], s.max);
+    mx[1] = std::max(mx[1], s.absmax);
+  }
+  if (out[3] > 0) mx[0] = mx[1] = NAN;
+}
+
+}  // namespace zt::ops

@@ -1,0 +1,62 @@
+#pragma once
+// The instability signals of one log step (issue 25; Wortsman et al. 2023), measured while the
+// training step runs and read once at its end. Nothing of this runs on other steps.
+//
+//   logits_absmax, logits_mean, logits_std   of the head's output h W^T over every token of the
+//       step (all micro-batches, all data-parallel ranks) and the real vocabulary (the padding
+//       columns left out; the tensor-parallel shards together); before any soft-cap. std is the
+//       population one.
+//   attn_score_max, attn_score_max/layer_<i>  the largest pre-softmax score q.k / sqrt(D) over
+//       causal pairs, every head, every sequence: the whole model's and each layer's
+//       (models/attention_score_max.h).
+//   grad_norm/<group>     L2 norm of the group's gradient before clipping (trainers/grad_clip.h)
+//   update_ratio/<group>  ||p_new - p_old|| / ||p_new|| over the group's parameters (the same as
+//       the ratio of their RMS values), this step's AdamW update with clipping and weight decay.
+//
+// Groups: embedding, attention, mlp, norm, head (models/parameter_group.h), those the model has.
+// Under tensor parallelism shards add up over the group (replicated tensors once); every rank
+// ends with the same values.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/model.h"
+#include "trainers/adamw.h"
+#include "trainers/parameter_buckets.h"
+#include "trainers/parallel_context.h"
+
+namespace zt {
+
+class StepSignals {
+ public:
+  // Attaches the attention-score probe to `model` until destroyed.
+  StepSignals(const Model& model, const ParallelContext& par);
+  ~StepSignals();
+  StepSignals(const StepSignals&) = delete;
+  StepSignals& operator=(const StepSignals&) = delete;
+
+  // One micro-batch's head inputs (before the loss: the logits are recomputed from them).
+  void add_logits(const Model::HeadInputs& head) { model_.logit_moments(head, logits_); }
+  // After the gradients are complete (data-parallel reduction done): the gradient of each piece
+  // of `layout` (under ZeRO this rank's shard).
+  void add_gradients(const std::vector<Parameter>& params, const ParameterBuckets& layout,
+                     const PieceGradient& gradient);
+  // Around the optimizer step: a copy of every parameter before it (memory: one f32 copy of
+  // this rank's parameters, held until after_update), the update's norms after it.
+  void before_update(const std::vector<Parameter>& params);
+  void after_update(const std::vector<Parameter>& params);
+
+  // Reduces over the groups and reads the device values: the fields above, named.
+  std::vector<std::pair<std::string, double>> finish();
+
+ private:
+  const Model& model_;
+  const ParallelContext& par_;
+  ops::Moments logits_;
+  AttentionScoreMax scores_;
+  std::vector<std::pair<ParamGroup, double>> grad_norms_;
+  std::vector<Tensor> before_;
+  std::vector<std::pair<ParamGroup, double>> update_ratios_;
+};
+
+}  // namespace zt
