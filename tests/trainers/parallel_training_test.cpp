@@ -54,6 +54,42 @@ std::map<int64_t, std::pair<double, double>> read_metrics(const fs::path& file) 
   return out;
 }
 
+// Per step, the instability signals (trainers/signals.h): every field of a log step's record
+// that is one of them.
+using Signals = std::map<int64_t, std::map<std::string, double>>;
+Signals read_signals(const fs::path& file) {
+  Signals out;
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line);
+    for (const auto& [key, value] : j.items())
+      if (key.rfind("logits_", 0) == 0 || key.rfind("attn_score_max", 0) == 0 || key.rfind("grad_norm/", 0) == 0 ||
+          key.rfind("update_ratio/", 0) == 0)
+        out[j.at("step").get<int64_t>()][key] = value.is_number() ? value.get<double>() : NAN;
+  }
+  return out;
+}
+
+// The same fields at the same steps, each within `rel` relative (layouts and the fused head
+// round differently, and the small early scores and update ratios move with the weights;
+// logits_mean, about 0, is
+// within rel of logits_std).
+void expect_signals_close(const Signals& a, const Signals& b, double rel, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  ASSERT_FALSE(a.empty()) << what;
+  for (const auto& [step, fields] : a) {
+    ASSERT_EQ(b.at(step).size(), fields.size()) << what << " at " << step;
+    ASSERT_TRUE(fields.count("logits_absmax") && fields.count("attn_score_max/layer_1") &&
+                fields.count("grad_norm/attention") && fields.count("update_ratio/mlp"))
+        << what << " at " << step;
+    for (const auto& [key, v] : fields) {
+      const double slack = key == "logits_mean" ? rel * fields.at("logits_std") : rel * std::fabs(v) + 1e-9;
+      EXPECT_NEAR(b.at(step).at(key), v, slack) << what << ": " << key << " at " << step;
+    }
+  }
+}
+
 class ParallelTraining : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -85,6 +121,7 @@ class ParallelTraining : public ::testing::Test {
   std::map<int64_t, std::pair<double, double>> metrics(const std::string& name) {
     return read_metrics(dir_.path() + "/" + name + "/metrics.jsonl");
   }
+  Signals signals(const std::string& name) { return read_signals(dir_.path() + "/" + name + "/metrics.jsonl"); }
 
   static void expect_close(const std::map<int64_t, std::pair<double, double>>& a,
                            const std::map<int64_t, std::pair<double, double>>& b, const std::string& what) {
@@ -115,6 +152,9 @@ TEST_F(ParallelTraining, EveryLayoutTrainsTheSingleRankModel) {
               std::string::npos)
         << r.output;
     expect_close(ref, metrics(name), name);
+    // The signals are the whole model's on every layout: vocab shards and heads combined over
+    // the tensor-parallel group, tokens over the data-parallel ranks.
+    expect_signals_close(signals("one"), signals(name), 1e-4, name);
   }
   // The TP=2 run's checkpoint is a manifest plus one shard file per rank.
   EXPECT_TRUE(fs::exists(dir_.path() + "/tp2/checkpoints/step_00000006.ckpt"));
@@ -142,6 +182,7 @@ TEST_F(ParallelTraining, LlamaEveryLayoutTrainsTheSingleRankModelAndResumesExact
       EXPECT_NEAR(got.at(step).first, v.first, 1e-6 * std::fabs(v.first)) << name << ": loss at " << step;
       EXPECT_NEAR(got.at(step).second, v.second, 1e-6 * std::fabs(v.second) + 1e-9) << name << ": grad_norm at " << step;
     }
+    expect_signals_close(signals("one"), signals(name), 1e-4, name);
   }
   ASSERT_EQ(train("cut", 2, 2, llama + " --stop-after 3").status, 0);
   // The TP=2 checkpoint at step 3 resumed by one rank: re-sharded (the k|v and gate|up blocks
@@ -188,6 +229,8 @@ TEST_F(ParallelTraining, FusedHeadTrainsTheUnfusedModelOnEveryLayout) {
         EXPECT_NEAR(got.at(step).second, v.second, 1e-6 * std::fabs(v.second) + 1e-9)
             << tag << name << ": grad_norm at " << step;
       }
+      // The fused head's logits are recomputed in chunks: the same statistics.
+      expect_signals_close(signals(tag + "off"), signals(tag + name), 1e-4, tag + name);
     }
   }
 }
