@@ -13,6 +13,13 @@ sub-directory holding a metrics.jsonl is a run) and each run's metrics.jsonl, an
                                                    lr_sensitivity.json): final loss against the
                                                    learning rate, one line per setting, and the
                                                    training loss of the diverged runs
+    signals_diverged.png                           when some run diverged (its ablate.diverged
+                                                   marker, or lr_sensitivity.json says so): the
+                                                   instability signals of the log steps
+                                                   (logits_absmax, logits_std, attn_score_max,
+                                                   grad_norm/<group>, update_ratio/<group>)
+                                                   against step, the diverged runs in colour,
+                                                   the others thin and grey
 
 --only NAME[,NAME...] writes only the named figures (file names without .png).
 
@@ -90,6 +97,9 @@ def read_metrics(path):
             r = {"step": record["step"], "tokens": as_float(record.get("tokens"))}
             for name, _ in METRICS:
                 r[name] = as_float(record.get(name))
+            for key in record:  # the instability signals, on log steps only
+                if any(key == k or (k.endswith("/") and key.startswith(k)) for k, _ in SIGNALS):
+                    r[key] = as_float(record[key])
             append_in_step_order(steps, r)
         if "val_loss" in record:
             append_in_step_order(evals, {"step": record["step"], "tokens": as_float(record.get("tokens")),
@@ -218,6 +228,66 @@ def plot_lr_sensitivity(plt, ablation_dir, out, name):
     return target
 
 
+SIGNALS = [
+    ("logits_absmax", "max |logit|"),
+    ("logits_std", "logit std"),
+    ("attn_score_max", "max attention score"),
+    ("grad_norm/", "gradient norm per group"),
+    ("update_ratio/", "update / weight norm per group"),
+]
+GROUP_STYLES = {"embedding": "-", "attention": "--", "mlp": ":", "norm": "-.", "head": (0, (5, 1, 1, 1))}
+
+
+def diverged_runs(ablation_dir, runs):
+    """Names of the runs that diverged: ablate's marker in the run folder, or the
+    learning-rate table's verdict (a final loss above the loss at initialisation)."""
+    names = {run[0] for run in runs if os.path.exists(os.path.join(ablation_dir, run[0], "ablate.diverged"))}
+    path = os.path.join(ablation_dir, "lr_sensitivity.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            names |= {r["name"] for r in json.load(f).get("runs", []) if r.get("diverged")}
+    return names
+
+
+def plot_signals(plt, ablation_dir, runs, out, name):
+    """signals_diverged.png: each instability signal against step (log scale), the diverged
+    runs in colour over the others in grey; per-group signals one line style per group.
+    Returns the path, or None when no run diverged or no run logged signals."""
+    bad = diverged_runs(ablation_dir, runs)
+    if not bad or not any("logits_absmax" in r for run in runs for r in run[4]):
+        return None
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    cmap = plt.get_cmap("tab10")
+    colour = {run[0]: cmap(i % 10) for i, run in enumerate(r for r in runs if r[0] in bad)}
+    for ax, (key, title) in zip(axes.flat, SIGNALS):
+        for run in sorted(runs, key=lambda r: r[0] in bad):  # diverged ones drawn last, on top
+            fields = sorted({k for r in run[4] for k in r if k == key or (key.endswith("/") and k.startswith(key))})
+            for field in fields:
+                points = [(r["step"], as_float(r.get(field))) for r in run[4] if field in r]
+                xs = [p[0] for p in points]
+                ys = [abs(p[1]) if math.isfinite(p[1]) and p[1] != 0 else math.nan for p in points]
+                group = field[len(key):] if key.endswith("/") else ""
+                style = GROUP_STYLES.get(group, "-")
+                if run[0] in bad:
+                    ax.plot(xs, ys, color=colour[run[0]], linestyle=style, linewidth=1.3,
+                            label=f"{run[1]} {group}".strip() if group or ax is axes.flat[0] else None)
+                else:
+                    ax.plot(xs, ys, color="0.7", linestyle=style, linewidth=0.7)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    axes.flat[-1].axis("off")
+    fig.suptitle(f"{name}: instability signals of the diverged runs (grey: the others)", fontsize=10)
+    fig.tight_layout()
+    target = os.path.join(out, "signals_diverged.png")
+    fig.savefig(target, dpi=80)
+    plt.close(fig)
+    return target
+
+
 class Style:
     """Colour per setting (the swept values without the seed), line style per seed."""
 
@@ -309,6 +379,15 @@ def main(argv):
     if wanted("final_loss_vs_lr"):
         try:
             path = plot_lr_sensitivity(plt, args.ablation_dir, out, name)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"plot_ablation: {e}", file=sys.stderr)
+            return 2
+        if path:
+            written.append(path)
+
+    if wanted("signals_diverged"):
+        try:
+            path = plot_signals(plt, args.ablation_dir, runs, out, name)
         except (OSError, ValueError, KeyError) as e:
             print(f"plot_ablation: {e}", file=sys.stderr)
             return 2

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "framework/error.h"
 #include "trainers/ablation/grid.h"
@@ -1251,9 +1252,40 @@ TEST_F(RealTrain, ADivergingRunIsDivergedNotCrashed) {
   EXPECT_NE(md.find("| lr=1e3_seed=0 | 1e3 | 0 | diverged |"), std::string::npos) << md;
   EXPECT_NE(md.find("| all | "), std::string::npos) << md;
   EXPECT_NE(md.find("(1/1 diverged) | 1e-2 |"), std::string::npos) << md;
+  // Its instability signals (logged every step here) show the blow-up: the max |logit| grows
+  // from its first value to 10x that or beyond the finite before the run stops; the stable
+  // run's stays within 10x.
+  auto absmax = [&](const std::string& run) {
+    std::vector<double> out;
+    std::ifstream in(tmp_.path() / "div" / run / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("logits_absmax"))
+        out.push_back(j["logits_absmax"].is_number() ? j["logits_absmax"].get<double>() : INFINITY);
+    }
+    return out;
+  };
+  const std::vector<double> blown = absmax("lr=1e3_seed=0"), calm = absmax("lr=1e-2_seed=0");
+  ASSERT_GE(blown.size(), 2u) << read_file(bad / "metrics.jsonl");
+  ASSERT_EQ(calm.size(), 16u);
+  EXPECT_TRUE(std::isfinite(blown.front()));
+  EXPECT_GT(*std::max_element(blown.begin() + 1, blown.end()), 10 * blown.front()) << read_file(bad / "metrics.jsonl");
+  EXPECT_LT(*std::max_element(calm.begin(), calm.end()), 10 * calm.front());
+  // The summary's figure of them (when matplotlib is there).
+  if (run_shell("/usr/bin/python3 -c 'import matplotlib' > /dev/null 2>&1") == 0) {
+    const fs::path script = fs::path(ZTRAIN_SOURCE_DIR) / "tools" / "plot_ablation.py";
+    ASSERT_EQ(run_shell("/usr/bin/python3 " + script.string() + " " + (tmp_.path() / "div").string() +
+                        " --only signals_diverged > " + (tmp_.path() / "plot.txt").string() + " 2>&1"),
+              0)
+        << read_file(tmp_.path() / "plot.txt");
+    const fs::path png = tmp_.path() / "div" / "plots" / "signals_diverged.png";
+    ASSERT_TRUE(fs::exists(png)) << read_file(tmp_.path() / "plot.txt");
+    EXPECT_EQ(read_file(png).substr(0, 8), "\x89PNG\r\n\x1a\n");
+  }
   // A rerun leaves it alone.
   ASSERT_EQ(ablate("div", args), 0) << output("div");
   EXPECT_NE(output("div").find("[2/2] lr=1e3 seed=0 already finished (diverged)"), std::string::npos) << output("div");
+  EXPECT_NE(read_file(tmp_.path() / "div" / "summary.md").find("](plots/signals_diverged.png)"), std::string::npos);
 }
 
 }  // namespace

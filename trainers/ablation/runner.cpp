@@ -535,7 +535,8 @@ void write_summary(const AblationPlan& plan, const std::vector<SummaryRow>& rows
   for (const std::string& set : plan.sets) md += ", `--set " + set + "`";
   md += "\n\n" + summary_markdown(plan.sweeps, rows, spikes);
   const fs::path plots = plan.out_dir / "plots";
-  for (const char* figure : {"combined_vs_step.png", "combined_vs_tokens.png", "final_loss_vs_lr.png"}) {
+  for (const char* figure : {"combined_vs_step.png", "combined_vs_tokens.png", "final_loss_vs_lr.png",
+                             "signals_diverged.png"}) {
     if (fs::exists(plots / figure)) md += "\n![" + std::string(figure) + "](plots/" + figure + ")\n";
   }
   write_text(plan.out_dir / "summary.md", md);
