@@ -286,6 +286,25 @@ TEST_P(Signals, OtherStepsCarryNone) {
   EXPECT_FALSE(m.to_json().contains("logits_absmax"));
 }
 
+// The probe alone: any chunking of the key/value heads gives the same maxima (bit for bit: each
+// score is the same dot product).
+TEST_P(Signals, ScoreChunksDoNotChangeTheMaxima) {
+  const Config cfg = tiny(GetParam().model, false);
+  Generator init(cfg.train.seed), gen(1);
+  auto model = make_model(cfg.model, init);
+  const Tensor ids = Tensor::from_vector(std::vector<int64_t>{5, 9, 1, 44, 3, 3, 17, 30, 2, 8, 40, 11, 0, 6, 7, 21},
+                                         {2, 8});
+  AttentionScoreMax whole(cfg.model.n_layer, Device::cpu()), single(cfg.model.n_layer, Device::cpu(), 1);
+  for (AttentionScoreMax* probe : {&whole, &single}) {
+    model->attach_score_probe(probe);
+    model->head_inputs(ids, DType::f32, false, gen);
+  }
+  model->attach_score_probe(nullptr);
+  const auto a = f64(whole.maxima()), b = f64(single.maxima());
+  EXPECT_EQ(a, b);
+  EXPECT_TRUE(std::isfinite(a[0]) && std::isfinite(a[1]));
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, Signals,
                          ::testing::Values(Case{"gpt2", kGpt, false}, Case{"gpt2_fused", kGpt, true},
                                            Case{"llama_gqa_qknorm", kLlama, false},
