@@ -11,6 +11,8 @@
 //                                                 (3 warm-up steps, then 3 s of them: --warmup-s)
 //   bench_step --batch-size 32 --steps 20 --profile --out runs/bench_step_b32.json
 //   bench_step --set train.activation_checkpointing=block   (any config key: --set section.key=value)
+//   bench_step --signals                          every step a log step (trainers/signals.h): the
+//                                                 time a log step's signals add
 //
 // Prints tokens/s (median step), MFU against the bf16 dense peak (989 TFLOP/s on H100/H200;
 // FLOPs per token 6 N + 6 L d T), peak device memory, the host's time per phase against the
@@ -59,6 +61,7 @@ struct Bench {
   std::unique_ptr<zt::AdamW> adam;
   std::unique_ptr<zt::TrainingStep> runner;
   bool fused_head = false;  // loss.fused_head as resolved (--set loss.fused_head=on|off|auto)
+  bool signals = false;     // --signals: every step a log step (the instability signals measured)
   zt::Generator data_gen{12345};
   std::unique_ptr<zt::data::DataLoader> loader;  // --data: train's loader over data.train
   std::map<std::string, double> phase_ms;       // profiled runs: device time per phase (event to event)
@@ -98,7 +101,7 @@ struct Bench {
       b.targets = random_tokens(B * T).view({B, T});
       return b;
     };
-    const zt::StepMetrics m = runner->run(next, cfg.optim.lr, cfg.loss.z_loss_weight, false, phase);
+    const zt::StepMetrics m = runner->run(next, cfg.optim.lr, cfg.loss.z_loss_weight, false, phase, signals);
     if (profile && !marks.empty()) ZT_CUDA_CHECK(cudaEventSynchronize(marks.back().event));
     for (size_t i = 0; i + 1 < marks.size(); ++i) {
       if (profile) {
@@ -143,8 +146,11 @@ int main(int argc, char** argv) {
   app.add_option("--profile-steps", profile_steps, "steps in the profiled run");
   app.add_option("--peak-tflops", peak_tflops, "device peak for MFU");
   app.add_option("--out", out_path, "write the results as JSON here");
-  bool real_data = false;
+  bool real_data = false, signals = false;
   app.add_flag("--data", real_data, "batches from the config's data.train shards (train's loader), not random tokens");
+  app.add_flag("--signals", signals,
+               "every step a log step: also measures the instability signals (their cost = this run's step time "
+               "minus a run without)");
   return zt::tool::run_tool("bench_step", app, argc, argv, [&]() -> int {
     zt::bench::require_gpu();
 #ifdef ZTRAIN_WITH_CUDA
@@ -164,6 +170,7 @@ int main(int argc, char** argv) {
     b.model = zt::make_model(b.cfg.model, init, b.par.device);
     b.adam = zt::make_optimizer(b.cfg, *b.model, b.par.layout);
     b.fused_head = zt::fused_head_for_run(b.cfg, b.par.layout, b.compute, b.par.device);
+    b.signals = signals;
     b.runner = std::make_unique<zt::TrainingStep>(b.cfg, *b.model, *b.adam, b.par, b.compute, b.fused_head);
     if (real_data) {
       zt::data::DataLoaderOptions d;
