@@ -74,18 +74,27 @@ ops::CrossEntropyResult Model::head_loss(const HeadInputs& in, const Tensor& tar
   xo.group = tp_;
   // Under tensor parallelism the hidden states' gradient is summed over the group: by copy_to
   // before the unfused head's product, inside the fused op (which all-reduces dhidden itself).
-  if (o.fused_head) return ops::linear_cross_entropy(in.hidden, in.weight, targets.reshape({-1}), xo);
-  return ops::cross_entropy(ops::linear(ops::copy_to_tensor_parallel(in.hidden, tp_), in.weight),
-                            targets.reshape({-1}), xo);
+  if (o.fused_head) {
+    if (o.logit_moments) logit_moments(in, *o.logit_moments);
+    return ops::linear_cross_entropy(in.hidden, in.weight, targets.reshape({-1}), xo);
+  }
+  const Variable logits = ops::linear(ops::copy_to_tensor_parallel(in.hidden, tp_), in.weight);
+  // Read before the loss, which may overwrite the logits with their gradient.
+  if (o.logit_moments)
+    ops::accumulate_moments(logits.tensor(), real_columns(in.weight.shape()[0]), 0, *o.logit_moments);
+  return ops::cross_entropy(logits, targets.reshape({-1}), xo);
+}
+
+int64_t Model::real_columns(int64_t local) const {
+  // This rank's columns are global ids [rank * local, (rank + 1) * local); the real ones end at
+  // vocab_size (a last rank may hold padding only).
+  return std::clamp<int64_t>(config_.vocab_size - tp_rank() * local, 0, local);
 }
 
 void Model::logit_moments(const HeadInputs& in, ops::Moments& acc) const {
   NoGradGuard no_grad;
   const Tensor hidden = in.hidden.tensor(), weight = in.weight.tensor();  // [N, C], [Vp / T, C]
-  const int64_t n = hidden.shape()[0], local = weight.shape()[0];
-  // This rank's columns are global ids [rank * local, (rank + 1) * local); the real ones end at
-  // vocab_size (the last rank may hold padding only past it).
-  const int64_t real = std::clamp<int64_t>(config_.vocab_size - tp_rank() * local, 0, local);
+  const int64_t n = hidden.shape()[0], local = weight.shape()[0], real = real_columns(local);
   constexpr int64_t kChunkLogits = int64_t{1} << 26;
   const int64_t rows = std::max<int64_t>(1, kChunkLogits / std::max<int64_t>(local, 1));
   for (int64_t r = 0; r < n; r += rows) {

@@ -36,6 +36,9 @@ struct LossOptions {
   // The head product and the loss as one op (ops::linear_cross_entropy): the [tokens, vocab]
   // logits never exist; same loss and gradients up to rounding.
   bool fused_head = false;
+  // When set (log steps), the logits' statistics are added to it (Model::logit_moments): the
+  // unfused head's from its logits before the loss reads them, the fused head's recomputed.
+  ops::Moments* logit_moments = nullptr;
 };
 
 class Model {
@@ -67,10 +70,10 @@ class Model {
 
   // Instability signals, for log steps only (trainers/signals.h).
   // The logits of head_inputs' outputs, hidden W^T, over the real vocabulary's columns on this
-  // rank (not the padding), added to `acc` without a host read. Recomputed in chunks of rows
-  // whether or not the head is fused (the unfused loss overwrites its logits with their
-  // gradient; the fused one never holds them): one more head product forward, with a transient
-  // chunk of at most 2^26 logits.
+  // rank (not the padding), added to `acc` without a host read, recomputed in chunks of rows:
+  // one more head product forward, with a transient chunk of at most 2^26 logits. (head_loss
+  // with LossOptions::logit_moments calls it for the fused head, whose logits never exist whole;
+  // the unfused head's are read where they are.)
   void logit_moments(const HeadInputs& in, ops::Moments& acc) const;
   // While `probe` is attached (non-null), every forward hands each layer's attention input to it.
   void attach_score_probe(AttentionScoreMax* probe) const { score_probe_ = probe; }
@@ -98,6 +101,9 @@ class Model {
   enum class BlockHalf { attention, mlp };
   using BlockHalves = std::function<Variable(int64_t layer, BlockHalf which, const Variable& in)>;
   Variable blocks(const BlockHalves& half, Variable x, Generator& gen) const;
+  // Of this rank's `local` head rows (global ids rank * local ...), how many are the real
+  // vocabulary's, not padding.
+  int64_t real_columns(int64_t local) const;
   // Each family calls this with the qkv its attention op reads ([B, T, (H + 2 Hkv) D], this
   // rank's heads), for the attached probe if any.
   void observe_attention(int64_t layer, const Variable& qkv, int64_t n_head, int64_t n_kv_head) const {

@@ -35,8 +35,8 @@ class StepSignals {
   StepSignals(const StepSignals&) = delete;
   StepSignals& operator=(const StepSignals&) = delete;
 
-  // One micro-batch's head inputs (before the loss: the logits are recomputed from them).
-  void add_logits(const Model::HeadInputs& head) { model_.logit_moments(head, logits_); }
+  // Where the head loss adds each micro-batch's logit statistics (LossOptions::logit_moments).
+  ops::Moments* logits() { return &logits_; }
   // After the gradients are complete (data-parallel reduction done): the gradient of each piece
   // of `layout` (under ZeRO this rank's shard).
   void add_gradients(const std::vector<Parameter>& params, const ParameterBuckets& layout,

@@ -100,9 +100,9 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
     const Tensor targets = b.targets.to(par_.device).reshape({-1});
     const Model::HeadInputs head = model_.head_inputs(ids, compute_, /*training=*/true, dropout_gen_);
     mark("loss");
-    if (sig) sig->add_logits(head);  // its own product from the head inputs (the loss may overwrite its logits)
-    ops::CrossEntropyResult r =
-        model_.head_loss(head, targets, training_loss_options(cfg_.loss, z_loss_weight, 1.0 / global_targets, fused_head_));
+    LossOptions options = training_loss_options(cfg_.loss, z_loss_weight, 1.0 / global_targets, fused_head_);
+    if (sig) options.logit_moments = sig->logits();
+    ops::CrossEntropyResult r = model_.head_loss(head, targets, options);
     stats.add(r);
     checks.push_back(r.target_check);
     mark("bwd");
