@@ -18,11 +18,12 @@ void accumulate_moments_cpu(const Tensor& x_in, int64_t cols, int64_t period, Te
   Tensor x = x_in.slice(1, 0, cols);
   if (x.dtype() == DType::bf16) x = x.to(DType::f32);
   if (x.strides()[1] != 1) x = x.contiguous();
-  const int64_t rows = x.shape()[0], ld = x.strides()[0];
-  // Fixed blocks of rows, each summed alone, then the blocks in order: the same total for any
-  // thread count.
-  const int64_t block_rows = std::max<int64_t>(1, cpu::kParallelMin / std::max<int64_t>(cols, 1));
-  const int64_t blocks = (rows + block_rows - 1) / block_rows;
+  const int64_t rows = x.shape()[0], ld = x.strides()[0], n = rows * cols;
+  // Fixed blocks of the [rows, cols] elements in row-major order (a long single row splits as
+  // well as many short ones), each summed alone, then the blocks in order: the same total for
+  // any thread count.
+  constexpr int64_t kBlock = cpu::kParallelMin;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<Partial> part(static_cast<size_t>(blocks));
   cpu::dispatch_compute(x.dtype(), "accumulate_moments", [&](auto tag) {
     using T = decltype(tag);
@@ -30,10 +31,13 @@ void accumulate_moments_cpu(const Tensor& x_in, int64_t cols, int64_t period, Te
 #pragma omp parallel for schedule(static) if (blocks > 1)
     for (int64_t b = 0; b < blocks; ++b) {
       Partial& s = part[static_cast<size_t>(b)];
-      for (int64_t r = b * block_rows; r < std::min(rows, (b + 1) * block_rows); ++r) {
-        const int64_t end = period > 0 ? std::min(cols, r % period + 1) : cols;
-        for (int64_t c = 0; c < end; ++c) {
-          const double v = static_cast<double>(p[r * ld + c]);
+      const int64_t end = std::min(n, (b + 1) * kBlock);
+      for (int64_t e = b * kBlock; e < end;) {  // one row's piece of the block at a time
+        const int64_t r = e / cols, c0 = e - r * cols, c1 = std::min(cols, c0 + (end - e));
+        const int64_t stop = period > 0 ? std::min(c1, std::max(c0, r % period + 1)) : c1;
+        const T* row = p + r * ld;
+        for (int64_t c = c0; c < stop; ++c) {
+          const double v = static_cast<double>(row[c]);
           if (std::isnan(v)) {
             s.nans += 1;
             continue;
@@ -43,7 +47,8 @@ void accumulate_moments_cpu(const Tensor& x_in, int64_t cols, int64_t period, Te
           s.max = std::max(s.max, v);
           s.absmax = std::max(s.absmax, std::abs(v));
         }
-        s.count += static_cast<double>(end);
+        s.count += static_cast<double>(stop - c0);
+        e += c1 - c0;
       }
     }
   });

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "framework/autograd/engine.h"
 #include "framework/random.h"
@@ -65,6 +66,24 @@ TEST(Moments, MatchDirectSumsOnStridedColumnsAndCausalBlocks) {
       EXPECT_EQ(m[0], d.max) << period;
       EXPECT_EQ(m[1], d.absmax) << period;
     }
+}
+
+// Large enough to be split into blocks across threads: many rows, and one long row.
+TEST(Moments, MatchDirectSumsWhenSplitIntoBlocks) {
+  Generator g(4);
+  for (auto [rows, width, cols, period] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{300, 530, 450, 100},
+                                          std::tuple<int64_t, int64_t, int64_t, int64_t>{1, 100003, 100001, 0}}) {
+    const Tensor x = Tensor::randn({rows, width + 3}, DType::f32, g, -0.2, 1.5).slice(1, 3, width + 3);
+    ops::Moments acc(Device::cpu());
+    ops::accumulate_moments(x, cols, period, acc);
+    const Direct d = direct_moments(f64(x.contiguous()), width, cols, period);
+    const auto s = f64(acc.sums), m = f64(acc.maxes);
+    EXPECT_NEAR(s[0], d.sum, 1e-10 * d.squares) << rows;
+    EXPECT_NEAR(s[1], d.squares, 1e-12 * d.squares) << rows;
+    EXPECT_EQ(s[2], d.count) << rows;
+    EXPECT_EQ(m[0], d.max) << rows;
+    EXPECT_EQ(m[1], d.absmax) << rows;
+  }
 }
 
 TEST(Moments, ANaNElementMakesTheMaximaNaN) {
