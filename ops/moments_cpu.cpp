@@ -35,18 +35,21 @@ void accumulate_moments_cpu(const Tensor& x_in, int64_t cols, int64_t period, Te
       for (int64_t e = b * kBlock; e < end;) {  // one row's piece of the block at a time
         const int64_t r = e / cols, c0 = e - r * cols, c1 = std::min(cols, c0 + (end - e));
         const int64_t stop = period > 0 ? std::min(c1, std::max(c0, r % period + 1)) : c1;
+        // One vectorised pass over the piece (the simd reductions may reorder the additions,
+        // the same way on every run). A NaN makes sums and maxima meaningless: its count says
+        // so and the caller reports NaN.
         const T* row = p + r * ld;
+        double sum = 0, squares = 0, nans = 0, mx = s.max, absmax = s.absmax;
+#pragma omp simd reduction(+ : sum, squares, nans) reduction(max : mx, absmax)
         for (int64_t c = c0; c < stop; ++c) {
           const double v = static_cast<double>(row[c]);
-          if (std::isnan(v)) {
-            s.nans += 1;
-            continue;
-          }
-          s.sum += v;
-          s.squares += v * v;
-          s.max = std::max(s.max, v);
-          s.absmax = std::max(s.absmax, std::abs(v));
+          sum += v;
+          squares += v * v;
+          nans += v != v ? 1.0 : 0.0;
+          mx = v > mx ? v : mx;
+          absmax = std::fabs(v) > absmax ? std::fabs(v) : absmax;
         }
+        s.sum += sum, s.squares += squares, s.nans += nans, s.max = mx, s.absmax = absmax;
         s.count += static_cast<double>(stop - c0);
         e += c1 - c0;
       }
