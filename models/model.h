@@ -77,6 +77,19 @@ class Model {
   void logit_moments(const HeadInputs& in, ops::Moments& acc) const;
   // While `probe` is attached (non-null), every forward hands each layer's attention input to it.
   void attach_score_probe(AttentionScoreMax* probe) const { score_probe_ = probe; }
+  // Attaches a probe for its lifetime. The training step holds one around each micro-batch's
+  // forward only, so a backward that recomputes blocks (activation checkpointing) does not
+  // observe (and pay for) the scores again.
+  class ScoreProbe {
+   public:
+    ScoreProbe(const Model& model, AttentionScoreMax* probe) : model_(model) { model_.attach_score_probe(probe); }
+    ~ScoreProbe() { model_.attach_score_probe(nullptr); }
+    ScoreProbe(const ScoreProbe&) = delete;
+    ScoreProbe& operator=(const ScoreProbe&) = delete;
+
+   private:
+    const Model& model_;
+  };
 
   const ModelConfig& config() const { return config_; }
   ParameterRegistry& parameters() { return params_; }

@@ -18,11 +18,7 @@ void sum_over(const std::shared_ptr<ProcessGroup>& group, Tensor& t, ReduceOp op
 }  // namespace
 
 StepSignals::StepSignals(const Model& model, const ParallelContext& par)
-    : model_(model), par_(par), logits_(model.device()), scores_(model.config().n_layer, model.device()) {
-  model_.attach_score_probe(&scores_);
-}
-
-StepSignals::~StepSignals() { model_.attach_score_probe(nullptr); }
+    : model_(model), par_(par), logits_(model.device()), scores_(model.config().n_layer, model.device()) {}
 
 void StepSignals::add_gradients(const std::vector<Parameter>& params, const ParameterBuckets& layout,
                                 const PieceGradient& gradient) {

@@ -29,14 +29,14 @@ namespace zt {
 
 class StepSignals {
  public:
-  // Attaches the attention-score probe to `model` until destroyed.
   StepSignals(const Model& model, const ParallelContext& par);
-  ~StepSignals();
   StepSignals(const StepSignals&) = delete;
   StepSignals& operator=(const StepSignals&) = delete;
 
   // Where the head loss adds each micro-batch's logit statistics (LossOptions::logit_moments).
   ops::Moments* logits() { return &logits_; }
+  // The probe each micro-batch's forward reports its attention inputs to (Model::ScoreProbe).
+  AttentionScoreMax* scores() { return &scores_; }
   // After the gradients are complete (data-parallel reduction done): the gradient of each piece
   // of `layout` (under ZeRO this rank's shard).
   void add_gradients(const std::vector<Parameter>& params, const ParameterBuckets& layout,

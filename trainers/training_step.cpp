@@ -98,7 +98,10 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
     mark("fwd");
     const Tensor ids = b.inputs.to(par_.device);
     const Tensor targets = b.targets.to(par_.device).reshape({-1});
-    const Model::HeadInputs head = model_.head_inputs(ids, compute_, /*training=*/true, dropout_gen_);
+    const Model::HeadInputs head = [&] {
+      const Model::ScoreProbe probe(model_, sig ? sig->scores() : nullptr);  // log steps: the scores
+      return model_.head_inputs(ids, compute_, /*training=*/true, dropout_gen_);
+    }();
     mark("loss");
     LossOptions options = training_loss_options(cfg_.loss, z_loss_weight, 1.0 / global_targets, fused_head_);
     if (sig) options.logit_moments = sig->logits();

@@ -366,6 +366,9 @@ TEST_F(ParallelTraining, ZeroShardsTheOptimizerAndTrainsTheSameModel) {
         EXPECT_NEAR(got.at(step).first, v.first, 1e-6 * std::fabs(v.first)) << name << ": loss at " << step;
         EXPECT_NEAR(got.at(step).second, v.second, 1e-6 * std::fabs(v.second) + 1e-9) << name << ": grad_norm at " << step;
       }
+      // The per-group gradient norms from this rank's shard, summed over the data-parallel
+      // group; the update ratios from the all-gathered weights.
+      expect_signals_close(signals(std::string(tag) + "_z0"), signals(name), 1e-4, name);
     }
   }
   // ZeRO-2 reduces every micro-batch from the leaf-ready hook; with recomputed blocks the hook
