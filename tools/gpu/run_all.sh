@@ -77,6 +77,9 @@ for bs in 16 32; do
   timeout 200 "$B/bin/bench_step" --batch-size $bs --steps 30 --warmup 5 --data --profile --profile-steps 2 \
     >"$OUT/bench_step_b${bs}_data.log" 2>&1
   note "bench_step B=$bs --data rc=$?: $(grep -E '^step|^tokens/s|bwd/embedding' "$OUT/bench_step_b${bs}_data.log" | tr '\n' ' ')"
+  # Every step a log step (the instability signals measured): their cost against the first run.
+  timeout 200 "$B/bin/bench_step" --batch-size $bs --steps 30 --warmup 5 --signals >"$OUT/bench_step_b${bs}_signals.log" 2>&1
+  note "bench_step B=$bs --signals rc=$?: $(grep -E '^step|^tokens/s' "$OUT/bench_step_b${bs}_signals.log" | tr '\n' ' ')"
   # A/B runs, one per VAR=value in $AB (default: the MLP without its GELU epilogues).
   for ab in ${AB-ZT_MLP_EPILOGUES=0}; do
     env "$ab" timeout 200 "$B/bin/bench_step" --batch-size $bs --steps 30 --warmup 5 \
