@@ -25,53 +25,64 @@ void StepSignals::add_gradients(const std::vector<Parameter>& params, const Para
   grad_norms_ = group_grad_norms(params, layout, gradient, par_.dp, par_.tp);
 }
 
-void StepSignals::before_update(const std::vector<Parameter>& params) {
-  before_.clear();
-  for (const auto& p : params) before_.push_back(p.var.tensor().clone());
+namespace {
+
+// The elements of `params` one piece of a layout covers (a view).
+Tensor piece_of(const std::vector<Parameter>& params, const ShardPiece& piece) {
+  return params[static_cast<size_t>(piece.param)].var.tensor().reshape({-1}).slice(0, piece.param_begin,
+                                                                                   piece.param_begin + piece.numel);
 }
 
-void StepSignals::after_update(const std::vector<Parameter>& params) {
-  // Per group: squares of the update and of the new weights, sharded ones apart (summed over
-  // the tensor-parallel group), each accumulated on the device.
+}  // namespace
+
+void StepSignals::before_update(const std::vector<Parameter>& params, const ParameterBuckets& layout) {
+  before_.clear();
+  for (const ShardPiece& piece : layout.pieces()) before_.push_back(piece_of(params, piece).clone());
+}
+
+void StepSignals::after_update(const std::vector<Parameter>& params, const ParameterBuckets& layout) {
+  // Per group: squares of the update and of the new weights over this rank's pieces (the whole
+  // parameters without ZeRO), sharded ones apart, each accumulated on the device.
   const bool tp = par_.tp && par_.tp->size() > 1;
-  struct Group {
-    ParamGroup group;
-    ops::Moments delta[2], weight[2];  // [0] replicated, [1] sharded
-  };
-  std::vector<Group> groups;
-  for (size_t i = 0; i < params.size() && i < before_.size(); ++i) {
-    const Parameter& p = params[i];
-    Group* g = nullptr;
-    for (auto& existing : groups) g = existing.group == p.group ? &existing : g;
-    if (!g) {
-      const Device d = p.var.device();
-      groups.push_back({p.group, {ops::Moments(d), ops::Moments(d)}, {ops::Moments(d), ops::Moments(d)}});
-      g = &groups.back();
-    }
-    const int kind = tp && p.shard.sharded() ? 1 : 0;
-    const Tensor now = p.var.tensor().reshape({1, -1});
-    Tensor delta = before_[i].reshape({1, -1});
-    delta.add_(now, -1.0);  // p_old - p_new: the same squares
-    ops::accumulate_moments(delta, delta.shape()[1], 0, g->delta[kind]);
-    ops::accumulate_moments(now, now.shape()[1], 0, g->weight[kind]);
+  const bool dp = layout.sharded() && par_.dp && par_.dp->size() > 1;
+  const size_t n = kParamGroups.size();
+  const Device device = params.empty() ? Device::cpu() : params.front().var.device();
+  std::vector<ops::Moments> delta, weight;  // [kind * n + group], kind 1: sharded over TP
+  for (size_t i = 0; i < 2 * n; ++i) delta.emplace_back(device), weight.emplace_back(device);
+  const auto& pieces = layout.pieces();
+  for (size_t i = 0; i < pieces.size() && i < before_.size(); ++i) {
+    const Parameter& p = params[static_cast<size_t>(pieces[i].param)];
+    const size_t slot = (tp && p.shard.sharded() ? n : 0) + static_cast<size_t>(p.group);
+    const Tensor now = piece_of(params, pieces[i]).reshape({1, -1});
+    Tensor change = before_[i].reshape({1, -1});
+    change.add_(now, -1.0);  // p_old - p_new: the same squares
+    ops::accumulate_moments(change, change.shape()[1], 0, delta[slot]);
+    ops::accumulate_moments(now, now.shape()[1], 0, weight[slot]);
   }
   before_.clear();
-  if (groups.empty()) return;
-  // [group][delta, weight] squares, sharded and replicated: one all-reduce, one read each.
-  const Device device = params.front().var.device();
-  const auto n = static_cast<int64_t>(groups.size());
-  Tensor squares[2] = {Tensor::empty({n, 2}, DType::f64, device), Tensor::empty({n, 2}, DType::f64, device)};
-  for (int64_t i = 0; i < n; ++i)
-    for (int kind = 0; kind < 2; ++kind) {
-      squares[kind].slice(0, i, i + 1).slice(1, 0, 1).copy_(groups[i].delta[kind].sums.slice(0, 1, 2).reshape({1, 1}));
-      squares[kind].slice(0, i, i + 1).slice(1, 1, 2).copy_(groups[i].weight[kind].sums.slice(0, 1, 2).reshape({1, 1}));
-    }
-  if (tp) par_.tp->all_reduce(squares[1], ReduceOp::sum);
-  const std::vector<double> rep = squares[0].to_vector<double>(), shard = squares[1].to_vector<double>();
+  // [slot][update, weight] squares: pieces add up over the data-parallel group (ZeRO), shards
+  // over the tensor-parallel one; one read.
+  const auto slots = static_cast<int64_t>(2 * n);
+  Tensor squares = Tensor::empty({slots, 2}, DType::f64, device);
+  for (int64_t i = 0; i < slots; ++i) {
+    squares.slice(0, i, i + 1).slice(1, 0, 1).copy_(delta[static_cast<size_t>(i)].sums.slice(0, 1, 2).reshape({1, 1}));
+    squares.slice(0, i, i + 1).slice(1, 1, 2).copy_(weight[static_cast<size_t>(i)].sums.slice(0, 1, 2).reshape({1, 1}));
+  }
+  if (dp) par_.dp->all_reduce(squares, ReduceOp::sum);
+  if (tp) {
+    Tensor shards = squares.slice(0, static_cast<int64_t>(n), slots).clone();
+    par_.tp->all_reduce(shards, ReduceOp::sum);
+    squares.slice(0, static_cast<int64_t>(n), slots).copy_(shards);
+  }
+  const std::vector<double> sq = squares.to_vector<double>();
   update_ratios_.clear();
-  for (int64_t i = 0; i < n; ++i) {
-    const double delta = rep[2 * i] + shard[2 * i], weight = rep[2 * i + 1] + shard[2 * i + 1];
-    update_ratios_.emplace_back(groups[i].group, weight > 0 ? std::sqrt(delta / weight) : 0.0);
+  for (ParamGroup g : kParamGroups) {
+    bool any = false;
+    for (const auto& p : params) any = any || p.group == g;
+    if (!any) continue;
+    const auto i = static_cast<size_t>(g);
+    const double change = sq[2 * i] + sq[2 * (n + i)], norm = sq[2 * i + 1] + sq[2 * (n + i) + 1];
+    update_ratios_.emplace_back(g, norm > 0 ? std::sqrt(change / norm) : 0.0);
   }
 }
 

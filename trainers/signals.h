@@ -41,10 +41,12 @@ class StepSignals {
   // of `layout` (under ZeRO this rank's shard).
   void add_gradients(const std::vector<Parameter>& params, const ParameterBuckets& layout,
                      const PieceGradient& gradient);
-  // Around the optimizer step: a copy of every parameter before it (memory: one f32 copy of
-  // this rank's parameters, held until after_update), the update's norms after it.
-  void before_update(const std::vector<Parameter>& params);
-  void after_update(const std::vector<Parameter>& params);
+  // Around the optimizer step (after_update once the weights are whole again): a copy of the
+  // parameters' elements this rank updates (the pieces of `layout`: every parameter, or under
+  // ZeRO this rank's shard; memory: 4 bytes per element, held until after_update), then the
+  // update's norms per group.
+  void before_update(const std::vector<Parameter>& params, const ParameterBuckets& layout);
+  void after_update(const std::vector<Parameter>& params, const ParameterBuckets& layout);
 
   // Reduces over the groups and reads the device values: the fields above, named.
   std::vector<std::pair<std::string, double>> finish();

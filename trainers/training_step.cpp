@@ -142,11 +142,11 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
   }
   // Clipping rides on the update (the factor scales each gradient as AdamW reads it): no pass
   // over the gradients of its own, and the gradients themselves stay unscaled.
-  if (sig) sig->before_update(model_.parameters().all());
+  if (sig) sig->before_update(model_.parameters().all(), adam_.layout());
   adam_.step(lr, clip_factor(cfg_.optim.grad_clip, m.grad_norm), gradient);
   if (sharded) dp_grads_->all_gather_weights();
   if (sig) {  // the whole new weights (all-gathered under ZeRO)
-    sig->after_update(model_.parameters().all());
+    sig->after_update(model_.parameters().all(), adam_.layout());
     m.signals = sig->finish();
   }
   release_grads();
