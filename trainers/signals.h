@@ -14,8 +14,8 @@
 //       the ratio of their RMS values), this step's AdamW update with clipping and weight decay.
 //
 // Groups: embedding, attention, mlp, norm, head (models/parameter_group.h), those the model has.
-// Under tensor parallelism shards add up over the group (replicated tensors once); every rank
-// ends with the same values.
+// Under tensor parallelism shards add up over the group (replicated tensors once), under ZeRO
+// the data-parallel ranks' pieces too; every rank ends with the same values.
 #include <string>
 #include <utility>
 #include <vector>

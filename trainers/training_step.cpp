@@ -145,7 +145,7 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
   if (sig) sig->before_update(model_.parameters().all(), adam_.layout());
   adam_.step(lr, clip_factor(cfg_.optim.grad_clip, m.grad_norm), gradient);
   if (sharded) dp_grads_->all_gather_weights();
-  if (sig) {  // the whole new weights (all-gathered under ZeRO)
+  if (sig) {  // the update of the pieces this rank owns
     sig->after_update(model_.parameters().all(), adam_.layout());
     m.signals = sig->finish();
   }
