@@ -239,6 +239,10 @@ int main(int argc, char** argv) {
                 "during timed steps: %lld\n",
                 after.peak_allocated / 1073741824.0, after.peak_reserved / 1073741824.0,
                 (total_b - free_b) / 1073741824.0, static_cast<long long>(after.cuda_mallocs - before.cuda_mallocs));
+    // train's up-front estimate of the same step (a lower bound), to set beside the peak.
+    const zt::MemoryEstimate estimate = zt::rank_training_memory(b.cfg, b.par.layout, b.compute, b.fused_head);
+    std::printf("memory estimate (train's, a lower bound): %.2f GiB = %s; peak allocated / estimate %.2f\n",
+                estimate.total() / 1073741824.0, estimate.describe().c_str(), after.peak_allocated / estimate.total());
     // Host time per phase: issuing its work plus any wait for the device inside it (the loss
     // phase reads the loss, optim reads the gradient norm). A phase without host reads (fwd,
     // bwd) whose host time reaches its device span (--profile) keeps the GPU waiting for the CPU.
@@ -259,6 +263,7 @@ int main(int argc, char** argv) {
                           {"step_ms_median", median * 1e3}, {"step_ms_min", *fastest * 1e3},
                           {"tokens_per_s", tok_s}, {"mfu", mfu}, {"flops_per_token", flops_per_token},
                           {"peak_allocated_bytes", after.peak_allocated}, {"peak_reserved_bytes", after.peak_reserved},
+                          {"memory_estimate_bytes", estimate.total()},
                           {"steady_state_cuda_mallocs", after.cuda_mallocs - before.cuda_mallocs}, {"loss", loss},
                           {"warmup_steps", warm_steps},
                           {"host_ms_per_phase", host_phases}, {"copies_to_host_per_step", copies_to_host},

@@ -7,7 +7,9 @@
 #   OUT=/tmp/out tools/gpu/run_all.sh            SKIP_TESTS=1 for benchmarks only, FULL_BENCH=0
 #                                                 for the step, attention and GEMM benchmarks only,
 #                                                 REPEATS=N for N bench_step runs per batch size,
-#                                                 AB="VAR=value ..." for the A/B runs (one each)
+#                                                 AB="VAR=value ..." for the A/B runs (one each),
+#                                                 MEMORY_BENCH=0 skips the checkpointing modes and
+#                                                 the 1B-class configs
 # The training run reads data/ (tools/fetch_data.sh --prepare here; the GPU host has no
 # network): carry it along. The host also lacks the PCRE2 and zlib headers: run
 # tools/gpu/host_deps.sh here once and carry .gpu-deps too.
@@ -87,6 +89,20 @@ for bs in 16 32; do
     note "bench_step B=$bs $ab rc=$?: $(grep -E '^step|^tokens/s' "$OUT/bench_step_b${bs}_${ab%%=*}.log" | tr '\n' ' ')"
   done
 done
+# Issue 24: step time and peak memory per activation-checkpointing mode beside train's estimate,
+# and the 1B-class configs on one card at their batch (gpt_xl recomputes its blocks).
+if [ "${MEMORY_BENCH:-1}" = 1 ]; then
+  for mode in none block mlp; do
+    timeout 200 "$B/bin/bench_step" --batch-size 16 --steps 20 --warmup 5 --set train.activation_checkpointing=$mode \
+      --out "$OUT/bench_step_ckpt_$mode.json" >"$OUT/bench_step_ckpt_$mode.log" 2>&1
+    note "bench_step B=16 activation_checkpointing=$mode rc=$?: $(grep -E '^tokens/s|^memory' "$OUT/bench_step_ckpt_$mode.log" | tr '\n' ' ')"
+  done
+  for cfg in gpt_xl llama_1b; do
+    timeout 300 "$B/bin/bench_step" --config configs/$cfg.yaml --batch-size 8 --steps 10 --warmup 3 \
+      --out "$OUT/bench_step_$cfg.json" >"$OUT/bench_step_$cfg.log" 2>&1
+    note "bench_step $cfg B=8 rc=$?: $(grep -E '^tokens/s|^memory' "$OUT/bench_step_$cfg.log" | tr '\n' ' ')"
+  done
+fi
 timeout 120 "$B/bin/bench_attention" >"$OUT/bench_attention.log" 2>&1
 timeout 200 "$B/bin/bench_gemm" --out "$OUT/bench_gemm.json" >"$OUT/bench_gemm.log" 2>&1
 note "bench_gemm rc=$?"
