@@ -22,7 +22,7 @@ constexpr double kInitStd = 0.02;
 }
 
 Gpt::Gpt(const ModelConfig& config, Generator& init, Device device, std::shared_ptr<ProcessGroup> tp_group)
-    : Model(config, device, std::move(tp_group)) {
+    : Model(config, device, std::move(tp_group)), branch_out_(tp_, config_.dropout) {
   ZT_CHECK(config_.is_gpt2(), "the GPT-2 model needs model.arch: gpt2, got '", config_.arch, "'");
   const int T = tp_size(), r = tp_rank();
   const int64_t C = config_.d_model, V = config_.vocab_size, Vp = config_.padded_vocab();
@@ -68,18 +68,6 @@ Gpt::Gpt(const ModelConfig& config, Generator& init, Device device, std::shared_
   positions_ = Tensor::from_vector(pos, {config_.seq_len}, device_);
 }
 
-Variable Gpt::row_parallel_out(const Variable& partial, const Variable& bias, DType compute) const {
-  return ops::add(ops::reduce_from_tensor_parallel(partial, tp_), ops::cast(bias, compute));
-}
-
-bool Gpt::fold_residual(bool training) const {
-  // One rank without dropout: each residual add rides on the output product that makes its
-  // branch (cuBLASLt reads the residual stream as its C input: no separate add kernel, one
-  // rounding). Dropout would come between product and add, and with T ranks the product is
-  // partial (the bias and the add follow the all-reduce): those keep the separate add.
-  return tp_size() == 1 && (config_.dropout == 0 || !training);
-}
-
 Variable Gpt::attention_half(int64_t layer, const Block& b, const Variable& x, DType compute, bool training,
                              Generator& gen) const {
   const int64_t H = config_.n_head / tp_size();  // this rank's heads
@@ -87,23 +75,19 @@ Variable Gpt::attention_half(int64_t layer, const Block& b, const Variable& x, D
   Variable h = ops::copy_to_tensor_parallel(ops::layernorm(x, c(b.ln_1_w), c(b.ln_1_b)), tp_);
   const Variable qkv = ops::linear(h, c(b.attn_w), c(b.attn_b));
   observe_attention(layer, qkv, H, H);
-  Variable y = ops::causal_self_attention(qkv, H);  // [B, T, C/T]
-  // One rank: the bias rides on the product (and the residual, when it folds). T ranks: each
-  // product is partial, the bias is added once to their sum.
-  if (fold_residual(training)) return ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b), x);
-  y = tp_size() > 1 ? row_parallel_out(ops::linear(y, c(b.attn_proj_w)), b.attn_proj_b, compute)
-                    : ops::linear(y, c(b.attn_proj_w), c(b.attn_proj_b));
-  return ops::add(x, ops::dropout(y, config_.dropout, gen, training));
+  const Variable y = ops::causal_self_attention(qkv, H);  // [B, T, C/T]
+  const Variable w = c(b.attn_proj_w);
+  return branch_out_([&](const Variable& bias, const Variable& res) { return ops::linear(y, w, bias, res); },
+                     c(b.attn_proj_b), x, training, gen);
 }
 
 Variable Gpt::mlp_half(const Block& b, const Variable& r, DType compute, bool training, Generator& gen) const {
   auto c = [&](const Variable& w) { return ops::cast(w, compute); };
-  Variable h = ops::copy_to_tensor_parallel(ops::layernorm(r, c(b.ln_2_w), c(b.ln_2_b)), tp_);
-  if (fold_residual(training)) return ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), c(b.fc_proj_b), r);
-  h = tp_size() > 1
-          ? row_parallel_out(ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), Variable()), b.fc_proj_b, compute)
-          : ops::mlp(h, c(b.fc_w), c(b.fc_b), c(b.fc_proj_w), c(b.fc_proj_b));
-  return ops::add(r, ops::dropout(h, config_.dropout, gen, training));
+  const Variable h = ops::copy_to_tensor_parallel(ops::layernorm(r, c(b.ln_2_w), c(b.ln_2_b)), tp_);
+  const Variable w_fc = c(b.fc_w), b_fc = c(b.fc_b), w_proj = c(b.fc_proj_w);
+  return branch_out_(
+      [&](const Variable& bias, const Variable& res) { return ops::mlp(h, w_fc, b_fc, w_proj, bias, res); },
+      c(b.fc_proj_b), r, training, gen);
 }
 
 Model::HeadInputs Gpt::head_inputs(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const {

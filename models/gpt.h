@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "models/model.h"
+#include "models/row_parallel_residual.h"
 
 namespace zt {
 
@@ -66,11 +67,8 @@ class Gpt final : public Model {
   Variable attention_half(int64_t layer, const Block& b, const Variable& x, DType compute, bool training,
                           Generator& gen) const;
   Variable mlp_half(const Block& b, const Variable& r, DType compute, bool training, Generator& gen) const;
-  bool fold_residual(bool training) const;  // each residual add rides on its branch's output product
 
-  // x [.., C] through a row-parallel layer's partial product: the all-reduce over the group,
-  // then the replicated bias (added once, after the sum).
-  Variable row_parallel_out(const Variable& partial, const Variable& bias, DType compute) const;
+  RowParallelResidual branch_out_;  // attn.c_proj and mlp.c_proj into the residual stream
 
   Variable wte_, wpe_, ln_f_w_, ln_f_b_;
   std::vector<Block> blocks_;

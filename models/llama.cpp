@@ -26,7 +26,7 @@ constexpr double kInitStd = 0.02;
 }
 
 Llama::Llama(const ModelConfig& config, Generator& init, Device device, std::shared_ptr<ProcessGroup> tp_group)
-    : Model(config, device, std::move(tp_group)) {
+    : Model(config, device, std::move(tp_group)), branch_out_(tp_, config_.dropout) {
   ZT_CHECK(config_.arch == "llama", "the llama model needs model.arch: llama, got '", config_.arch, "'");
   const int T = tp_size(), r = tp_rank();
   const ModelConfig& m = config_;
@@ -105,24 +105,6 @@ Variable Llama::norm(const Norm& n, const Variable& x, DType compute) const {
   return ops::layernorm(x, g, beta, config_.norm_eps);
 }
 
-Variable Llama::row_parallel(const Variable& x, const Variable& w, const Variable& bias, const Variable& residual,
-                             DType compute, double dropout, bool training, Generator& gen) const {
-  const Variable wc = ops::cast(w, compute);
-  const Variable b = bias.defined() ? ops::cast(bias, compute) : Variable();
-  // One rank without dropout: the bias and the residual add ride on the product (cuBLASLt's
-  // epilogue and C input: no separate kernels, one rounding). With T ranks the product is
-  // partial: the all-reduce comes first, then the bias once, then the residual.
-  if (tp_size() == 1 && (dropout == 0 || !training)) return ops::linear(x, wc, b, residual);
-  Variable out;
-  if (tp_size() > 1) {
-    out = ops::reduce_from_tensor_parallel(ops::linear(x, wc), tp_);
-    if (b.defined()) out = ops::add(out, b);
-  } else {
-    out = ops::linear(x, wc, b);
-  }
-  return ops::add(residual, ops::dropout(out, dropout, gen, training));
-}
-
 Variable Llama::attention_half(int64_t layer, const Block& b, const Variable& x, DType compute, bool training,
                                Generator& gen) const {
   const ModelConfig& m = config_;
@@ -142,25 +124,25 @@ Variable Llama::attention_half(int64_t layer, const Block& b, const Variable& x,
                             m.norm_eps);
   observe_attention(layer, qkv, H, Hkv);
   const Variable y = ops::causal_self_attention(qkv, H, Hkv);  // [B, T, H D]
-  return row_parallel(y, b.wo, b.bo, x, compute, m.dropout, training, gen);
+  const Variable wo = c(b.wo);
+  return branch_out_([&](const Variable& bias, const Variable& res) { return ops::linear(y, wo, bias, res); },
+                     c(b.bo), x, training, gen);
 }
 
 Variable Llama::mlp_half(const Block& b, const Variable& r, DType compute, bool training, Generator& gen) const {
   const ModelConfig& m = config_;
   auto c = [&](const Variable& v) { return v.defined() ? ops::cast(v, compute) : Variable(); };
   const Variable h = ops::copy_to_tensor_parallel(norm(b.mlp_norm, r, compute), tp_);
-  if (m.mlp == "swiglu")
-    return row_parallel(ops::swiglu(ops::linear(h, c(b.w_in), c(b.b_in))), b.w_down, b.b_down, r, compute, m.dropout,
-                        training, gen);
-  // GELU: ops::mlp keeps the activation on the products' epilogues.
-  const bool fold = tp_size() == 1 && (m.dropout == 0 || !training);
-  if (fold) return ops::mlp(h, c(b.w_in), c(b.b_in), c(b.w_down), c(b.b_down), r);
-  Variable out = ops::mlp(h, c(b.w_in), c(b.b_in), c(b.w_down), tp_size() > 1 ? Variable() : c(b.b_down));
-  if (tp_size() > 1) {
-    out = ops::reduce_from_tensor_parallel(out, tp_);
-    if (b.b_down.defined()) out = ops::add(out, c(b.b_down));
+  const Variable w_in = c(b.w_in), b_in = c(b.b_in), w_down = c(b.w_down);
+  if (m.mlp == "swiglu") {
+    const Variable gated = ops::swiglu(ops::linear(h, w_in, b_in));
+    return branch_out_([&](const Variable& bias, const Variable& res) { return ops::linear(gated, w_down, bias, res); },
+                       c(b.b_down), r, training, gen);
   }
-  return ops::add(r, ops::dropout(out, m.dropout, gen, training));
+  // GELU: ops::mlp keeps the activation on the products' epilogues.
+  return branch_out_(
+      [&](const Variable& bias, const Variable& res) { return ops::mlp(h, w_in, b_in, w_down, bias, res); },
+      c(b.b_down), r, training, gen);
 }
 
 Model::HeadInputs Llama::head_inputs(const Tensor& ids, DType compute, bool training, Generator& dropout_gen) const {

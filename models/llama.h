@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "models/model.h"
+#include "models/row_parallel_residual.h"
 
 namespace zt {
 
@@ -66,10 +67,7 @@ class Llama final : public Model {
   Variable attention_half(int64_t layer, const Block& b, const Variable& x, DType compute, bool training,
                           Generator& gen) const;
   Variable mlp_half(const Block& b, const Variable& r, DType compute, bool training, Generator& gen) const;
-  // The output of a row-parallel product: all-reduced over the group, then the replicated bias;
-  // on one rank the bias and the residual ride on the product.
-  Variable row_parallel(const Variable& x, const Variable& w, const Variable& bias, const Variable& residual,
-                        DType compute, double dropout, bool training, Generator& gen) const;
+  RowParallelResidual branch_out_;  // attn.wo and mlp.w_down into the residual stream
 
   Variable tok_embeddings_, pos_embeddings_, lm_head_;
   Norm norm_f_;
