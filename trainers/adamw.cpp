@@ -120,7 +120,7 @@ void AdamW::step(double lr, double grad_scale, const PieceGradient& gradient) {
   }
 }
 
-AdamW::FullState AdamW::full_state(ProcessGroup* dp) const {
+AdamW::FullState AdamW::full_state(ProcessGroup* dp, int root) const {
   FullState out;
   if (!layout_->sharded()) {
     for (const ShardPiece& piece : layout_->pieces()) {
@@ -137,6 +137,7 @@ AdamW::FullState AdamW::full_state(ProcessGroup* dp) const {
     for (auto [flat, map] : {std::pair{&m_, &out.m}, std::pair{&v_, &out.v}}) {
       Tensor whole = Tensor::zeros({layout_->shards(), n}, DType::f32, (*flat)[b].device());
       dp->all_gather((*flat)[b], whole);
+      if (dp->rank() != root) continue;
       const Tensor host = whole.to(Device::cpu()).view({-1});
       for (const BucketSlot& s : layout_->buckets()[b].slots) {
         const Parameter& p = params_[static_cast<size_t>(s.param)];

@@ -60,8 +60,9 @@ class AdamW {
   };
   // The state per parameter, whole. Unsharded: views of the flat buffers. Sharded: a
   // collective over `dp` (every rank of the data-parallel group calls it), bucket by bucket,
-  // into host tensors, so the device holds one extra bucket at a time.
-  FullState full_state(ProcessGroup* dp) const;
+  // into host tensors on rank `root` of the group only (the others return empty maps), so the
+  // device holds one extra bucket at a time and one rank of a node the host copy.
+  FullState full_state(ProcessGroup* dp, int root = 0) const;
   // Restores state saved per parameter (full_state's form) by a run with the same parameters,
   // whatever its data-parallel size or sharding: each rank takes its pieces. Shapes are checked.
   void load_state(int64_t t, const std::map<std::string, Tensor>& m, const std::map<std::string, Tensor>& v);

@@ -287,6 +287,8 @@ class Trainer {
       if (adam_->layout().sharded())
         s << "; parallel.zero_stage " << cfg_.parallel.zero_stage << ": this rank's shard, 1/"
           << adam_->layout().shards();
+      else if (cfg_.parallel.zero_stage > 0)
+        s << "; parallel.zero_stage " << cfg_.parallel.zero_stage << " shards nothing with one data-parallel rank";
       s << ")";
       if (step_runner_->gradient_bytes() > 0) s << "; gradient buffers " << step_runner_->gradient_bytes() << " bytes";
       progress_.event(s.str());
@@ -346,8 +348,8 @@ class Trainer {
     ck.config_yaml = config_to_yaml(cfg_);
     const std::string path = checkpoint_path(run_dir_, step_);
     // Whole per parameter, whatever the sharding (a collective over the data-parallel group
-    // under ZeRO), so any layout and zero_stage can resume from it.
-    const AdamW::FullState state = adam_->full_state(par_.dp.get());
+    // under ZeRO, kept by its rank 0, the writer), so any layout and zero_stage can resume from it.
+    const AdamW::FullState state = adam_->full_state(par_.dp.get(), 0);
     if (l.dp_rank == 0) {
       if (l.rank == 0) fs::create_directories(fs::path(path).parent_path());
       par_.tp->barrier();  // the folder exists before the other shards are written

@@ -381,6 +381,11 @@ TEST_F(ParallelTraining, ZeroShardsTheOptimizerAndTrainsTheSameModel) {
     EXPECT_EQ(v.first, recomputed.at(step).first) << "ZeRO-2 with block regions, loss at " << step;
     EXPECT_EQ(v.second, recomputed.at(step).second) << "ZeRO-2 with block regions, grad_norm at " << step;
   }
+  // One data-parallel rank: nothing to shard, and train says so.
+  const Result lone = train("lone_z1", 1, 1, clip + " --set parallel.zero_stage=1");
+  ASSERT_EQ(lone.status, 0) << lone.output;
+  EXPECT_NE(lone.output.find("parallel.zero_stage 1 shards nothing with one data-parallel rank"), std::string::npos)
+      << lone.output;
   // Resume under the same layout and stage: bit for bit.
   const std::string z1 = clip + " --set parallel.zero_stage=1";
   ASSERT_EQ(train("cut", 2, 1, z1 + " --stop-after 3").status, 0);
