@@ -276,6 +276,21 @@ TEST(Config, ShippedBillionParameterConfigsLoad) {
   EXPECT_EQ(olmo.parallel.zero_stage, 1);
 }
 
+// The learning-rate sweep's two small models (tools/gpu/run_lr_sweep.sh): the sizes their
+// comments state, no weight decay, QK-norm off so that a sweep turns it on.
+TEST(Config, ShippedLrSweepConfigsLoad) {
+  const Config gpt = load_config(std::string(ZTRAIN_SOURCE_DIR) + "/configs/lr_sweep_gpt.yaml");
+  EXPECT_EQ(gpt.model.num_parameters(), 30062592);
+  EXPECT_EQ(gpt.optim.weight_decay, 0.0);
+  const Config llama = load_config(std::string(ZTRAIN_SOURCE_DIR) + "/configs/lr_sweep_llama.yaml");
+  EXPECT_EQ(llama.model.arch, "llama");
+  EXPECT_EQ(llama.model.num_parameters(), 48075648);
+  EXPECT_FALSE(llama.model.qk_norm);
+  EXPECT_EQ(llama.optim.weight_decay, 0.0);
+  EXPECT_EQ(llama.model.n_layer, gpt.model.n_layer);
+  EXPECT_EQ(llama.model.d_model, gpt.model.d_model);
+}
+
 // The config fuzzer's find: on this text yaml-cpp's LoadAll never ended (a node a turn); the
 // documents are now counted through the parser's events, two at most, so it is refused at once.
 TEST(Config, MalformedTextIsRefusedAtOnce) {
