@@ -84,18 +84,15 @@ double available_memory(Device device) {
   return backend ? backend->free_memory(device.index) : 0;
 }
 
-std::string memory_shortfall(const MemoryEstimate& need, double available, Device device, const std::string& what) {
+std::string memory_shortfall(const MemoryEstimate& need, double available, Device device, const std::string& what,
+                             const std::string& remedies) {
   if (available <= 0 || need.total() <= available) return "";
   return what + " needs at least " + gb(need.total()) + " (" + need.describe() + ") but only " + gb(available) +
-         " of " + (device.is_cpu() ? std::string("host") : device.str()) +
-         " memory is free; make the model (model.n_layer, model.d_model, model.vocab_size) or train.batch_size "
-         "smaller, recompute activations (train.activation_checkpointing: block), or spread it over more ranks "
-         "(parallel.tensor_parallel_size; parallel.zero_stage 1 or 2 shards the optimizer state and gradients "
-         "over the data-parallel ranks)";
+         " of " + (device.is_cpu() ? std::string("host") : device.str()) + " memory is free; " + remedies;
 }
 
-void check_memory_fits(const MemoryEstimate& need, Device device, const std::string& what) {
-  const std::string why = memory_shortfall(need, available_memory(device), device, what);
+void check_memory_fits(const MemoryEstimate& need, Device device, const std::string& what, const std::string& remedies) {
+  const std::string why = memory_shortfall(need, available_memory(device), device, what, remedies);
   ZT_CHECK(why.empty(), why);
 }
 

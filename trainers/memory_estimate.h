@@ -33,10 +33,16 @@ MemoryEstimate estimate_inference_memory(const ModelConfig& model, int64_t batch
 // and the cgroup's limit minus its usage; for a GPU cudaMemGetInfo's free bytes. 0 when unknown.
 double available_memory(Device device);
 
+// What shrinks any run: the model's size keys.
+inline const char* kShrinkTheModel = "make the model (model.n_layer, model.d_model, model.vocab_size) smaller";
+
 // "" when `need` fits in `available` bytes (or available is 0, unknown); else the message,
-// naming `what` (e.g. "training of this config") and the keys that shrink it.
-std::string memory_shortfall(const MemoryEstimate& need, double available, Device device, const std::string& what);
+// naming `what` (e.g. "training of this config") and ending in `remedies`, the keys that would
+// shrink it for this caller (training: training_memory_remedies, trainers/training_step.h).
+std::string memory_shortfall(const MemoryEstimate& need, double available, Device device, const std::string& what,
+                             const std::string& remedies = kShrinkTheModel);
 // Throws memory_shortfall's message when it is not empty.
-void check_memory_fits(const MemoryEstimate& need, Device device, const std::string& what);
+void check_memory_fits(const MemoryEstimate& need, Device device, const std::string& what,
+                       const std::string& remedies = kShrinkTheModel);
 
 }  // namespace zt

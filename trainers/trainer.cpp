@@ -87,7 +87,8 @@ class Trainer {
       par_.world->all_reduce(t, ReduceOp::max);
       fused_head_ = t.to_vector<int64_t>()[0] == 1;
     }
-    check_memory_fits(rank_training_memory(cfg_, l, compute_, fused_head_), device_, "training this config");
+    check_memory_fits(rank_training_memory(cfg_, l, compute_, fused_head_), device_, "training this config",
+                      training_memory_remedies(cfg_));
 
     // Data first: a missing or bad shard should fail before anything is written. Each
     // data-parallel rank reads its own rows of every global micro-batch.

@@ -30,6 +30,17 @@ MemoryEstimate rank_training_memory(const Config& c, const ParallelLayout& l, DT
   return need;
 }
 
+std::string training_memory_remedies(const Config& c) {
+  std::string r = "make the model (model.n_layer, model.d_model, model.vocab_size) or train.batch_size smaller";
+  if (c.model.activation_checkpointing != "block") r += ", recompute activations (train.activation_checkpointing: block)";
+  r += ", or spread it over more ranks (parallel.tensor_parallel_size";
+  if (c.parallel.zero_stage < 2)
+    r += "; parallel.zero_stage " + std::string(c.parallel.zero_stage == 0 ? "1 or 2" : "2") +
+         " shards the optimizer state" + (c.parallel.zero_stage == 0 ? " and gradients" : " and the gradients too") +
+         " over the data-parallel ranks";
+  return r + ")";
+}
+
 std::unique_ptr<AdamW> make_optimizer(const Config& c, Model& model, const ParallelLayout& l) {
   const int shards = c.parallel.zero_stage >= 1 ? l.dp_size : 1;
   auto layout = std::make_shared<const ParameterBuckets>(

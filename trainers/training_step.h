@@ -46,6 +46,10 @@ bool fused_head_for_run(const Config& config, const ParallelLayout& layout, DTyp
 // data-parallel ranks 1/D of the optimizer state (stage 1) and of the gradients (stage 2).
 MemoryEstimate rank_training_memory(const Config& config, const ParallelLayout& layout, DType compute, bool fused_head);
 
+// The keys that would shrink this config's step, for memory_shortfall: the model, the batch,
+// and those of activation checkpointing, tensor parallelism and ZeRO not already at their most.
+std::string training_memory_remedies(const Config& config);
+
 // The optimizer of a run: AdamW over the model's parameters in flat buckets of
 // parallel.bucket_mb, its state sharded over the data-parallel ranks when parallel.zero_stage
 // is 1 or 2 (trainers/parameter_buckets.h). TrainingStep reduces the gradients into the same buckets.

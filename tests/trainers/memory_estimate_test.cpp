@@ -43,7 +43,7 @@ TEST(MemoryEstimate, ShortfallNamesSizesAndKeys) {
   huge.n_head = 1;
   const MemoryEstimate e = estimate_training_memory(huge, 8, DType::f32);
   EXPECT_GT(e.total(), 5e14);  // no overflow at the validator's limits
-  const std::string msg = memory_shortfall(e, 64e9, Device::cpu(), "training this config");
+  const std::string msg = memory_shortfall(e, 64e9, Device::cpu(), "training this config", training_memory_remedies(Config{}));
   EXPECT_NE(msg.find("training this config needs at least"), std::string::npos) << msg;
   EXPECT_NE(msg.find("64.00 GB of host memory"), std::string::npos) << msg;
   EXPECT_NE(msg.find("model.n_layer"), std::string::npos) << msg;
@@ -95,6 +95,31 @@ TEST(MemoryEstimate, ZeroDividesTheOptimizerAndGradientsPerRank) {
   EXPECT_DOUBLE_EQ(z2.parameters, z0.parameters);
   EXPECT_DOUBLE_EQ(z2.activations, z0.activations);
   EXPECT_DOUBLE_EQ(z0.optimizer * 2, estimate_training_memory(c.model, 2, DType::bf16).optimizer);
+}
+
+// The remedies name only what is not already in use: a config that recomputes blocks under
+// ZeRO-2 is not told to; generate's refusal names the model alone.
+TEST(MemoryEstimate, RemediesNameWhatTheConfigDoesNotUseYet) {
+  Config c;
+  std::string r = training_memory_remedies(c);
+  EXPECT_NE(r.find("train.activation_checkpointing: block"), std::string::npos) << r;
+  EXPECT_NE(r.find("parallel.zero_stage 1 or 2"), std::string::npos) << r;
+  c.model.activation_checkpointing = "block";
+  c.parallel.zero_stage = 1;
+  r = training_memory_remedies(c);
+  EXPECT_EQ(r.find("activation_checkpointing"), std::string::npos) << r;
+  EXPECT_NE(r.find("parallel.zero_stage 2 shards"), std::string::npos) << r;
+  c.parallel.zero_stage = 2;
+  r = training_memory_remedies(c);
+  EXPECT_EQ(r.find("zero_stage"), std::string::npos) << r;
+  EXPECT_NE(r.find("parallel.tensor_parallel_size"), std::string::npos) << r;
+  ModelConfig huge;
+  huge.n_layer = 1024;
+  huge.d_model = 65536;
+  huge.n_head = 1;
+  const std::string gen = memory_shortfall(estimate_inference_memory(huge, 1), 1e9, Device::cpu(), "generate");
+  EXPECT_NE(gen.find("model.n_layer"), std::string::npos) << gen;
+  EXPECT_EQ(gen.find("train."), std::string::npos) << gen;
 }
 
 }  // namespace
