@@ -78,26 +78,49 @@ double global_grad_norm(const std::vector<Parameter>& params, const std::shared_
   return std::sqrt(sum.item() + replicated);
 }
 
-double sharded_grad_norm(const std::vector<Parameter>& params, const ParameterBuckets& layout,
-                         const PieceGradient& gradient, const std::shared_ptr<ProcessGroup>& dp_group,
-                         const std::shared_ptr<ProcessGroup>& tp_group) {
-  std::vector<Tensor> sharded, replicated;  // over the tensor-parallel group
+std::vector<double> combine_over_ranks(Tensor sums, bool dp_sharded, const std::shared_ptr<ProcessGroup>& dp_group,
+                                       const std::shared_ptr<ProcessGroup>& tp_group) {
+  ZT_CHECK(sums.dim() == 2 && sums.shape()[0] == 2 && sums.dtype() == DType::f64, "combine_over_ranks: sums ",
+           shape_str(sums.shape()), " ", dtype_name(sums.dtype()), ", expected f64 [2, K]");
+  if (dp_sharded && dp_group && dp_group->size() > 1) dp_group->all_reduce(sums, ReduceOp::sum);
+  if (tp_group && tp_group->size() > 1) {
+    Tensor shards = sums.select(0, 1).clone();
+    tp_group->all_reduce(shards, ReduceOp::sum);
+    sums.select(0, 1).copy_(shards);
+  }
+  const std::vector<double> v = sums.to_vector<double>();
+  const size_t k = v.size() / 2;
+  std::vector<double> total(k);
+  for (size_t i = 0; i < k; ++i) total[i] = v[i] + v[k + i];
+  return total;
+}
+
+namespace {
+// Squares of the pieces' gradients per slot ([0, K) over TP-replicated parameters, [K, 2K) over
+// TP-sharded ones, `slot_of` giving the slot in [0, K)), as combine_over_ranks takes them.
+template <class SlotOf>
+Tensor piece_squares(const std::vector<Parameter>& params, const ParameterBuckets& layout,
+                     const PieceGradient& gradient, int64_t k, SlotOf&& slot_of) {
+  std::vector<std::vector<Tensor>> grads(static_cast<size_t>(2 * k));
   for (const ShardPiece& piece : layout.pieces()) {
     Tensor g = gradient(piece);
     if (!g.defined()) continue;
-    (params[static_cast<size_t>(piece.param)].shard.sharded() ? sharded : replicated).push_back(std::move(g));
+    const Parameter& p = params[static_cast<size_t>(piece.param)];
+    grads[static_cast<size_t>((p.shard.sharded() ? k : 0) + slot_of(p))].push_back(std::move(g));
   }
+  std::vector<double> squares;
+  for (const auto& g : grads) squares.push_back(g.empty() ? 0.0 : squares_of(g));
   const Device device = params.empty() ? Device::cpu() : params.front().var.device();
+  return Tensor::from_vector(squares, {2, k}, device);
+}
+}  // namespace
+
+double sharded_grad_norm(const std::vector<Parameter>& params, const ParameterBuckets& layout,
+                         const PieceGradient& gradient, const std::shared_ptr<ProcessGroup>& dp_group,
+                         const std::shared_ptr<ProcessGroup>& tp_group) {
   // Pieces are disjoint over the data-parallel group: their squares add up over it.
-  Tensor sums = Tensor::from_vector(std::vector<double>{squares_of(sharded), squares_of(replicated)}, {2}, device);
-  if (dp_group && dp_group->size() > 1) dp_group->all_reduce(sums, ReduceOp::sum);
-  if (tp_group && tp_group->size() > 1) {
-    Tensor tp_part = sums.slice(0, 0, 1).clone();
-    tp_group->all_reduce(tp_part, ReduceOp::sum);
-    return std::sqrt(tp_part.item() + sums.slice(0, 1, 2).item());
-  }
-  const auto v = sums.to_vector<double>();
-  return std::sqrt(v[0] + v[1]);
+  const Tensor sums = piece_squares(params, layout, gradient, 1, [](const Parameter&) { return 0; });
+  return std::sqrt(combine_over_ranks(sums, true, dp_group, tp_group)[0]);
 }
 
 std::vector<std::pair<ParamGroup, double>> group_grad_norms(const std::vector<Parameter>& params,
@@ -105,36 +128,14 @@ std::vector<std::pair<ParamGroup, double>> group_grad_norms(const std::vector<Pa
                                                             const PieceGradient& gradient,
                                                             const std::shared_ptr<ProcessGroup>& dp_group,
                                                             const std::shared_ptr<ProcessGroup>& tp_group) {
-  const bool tp = tp_group && tp_group->size() > 1;
-  const bool dp = layout.sharded() && dp_group && dp_group->size() > 1;
-  const size_t n = kParamGroups.size();
-  // [group] replicated over the tensor-parallel group, then [n + group] sharded over it.
-  std::vector<std::vector<Tensor>> grads(2 * n);
-  for (const ShardPiece& piece : layout.pieces()) {
-    Tensor g = gradient(piece);
-    if (!g.defined()) continue;
-    const Parameter& p = params[static_cast<size_t>(piece.param)];
-    grads[(tp && p.shard.sharded() ? n : 0) + static_cast<size_t>(p.group)].push_back(std::move(g));
-  }
-  std::vector<double> squares;
-  for (const auto& g : grads) squares.push_back(g.empty() ? 0.0 : squares_of(g));
-  if (dp || tp) {  // pieces add up over the data-parallel group, shards over the tensor-parallel one
-    const Device device = params.front().var.device();
-    Tensor sums = Tensor::from_vector(squares, {static_cast<int64_t>(squares.size())}, device);
-    if (dp) dp_group->all_reduce(sums, ReduceOp::sum);
-    if (tp) {
-      Tensor shards = sums.slice(0, static_cast<int64_t>(n), static_cast<int64_t>(2 * n)).clone();
-      tp_group->all_reduce(shards, ReduceOp::sum);
-      sums.slice(0, static_cast<int64_t>(n), static_cast<int64_t>(2 * n)).copy_(shards);
-    }
-    squares = sums.to_vector<double>();
-  }
+  const auto n = static_cast<int64_t>(kParamGroups.size());
+  const Tensor sums = piece_squares(params, layout, gradient, n, [](const Parameter& p) { return static_cast<int64_t>(p.group); });
+  const std::vector<double> squares = combine_over_ranks(sums, layout.sharded(), dp_group, tp_group);
   std::vector<std::pair<ParamGroup, double>> out;
   for (ParamGroup g : kParamGroups) {
     bool any = false;
     for (const auto& p : params) any = any || p.group == g;
-    const auto i = static_cast<size_t>(g);
-    if (any) out.emplace_back(g, std::sqrt(squares[i] + squares[n + i]));
+    if (any) out.emplace_back(g, std::sqrt(squares[static_cast<size_t>(g)]));
   }
   return out;
 }

@@ -38,6 +38,14 @@ std::vector<std::pair<ParamGroup, double>> group_grad_norms(const std::vector<Pa
                                                             const std::shared_ptr<ProcessGroup>& dp_group,
                                                             const std::shared_ptr<ProcessGroup>& tp_group);
 
+// Per-quantity totals of the whole model from one rank's partial sums. `sums` is f64 [2, K] on
+// the parameters' device: row 0 summed over parameters replicated over the tensor-parallel
+// group, row 1 over its shards. Under ZeRO (`dp_sharded`: each data-parallel rank holds other
+// pieces) both rows add up over `dp_group`; row 1 then over `tp_group`; replicated parameters
+// count once. Returns row 0 + row 1 (K values, the same on every rank): one host read.
+std::vector<double> combine_over_ranks(Tensor sums, bool dp_sharded, const std::shared_ptr<ProcessGroup>& dp_group,
+                                       const std::shared_ptr<ProcessGroup>& tp_group);
+
 // The factor clipping scales every gradient by: max_norm / norm when norm > max_norm
 // (max_norm > 0), else 1. The trainer hands it to AdamW::step, which applies it while it reads
 // the gradients (no pass over them of its own).

@@ -42,9 +42,7 @@ void StepSignals::before_update(const std::vector<Parameter>& params, const Para
 
 void StepSignals::after_update(const std::vector<Parameter>& params, const ParameterBuckets& layout) {
   // Per group: squares of the update and of the new weights over this rank's pieces (the whole
-  // parameters without ZeRO), sharded ones apart, each accumulated on the device.
-  const bool tp = par_.tp && par_.tp->size() > 1;
-  const bool dp = layout.sharded() && par_.dp && par_.dp->size() > 1;
+  // parameters without ZeRO), TP-sharded ones apart, each accumulated on the device.
   const size_t n = kParamGroups.size();
   const Device device = params.empty() ? Device::cpu() : params.front().var.device();
   std::vector<ops::Moments> delta, weight;  // [kind * n + group], kind 1: sharded over TP
@@ -52,7 +50,7 @@ void StepSignals::after_update(const std::vector<Parameter>& params, const Param
   const auto& pieces = layout.pieces();
   for (size_t i = 0; i < pieces.size() && i < before_.size(); ++i) {
     const Parameter& p = params[static_cast<size_t>(pieces[i].param)];
-    const size_t slot = (tp && p.shard.sharded() ? n : 0) + static_cast<size_t>(p.group);
+    const size_t slot = (p.shard.sharded() ? n : 0) + static_cast<size_t>(p.group);
     const Tensor now = piece_of(params, pieces[i]).reshape({1, -1});
     Tensor change = before_[i].reshape({1, -1});
     change.add_(now, -1.0);  // p_old - p_new: the same squares
@@ -60,28 +58,22 @@ void StepSignals::after_update(const std::vector<Parameter>& params, const Param
     ops::accumulate_moments(now, now.shape()[1], 0, weight[slot]);
   }
   before_.clear();
-  // [slot][update, weight] squares: pieces add up over the data-parallel group (ZeRO), shards
-  // over the tensor-parallel one; one read.
+  // [kind][group][update, weight] squares, combined over the ranks as the norms are (one read).
   const auto slots = static_cast<int64_t>(2 * n);
   Tensor squares = Tensor::empty({slots, 2}, DType::f64, device);
   for (int64_t i = 0; i < slots; ++i) {
     squares.slice(0, i, i + 1).slice(1, 0, 1).copy_(delta[static_cast<size_t>(i)].sums.slice(0, 1, 2).reshape({1, 1}));
     squares.slice(0, i, i + 1).slice(1, 1, 2).copy_(weight[static_cast<size_t>(i)].sums.slice(0, 1, 2).reshape({1, 1}));
   }
-  if (dp) par_.dp->all_reduce(squares, ReduceOp::sum);
-  if (tp) {
-    Tensor shards = squares.slice(0, static_cast<int64_t>(n), slots).clone();
-    par_.tp->all_reduce(shards, ReduceOp::sum);
-    squares.slice(0, static_cast<int64_t>(n), slots).copy_(shards);
-  }
-  const std::vector<double> sq = squares.to_vector<double>();
+  const std::vector<double> sq =
+      combine_over_ranks(squares.view({2, slots}), layout.sharded(), par_.dp, par_.tp);  // [group][update, weight]
   update_ratios_.clear();
   for (ParamGroup g : kParamGroups) {
     bool any = false;
     for (const auto& p : params) any = any || p.group == g;
     if (!any) continue;
     const auto i = static_cast<size_t>(g);
-    const double change = sq[2 * i] + sq[2 * (n + i)], norm = sq[2 * i + 1] + sq[2 * (n + i) + 1];
+    const double change = sq[2 * i], norm = sq[2 * i + 1];
     update_ratios_.emplace_back(g, norm > 0 ? std::sqrt(change / norm) : 0.0);
   }
 }
