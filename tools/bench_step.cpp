@@ -122,7 +122,7 @@ struct Bench {
 #endif
 
 int main(int argc, char** argv) {
-  CLI::App app{"Time full GPT training steps on one GPU (tokens/s, MFU, peak memory, per-op breakdown)"};
+  CLI::App app{"Time full training steps of a config (GPT-2 or llama family) on one GPU (tokens/s, MFU, peak memory, per-op breakdown)"};
   std::string config_path = "configs/gpt_small.yaml", out_path;
   std::vector<std::string> overrides;
   int64_t batch = 16, seq_len = 1024, steps = 10, warmup = 3, profile_steps = 3;

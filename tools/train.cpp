@@ -34,7 +34,7 @@ std::string tool_name(int* rank) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Train a GPT model from a YAML config (see configs/ and the README's table of keys)"};
+  CLI::App app{"Train a language model (GPT-2 or llama family) from a YAML config (see configs/ and the README's table of keys)"};
   std::string config_path;
   std::vector<std::string> overrides;
   bool resume = false, overwrite = false, print_config = false, list_keys = false;
