@@ -24,7 +24,9 @@ Tensor convert(const Tensor& t, DType dtype) {
 }  // namespace
 
 Variable cast(const Variable& x, DType dtype) {
-  if (x.dtype() == dtype) return x;
+  // A compute-resident leaf of that dtype still gets its node: the graph of its master's.
+  const bool resident = x.is_leaf() && is_compute_resident(*x.impl());
+  if (x.dtype() == dtype && !resident) return x;
   ZT_CHECK(is_floating(dtype) && is_floating(x.dtype()), "cast: ", dtype_name(x.dtype()), " -> ",
            dtype_name(dtype), " (only between floating dtypes)");
   Tensor y = x.is_leaf() ? compute_copy(*x.impl(), dtype) : convert(x.tensor(), dtype);

@@ -4,7 +4,8 @@
 // keeps on the leaf, reused until the master changes; any other input is converted afresh.
 // The gradient passes through in the output's dtype and the engine widens it into the
 // master's .grad (mixed_precision.h: all the widenings of a backward in one kernel).
-// Identity (no copy, no node) when the dtype already matches. Treat the result as read-only:
+// Identity (no copy, no node) when the dtype already matches, except for a compute-resident
+// leaf (mixed_precision.h: no copy, but the node). Treat the result as read-only:
 // it may be the copy every later forward gets too.
 #include "framework/autograd/variable.h"
 

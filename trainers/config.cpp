@@ -337,9 +337,10 @@ const std::vector<KeySpec>& key_table() {
                "data-parallel gradient bucket size in MiB (f32, 2^-20 to 2^20); each bucket's all-reduce starts "
                "when backward has filled it"),
       int_key("parallel", "zero_stage", ZT_FIELD(parallel.zero_stage), 0, 2,
-              "ZeRO over the data-parallel ranks: 0 replicates the optimizer; 1 shards AdamW's moments (each rank "
-              "updates its shard of the weights, then all-gathers them); 2 shards the gradients too "
-              "(reduce-scattered every micro-batch)"),
+              "ZeRO over the data-parallel ranks: 0 replicates the optimizer; 1 shards AdamW's moments, and with "
+              "train.dtype bf16 the f32 master weights (the model keeps bf16 weights), each rank updating its "
+              "shard of the weights, then all-gathering them; 2 shards the gradients too (reduce-scattered every "
+              "micro-batch)"),
 
       real_key("optim", "lr", ZT_FIELD(optim.lr), positive, "peak learning rate (after warmup)"),
       real_key("optim", "min_lr", ZT_FIELD(optim.min_lr), non_negative,

@@ -113,9 +113,19 @@ PieceGradient DataParallelGradients::gradient() const {
   };
 }
 
-void DataParallelGradients::all_gather_weights() {
+void DataParallelGradients::all_gather_weights(const std::vector<Tensor>& resident) {
   if (zero_stage_ == 0) return;
   ZT_OP_RANGE("dp_all_gather");
+  if (!resident.empty()) {
+    ZT_CHECK(resident.size() == layout_->buckets().size(), "all_gather_weights: ", resident.size(),
+             " weight buckets for a layout of ", layout_->buckets().size());
+    for (const Tensor& bucket : resident) {
+      Tensor flat = bucket;
+      group_->all_gather_in_place(flat);
+      flat.storage()->bump_version();  // written by the collective: the leaves' data changed
+    }
+    return;
+  }
   Tensor buffer = Tensor::zeros({layout_->largest_bucket()}, DType::f32, params_.front().var.device());
   const auto& pieces = layout_->pieces();
   auto piece = pieces.begin();

@@ -9,8 +9,10 @@
 //      the buckets: every rank holds the whole summed gradient and updates every weight.
 //   1  the same buckets, reduce-scattered instead: each rank holds the sum for its shard of
 //      each bucket (the rest of the bucket is its own, unreduced), updates that shard's
-//      weights (AdamW keeps m and v for the shard only), and all_gather_weights() brings
-//      every rank the others' updated shards.
+//      weights (AdamW keeps m and v for the shard only, and with bf16 compute the f32 master
+//      weights too, the model's leaves holding bf16 weights: trainers/adamw.h), and
+//      all_gather_weights() brings every rank the others' updated shards (the bf16 weight
+//      buckets in place, or the f32 weights).
 //   2  no whole gradient buffers: every micro-batch's backward hands each bucket, once its
 //      gradients are final, to a transient buffer that is reduce-scattered and added into
 //      this rank's shard accumulator (shard-sized), and the parameters' gradients are
@@ -59,8 +61,10 @@ class DataParallelGradients {
 
   PieceGradient gradient() const;
   // Stages 1 and 2, after AdamW updated this rank's pieces: every rank receives every shard
-  // of the weights (bucket by bucket through one bucket-sized buffer).
-  void all_gather_weights();
+  // of the weights. `resident`: AdamW's bf16 weight buckets when it keeps the masters
+  // (AdamW::weight_buckets), gathered in place, half the bytes of f32; none: the f32
+  // parameters, bucket by bucket through one bucket-sized buffer.
+  void all_gather_weights(const std::vector<Tensor>& resident = {});
 
   int zero_stage() const { return zero_stage_; }
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }

@@ -13,7 +13,7 @@
 namespace zt {
 
 struct MemoryEstimate {
-  double parameters = 0;   // f32 master weights (+ a bf16 copy under bf16 compute)
+  double parameters = 0;   // f32 master weights (+ a bf16 copy under bf16 compute; 1/D of the masters under ZeRO then)
   double gradients = 0;    // f32
   double optimizer = 0;    // AdamW first and second moments, f32
   double activations = 0;  // kept for backward (training) or live in one forward, in the compute dtype

@@ -25,22 +25,13 @@ void StepSignals::add_gradients(const std::vector<Parameter>& params, const Para
   grad_norms_ = group_grad_norms(params, layout, gradient, par_.dp, par_.tp);
 }
 
-namespace {
-
-// The elements of `params` one piece of a layout covers (a view).
-Tensor piece_of(const std::vector<Parameter>& params, const ShardPiece& piece) {
-  return params[static_cast<size_t>(piece.param)].var.tensor().reshape({-1}).slice(0, piece.param_begin,
-                                                                                   piece.param_begin + piece.numel);
-}
-
-}  // namespace
-
-void StepSignals::before_update(const std::vector<Parameter>& params, const ParameterBuckets& layout) {
+void StepSignals::before_update(const AdamW& adam) {
   before_.clear();
-  for (const ShardPiece& piece : layout.pieces()) before_.push_back(piece_of(params, piece).clone());
+  for (const ShardPiece& piece : adam.layout().pieces()) before_.push_back(adam.master(piece).clone());
 }
 
-void StepSignals::after_update(const std::vector<Parameter>& params, const ParameterBuckets& layout) {
+void StepSignals::after_update(const std::vector<Parameter>& params, const AdamW& adam) {
+  const ParameterBuckets& layout = adam.layout();
   // Per group: squares of the update and of the new weights over this rank's pieces (the whole
   // parameters without ZeRO), TP-sharded ones apart, each accumulated on the device.
   const size_t n = kParamGroups.size();
@@ -51,7 +42,7 @@ void StepSignals::after_update(const std::vector<Parameter>& params, const Param
   for (size_t i = 0; i < pieces.size() && i < before_.size(); ++i) {
     const Parameter& p = params[static_cast<size_t>(pieces[i].param)];
     const size_t slot = (p.shard.sharded() ? n : 0) + static_cast<size_t>(p.group);
-    const Tensor now = piece_of(params, pieces[i]).reshape({1, -1});
+    const Tensor now = adam.master(pieces[i]).reshape({1, -1});
     Tensor change = before_[i].reshape({1, -1});
     change.add_(now, -1.0);  // p_old - p_new: the same squares
     ops::accumulate_moments(change, change.shape()[1], 0, delta[slot]);

@@ -42,11 +42,11 @@ class StepSignals {
   void add_gradients(const std::vector<Parameter>& params, const ParameterBuckets& layout,
                      const PieceGradient& gradient);
   // Around the optimizer step (after_update once the weights are whole again): a copy of the
-  // parameters' elements this rank updates (the pieces of `layout`: every parameter, or under
-  // ZeRO this rank's shard; memory: 4 bytes per element, held until after_update), then the
-  // update's norms per group.
-  void before_update(const std::vector<Parameter>& params, const ParameterBuckets& layout);
-  void after_update(const std::vector<Parameter>& params, const ParameterBuckets& layout);
+  // f32 master values this rank updates (AdamW::master of the pieces of its layout: every
+  // parameter, or under ZeRO this rank's shard; memory: 4 bytes per element, held until
+  // after_update), then the update's norms per group.
+  void before_update(const AdamW& adam);
+  void after_update(const std::vector<Parameter>& params, const AdamW& adam);
 
   // Reduces over the groups and reads the device values: the fields above, named.
   std::vector<std::pair<std::string, double>> finish();

@@ -284,13 +284,15 @@ class Trainer {
     {
       // What this rank holds, measured from its buffers (the estimate above is from the config).
       s.str("");
-      s << "optimizer state per rank: " << adam_->state_bytes() << " bytes (AdamW m, v";
+      s << "optimizer state per rank: " << adam_->state_bytes() << " bytes (AdamW m, v"
+        << (adam_->keeps_masters() ? ", f32 master weights" : "");
       if (adam_->layout().sharded())
         s << "; parallel.zero_stage " << cfg_.parallel.zero_stage << ": this rank's shard, 1/"
           << adam_->layout().shards();
       else if (cfg_.parallel.zero_stage > 0)
         s << "; parallel.zero_stage " << cfg_.parallel.zero_stage << " shards nothing with one data-parallel rank";
-      s << ")";
+      s << "); weights " << adam_->weight_bytes() << " bytes ("
+        << (adam_->keeps_masters() ? "bf16, whole; the f32 masters are the optimizer's shard" : "f32 masters") << ")";
       if (step_runner_->gradient_bytes() > 0) s << "; gradient buffers " << step_runner_->gradient_bytes() << " bytes";
       progress_.event(s.str());
     }
@@ -355,7 +357,9 @@ class Trainer {
       if (l.rank == 0) fs::create_directories(fs::path(path).parent_path());
       par_.tp->barrier();  // the folder exists before the other shards are written
       Checkpoint shard = ck;
-      save_model(*model_, shard);
+      if (state.weights.empty()) save_model(*model_, shard);
+      // Else the f32 masters AdamW keeps (the model's leaves are only their bf16 rounding).
+      for (const auto& [name, t] : state.weights) shard.tensors["model/" + name] = t;
       for (const auto& [name, t] : state.m) shard.tensors["adamw/m/" + name] = t;
       for (const auto& [name, t] : state.v) shard.tensors["adamw/v/" + name] = t;
       write_checkpoint_shard(path, shard, l.tp_rank, l.tp_size);
@@ -396,6 +400,9 @@ class Trainer {
         (*map)[p.name] = it->second;
       }
     }
+    std::map<std::string, Tensor> weights;  // the f32 masters, for an optimizer that keeps them
+    for (const auto& p : model_->parameters().all()) weights[p.name] = ck.tensors.at("model/" + p.name);
+    adam_->load_masters(weights);
     try {
       adam_->load_state(ck.meta.at("adamw_steps").get<int64_t>(), m, v);
       step_ = ck.meta.at("step").get<int64_t>();

@@ -25,7 +25,14 @@ MemoryEstimate rank_training_memory(const Config& c, const ParallelLayout& l, DT
   MemoryEstimate need = estimate_training_memory(c.model, micro_batch_rows(c, l), compute, fused_head);
   for (double* part : {&need.parameters, &need.gradients, &need.optimizer, &need.activations})
     *part /= static_cast<double>(l.tp_size);
-  if (c.parallel.zero_stage >= 1) need.optimizer /= static_cast<double>(l.dp_size);
+  if (c.parallel.zero_stage >= 1) {
+    need.optimizer /= static_cast<double>(l.dp_size);
+    // bf16 compute: the f32 masters are sharded with the optimizer state (trainers/adamw.h),
+    // only the bf16 weights stay whole.
+    if (compute != DType::f32)
+      need.parameters -= 4.0 * static_cast<double>(c.model.num_parameters()) / static_cast<double>(l.tp_size) *
+                         (1.0 - 1.0 / static_cast<double>(l.dp_size));
+  }
   if (c.parallel.zero_stage >= 2) need.gradients /= static_cast<double>(l.dp_size);
   return need;
 }
@@ -46,9 +53,11 @@ std::unique_ptr<AdamW> make_optimizer(const Config& c, Model& model, const Paral
   auto layout = std::make_shared<const ParameterBuckets>(
       model.parameters().all(), static_cast<int64_t>(c.parallel.bucket_mb * 1024.0 * 1024.0), shards,
       shards > 1 ? l.dp_rank : 0);
+  // Sharded bf16 training: AdamW keeps the f32 masters of its shard, the model bf16 weights.
+  const DType weights = shards > 1 && parse_dtype(c.train.dtype) == DType::bf16 ? DType::bf16 : DType::f32;
   return std::make_unique<AdamW>(
       model.parameters().all(),
-      AdamWOptions{c.optim.weight_decay, c.optim.beta1, c.optim.beta2, c.optim.eps}, std::move(layout));
+      AdamWOptions{c.optim.weight_decay, c.optim.beta1, c.optim.beta2, c.optim.eps}, std::move(layout), weights);
 }
 
 bool fused_head_for_run(const Config& c, const ParallelLayout& l, DType compute, Device device) {
@@ -153,11 +162,11 @@ StepMetrics TrainingStep::run(const std::function<data::Batch()>& next, double l
   }
   // Clipping rides on the update (the factor scales each gradient as AdamW reads it): no pass
   // over the gradients of its own, and the gradients themselves stay unscaled.
-  if (sig) sig->before_update(model_.parameters().all(), adam_.layout());
+  if (sig) sig->before_update(adam_);
   adam_.step(lr, clip_factor(cfg_.optim.grad_clip, m.grad_norm), gradient);
-  if (sharded) dp_grads_->all_gather_weights();
+  if (sharded) dp_grads_->all_gather_weights(adam_.weight_buckets());
   if (sig) {  // the update of the pieces this rank owns
-    sig->after_update(model_.parameters().all(), adam_.layout());
+    sig->after_update(model_.parameters().all(), adam_);
     m.signals = sig->finish();
   }
   release_grads();

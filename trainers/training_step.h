@@ -43,7 +43,8 @@ int64_t micro_batch_rows(const Config& config, const ParallelLayout& layout);
 bool fused_head_for_run(const Config& config, const ParallelLayout& layout, DType compute, Device device);
 // The memory estimate of one rank's step: 1/T of the model and its activations under T-way
 // tensor parallelism (a lower bound), with the head as `fused_head` says; under ZeRO over D
-// data-parallel ranks 1/D of the optimizer state (stage 1) and of the gradients (stage 2).
+// data-parallel ranks 1/D of the optimizer state (stage 1; with bf16 compute of the f32 master
+// weights too) and of the gradients (stage 2).
 MemoryEstimate rank_training_memory(const Config& config, const ParallelLayout& layout, DType compute, bool fused_head);
 
 // The keys that would shrink this config's step, for memory_shortfall: the model, the batch,
@@ -52,7 +53,9 @@ std::string training_memory_remedies(const Config& config);
 
 // The optimizer of a run: AdamW over the model's parameters in flat buckets of
 // parallel.bucket_mb, its state sharded over the data-parallel ranks when parallel.zero_stage
-// is 1 or 2 (trainers/parameter_buckets.h). TrainingStep reduces the gradients into the same buckets.
+// is 1 or 2 (trainers/parameter_buckets.h), with bf16 compute the f32 master weights too (the
+// model's leaves become bf16 weights: trainers/adamw.h). TrainingStep reduces the gradients
+// into the same buckets.
 std::unique_ptr<AdamW> make_optimizer(const Config& config, Model& model, const ParallelLayout& layout);
 
 class TrainingStep {

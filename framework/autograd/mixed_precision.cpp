@@ -22,6 +22,7 @@ bool is_current(const ComputeCopy& c, const Tensor& master) {
 Tensor compute_copy(VariableImpl& leaf, DType dtype) {
   ComputeCopy& c = leaf.compute_copy;
   const Tensor& master = leaf.data;
+  if (c.resident && master.dtype() == dtype) return master;  // the data is the compute weight
   if (is_current(c, master) && c.copy.dtype() == dtype) return c.copy;
   Tensor copy;
   {
@@ -30,6 +31,30 @@ Tensor compute_copy(VariableImpl& leaf, DType dtype) {
   }
   c = {copy, master.storage()->version(), copy.storage()->version(), master.offset(), master.strides()};
   return c.copy;
+}
+
+void make_compute_resident(VariableImpl& leaf, Tensor compute_weights) {
+  ZT_CHECK(!leaf.grad_fn, "make_compute_resident: '", leaf.name, "' is not a leaf");
+  ZT_CHECK(compute_weights.shape() == leaf.data.shape() && compute_weights.device() == leaf.data.device(),
+           "make_compute_resident: '", leaf.name, "' is ", shape_str(leaf.data.shape()), " on ",
+           leaf.data.device().str(), ", its compute weights ", shape_str(compute_weights.shape()), " on ",
+           compute_weights.device().str());
+  const DType master = leaf_grad_dtype(leaf);
+  ZT_CHECK(is_floating(compute_weights.dtype()) && dtype_size(compute_weights.dtype()) < dtype_size(master),
+           "make_compute_resident: '", leaf.name, "': ", dtype_name(compute_weights.dtype()),
+           " compute weights for a ", dtype_name(master), " master (a narrower floating dtype)");
+  ZT_CHECK(!leaf.grad.defined() || leaf.grad.dtype() == master, "make_compute_resident: '", leaf.name,
+           "' has a ", dtype_name(leaf.grad.dtype()), " gradient, not ", dtype_name(master));
+  leaf.data = std::move(compute_weights);
+  leaf.compute_copy = ComputeCopy{};
+  leaf.compute_copy.resident = true;
+  leaf.compute_copy.master_dtype = master;
+}
+
+bool is_compute_resident(const VariableImpl& leaf) { return leaf.compute_copy.resident; }
+
+DType leaf_grad_dtype(const VariableImpl& leaf) {
+  return leaf.compute_copy.resident ? leaf.compute_copy.master_dtype : leaf.data.dtype();
 }
 
 Tensor* rewritable_compute_copy(VariableImpl& leaf) {

@@ -17,6 +17,15 @@
 // whose version (framework/storage.h) has not changed, and nothing wrote into the copy itself
 // (the cross-entropy's in-place gradient may, when the copy is logits). Anything that writes a
 // master other than through Tensor's in-place methods must bump its storage's version.
+//
+// A compute-resident leaf (make_compute_resident) is the other way round: its data is the bf16
+// compute weight itself and its f32 master lives with its owner elsewhere (the optimizer's
+// shard under ZeRO, trainers/adamw.h), so a rank need not hold every master. Its gradient is
+// f32 all the same, as a master's: leaf_grad_dtype() says f32, so the edges into it carry f32
+// and the engine widens its bf16 gradients exactly as above; ops::cast makes the same node for
+// it as for a master, its compute copy being the data, so backward sums the same addends in
+// the same order. The owner writes the data whenever it writes the master, rounded to nearest
+// even from the new master as a cast would round it (and bumps the data's storage version).
 #include <cstdint>
 #include <vector>
 
@@ -34,11 +43,21 @@ struct ComputeCopy {
   uint64_t copy_version = 0;  // copy.storage()->version() then
   int64_t offset = 0;         // the master's view then
   Shape strides;
+  bool resident = false;      // make_compute_resident: the data is the compute copy
+  DType master_dtype = DType::f32;  // then: the dtype of the master kept elsewhere (and of the gradient)
 };
 
-// The leaf's data converted to `dtype`, reused while current. Treat it as read-only: every
-// later forward may get the same tensor.
+// The leaf's data converted to `dtype`, reused while current (a compute-resident leaf's data
+// itself when of that dtype). Treat it as read-only: every later forward may get the same tensor.
 Tensor compute_copy(VariableImpl& leaf, DType dtype);
+
+// Makes `compute_weights` (the leaf's shape, a narrower floating dtype; e.g. a view of a flat
+// bf16 bucket) the leaf's data, its old dtype the master's; the caller keeps the master. The
+// leaf's gradient stays in the master dtype (a preassigned .grad must be of it already).
+void make_compute_resident(VariableImpl& leaf, Tensor compute_weights);
+bool is_compute_resident(const VariableImpl& leaf);
+// The dtype the leaf's gradient accumulates in: its master's when compute-resident, else its data's.
+DType leaf_grad_dtype(const VariableImpl& leaf);
 
 // The leaf's bf16 compute copy when an optimizer may rewrite it in place with the new master
 // values: current, contiguous like the master, on its device, and referenced by nothing but
@@ -47,12 +66,12 @@ Tensor* rewritable_compute_copy(VariableImpl& leaf);
 // After the optimizer bumped the master's version and wrote the copy from the new values.
 void compute_copy_rewritten(VariableImpl& leaf);
 
-// A leaf's gradient that arrived in another dtype than the leaf's (the bf16 gradient of an f32
-// master weight), to be widened into its .grad.
+// A leaf's gradient that arrived in another dtype than the leaf's gradient dtype (the bf16
+// gradient of an f32 master weight, or of a compute-resident leaf), to be widened into its .grad.
 struct PendingMasterGrad {
   std::shared_ptr<VariableImpl> leaf;
   Tensor grad;
-  DType dtype;  // the leaf's
+  DType dtype;  // leaf_grad_dtype(*leaf)
 };
 
 // Adds every pending gradient, converted to its leaf's dtype, into the leaf's .grad through

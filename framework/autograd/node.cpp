@@ -11,8 +11,12 @@ Node::Node(std::string name, const std::vector<Variable>& inputs) : name_(std::m
     if (v.defined()) {
       e.shape = v.shape();
       e.dtype = v.dtype();
-      if (v.grad_fn()) e.node = v.grad_fn();
-      else if (v.requires_grad()) e.leaf = v.impl();
+      if (v.grad_fn()) {
+        e.node = v.grad_fn();
+      } else if (v.requires_grad()) {
+        e.leaf = v.impl();
+        e.dtype = leaf_grad_dtype(*v.impl());  // a compute-resident leaf's is its master's
+      }
     }
     edges_.push_back(std::move(e));
   }

@@ -25,7 +25,9 @@ struct Edge {
   std::shared_ptr<Node> node;
   std::shared_ptr<VariableImpl> leaf;
   Shape shape;  // the input's shape, to check the gradient a node returns
-  DType dtype = DType::f32;  // the input's dtype: the engine converts a gradient to it
+  // The input's dtype (a leaf's: leaf_grad_dtype, mixed_precision.h): the engine converts a
+  // gradient to it.
+  DType dtype = DType::f32;
   bool needs_grad() const { return node || leaf; }
 };
 

@@ -54,8 +54,9 @@ void Variable::zero_grad() {
   else impl_->grad = Tensor();
 }
 void Variable::preassign_grad(Tensor buffer) {
-  ZT_CHECK(buffer.defined() && buffer.is_contiguous() && buffer.dtype() == dtype() && buffer.device() == device(),
-           "preassign_grad: the buffer must be contiguous, ", dtype_name(dtype()), " on ", device().str());
+  const DType grad_dtype = leaf_grad_dtype(*impl_);
+  ZT_CHECK(buffer.defined() && buffer.is_contiguous() && buffer.dtype() == grad_dtype && buffer.device() == device(),
+           "preassign_grad: the buffer must be contiguous, ", dtype_name(grad_dtype), " on ", device().str());
   check_same_shape(tensor(), buffer, "preassign_grad");
   impl_->grad = std::move(buffer);
   impl_->grad_preassigned = true;

@@ -51,8 +51,8 @@ class Variable {
   const Tensor& grad() const;
   void set_grad(Tensor g);
   void zero_grad();  // drops the gradient (the next backward allocates a fresh one); zeroes a preassigned one
-  // Makes `buffer` (zeroed, the variable's shape and dtype) this leaf's gradient for good: see
-  // VariableImpl::grad_preassigned.
+  // Makes `buffer` (zeroed, the variable's shape, its gradient's dtype: leaf_grad_dtype) this
+  // leaf's gradient for good: see VariableImpl::grad_preassigned.
   void preassign_grad(Tensor buffer);
 
   const std::string& name() const;

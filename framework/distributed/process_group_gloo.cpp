@@ -15,6 +15,7 @@
 #include <future>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
@@ -72,6 +73,13 @@ void dispatch_gloo(DType t, const char* op, F&& f) {
     case DType::i64: f(int64_t{}); return;
     default: ZT_FAIL("gloo ", op, ": dtype ", dtype_name(t), " is not supported (f32, f64, i32, i64)");
   }
+}
+
+// The same for collectives that only move elements (all_gather): bf16 travels as its 16 bits.
+template <class F>
+void dispatch_gloo_move(DType t, const char* op, F&& f) {
+  if (t == DType::bf16) return f(uint16_t{});
+  dispatch_gloo(t, op, std::forward<F>(f));
 }
 
 // A collective queued on the worker thread; wait() blocks until it ran and rethrows its error.
@@ -156,11 +164,11 @@ class GlooProcessGroup : public ProcessGroup {
     ZT_CHECK(out.dtype() == in.dtype(), "gloo all_gather: output dtype ", dtype_name(out.dtype()), " vs input ",
              dtype_name(in.dtype()));
     submit([&] {
-      dispatch_gloo(in.dtype(), "all_gather", [&](auto tag) {
+      dispatch_gloo_move(in.dtype(), "all_gather", [&](auto tag) {
         using T = decltype(tag);
         gloo::AllgatherOptions opts(context_);
-        opts.setInput(in.data<T>(), static_cast<size_t>(in.numel()));
-        opts.setOutput(out.data<T>(), static_cast<size_t>(out.numel()));
+        opts.setInput(static_cast<T*>(in.raw_data()), static_cast<size_t>(in.numel()));
+        opts.setOutput(static_cast<T*>(out.raw_data()), static_cast<size_t>(out.numel()));
         opts.setTag(next_tag());
         run("all_gather", [&] { gloo::allgather(opts); });
       });

@@ -235,6 +235,20 @@ TEST_P(GlooCollectives, AllGatherBroadcastBarrier) {
       g.broadcast(b, root);
       EXPECT_TRUE(test::close_rel(b, Tensor::full({5}, 42, dt), 0));
     }
+    // bf16 is gathered as its bits (ZeRO's bf16 weight buckets), in place too.
+    std::vector<double> mine, expected;
+    for (int64_t i = 0; i < 6; ++i) mine.push_back(value_of(g.rank(), i) * 1.25);
+    for (int r = 0; r < world; ++r)
+      for (int64_t i = 0; i < 6; ++i) expected.push_back(value_of(r, i) * 1.25);
+    Tensor out = Tensor::empty({world, 6}, DType::bf16);
+    test::poison(out);
+    g.all_gather(Tensor::from_vector(mine, {6}).to(DType::bf16), out);
+    const Tensor want = Tensor::from_vector(expected, {world * 6}).to(DType::bf16);
+    EXPECT_TRUE(test::close_rel(out.view({world * 6}), want, 0));
+    Tensor flat = Tensor::zeros({world * 6}, DType::bf16);
+    flat.slice(0, g.rank() * 6, g.rank() * 6 + 6).copy_(Tensor::from_vector(mine, {6}));
+    g.all_gather_in_place(flat);
+    EXPECT_TRUE(test::close_rel(flat, want, 0));
     g.barrier();
   });
 }

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "framework/autograd/grad_mode.h"
+
 #include "models/gpt.h"
 #include "ops/cross_entropy.h"
 #include "ops/elementwise.h"
@@ -96,6 +98,65 @@ TEST(Cast, CrossEntropyGradientWrittenIntoTheCachedCopyIsNotReused) {
     const std::string msg = test::error_of([&] { saved_by_mul.backward(); });
     EXPECT_NE(msg.find("backward of 'mul': a tensor it saved"), std::string::npos) << msg;
   }
+}
+
+// A compute-resident leaf (mixed_precision.h: its data the bf16 weights, its master kept
+// elsewhere) takes its master's graph: cast makes the node without a copy, and the gradients
+// widen into an f32 .grad exactly as a master's do: the same bits, a cast used twice and two
+// casts, over two backwards, also into a preassigned f32 buffer; a direct use widens too.
+TEST(Cast, ComputeResidentLeafTakesItsMastersGraphAndF32Gradient) {
+  const Tensor master = random({6, 5});
+  const Tensor c1 = random({6, 5}, DType::bf16), c2 = random({6, 5}, DType::bf16), c3 = random({6, 5}, DType::bf16);
+  auto loss_of = [&](const Variable& w) {
+    const Variable shared = ops::cast(w, DType::bf16);
+    Variable loss = ops::sum(ops::mul(shared, Variable(c1)));
+    loss = ops::add(loss, ops::sum(ops::mul(shared, Variable(c2))));
+    return ops::add(loss, ops::sum(ops::mul(ops::cast(w, DType::bf16), Variable(c3))));
+  };
+  for (bool preassigned : {false, true}) {
+    SCOPED_TRACE(preassigned ? "preassigned" : "allocated");
+    Variable x(master.clone(), true, "x");
+    Variable y(master.clone(), true, "y");
+    make_compute_resident(*y.impl(), master.to(DType::bf16));
+    EXPECT_TRUE(is_compute_resident(*y.impl()));
+    EXPECT_EQ(y.dtype(), DType::bf16);
+    EXPECT_EQ(leaf_grad_dtype(*y.impl()), DType::f32);
+    EXPECT_EQ(leaf_grad_dtype(*x.impl()), DType::f32);
+    const Variable cy = ops::cast(y, DType::bf16);
+    EXPECT_TRUE(cy.tensor().shares_storage(y.tensor())) << "no copy of the resident weights";
+    EXPECT_FALSE(cy.is_leaf()) << "the cast node of a master";
+    if (preassigned) {
+      x.preassign_grad(Tensor::zeros({6, 5}, DType::f32));
+      y.preassign_grad(Tensor::zeros({6, 5}, DType::f32));
+    }
+    for (int pass = 0; pass < 2; ++pass) {
+      loss_of(x).backward();
+      loss_of(y).backward();
+    }
+    ASSERT_TRUE(y.has_grad());
+    EXPECT_EQ(y.grad().dtype(), DType::f32);
+    EXPECT_TRUE(test::close_rel(y.grad(), x.grad(), 0));
+  }
+  // Used without a cast: the bf16 gradient still widens into .grad.
+  Variable y(master.clone(), true, "y");
+  make_compute_resident(*y.impl(), master.to(DType::bf16));
+  ops::sum(ops::mul(y, Variable(c1))).backward();
+  EXPECT_EQ(y.grad().dtype(), DType::f32);
+  EXPECT_TRUE(test::close_rel(y.grad(), c1.to(DType::f32), 0));
+  // Without grad mode a cast hands the weights back as they are.
+  {
+    NoGradGuard no_grad;
+    EXPECT_TRUE(ops::cast(y, DType::bf16).tensor().shares_storage(y.tensor()));
+  }
+  // Its gradient buffer is f32, its weights narrower than the master, of its shape.
+  EXPECT_NE(test::error_of([&] { y.preassign_grad(Tensor::zeros({6, 5}, DType::bf16)); }).find("f32"), std::string::npos);
+  Variable z(master.clone(), true, "z");
+  EXPECT_NE(test::error_of([&] { make_compute_resident(*z.impl(), master.clone()); }).find("narrower"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { make_compute_resident(*z.impl(), Tensor::zeros({5, 6}, DType::bf16)); }).find("[5, 6]"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] { make_compute_resident(*ops::scale(z, 2.0).impl(), master.to(DType::bf16)); })
+                .find("is not a leaf"),
+            std::string::npos);
 }
 
 TEST(Cast, CudaBf16GradientsReachTheF32MastersThroughTheBatchedConversion) {

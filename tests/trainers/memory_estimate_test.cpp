@@ -69,8 +69,9 @@ TEST(MemoryEstimate, DeviceMemoryIsKnownOnAGpu) {
 }
 
 
-// Under ZeRO over D data-parallel ranks a rank holds 1/D of the optimizer state (stage 1) and
-// of the gradients (stage 2); tensor parallelism divides everything by T first.
+// Under ZeRO over D data-parallel ranks a rank holds 1/D of the optimizer state (stage 1; with
+// bf16 compute of the f32 master weights too) and of the gradients (stage 2); tensor
+// parallelism divides everything by T first.
 TEST(MemoryEstimate, ZeroDividesTheOptimizerAndGradientsPerRank) {
   Config c;
   c.model.n_layer = 2;
@@ -92,9 +93,19 @@ TEST(MemoryEstimate, ZeroDividesTheOptimizerAndGradientsPerRank) {
   EXPECT_DOUBLE_EQ(z1.gradients, z0.gradients);
   EXPECT_DOUBLE_EQ(z2.optimizer, z0.optimizer / 4);
   EXPECT_DOUBLE_EQ(z2.gradients, z0.gradients / 4);
-  EXPECT_DOUBLE_EQ(z2.parameters, z0.parameters);
   EXPECT_DOUBLE_EQ(z2.activations, z0.activations);
   EXPECT_DOUBLE_EQ(z0.optimizer * 2, estimate_training_memory(c.model, 2, DType::bf16).optimizer);
+  // bf16: the f32 masters are sharded with the optimizer state (4/D bytes per parameter), the
+  // bf16 weights (2) stay whole; all of it 1/T under tensor parallelism.
+  const double n = static_cast<double>(c.model.num_parameters()) / 2;
+  EXPECT_DOUBLE_EQ(z0.parameters, (4 + 2) * n);
+  EXPECT_DOUBLE_EQ(z1.parameters, (4.0 / 4 + 2) * n);
+  EXPECT_DOUBLE_EQ(z2.parameters, z1.parameters);
+  // f32: the masters are the weights, whole at every stage.
+  for (int stage : {0, 1, 2}) {
+    c.parallel.zero_stage = stage;
+    EXPECT_DOUBLE_EQ(rank_training_memory(c, l, DType::f32, false).parameters, 4 * n) << stage;
+  }
 }
 
 // The remedies name only what is not already in use: a config that recomputes blocks under

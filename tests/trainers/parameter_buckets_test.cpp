@@ -25,6 +25,30 @@ std::vector<Parameter> params_of(const std::vector<Shape>& shapes, uint64_t seed
 }
 
 const std::vector<Shape> kShapes{{7, 5}, {130}, {3}, {64, 3}, {1}, {200}};
+constexpr int64_t kBucketBytes = 600;  // several buckets, parameters cut by shard borders
+
+// `shards` ranks' copies of the same parameters (from `seed`), each with the AdamW of its shard.
+struct ShardedRanks {
+  std::vector<std::vector<Parameter>> params;
+  std::vector<std::unique_ptr<AdamW>> opts;
+  ShardedRanks(int shards, uint64_t seed, const AdamWOptions& opt, DType weights) : params(shards) {
+    for (int r = 0; r < shards; ++r) {
+      std::vector<Parameter>& ps = params[static_cast<size_t>(r)];
+      ps = params_of(kShapes, seed);
+      opts.push_back(std::make_unique<AdamW>(
+          ps, opt, std::make_shared<const ParameterBuckets>(ps, kBucketBytes, shards, r), weights));
+    }
+  }
+};
+
+// The same random gradient for every parameter of `ref` and of every rank.
+void set_same_gradients(std::vector<Parameter>& ref, ShardedRanks& ranks, Generator& g) {
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const Tensor grad = Tensor::randn(ref[i].var.shape(), DType::f32, g);
+    ref[i].var.set_grad(grad.clone());
+    for (auto& rank : ranks.params) rank[i].var.set_grad(grad.clone());
+  }
+}
 
 TEST(ParameterBuckets, ShardsCoverEveryElementOnceOnAlignedBoundaries) {
   const std::vector<Parameter> ps = params_of(kShapes, 1);
@@ -63,23 +87,14 @@ TEST(ParameterBuckets, ShardsCoverEveryElementOnceOnAlignedBoundaries) {
 TEST(ParameterBuckets, ShardedAdamWUpdatesItsPiecesLikeTheUnsharded) {
   const AdamWOptions opt{0.1, 0.9, 0.95, 1e-8};
   constexpr int kShards = 3;
-  constexpr int64_t kBucketBytes = 600;  // several buckets, parameters cut by shard borders
   std::vector<Parameter> ref = params_of(kShapes, 2);
   AdamW whole(ref, opt, std::make_shared<const ParameterBuckets>(ref, kBucketBytes, 1, 0));
-  std::vector<std::vector<Parameter>> ranks;
-  for (int r = 0; r < kShards; ++r) ranks.push_back(params_of(kShapes, 2));
-  std::vector<std::unique_ptr<AdamW>> opts;
-  for (int r = 0; r < kShards; ++r)
-    opts.push_back(std::make_unique<AdamW>(
-        ranks[static_cast<size_t>(r)], opt,
-        std::make_shared<const ParameterBuckets>(ranks[static_cast<size_t>(r)], kBucketBytes, kShards, r)));
+  ShardedRanks sharded(kShards, 2, opt, DType::f32);
+  std::vector<std::vector<Parameter>>& ranks = sharded.params;
+  std::vector<std::unique_ptr<AdamW>>& opts = sharded.opts;
   Generator g(3);
   for (int t = 0; t < 3; ++t) {
-    for (size_t i = 0; i < ref.size(); ++i) {
-      const Tensor grad = Tensor::randn(ref[i].var.shape(), DType::f32, g);
-      ref[i].var.set_grad(grad.clone());
-      for (auto& rank : ranks) rank[i].var.set_grad(grad.clone());
-    }
+    set_same_gradients(ref, sharded, g);
     whole.step(1e-2, 0.5);
     for (auto& o : opts) o->step(1e-2, 0.5);
     // The all-gather, by hand: each element from the rank whose shard holds it.
@@ -109,6 +124,85 @@ TEST(ParameterBuckets, ShardedAdamWUpdatesItsPiecesLikeTheUnsharded) {
     EXPECT_EQ(two.state_bytes() % (2 * 4 * 64), 0);
   }
   EXPECT_THROW(opts[0]->full_state(nullptr), Error);  // sharded: needs the data-parallel group
+}
+
+// With bf16 weights, each sharded AdamW keeps the f32 masters of its pieces and the leaves
+// become bf16 views of its weight buckets. Fed the same gradients, after the all-gather of the
+// bf16 buckets (by hand: each bucket's shard from the rank that owns it), every rank's leaves
+// are bit for bit the bf16 compute copy of the unsharded f32 training, and its masters that
+// training's values; loaded into another shard count, each rank takes its pieces.
+TEST(ParameterBuckets, ShardedAdamWKeepsItsMastersAndWritesTheBf16Weights) {
+  const AdamWOptions opt{0.1, 0.9, 0.95, 1e-8};
+  constexpr int kShards = 3;
+  std::vector<Parameter> ref = params_of(kShapes, 4);
+  AdamW whole(ref, opt, std::make_shared<const ParameterBuckets>(ref, kBucketBytes, 1, 0));
+  ShardedRanks sharded(kShards, 4, opt, DType::bf16);
+  std::vector<std::vector<Parameter>>& ranks = sharded.params;
+  std::vector<std::unique_ptr<AdamW>>& opts = sharded.opts;
+  auto expect_like_ref = [&](int t) {
+    for (int r = 0; r < kShards; ++r) {
+      const AdamW& o = *opts[static_cast<size_t>(r)];
+      for (size_t i = 0; i < ref.size(); ++i) {
+        const Variable& leaf = ranks[static_cast<size_t>(r)][i].var;
+        ASSERT_EQ(leaf.dtype(), DType::bf16);
+        ASSERT_EQ(leaf.tensor().to_vector<float>(), ref[i].var.tensor().to(DType::bf16).to_vector<float>())
+            << "step " << t << ", rank " << r << ", parameter " << i;
+      }
+      for (const ShardPiece& p : o.layout().pieces()) {
+        const Tensor want = ref[static_cast<size_t>(p.param)].var.tensor().view({-1}).slice(0, p.param_begin,
+                                                                                            p.param_begin + p.numel);
+        ASSERT_EQ(o.master(p).to_vector<float>(), want.to_vector<float>()) << "step " << t << ", rank " << r;
+      }
+    }
+  };
+  for (int r = 0; r < kShards; ++r) {
+    const AdamW& o = *opts[static_cast<size_t>(r)];
+    EXPECT_TRUE(o.keeps_masters());
+    EXPECT_EQ(o.state_bytes(), 3 * 4 * o.layout().shard_elements());
+    EXPECT_EQ(o.weight_bytes(), 2 * o.layout().shard_elements() * kShards);
+    EXPECT_EQ(o.weight_buckets().size(), o.layout().buckets().size());
+    for (const Parameter& p : ranks[static_cast<size_t>(r)]) EXPECT_EQ(leaf_grad_dtype(*p.var.impl()), DType::f32);
+  }
+  EXPECT_FALSE(whole.keeps_masters());
+  EXPECT_TRUE(whole.weight_buckets().empty());
+  expect_like_ref(0);
+  Generator g(5);
+  for (int t = 1; t <= 3; ++t) {
+    set_same_gradients(ref, sharded, g);
+    whole.step(1e-2, 0.5);
+    for (auto& o : opts) o->step(1e-2, 0.5);
+    for (size_t b = 0; b < whole.layout().buckets().size(); ++b) {
+      for (int r = 0; r < kShards; ++r) {
+        const ParameterBuckets& l = opts[static_cast<size_t>(r)]->layout();
+        const int64_t lo = l.shard_begin(static_cast<int64_t>(b)), hi = lo + l.shard_numel(static_cast<int64_t>(b));
+        const Tensor from = opts[static_cast<size_t>(r)]->weight_buckets()[b].slice(0, lo, hi);
+        for (auto& other : opts) {
+          Tensor to = other->weight_buckets()[b].slice(0, lo, hi);
+          to.copy_(from);
+        }
+      }
+    }
+    expect_like_ref(t);
+  }
+  // Another shard count: each rank takes its pieces of the masters, the leaves their rounding.
+  std::map<std::string, Tensor> masters;
+  for (const Parameter& p : ref) masters[p.name] = p.var.tensor();
+  for (int r = 0; r < 2; ++r) {
+    std::vector<Parameter> ps = params_of(kShapes, 6);
+    AdamW two(ps, opt, std::make_shared<const ParameterBuckets>(ps, kBucketBytes, 2, r), DType::bf16);
+    two.load_masters(masters);
+    for (size_t i = 0; i < ps.size(); ++i)
+      EXPECT_EQ(ps[i].var.tensor().to_vector<float>(), ref[i].var.tensor().to(DType::bf16).to_vector<float>());
+    for (const ShardPiece& p : two.layout().pieces())
+      EXPECT_EQ(two.master(p).to_vector<float>(), ref[static_cast<size_t>(p.param)].var.tensor().view({-1}).slice(
+                                                      0, p.param_begin, p.param_begin + p.numel).to_vector<float>());
+    masters.erase(ref.back().name);
+    EXPECT_THROW(two.load_masters(masters), Error);
+    masters[ref.back().name] = ref.back().var.tensor();
+  }
+  // Only a sharded layout keeps the masters.
+  std::vector<Parameter> lone = params_of(kShapes, 7);
+  EXPECT_THROW(AdamW(lone, opt, std::make_shared<const ParameterBuckets>(lone, kBucketBytes, 1, 0), DType::bf16), Error);
 }
 
 }  // namespace
