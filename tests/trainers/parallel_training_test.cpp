@@ -492,6 +492,9 @@ TEST_F(ParallelTraining, ZeroShardsTheBf16MasterWeightsAndTrainsTheSameBits) {
   for (auto [tag, nproc, tp, family] : {std::tuple{"dp2", 2, 1, bf16}, std::tuple{"tp2dp2", 4, 2, bf16},
                                         std::tuple{"llama_dp2", 2, 1, llama}, std::tuple{"llama_tp2dp2", 4, 2, llama}}) {
     const int dp = nproc / tp;
+    // Shard suffixes of the checkpoint files (a named copy: lambdas may not capture a binding).
+    const std::vector<std::string> shards =
+        tp == 1 ? std::vector<std::string>{""} : std::vector<std::string>{".tp0of2", ".tp1of2"};
     const std::string z0 = std::string(tag) + "_z0";
     run_zero_stages(tag, nproc, tp, family, [&](int stage, const std::string& name, const Result& base, const Result& r) {
       EXPECT_NE(base.output.find("bytes (AdamW m, v); weights "), std::string::npos) << base.output;
@@ -512,8 +515,7 @@ TEST_F(ParallelTraining, ZeroShardsTheBf16MasterWeightsAndTrainsTheSameBits) {
       EXPECT_LT(2 * weights - weights0, 4 * 64 * (40 + dp)) << name;
       const double rel = stage == 1 ? 0 : 1e-6;
       expect_same_training(records(name), records(z0), name, rel);
-      for (const std::string shard : tp == 1 ? std::vector<std::string>{""} : std::vector<std::string>{".tp0of2", ".tp1of2"})
-        expect_same_tensors(step6(z0, shard), step6(name, shard), rel);
+      for (const std::string& shard : shards) expect_same_tensors(step6(z0, shard), step6(name, shard), rel);
     });
   }
   // A stage-1 run interrupted at step 3 resumes bit for bit, and at stage 0 too: its checkpoint
