@@ -5,8 +5,9 @@
 # run alone against 4 and 8 at once (tokens/s from train's metrics).
 #   OUT=/tmp/out tools/gpu/run_lr_sweep.sh   STEPS=N (1000), JOBS=N (8), SEEDS=N (2),
 #                                            SWEEPS="gpt llama" (which studies), TPUT=0 (skip
-#                                            the throughput runs), DEADLINE=S (stop the sweeps
-#                                            S seconds after the start; default 540)
+#                                            the throughput runs; TPUT_NS="4 8": how many at once),
+#                                            DEADLINE=S (stop the sweeps S seconds after
+#                                            the start; default 540)
 # The study outlasts one device call, so it is resumable across calls: the ablations live under
 # runs/sweeps/ (SWEEP_DIR), every run directory except its checkpoints comes back under
 # $OUT/sweeps/, and carrying that folder back as runs/sweeps makes the next call skip the
@@ -39,7 +40,7 @@ if [ "${TPUT:-1}" = 1 ]; then
             --set log.eval_every=0 --set log.out_dir="/tmp/tput_$1" --overwrite >"$OUT/tput_$1.log" 2>&1; }
   run alone
   echo "== throughput lr_sweep_gpt: one run alone $(tps /tmp/tput_alone/metrics.jsonl) tokens/s"
-  for n in 4 8; do
+  for n in ${TPUT_NS:-4 8}; do
     t0=$(date +%s.%N)
     for k in $(seq 1 $n); do run "n${n}_$k" & done
     wait
@@ -64,8 +65,9 @@ for family in ${SWEEPS:-gpt llama}; do
   echo "== ablate $family rc=$rc $(( $(date +%s) - t0 )) s: $(ls "$dir"/*/ablate.done 2>/dev/null | wc -l) finished, $(ls "$dir"/*/ablate.diverged 2>/dev/null | wc -l) diverged"
   tail -3 "$OUT/ablate_$family.log"
   sed -n '/## Learning-rate sensitivity/,$p' "$dir/summary.md" 2>/dev/null | head -24
+  # Everything but the checkpoints comes back (after each study, in case the call is cut
+  # short), to be carried into the next call.
+  (cd "$(dirname "$SWEEP_DIR")" && tar czf "$OUT/sweeps.tgz" --exclude='*.ckpt' --exclude='*.ckpt.*' \
+     "$(basename "$SWEEP_DIR")" 2>/dev/null)
 done
-# Everything but the checkpoints comes back, to be carried into the next call.
-(cd "$(dirname "$SWEEP_DIR")" && tar czf "$OUT/sweeps.tgz" --exclude='*.ckpt' --exclude='*.ckpt.*' "$(basename "$SWEEP_DIR")" 2>/dev/null)
-ls -la "$OUT/sweeps.tgz"
 true
