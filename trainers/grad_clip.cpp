@@ -73,9 +73,9 @@ double global_grad_norm(const std::vector<Parameter>& params, const std::shared_
   const double replicated = squares_of(params, [](const Parameter& p) { return !p.shard.sharded(); });
   const double sharded = squares_of(params, [](const Parameter& p) { return p.shard.sharded(); });
   const Device device = params.empty() ? Device::cpu() : params.front().var.device();
-  Tensor sum = Tensor::full({1}, sharded, DType::f64, device);
-  tp_group->all_reduce(sum, ReduceOp::sum);
-  return std::sqrt(sum.item() + replicated);
+  return std::sqrt(
+      combine_over_ranks(Tensor::from_vector(std::vector<double>{replicated, sharded}, {2, 1}, device), false,
+                         nullptr, tp_group)[0]);
 }
 
 std::vector<double> combine_over_ranks(Tensor sums, bool dp_sharded, const std::shared_ptr<ProcessGroup>& dp_group,
