@@ -400,9 +400,11 @@ class Trainer {
         (*map)[p.name] = it->second;
       }
     }
-    std::map<std::string, Tensor> weights;  // the f32 masters, for an optimizer that keeps them
-    for (const auto& p : model_->parameters().all()) weights[p.name] = ck.tensors.at("model/" + p.name);
-    adam_->load_masters(weights);
+    if (adam_->keeps_masters()) {  // the f32 masters of its shard (the model's leaves are bf16)
+      std::map<std::string, Tensor> weights;
+      for (const auto& p : model_->parameters().all()) weights[p.name] = ck.tensors.at("model/" + p.name);
+      adam_->load_masters(weights);
+    }
     try {
       adam_->load_state(ck.meta.at("adamw_steps").get<int64_t>(), m, v);
       step_ = ck.meta.at("step").get<int64_t>();
